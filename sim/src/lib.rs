@@ -1,0 +1,11 @@
+//! The simulator, evaluation harness, training pipeline and drills of stockgrid.
+//!
+//! This crate will own a deterministic (seeded) simulation of a retail network that knows
+//! the true stock, the evaluation of answers against that truth, the training of the models
+//! of `stockgrid-inference`, and drills against a real node through the `stockgrid-api`
+//! client. It may depend on every library crate (`api`, `cluster`, `actors`, `inference`);
+//! nothing but the binary depends on it.
+//!
+//! # Layout
+//! Empty until the simulator issue: the replay file formats it will write are read today by
+//! `stockgrid_actors::replay`.

@@ -1,0 +1,192 @@
+//! Write batches: operations, conditions and their resolution against existing keys.
+
+use std::collections::BTreeMap;
+
+use crate::StoreError;
+
+/// Most operations one batch may carry.
+pub const MAX_BATCH_OPERATIONS: usize = 1 << 20;
+/// Most key and value bytes one batch may carry.
+pub const MAX_BATCH_BYTES: usize = 256 << 20;
+/// Longest key a store accepts (fjall's own limit is 65,536).
+pub const MAX_KEY_BYTES: usize = 16 << 10;
+
+/// One write of a batch. Operations apply in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Sets `key` to `value`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Removes `key` if present.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Removes every key with `start <= key < end`.
+    DeleteRange {
+        /// First key removed.
+        start: Vec<u8>,
+        /// First key kept.
+        end: Vec<u8>,
+    },
+}
+
+/// A precondition checked atomically with the batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// `key` must be absent.
+    Absent(Vec<u8>),
+    /// `key` must hold exactly `value`.
+    Equals(Vec<u8>, Vec<u8>),
+}
+
+/// An atomic group of writes with optional conditions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// Conditions that must all hold, checked before any operation.
+    pub conditions: Vec<Condition>,
+    /// Operations, applied in order.
+    pub operations: Vec<Operation>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a put.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.operations.push(Operation::Put { key: key.into(), value: value.into() });
+        self
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.operations.push(Operation::Delete { key: key.into() });
+        self
+    }
+
+    /// Adds a range delete of `start <= key < end`.
+    pub fn delete_range(&mut self, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> &mut Self {
+        self.operations.push(Operation::DeleteRange { start: start.into(), end: end.into() });
+        self
+    }
+
+    /// Adds a condition.
+    pub fn require(&mut self, condition: Condition) -> &mut Self {
+        self.conditions.push(condition);
+        self
+    }
+
+    /// Whether the batch has neither operations nor conditions.
+    pub fn is_empty(&self) -> bool {
+        self.operations.is_empty() && self.conditions.is_empty()
+    }
+
+    /// Appends the other batch's conditions and operations after this one's.
+    pub fn append(&mut self, mut other: WriteBatch) {
+        self.conditions.append(&mut other.conditions);
+        self.operations.append(&mut other.operations);
+    }
+
+    /// Bytes of keys and values the batch carries.
+    pub fn byte_size(&self) -> usize {
+        self.operations
+            .iter()
+            .map(|operation| match operation {
+                Operation::Put { key, value } => key.len() + value.len(),
+                Operation::Delete { key } => key.len(),
+                Operation::DeleteRange { start, end } => start.len() + end.len(),
+            })
+            .sum()
+    }
+
+    /// Checks the size limits; every backend calls this before writing anything.
+    pub fn check_limits(&self) -> Result<(), StoreError> {
+        let count = self.operations.len() + self.conditions.len();
+        if count > MAX_BATCH_OPERATIONS {
+            return Err(StoreError::BatchTooLarge {
+                what: "operation count",
+                actual: count,
+                limit: MAX_BATCH_OPERATIONS,
+            });
+        }
+        let check_key = |key: &[u8]| {
+            if key.is_empty() || key.len() > MAX_KEY_BYTES {
+                return Err(StoreError::BatchTooLarge {
+                    what: "key length (must be 1 or more)",
+                    actual: key.len(),
+                    limit: MAX_KEY_BYTES,
+                });
+            }
+            Ok(())
+        };
+        for operation in &self.operations {
+            match operation {
+                Operation::Put { key, .. } | Operation::Delete { key } => check_key(key)?,
+                Operation::DeleteRange { .. } => {}
+            }
+        }
+        let bytes = self.byte_size();
+        if bytes > MAX_BATCH_BYTES {
+            return Err(StoreError::BatchTooLarge {
+                what: "byte size",
+                actual: bytes,
+                limit: MAX_BATCH_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The net effect of a batch per key: `Some(value)` to write, `None` to delete.
+pub type ResolvedWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// Checks the batch's conditions through `read` and folds its operations, in order, into the
+/// net write per key. `existing_keys(start, end)` lists the stored keys of a range, for range
+/// deletes. Every backend resolves batches through this one routine so that all of them give
+/// ordered operations and conditions the same meaning.
+pub fn resolve<R, K>(batch: &WriteBatch, read: R, existing_keys: K) -> Result<ResolvedWrites, StoreError>
+where
+    R: Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+    K: Fn(&[u8], &[u8]) -> Result<Vec<Vec<u8>>, StoreError>,
+{
+    batch.check_limits()?;
+    for condition in &batch.conditions {
+        let (key, holds) = match condition {
+            Condition::Absent(key) => (key, read(key)?.is_none()),
+            Condition::Equals(key, expected) => (key, read(key)?.as_deref() == Some(expected.as_slice())),
+        };
+        if !holds {
+            return Err(StoreError::ConditionFailed { key: key.clone() });
+        }
+    }
+    let mut writes = ResolvedWrites::new();
+    for operation in &batch.operations {
+        match operation {
+            Operation::Put { key, value } => {
+                writes.insert(key.clone(), Some(value.clone()));
+            }
+            Operation::Delete { key } => {
+                writes.insert(key.clone(), None);
+            }
+            Operation::DeleteRange { start, end } => {
+                if start >= end {
+                    continue;
+                }
+                for key in existing_keys(start, end)? {
+                    writes.insert(key, None);
+                }
+                for (_, value) in writes.range_mut(start.clone()..end.clone()) {
+                    *value = None;
+                }
+            }
+        }
+    }
+    Ok(writes)
+}

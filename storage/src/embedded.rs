@@ -1,0 +1,130 @@
+//! [`EmbeddedStore`]: the on-disk default backend, on fjall (an LSM tree).
+//!
+//! One fjall database under the data directory, one keyspace holding every key. A commit is
+//! one fjall write batch with `PersistMode::SyncAll`: the journal is fsync'd before `commit`
+//! returns. Conditions and range deletes are resolved under a commit lock, so a batch is
+//! atomic with respect to other commits of this process (the only writer: fjall locks the
+//! directory against a second process).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use crate::batch::resolve;
+use crate::poison::PoisonState;
+use crate::{KeyValue, Store, StoreError, WriteBatch};
+
+const KEYSPACE_NAME: &str = "stockgrid";
+
+/// The embedded LSM store.
+pub struct EmbeddedStore {
+    path: PathBuf,
+    database: Database,
+    keyspace: Keyspace,
+    commit_lock: Mutex<()>,
+    poison: PoisonState,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn backend_error(context: &'static str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend { context, message: error.to_string() }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store under `path`, recovering from its journal.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path).map_err(|e| backend_error("create data directory", e))?;
+        let database = Database::builder(&path)
+            // Memtables are flushed once the journal passes this size, which bounds both
+            // recovery time and the journal's share of the disk.
+            .max_journaling_size(64 << 20)
+            .open()
+            .map_err(|e| backend_error("open store", e))?;
+        let keyspace = database
+            .keyspace(KEYSPACE_NAME, KeyspaceCreateOptions::default)
+            .map_err(|e| backend_error("open keyspace", e))?;
+        Ok(Self { path, database, keyspace, commit_lock: Mutex::new(()), poison: PoisonState::default() })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes the next `count` commits fail as a failed fsync would (tests only).
+    pub fn inject_write_failures(&self, count: u32) {
+        self.poison.inject_write_failures(count);
+    }
+
+    fn keys_in(&self, start: &[u8], end: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.keyspace
+            .range(start..end)
+            .map(|guard| guard.into_inner().map(|(k, _)| k.to_vec()).map_err(|e| backend_error("scan keys", e)))
+            .collect()
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn backend_name(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.keyspace.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| backend_error("read key", e))
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        self.keyspace
+            .range(start..end)
+            .take(limit)
+            .map(|guard| {
+                guard.into_inner().map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| backend_error("scan range", e))
+            })
+            .collect()
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.poison.check()?;
+        let _guard = self.commit_lock.lock().map_err(|_| backend_error("lock commit", "poisoned by a panic"))?;
+        let writes = resolve(&batch, |key| self.get(key), |start, end| self.keys_in(start, end))?;
+        if self.poison.take_injected_failure() {
+            return Err(self.poison.poison("injected fsync failure".to_owned()));
+        }
+        let mut fjall_batch = self.database.batch().durability(Some(PersistMode::SyncAll));
+        for (key, value) in writes {
+            match value {
+                Some(value) => fjall_batch.insert(&self.keyspace, key, value),
+                None => fjall_batch.remove(&self.keyspace, key),
+            }
+        }
+        // Any failure here (a failed write or fsync, a full disk) leaves the journal in doubt:
+        // fjall poisons itself and so do we, with fjall's words as the cause.
+        fjall_batch.commit().map_err(|e| self.poison.poison(format!("commit batch: {e}")))
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.poison.check()
+    }
+
+    fn disk_bytes(&self) -> Result<u64, StoreError> {
+        self.database.disk_space().map_err(|e| backend_error("measure disk space", e))
+    }
+
+    fn reclaim_space(&self) -> Result<(), StoreError> {
+        self.keyspace.rotate_memtable_and_wait().map_err(|e| backend_error("flush memtable", e))?;
+        self.keyspace.major_compact().map_err(|e| backend_error("compact keyspace", e))
+    }
+}

@@ -1,0 +1,43 @@
+//! The storage contract of stockgrid and its backends.
+//!
+//! This crate knows bytes, not inventory: ordered keys, point reads, ordered range scans and
+//! atomic, durable, conditional write batches. It must not depend on any other stockgrid
+//! crate, and nothing in it may interpret a key or a value. The meaning of keys (event log,
+//! snapshots, identities) belongs to `stockgrid-actors`.
+//!
+//! # Layout
+//! - [`store`]: the [`Store`] trait, the contract every backend fulfils.
+//! - [`batch`]: [`WriteBatch`], its operations and conditions, and the one routine that
+//!   resolves a batch against existing keys (shared by every backend so they agree).
+//! - [`error`]: [`StoreError`], including the poisoned state.
+//! - [`memory`]: [`MemoryStore`], an in-memory backend for unit tests and simulation.
+//! - [`embedded`]: [`EmbeddedStore`], the on-disk default (fjall, an LSM tree), behind the
+//!   `embedded` feature.
+//! - [`group_commit`]: [`GroupCommitter`], which merges batches from many writers into one
+//!   fsync'd commit and acknowledges each writer only after that commit.
+//! - [`conformance`]: the suite any backend must pass (FoundationDB will run it too).
+//!
+//! # Durability contract
+//! `Store::commit` returns `Ok` only after the batch is on stable storage (fsync). A failed
+//! write or fsync, or a full disk, poisons the store: every later write is refused with
+//! [`StoreError::Poisoned`], because after such a failure the state on disk is uncertain and
+//! stockgrid prefers refusing writes to serving uncertain stock.
+
+pub mod batch;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod error;
+pub mod group_commit;
+pub mod memory;
+pub mod poison;
+pub mod store;
+
+pub use batch::{Condition, Operation, WriteBatch};
+#[cfg(feature = "embedded")]
+pub use embedded::EmbeddedStore;
+pub use error::StoreError;
+pub use group_commit::{CommitTicket, GroupCommitConfig, GroupCommitter};
+pub use memory::MemoryStore;
+pub use store::{KeyValue, Store};

@@ -1,0 +1,51 @@
+//! The [`Store`] contract.
+
+use crate::{StoreError, WriteBatch};
+
+/// A key and its value, as returned by scans.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// An ordered key-value store with atomic, durable, conditional batches.
+///
+/// Keys are compared as byte strings. Every backend must pass [`crate::conformance`].
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs ("embedded", "memory").
+    fn backend_name(&self) -> &'static str;
+
+    /// The value stored under `key`, if any.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The pairs with `start <= key < end`, in key order, at most `limit` of them.
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
+
+    /// Applies the batch atomically if all its conditions hold, and returns only once the
+    /// batch is durable. On a failed condition nothing is applied. On a failed write or fsync
+    /// the store becomes poisoned and the error says so.
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
+
+    /// `Ok` while writes are accepted; the poison error once they are not.
+    fn check_writable(&self) -> Result<(), StoreError>;
+
+    /// Bytes the store occupies on disk (0 for in-memory backends).
+    fn disk_bytes(&self) -> Result<u64, StoreError>;
+
+    /// Bytes of live keys and values (a logical size, comparable across backends).
+    fn live_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        let mut start = Vec::new();
+        loop {
+            let page = self.scan(&start, &[0xff; 64], 4096)?;
+            let Some((last_key, _)) = page.last() else {
+                return Ok(total);
+            };
+            total += page.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+            start = last_key.clone();
+            start.push(0);
+        }
+    }
+
+    /// Lets the backend reclaim space now (flush, compact); a no-op where meaningless.
+    fn reclaim_space(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
