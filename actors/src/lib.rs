@@ -1,1 +1,18 @@
-//! placeholder
+//! The domain model and the engine of stockgrid: events, the deterministic ledger, virtual
+//! SKU-location entities on supervised shard actors, their persistence, and replay.
+//!
+//! This crate may depend on `stockgrid-storage` (bytes and the `Store` contract) and
+//! `stockgrid-inference` (pure math), and on nothing else of ours: placement across nodes
+//! belongs to `stockgrid-cluster`, the network API to `stockgrid-api`, simulation to
+//! `stockgrid-sim`.
+//!
+//! # Layout
+//! - [`time`]: timestamps, RFC 3339, the injected [`time::Clock`].
+//! - [`domain`]: keys, sources, kinds, surfaces, events and their validation.
+//! - [`ledger`]: the pure core: admission, dedup, ledger arithmetic, anchors, transfers.
+//! - [`decision`]: the deterministic rules decision per surface.
+
+pub mod decision;
+pub mod domain;
+pub mod ledger;
+pub mod time;

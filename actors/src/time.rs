@@ -1,0 +1,133 @@
+//! Time: millisecond timestamps, RFC 3339 text, and the injected clock.
+//!
+//! Every component reads time from a [`Clock`]. `serve` will use [`WallClock`]; replay, the
+//! simulator and drills drive a [`SimulatedClock`], so lateness, TTLs and passivation follow
+//! simulated time. Timestamps are whole milliseconds since the Unix epoch (UTC); finer
+//! digits in input text are truncated.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+/// One second, minute and hour in milliseconds.
+pub const SECOND_MS: i64 = 1_000;
+/// One minute in milliseconds.
+pub const MINUTE_MS: i64 = 60 * SECOND_MS;
+/// One hour in milliseconds.
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+
+impl Timestamp {
+    /// Parses RFC 3339 text ("2026-03-02T10:00:00Z", offsets allowed).
+    pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
+        let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| format!("not an RFC 3339 time ({e})"))?;
+        let millis = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
+        i64::try_from(millis).map(Timestamp).map_err(|_| "time out of range".to_owned())
+    }
+
+    /// Formats as RFC 3339 in UTC with milliseconds.
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1_000_000;
+        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .unwrap_or_else(|| format!("@{}ms", self.0))
+    }
+
+    /// Whole seconds since 2020-01-01T00:00:00Z, saturated into a `u32` (good to 2156): the
+    /// compact form used where second precision is enough (per-source last-seen times).
+    pub fn to_compact_seconds(self) -> u32 {
+        const EPOCH_2020_MS: i64 = 1_577_836_800_000;
+        ((self.0 - EPOCH_2020_MS).div_euclid(SECOND_MS)).clamp(0, i64::from(u32::MAX)) as u32
+    }
+
+    /// The inverse of [`Timestamp::to_compact_seconds`] (0 means "never").
+    pub fn from_compact_seconds(seconds: u32) -> Option<Self> {
+        const EPOCH_2020_MS: i64 = 1_577_836_800_000;
+        (seconds != 0).then(|| Timestamp(EPOCH_2020_MS + i64::from(seconds) * SECOND_MS))
+    }
+
+    /// This time plus `millis`, saturating.
+    pub fn plus_ms(self, millis: i64) -> Self {
+        Timestamp(self.0.saturating_add(millis))
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// A source of "now".
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now(&self) -> Timestamp {
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock moved by its driver (replay, simulator). It never goes backwards.
+#[derive(Clone, Debug, Default)]
+pub struct SimulatedClock(Arc<AtomicI64>);
+
+impl SimulatedClock {
+    /// A clock reading `start`.
+    pub fn starting_at(start: Timestamp) -> Self {
+        Self(Arc::new(AtomicI64::new(start.0)))
+    }
+
+    /// Moves the clock to `time` if that is later than its reading.
+    pub fn advance_to(&self, time: Timestamp) {
+        self.0.fetch_max(time.0, Ordering::AcqRel);
+    }
+}
+
+impl Clock for SimulatedClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::Acquire))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_and_offsets() {
+        let t = Timestamp::parse_rfc3339("2026-03-02T10:00:00Z").expect("parse");
+        assert_eq!(t.to_rfc3339(), "2026-03-02T10:00:00Z");
+        let shifted = Timestamp::parse_rfc3339("2026-03-02T11:00:00.5+01:00").expect("parse");
+        assert_eq!(shifted.0 - t.0, 500);
+        assert!(Timestamp::parse_rfc3339("2026-03-02 10:00").is_err());
+    }
+
+    #[test]
+    fn compact_seconds_round_trip() {
+        let t = Timestamp::parse_rfc3339("2026-03-02T10:00:07Z").expect("parse");
+        assert_eq!(Timestamp::from_compact_seconds(t.to_compact_seconds()), Some(t));
+    }
+
+    #[test]
+    fn simulated_clock_never_goes_back() {
+        let clock = SimulatedClock::starting_at(Timestamp(100));
+        clock.advance_to(Timestamp(50));
+        assert_eq!(clock.now(), Timestamp(100));
+        clock.advance_to(Timestamp(150));
+        assert_eq!(clock.now(), Timestamp(150));
+    }
+}
