@@ -1,1 +1,226 @@
-fn main() {}
+//! The `stockgrid` command: wires subcommands to the library crates, nothing more.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use stockgrid_actors::decision::{DecisionMode, SafetyStock};
+use stockgrid_actors::domain::{PairKey, Surface};
+use stockgrid_actors::replay::{ReplayOptions, ReplayProgress, run_replay};
+use stockgrid_actors::time::WallClock;
+use stockgrid_actors::{Engine, EngineConfig};
+use stockgrid_storage::{EmbeddedStore, Store};
+
+/// Real-time inventory availability: a deterministic ledger per SKU-location.
+#[derive(Debug, Parser)]
+#[command(name = "stockgrid", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs replay files (events, queries) through the engine and writes answers.jsonl.
+    Replay(ReplayArgs),
+    /// Prints the full state of one SKU-location pair from a data directory.
+    Inspect(InspectArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// The deterministic ledger rule.
+    Rules,
+    /// The learned stock belief (not available yet).
+    Ml,
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// events.jsonl (REPLAY.md format).
+    #[arg(long)]
+    events: PathBuf,
+    /// queries.jsonl.
+    #[arg(long)]
+    queries: PathBuf,
+    /// locations.jsonl (optional).
+    #[arg(long)]
+    locations: Option<PathBuf>,
+    /// Where to write answers.jsonl.
+    #[arg(long)]
+    out: PathBuf,
+    /// How answers are decided.
+    #[arg(long, value_enum, default_value = "rules")]
+    mode: Mode,
+    /// Safety stock on every surface, in units.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+    safety_stock: i64,
+    /// Safety stock of one surface, as SURFACE=UNITS (repeatable; overrides --safety-stock).
+    #[arg(long = "surface-safety-stock", value_name = "SURFACE=UNITS")]
+    surface_safety_stock: Vec<String>,
+    /// Keep the engine's store here (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Lateness bound in hours: later events are quarantined.
+    #[arg(long, default_value_t = 24)]
+    lateness_bound_hours: i64,
+    /// Shard actors.
+    #[arg(long, default_value_t = 8)]
+    shards: usize,
+    /// Also write the quarantined events, with their reasons, to this JSON Lines file.
+    #[arg(long)]
+    quarantine_out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct InspectArgs {
+    /// The data directory of a stopped node or a replay's `--data-dir`.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Item number.
+    #[arg(long)]
+    sku: u64,
+    /// Location number.
+    #[arg(long)]
+    location: u32,
+}
+
+fn parse_surface_safety_stock(uniform: i64, overrides: &[String]) -> anyhow::Result<SafetyStock> {
+    let mut safety = SafetyStock::uniform(uniform);
+    for item in overrides {
+        let (surface, units) = item.split_once('=').with_context(|| format!("--surface-safety-stock {item:?}: expected SURFACE=UNITS"))?;
+        let surface = Surface::parse(surface).with_context(|| {
+            format!("--surface-safety-stock {item:?}: unknown surface {surface:?}; expected one of {}", Surface::expected())
+        })?;
+        let units: i64 = units.parse().with_context(|| format!("--surface-safety-stock {item:?}: units must be an integer"))?;
+        if units < 0 {
+            bail!("--surface-safety-stock {item:?}: units must not be negative");
+        }
+        safety = safety.with(surface, units);
+    }
+    Ok(safety)
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    if args.lateness_bound_hours <= 0 {
+        bail!("--lateness-bound-hours must be positive, got {}", args.lateness_bound_hours);
+    }
+    let mut engine = EngineConfig { shard_count: args.shards, ..EngineConfig::default() };
+    engine.ledger.lateness_bound_ms = args.lateness_bound_hours * stockgrid_actors::time::HOUR_MS;
+    engine.log_retention_ms = engine.ledger.lateness_bound_ms;
+    engine.validate().map_err(|e| anyhow::anyhow!("engine configuration: {e}"))?;
+    let options = ReplayOptions {
+        events: args.events,
+        queries: args.queries,
+        locations: args.locations,
+        out: args.out.clone(),
+        mode: match args.mode {
+            Mode::Rules => DecisionMode::Rules,
+            Mode::Ml => DecisionMode::Ml,
+        },
+        safety_stock: parse_surface_safety_stock(args.safety_stock, &args.surface_safety_stock)?,
+        data_dir: args.data_dir,
+        engine,
+    };
+    let mut last_report = Instant::now();
+    let show = |p: &ReplayProgress| {
+        let share = if p.events_total == 0 { 100.0 } else { 100.0 * p.events_done as f64 / p.events_total as f64 };
+        eprintln!(
+            "replay: events {}/{} ({share:.0}%), queries {}/{}",
+            p.events_done, p.events_total, p.queries_done, p.queries_total
+        );
+    };
+    let summary = run_replay(&options, |p| {
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            show(&p);
+            last_report = Instant::now();
+        }
+    })
+    .await?;
+    println!(
+        "replayed {} events and {} queries in {:.1} s ({:.0} events/s)",
+        summary.events,
+        summary.queries,
+        summary.elapsed_seconds,
+        summary.events as f64 / summary.elapsed_seconds.max(1e-9)
+    );
+    let quarantined: usize = summary.quarantined_by_reason.values().sum();
+    println!("applied {}, duplicates {}, quarantined {quarantined}", summary.applied, summary.duplicates);
+    for (reason, count) in &summary.quarantined_by_reason {
+        println!("  quarantined {reason}: {count}");
+    }
+    for item in summary.quarantined.iter().take(5) {
+        println!("  line {}: event {} ({}) sku {} location {}: {}", item.line, item.event_id, item.source, item.sku, item.location, item.detail);
+    }
+    println!("answered {} queries, {} available; answers in {}", summary.queries, summary.available_answers, args.out.display());
+    if let Some(path) = args.quarantine_out {
+        let mut text = String::new();
+        for item in &summary.quarantined {
+            text.push_str(&serde_json::to_string(item)?);
+            text.push('\n');
+        }
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        println!("quarantined events in {}", path.display());
+    }
+    Ok(())
+}
+
+async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
+    if !args.data_dir.exists() {
+        bail!("data directory {} does not exist", args.data_dir.display());
+    }
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&args.data_dir).with_context(|| format!("open store in {}", args.data_dir.display()))?);
+    let engine = Engine::start(store, Arc::new(WallClock), EngineConfig::default()).await?;
+    let pair = PairKey::new(args.sku, args.location);
+    let report = engine.inspect(pair).await?;
+    match report {
+        None => println!("no record of {pair}"),
+        Some(report) => {
+            let view = &report.view;
+            println!("{pair}");
+            println!("  on_hand {}, reserved {}, in_transit {} ({} overdue transfers)", view.on_hand_units, view.reserved_units, view.in_transit_units, view.overdue_transfers);
+            println!("  applied entries {}, quarantined {}, window deltas {}, log position {}", view.applied_entries, view.quarantined_entries, report.window_deltas, report.log_position);
+            if let Some(anchor) = &view.last_anchor {
+                println!("  last anchor: {} {} units at {} from {} (event {})", anchor.kind, anchor.units, anchor.event_time, anchor.source, anchor.event_id);
+            }
+            if let Some(sale) = view.last_sale {
+                println!("  last sale at {sale}");
+            }
+            for (source, seen) in stockgrid_actors::domain::Source::ALL.iter().zip(view.source_last_seen) {
+                if let Some(seen) = seen {
+                    println!("  last seen from {source}: {seen}");
+                }
+            }
+            for record in &report.quarantined {
+                println!(
+                    "  quarantined {} event {} ({}, arrived {}): {}",
+                    record.reason.code(),
+                    record.entry.event.event_id,
+                    record.entry.event.kind,
+                    record.arrival,
+                    record.reason
+                );
+            }
+        }
+    }
+    // Inspection changes nothing; stop without writing snapshots.
+    drop(engine);
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Replay(args) => replay(args).await,
+            Command::Inspect(args) => inspect(args).await,
+        }
+    })
+}

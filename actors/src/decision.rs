@@ -1,1 +1,136 @@
-//! placeholder
+//! The deterministic rules decision: the answer stockgrid can always fall back to.
+//!
+//! `available = on_hand - reserved - safety_stock(surface) >= qty`, probability 1 or 0,
+//! expected on-hand = recorded on-hand. A pair never seen, or a store that cannot be read,
+//! answers "not available" with the reason: doubt never becomes "in stock".
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Surface;
+use crate::ledger::ReadView;
+
+/// Units held back from promises, per surface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyStock {
+    units_by_surface: [i64; 5],
+}
+
+impl SafetyStock {
+    /// The same safety stock on every surface.
+    pub fn uniform(units: i64) -> Self {
+        Self { units_by_surface: [units; 5] }
+    }
+
+    /// Sets one surface's safety stock.
+    pub fn with(mut self, surface: Surface, units: i64) -> Self {
+        self.units_by_surface[surface as usize] = units;
+        self
+    }
+
+    /// The safety stock of a surface.
+    pub fn units(&self, surface: Surface) -> i64 {
+        self.units_by_surface[surface as usize]
+    }
+}
+
+/// How an answer was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionMode {
+    /// The deterministic ledger rule.
+    Rules,
+    /// The learned belief (not yet available).
+    Ml,
+}
+
+/// Why an answer is what it is: a short machine-readable code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReasonCode {
+    /// The ledger covers the quantity on top of reservations and safety stock.
+    LedgerSufficient,
+    /// The ledger does not cover it.
+    LedgerInsufficient,
+    /// No event for this pair was ever applied.
+    NoRecord,
+    /// The pair's state could not be read (store poisoned or unreachable).
+    StateUnavailable,
+}
+
+impl ReasonCode {
+    /// The code as written in answers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::LedgerSufficient => "LEDGER_SUFFICIENT",
+            ReasonCode::LedgerInsufficient => "LEDGER_INSUFFICIENT",
+            ReasonCode::NoRecord => "NO_RECORD",
+            ReasonCode::StateUnavailable => "STATE_UNAVAILABLE",
+        }
+    }
+}
+
+/// One availability answer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Show in stock / promise.
+    pub available: bool,
+    /// P(true sellable - reserved >= qty) the decision used.
+    pub probability: f64,
+    /// The expected true sellable quantity.
+    pub expected_on_hand: f64,
+    /// How it was decided.
+    pub mode: DecisionMode,
+    /// Why.
+    pub reason: ReasonCode,
+}
+
+/// The rules decision for `quantity` units on `surface`, given the pair's published view
+/// (`None`: never seen).
+pub fn decide_by_rules(view: Option<&ReadView>, quantity: i64, surface: Surface, safety_stock: &SafetyStock) -> Decision {
+    let Some(view) = view else {
+        return Decision {
+            available: false,
+            probability: 0.0,
+            expected_on_hand: 0.0,
+            mode: DecisionMode::Rules,
+            reason: ReasonCode::NoRecord,
+        };
+    };
+    let spare = view.on_hand_units - view.reserved_units - safety_stock.units(surface);
+    let available = spare >= quantity;
+    Decision {
+        available,
+        probability: if available { 1.0 } else { 0.0 },
+        expected_on_hand: view.on_hand_units as f64,
+        mode: DecisionMode::Rules,
+        reason: if available { ReasonCode::LedgerSufficient } else { ReasonCode::LedgerInsufficient },
+    }
+}
+
+/// The answer when the pair's state cannot be read: not available, with the reason.
+pub fn unavailable() -> Decision {
+    Decision {
+        available: false,
+        probability: 0.0,
+        expected_on_hand: 0.0,
+        mode: DecisionMode::Rules,
+        reason: ReasonCode::StateUnavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_subtract_reservations_and_safety_stock() {
+        let view = ReadView { on_hand_units: 10, reserved_units: 3, in_transit_units: 0, version: 1 };
+        let safety = SafetyStock::uniform(0).with(Surface::Pickup, 2);
+        assert!(decide_by_rules(Some(&view), 7, Surface::ItemPage, &safety).available);
+        assert!(!decide_by_rules(Some(&view), 6, Surface::Pickup, &safety).available);
+        let pickup = decide_by_rules(Some(&view), 5, Surface::Pickup, &safety);
+        assert_eq!((pickup.available, pickup.probability, pickup.expected_on_hand), (true, 1.0, 10.0));
+        let never = decide_by_rules(None, 1, Surface::ItemPage, &safety);
+        assert_eq!((never.available, never.reason), (false, ReasonCode::NoRecord));
+    }
+}

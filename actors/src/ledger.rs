@@ -197,23 +197,31 @@ pub enum IdentityCheck {
     Conflict,
 }
 
+/// The identity index could not be read, so whether an event is new is unknown: the event
+/// must be neither applied nor called a duplicate, only refused (the caller may retry).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("look up event identity: {0}")]
+pub struct IdentityLookupFailed(pub String);
+
 /// Remembers identities and their payloads for dedup. The engine's implementation keeps a
 /// small in-memory tail in front of the store; tests use a plain map.
 pub trait IdentityIndex {
     /// Looks `identity` up; if it is new, records it with `payload` before returning.
-    fn check_and_record(&mut self, identity: &Identity, payload: &[u8]) -> IdentityCheck;
+    fn check_and_record(&mut self, identity: &Identity, payload: &[u8]) -> Result<IdentityCheck, IdentityLookupFailed>;
+}
+
+/// The outcome of comparing a payload with the one known for its identity.
+pub fn compare_payloads(known: Option<&[u8]>, payload: &[u8]) -> Option<IdentityCheck> {
+    known.map(|known| if known == payload { IdentityCheck::Duplicate } else { IdentityCheck::Conflict })
 }
 
 impl IdentityIndex for std::collections::HashMap<Identity, Vec<u8>> {
-    fn check_and_record(&mut self, identity: &Identity, payload: &[u8]) -> IdentityCheck {
-        match self.get(identity) {
-            Some(known) if known == payload => IdentityCheck::Duplicate,
-            Some(_) => IdentityCheck::Conflict,
-            None => {
-                self.insert(identity.clone(), payload.to_vec());
-                IdentityCheck::New
-            }
+    fn check_and_record(&mut self, identity: &Identity, payload: &[u8]) -> Result<IdentityCheck, IdentityLookupFailed> {
+        if let Some(check) = compare_payloads(self.get(identity).map(Vec::as_slice), payload) {
+            return Ok(check);
         }
+        self.insert(identity.clone(), payload.to_vec());
+        Ok(IdentityCheck::New)
     }
 }
 
@@ -337,25 +345,53 @@ pub fn ingest(
     arrival: Timestamp,
     config: &LedgerConfig,
     identities: &mut impl IdentityIndex,
-) -> Outcome {
+) -> Result<Outcome, IdentityLookupFailed> {
     if let Err(reason) = admit(state, &entry.event, arrival, config) {
-        state.quarantined_entries = state.quarantined_entries.saturating_add(1);
-        return Outcome::Quarantined(reason);
+        state.record_quarantine();
+        return Ok(Outcome::Quarantined(reason));
     }
-    match identities.check_and_record(&entry.identity(), &entry.event.payload_bytes()) {
+    Ok(match identities.check_and_record(&entry.identity(), &entry.event.payload_bytes())? {
         IdentityCheck::Duplicate => Outcome::Duplicate,
         IdentityCheck::Conflict => {
-            state.quarantined_entries = state.quarantined_entries.saturating_add(1);
+            state.record_quarantine();
             Outcome::Quarantined(QuarantineReason::ConflictingDuplicate)
         }
         IdentityCheck::New => {
             state.apply_admitted(entry, arrival, config);
             Outcome::Applied
         }
-    }
+    })
+}
+
+/// The immutable summary an entity publishes for lookups (what the read path sees).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadView {
+    /// Recorded on-hand units.
+    pub on_hand_units: i64,
+    /// Units held by active reservations.
+    pub reserved_units: i64,
+    /// Units in transit towards the pair when the view was published.
+    pub in_transit_units: i64,
+    /// The state version (entries applied) the view reflects.
+    pub version: u64,
 }
 
 impl EntityState {
+    /// Counts a quarantined entry.
+    pub fn record_quarantine(&mut self) {
+        self.quarantined_entries = self.quarantined_entries.saturating_add(1);
+    }
+
+    /// The summary to publish for lookups, as of `now`.
+    pub fn read_view(&self, now: Timestamp, config: &LedgerConfig) -> ReadView {
+        ReadView {
+            on_hand_units: self.on_hand_units(),
+            reserved_units: self.reserved_units,
+            in_transit_units: self.in_transit_at(now, config).0,
+            version: self.applied_entries,
+        }
+    }
+
     /// Applies an admitted, new entry. Also used to replay the event log on recovery, where
     /// admission and dedup were decided when the entry was first applied.
     pub fn apply_admitted(&mut self, entry: &LedgerEntry, arrival: Timestamp, config: &LedgerConfig) {

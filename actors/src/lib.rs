@@ -11,8 +11,26 @@
 //! - [`domain`]: keys, sources, kinds, surfaces, events and their validation.
 //! - [`ledger`]: the pure core: admission, dedup, ledger arithmetic, anchors, transfers.
 //! - [`decision`]: the deterministic rules decision per surface.
+//! - [`persist`]: the key layout, log records, snapshots, recovery and the identity tail.
+//! - [`shard`]: the shard actor owning many virtual entities; its runtime semantics.
+//! - [`supervision`]: the supervisor restarting panicked shards from the store.
+//! - [`engine`]: one node's grid: routing, back-pressure, lookups, maintenance.
+//! - [`config`]: the engine's configuration and its defaults.
+//! - [`replay`]: `stockgrid replay` over the REPLAY.md files.
+//! - [`error`]: [`EngineError`].
 
 pub mod decision;
 pub mod domain;
 pub mod ledger;
 pub mod time;
+pub mod persist;
+pub mod replay;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod shard;
+pub mod supervision;
+
+pub use config::EngineConfig;
+pub use engine::Engine;
+pub use error::EngineError;

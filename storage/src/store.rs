@@ -8,7 +8,7 @@ pub type KeyValue = (Vec<u8>, Vec<u8>);
 /// An ordered key-value store with atomic, durable, conditional batches.
 ///
 /// Keys are compared as byte strings. Every backend must pass [`crate::conformance`].
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A short name for logs ("embedded", "memory").
     fn backend_name(&self) -> &'static str;
 

@@ -43,7 +43,7 @@ impl World {
         let mut primary_outcome = Outcome::Duplicate;
         for entry in LedgerEntry::expand(event.clone()) {
             let state = self.states.entry(entry.target()).or_default();
-            let outcome = ingest(state, &entry, arrival, config, &mut self.identities);
+            let outcome = ingest(state, &entry, arrival, config, &mut self.identities).expect("map lookups never fail");
             if entry.role == EntryRole::Primary {
                 primary_outcome = outcome;
             }

@@ -1,0 +1,85 @@
+//! The engine's configuration, with the defaults DESIGN.md names.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ledger::{FOLD_MARGIN_MS, LedgerConfig};
+use crate::time::{HOUR_MS, MINUTE_MS};
+
+/// Everything the engine needs to know beyond its store and clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// Shard actors; pairs are placed on them by a stable hash.
+    pub shard_count: usize,
+    /// Messages that may wait in one shard's mailbox before senders wait (back-pressure).
+    pub mailbox_capacity: usize,
+    /// The ledger's rules.
+    pub ledger: LedgerConfig,
+    /// An entity writes a snapshot after this many log records.
+    pub snapshot_every_records: u64,
+    /// An entity untouched for this long is passivated (snapshot, then out of memory).
+    pub passivate_after_ms: i64,
+    /// Log records covered by a snapshot are kept this long, then compacted away.
+    pub log_retention_ms: i64,
+    /// Quarantined events stay visible this long.
+    pub quarantine_retention_ms: i64,
+    /// Recent identities kept in memory in front of the store.
+    pub identity_tail_capacity: usize,
+    /// Most events one `ingest` call may carry.
+    pub max_events_per_ingest: usize,
+    /// Test hook: a shard panics while handling the event with this id, so supervision can
+    /// be tested for real. Not read from any file or flag; `None` outside tests.
+    #[serde(skip)]
+    pub panic_on_event_id: Option<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        let ledger = LedgerConfig::default();
+        Self {
+            shard_count: 8,
+            mailbox_capacity: 64,
+            log_retention_ms: ledger.lateness_bound_ms,
+            ledger,
+            snapshot_every_records: 64,
+            passivate_after_ms: 30 * MINUTE_MS,
+            quarantine_retention_ms: 7 * 24 * HOUR_MS,
+            identity_tail_capacity: 1 << 20,
+            max_events_per_ingest: 10_000,
+            panic_on_event_id: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// How long an identity must be remembered after its event time: past it, any repeat
+    /// is quarantined as late before dedup is consulted.
+    pub fn identity_retention_ms(&self) -> i64 {
+        self.ledger.lateness_bound_ms + self.ledger.future_skew_ms + FOLD_MARGIN_MS
+    }
+
+    /// Checks the values make sense, naming the first that does not.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("shard_count", self.shard_count as i64),
+            ("mailbox_capacity", self.mailbox_capacity as i64),
+            ("snapshot_every_records", self.snapshot_every_records as i64),
+            ("passivate_after_ms", self.passivate_after_ms),
+            ("lateness_bound_ms", self.ledger.lateness_bound_ms),
+            ("future_skew_ms", self.ledger.future_skew_ms),
+            ("identity_tail_capacity", self.identity_tail_capacity as i64),
+            ("max_events_per_ingest", self.max_events_per_ingest as i64),
+        ];
+        for (name, value) in positive {
+            if value <= 0 {
+                return Err(format!("{name} must be positive, got {value}"));
+            }
+        }
+        if self.shard_count > 4096 {
+            return Err(format!("shard_count must be at most 4096, got {}", self.shard_count));
+        }
+        if self.log_retention_ms < 0 || self.quarantine_retention_ms < 0 {
+            return Err("retention periods must not be negative".to_owned());
+        }
+        Ok(())
+    }
+}

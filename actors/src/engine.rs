@@ -1,0 +1,429 @@
+//! The engine: one node's grid of virtual entities, its store and its supervisor.
+//!
+//! [`Engine`] is what the service, replay and tests drive. It places each pair on a shard by
+//! a stable hash, sends entries through bounded mailboxes (a full mailbox makes the caller
+//! wait: back-pressure), and answers each event only once everything it caused is durable.
+//! Lookups read the published read views directly (a concurrent map) and go through the
+//! shard only to activate a pair that is not resident.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorRef};
+use stockgrid_storage::{GroupCommitConfig, GroupCommitter, Store, WriteBatch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+
+use crate::config::EngineConfig;
+use crate::decision::{Decision, SafetyStock, decide_by_rules, unavailable};
+use crate::domain::{Arrival, PairKey, Surface};
+use crate::error::EngineError;
+use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
+use crate::persist::{self, IdentityTail};
+use crate::shard::{ArrivedEntry, EntityReport, ShardContext, ShardMessage};
+use crate::supervision::{PanicReport, ShardSupervisor, SupervisorArguments};
+use crate::time::{Clock, Timestamp};
+
+/// How long a caller waits for a restarting shard before giving up.
+const SHARD_RESTART_WAIT: Duration = Duration::from_secs(10);
+/// Deliveries tried for one message while its shard restarts for another message's panic.
+const DELIVERY_ATTEMPTS: usize = 5;
+/// Expired keys deleted per maintenance commit.
+const EXPIRY_BATCH: usize = 10_000;
+
+/// Counters of what the engine did since it started.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    /// Events applied.
+    pub applied_events: AtomicU64,
+    /// Duplicate arrivals.
+    pub duplicate_events: AtomicU64,
+    /// Quarantined arrivals.
+    pub quarantined_events: AtomicU64,
+    /// Arrivals refused with an error (not applied; the caller may retry).
+    pub failed_events: AtomicU64,
+}
+
+/// What one maintenance pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Entities passivated.
+    pub passivated_entities: usize,
+    /// Expired keys deleted (identities, quarantine records).
+    pub expired_keys: usize,
+}
+
+struct ShardHandle {
+    actor: watch::Receiver<Option<ActorRef<ShardMessage>>>,
+    mailbox: Arc<Semaphore>,
+}
+
+struct EngineInner {
+    config: Arc<EngineConfig>,
+    store: Arc<dyn Store>,
+    committer: GroupCommitter,
+    clock: Arc<dyn Clock>,
+    read_views: Arc<DashMap<PairKey, ReadView>>,
+    shards: Vec<ShardHandle>,
+    supervisor: ActorRef<()>,
+    reports: Arc<Mutex<Vec<PanicReport>>>,
+    counters: EngineCounters,
+}
+
+/// A running engine. Cloning shares it.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("shards", &self.inner.shards.len()).finish_non_exhaustive()
+    }
+}
+
+/// Why a shard call did not produce an answer.
+enum CallError {
+    /// The shard answered with an error.
+    Failed(EngineError),
+    /// The shard died before answering (it panicked, on this message or an earlier one).
+    Lost,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+impl Engine {
+    /// Starts an engine over `store`: the group committer, the shards and their supervisor.
+    /// Entities are not loaded here; each activates from the store on first touch.
+    pub async fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Self, EngineError> {
+        config.validate().map_err(EngineError::Start)?;
+        let config = Arc::new(config);
+        let committer = GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
+        let read_views = Arc::new(DashMap::new());
+        let identities = Arc::new(IdentityTail::new(config.identity_tail_capacity));
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let mut contexts = Vec::with_capacity(config.shard_count);
+        let mut publishers = Vec::with_capacity(config.shard_count);
+        let mut shards = Vec::with_capacity(config.shard_count);
+        for index in 0..config.shard_count {
+            contexts.push(Arc::new(ShardContext {
+                index,
+                store: Arc::clone(&store),
+                committer: committer.clone(),
+                read_views: Arc::clone(&read_views),
+                identities: Arc::clone(&identities),
+                config: Arc::clone(&config),
+                clock: Arc::clone(&clock),
+                in_flight: Mutex::new(None),
+            }));
+            let (publisher, actor) = watch::channel(None);
+            publishers.push(publisher);
+            shards.push(ShardHandle { actor, mailbox: Arc::new(Semaphore::new(config.mailbox_capacity)) });
+        }
+        let arguments = SupervisorArguments { contexts, publishers, reports: Arc::clone(&reports) };
+        let (supervisor, _) = Actor::spawn(None, ShardSupervisor, arguments)
+            .await
+            .map_err(|e| EngineError::Start(format!("spawn shard supervisor: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                config,
+                store,
+                committer,
+                clock,
+                read_views,
+                shards,
+                supervisor,
+                reports,
+                counters: EngineCounters::default(),
+            }),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// What the engine did since it started.
+    pub fn counters(&self) -> &EngineCounters {
+        &self.inner.counters
+    }
+
+    /// Shard panics seen so far (most recent last).
+    pub fn panic_reports(&self) -> Vec<PanicReport> {
+        self.inner.reports.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The shard that owns `pair`.
+    pub fn shard_of(&self, pair: PairKey) -> usize {
+        (pair.stable_hash() % self.inner.shards.len() as u64) as usize
+    }
+
+    /// Applies a batch of arrivals; answers one result per arrival, in order, each only
+    /// once durable. An event's result is its own pair's outcome; it is an error if any
+    /// effect of it (a transfer's in-transit at the counterparty) could not be made durable,
+    /// in which case the caller may retry: what was applied answers "duplicate".
+    pub async fn ingest(&self, arrivals: Vec<Arrival>) -> Result<Vec<Result<Outcome, EngineError>>, EngineError> {
+        let limit = self.inner.config.max_events_per_ingest;
+        if arrivals.len() > limit {
+            return Err(EngineError::TooLarge { what: "events in one ingest", actual: arrivals.len(), limit });
+        }
+        self.inner.store.check_writable()?;
+        let shard_count = self.inner.shards.len();
+        let mut per_shard: Vec<Vec<(usize, EntryRole, ArrivedEntry)>> = (0..shard_count).map(|_| Vec::new()).collect();
+        let event_count = arrivals.len();
+        for (index, arrival) in arrivals.into_iter().enumerate() {
+            for entry in LedgerEntry::expand(arrival.event) {
+                let shard = self.shard_of(entry.target());
+                per_shard[shard].push((index, entry.role, ArrivedEntry { entry, arrival: arrival.arrival_time }));
+            }
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        for (shard, routed) in per_shard.into_iter().enumerate().filter(|(_, routed)| !routed.is_empty()) {
+            let engine = self.clone();
+            tasks.spawn(async move {
+                let (tags, entries): (Vec<(usize, EntryRole)>, Vec<ArrivedEntry>) =
+                    routed.into_iter().map(|(index, role, entry)| ((index, role), entry)).unzip();
+                let results = engine.apply_on_shard(shard, entries).await;
+                tags.into_iter().zip(results).collect::<Vec<_>>()
+            });
+        }
+        let mut results: Vec<Option<Result<Outcome, EngineError>>> = (0..event_count).map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            let pieces = joined.map_err(|e| EngineError::ShardUnavailable { shard: usize::MAX, reason: e.to_string() })?;
+            for ((index, role), result) in pieces {
+                let slot = &mut results[index];
+                match (role, result) {
+                    (_, Err(error)) => *slot = Some(Err(error)),
+                    (EntryRole::Primary, Ok(outcome)) if !matches!(slot, Some(Err(_))) => *slot = Some(Ok(outcome)),
+                    _ => {}
+                }
+            }
+        }
+        let results: Vec<Result<Outcome, EngineError>> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(EngineError::Corrupt("event produced no primary entry".to_owned()))))
+            .collect();
+        let counters = &self.inner.counters;
+        for result in &results {
+            let counter = match result {
+                Ok(Outcome::Applied) => &counters.applied_events,
+                Ok(Outcome::Duplicate) => &counters.duplicate_events,
+                Ok(Outcome::Quarantined(_)) => &counters.quarantined_events,
+                Err(_) => &counters.failed_events,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(results)
+    }
+
+    /// Applies entries on one shard; if the shard dies handling them, retries them one per
+    /// message to find and quarantine the one that panics, so the others still apply.
+    fn apply_on_shard(
+        &self,
+        shard: usize,
+        entries: Vec<ArrivedEntry>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<Result<Outcome, EngineError>>> + Send + '_>> {
+        Box::pin(async move {
+            let count = entries.len();
+            let shared = Arc::new(entries);
+            let sent = Arc::clone(&shared);
+            match self.call(shard, move |permit, reply| ShardMessage::Apply { entries: sent, permit, reply }).await {
+                Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+                Err(CallError::Failed(error)) => (0..count).map(|_| Err(error.clone())).collect(),
+                Err(CallError::Lost) if count == 1 => vec![self.resolve_lost_entry(shard, &shared[0]).await],
+                Err(CallError::Lost) => {
+                    let mut results = Vec::with_capacity(count);
+                    for entry in shared.iter() {
+                        results.extend(self.apply_on_shard(shard, vec![entry.clone()]).await);
+                    }
+                    results
+                }
+            }
+        })
+    }
+
+    /// A single entry whose shard died: if it was the message being handled, it is the
+    /// poisoned one and is quarantined; otherwise it was only queued behind the panic and is
+    /// delivered again.
+    async fn resolve_lost_entry(&self, shard: usize, entry: &ArrivedEntry) -> Result<Outcome, EngineError> {
+        for _ in 0..DELIVERY_ATTEMPTS {
+            let culprit = self.panic_reports().into_iter().rev().find(|report| {
+                report.shard == shard && report.in_flight.len() == 1 && report.in_flight[0] == *entry
+            });
+            if let Some(report) = culprit {
+                let message = report.message.clone();
+                let quarantined = entry.clone();
+                let reason_message = message.clone();
+                self.call(shard, move |permit, reply| ShardMessage::QuarantinePanicked {
+                    entry: quarantined,
+                    message: reason_message,
+                    permit,
+                    reply,
+                })
+                .await
+                .map_err(|e| self.call_error(shard, e))?;
+                return Ok(Outcome::Quarantined(QuarantineReason::HandlerPanicked { message }));
+            }
+            let sent = Arc::new(vec![entry.clone()]);
+            match self.call(shard, move |permit, reply| ShardMessage::Apply { entries: sent, permit, reply }).await {
+                Ok(mut outcomes) => return outcomes.pop().ok_or_else(|| EngineError::Corrupt("empty shard answer".to_owned())),
+                Err(CallError::Failed(error)) => return Err(error),
+                Err(CallError::Lost) => continue,
+            }
+        }
+        Err(EngineError::ShardUnavailable { shard, reason: "shard kept failing while this entry waited".to_owned() })
+    }
+
+    fn call_error(&self, shard: usize, error: CallError) -> EngineError {
+        match error {
+            CallError::Failed(error) => error,
+            CallError::Lost => EngineError::ShardUnavailable { shard, reason: "shard failed while handling the request".to_owned() },
+        }
+    }
+
+    /// Sends one message to a shard through its bounded mailbox and awaits the answer.
+    async fn call<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(OwnedSemaphorePermit, Reply<T>) -> ShardMessage,
+    ) -> Result<T, CallError> {
+        let handle = &self.inner.shards[shard];
+        let stopped = |reason: &str| CallError::Failed(EngineError::ShardUnavailable { shard, reason: reason.to_owned() });
+        let permit = Arc::clone(&handle.mailbox).acquire_owned().await.map_err(|_| stopped("engine stopped"))?;
+        let (reply, answer) = oneshot::channel();
+        let mut message = make(permit, reply);
+        let mut actor_watch = handle.actor.clone();
+        for _ in 0..DELIVERY_ATTEMPTS {
+            let actor = tokio::time::timeout(SHARD_RESTART_WAIT, actor_watch.wait_for(Option::is_some))
+                .await
+                .map_err(|_| stopped("restart took too long"))?
+                .map_err(|_| stopped("supervisor stopped"))?
+                .clone();
+            let Some(actor) = actor else { continue };
+            match actor.cast(message) {
+                Ok(()) => {
+                    return match answer.await {
+                        Ok(Ok(value)) => Ok(value),
+                        Ok(Err(error)) => Err(CallError::Failed(error)),
+                        Err(_) => Err(CallError::Lost),
+                    };
+                }
+                Err(ractor::MessagingErr::SendErr(returned)) => {
+                    // The actor died before taking it: wait for its replacement and resend.
+                    message = returned;
+                    let _ = tokio::time::timeout(SHARD_RESTART_WAIT, actor_watch.changed()).await;
+                }
+                Err(_) => return Err(stopped("shard refused the message")),
+            }
+        }
+        Err(stopped("shard kept restarting"))
+    }
+
+    /// The published read view of a pair, activating it from the store if it is not
+    /// resident (`None`: never seen).
+    pub async fn read_view(&self, pair: PairKey) -> Result<Option<ReadView>, EngineError> {
+        if let Some(view) = self.inner.read_views.get(&pair) {
+            return Ok(Some(*view));
+        }
+        let shard = self.shard_of(pair);
+        self.call(shard, move |permit, reply| ShardMessage::Read { pair, permit, reply })
+            .await
+            .map_err(|e| self.call_error(shard, e))
+    }
+
+    /// The rules decision for `quantity` units of `pair` on `surface`. A state that cannot
+    /// be read, or a poisoned store, answers "not available" with the reason.
+    pub async fn decide_by_rules(&self, pair: PairKey, quantity: i64, surface: Surface, safety_stock: &SafetyStock) -> Decision {
+        if self.inner.store.check_writable().is_err() {
+            return unavailable();
+        }
+        match self.read_view(pair).await {
+            Ok(view) => decide_by_rules(view.as_ref(), quantity, surface, safety_stock),
+            Err(error) => {
+                tracing::warn!(sku = pair.sku, location = pair.location, %error, "read view failed; answering not available");
+                unavailable()
+            }
+        }
+    }
+
+    /// The full state of a pair for ops (`None`: never seen).
+    pub async fn inspect(&self, pair: PairKey) -> Result<Option<EntityReport>, EngineError> {
+        let shard = self.shard_of(pair);
+        self.call(shard, move |permit, reply| ShardMessage::Inspect { pair, permit, reply })
+            .await
+            .map_err(|e| self.call_error(shard, e))
+    }
+
+    /// Entities resident in memory, over all shards.
+    pub async fn resident_entities(&self) -> Result<usize, EngineError> {
+        let mut total = 0;
+        for shard in 0..self.inner.shards.len() {
+            total += self
+                .call(shard, |permit, reply| ShardMessage::ResidentCount { permit, reply })
+                .await
+                .map_err(|e| self.call_error(shard, e))?;
+        }
+        Ok(total)
+    }
+
+    /// One maintenance pass: passivates entities idle past the configured time, and deletes
+    /// expired identities and quarantine records.
+    pub async fn maintain(&self) -> Result<MaintenanceReport, EngineError> {
+        let now = self.inner.clock.now();
+        let idle_before = Timestamp(now.0 - self.inner.config.passivate_after_ms);
+        let mut report = MaintenanceReport { passivated_entities: self.passivate(idle_before).await?, expired_keys: 0 };
+        loop {
+            let mut batch = WriteBatch::new();
+            let due = persist::expire(self.inner.store.as_ref(), &mut batch, now, EXPIRY_BATCH)?;
+            if due == 0 {
+                break;
+            }
+            self.inner.committer.submit(batch).await.wait().await?;
+            report.expired_keys += due;
+            if due < EXPIRY_BATCH {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn passivate(&self, idle_before: Timestamp) -> Result<usize, EngineError> {
+        let mut total = 0;
+        for shard in 0..self.inner.shards.len() {
+            total += self
+                .call(shard, move |permit, reply| ShardMessage::Passivate { idle_before, permit, reply })
+                .await
+                .map_err(|e| self.call_error(shard, e))?;
+        }
+        Ok(total)
+    }
+
+    /// Snapshots every resident entity, stops the shards and the supervisor, and waits for
+    /// the committer to drain. Every acknowledged event was durable already; this only makes
+    /// the next start faster.
+    pub async fn shutdown(self) -> Result<(), EngineError> {
+        let snapshot_result = if self.inner.store.check_writable().is_ok() {
+            self.passivate(Timestamp(i64::MAX)).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        self.inner.supervisor.stop(Some("engine shutdown".to_owned()));
+        for handle in &self.inner.shards {
+            handle.mailbox.close();
+        }
+        self.inner.committer.clone().shutdown();
+        snapshot_result
+    }
+}

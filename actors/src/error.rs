@@ -1,0 +1,56 @@
+//! The one error type of the actors crate.
+
+use stockgrid_storage::StoreError;
+
+use crate::persist::PersistError;
+
+/// Why the engine could not do what was asked.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store refused or failed; poisoned means no write will be accepted until restart.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A stored record could not be read back.
+    #[error("{0}")]
+    Corrupt(String),
+    /// An event's identity could not be checked, so it was neither applied nor dropped.
+    #[error("{0}")]
+    IdentityLookup(String),
+    /// A shard did not answer (it failed and was being restarted, or the engine is stopping).
+    #[error("shard {shard} unavailable: {reason}")]
+    ShardUnavailable {
+        /// The shard index.
+        shard: usize,
+        /// What happened.
+        reason: String,
+    },
+    /// A request exceeds a configured limit.
+    #[error("{what} is {actual}, above the limit of {limit}")]
+    TooLarge {
+        /// Which quantity.
+        what: &'static str,
+        /// Its value.
+        actual: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The engine could not start.
+    #[error("start engine: {0}")]
+    Start(String),
+}
+
+impl From<PersistError> for EngineError {
+    fn from(error: PersistError) -> Self {
+        match error {
+            PersistError::Store(store) => EngineError::Store(store),
+            corrupt @ PersistError::Corrupt { .. } => EngineError::Corrupt(corrupt.to_string()),
+        }
+    }
+}
+
+impl EngineError {
+    /// Whether the store refuses writes from now on.
+    pub fn is_poisoned(&self) -> bool {
+        matches!(self, EngineError::Store(e) if e.is_poisoned())
+    }
+}

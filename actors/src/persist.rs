@@ -1,0 +1,372 @@
+//! Persistence glue: how entities, their log and identities are laid out in the store.
+//!
+//! Key layout (all integers big-endian, so keys sort by pair, then time, then position):
+//!
+//! | prefix | rest | value |
+//! |---|---|---|
+//! | `e` | pair (12) · arrival ms (8) · log position (8) | [`LogRecord`] |
+//! | `s` | pair (12) | [`Snapshot`] |
+//! | `i` | source (1) · role (1) · event id | the event's payload bytes |
+//! | `q` | pair (12) · arrival ms (8) · log position (8) | [`QuarantineRecord`] |
+//! | `x` | expiry ms (8) · a full key from above | empty: delete that key after the expiry |
+//!
+//! The arrival time in a log key is the entity's own latest arrival (never decreasing), so
+//! key order is application order, and the log entries older than the retention are one
+//! range. Values are MessagePack (rmp-serde), each with a format version byte first.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use stockgrid_storage::{Store, StoreError, WriteBatch};
+
+use crate::domain::PairKey;
+use crate::ledger::{
+    EntityState, EntryRole, Identity, IdentityCheck, IdentityIndex, IdentityLookupFailed, LedgerConfig, LedgerEntry,
+    QuarantineReason, compare_payloads,
+};
+use crate::time::Timestamp;
+
+/// The on-disk format version written first in every value.
+pub const FORMAT_VERSION: u8 = 1;
+
+const LOG_PREFIX: u8 = b'e';
+const SNAPSHOT_PREFIX: u8 = b's';
+const IDENTITY_PREFIX: u8 = b'i';
+const QUARANTINE_PREFIX: u8 = b'q';
+const EXPIRY_PREFIX: u8 = b'x';
+
+/// Why a stored value could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A value did not decode.
+    #[error("decode {what} under key {key:?}: {message}")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// Its key.
+        key: Vec<u8>,
+        /// The decoder's words.
+        message: String,
+    },
+}
+
+/// Time as an order-preserving 8-byte key part (sign bit flipped).
+fn time_key(time: Timestamp) -> [u8; 8] {
+    (time.0 as u64 ^ (1 << 63)).to_be_bytes()
+}
+
+fn pair_prefix(prefix: u8, pair: PairKey) -> Vec<u8> {
+    let mut key = Vec::with_capacity(29);
+    key.push(prefix);
+    key.extend_from_slice(&pair.to_bytes());
+    key
+}
+
+fn positioned_key(prefix: u8, pair: PairKey, arrival: Timestamp, position: u64) -> Vec<u8> {
+    let mut key = pair_prefix(prefix, pair);
+    key.extend_from_slice(&time_key(arrival));
+    key.extend_from_slice(&position.to_be_bytes());
+    key
+}
+
+/// The key right after every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0xff; 32]
+}
+
+/// The log key of an entity's record.
+pub fn log_key(pair: PairKey, arrival: Timestamp, position: u64) -> Vec<u8> {
+    positioned_key(LOG_PREFIX, pair, arrival, position)
+}
+
+/// The snapshot key of an entity.
+pub fn snapshot_key(pair: PairKey) -> Vec<u8> {
+    pair_prefix(SNAPSHOT_PREFIX, pair)
+}
+
+/// The key of a quarantine record.
+pub fn quarantine_key(pair: PairKey, arrival: Timestamp, position: u64) -> Vec<u8> {
+    positioned_key(QUARANTINE_PREFIX, pair, arrival, position)
+}
+
+/// The key of an identity record.
+pub fn identity_key(identity: &Identity) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + identity.event_id.len());
+    key.push(IDENTITY_PREFIX);
+    key.push(identity.source as u8);
+    key.push(match identity.role {
+        EntryRole::Primary => 0,
+        EntryRole::InboundAtCounterparty => 1,
+    });
+    key.extend_from_slice(identity.event_id.as_bytes());
+    key
+}
+
+/// The expiry-index key that schedules `target` for deletion at `expires`.
+pub fn expiry_key(expires: Timestamp, target: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + target.len());
+    key.push(EXPIRY_PREFIX);
+    key.extend_from_slice(&time_key(expires));
+    key.extend_from_slice(target);
+    key
+}
+
+/// Encodes a value with its format version.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![FORMAT_VERSION];
+    // Our records are plain structs of owned data; encoding them cannot fail.
+    rmp_serde::encode::write(&mut bytes, value).expect("encode record");
+    bytes
+}
+
+/// Decodes a value written by [`encode`].
+pub fn decode<T: DeserializeOwned>(what: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, PersistError> {
+    let corrupt = |message: String| PersistError::Corrupt { what, key: key.to_vec(), message };
+    match bytes.split_first() {
+        Some((&FORMAT_VERSION, body)) => rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string())),
+        Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
+        None => Err(corrupt("empty value".to_owned())),
+    }
+}
+
+/// One record of an entity's event log: what it did with one entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogRecord {
+    /// The entry was applied.
+    Applied {
+        /// The entry.
+        entry: LedgerEntry,
+        /// Its arrival.
+        arrival: Timestamp,
+    },
+    /// The entry was quarantined (it only counts).
+    Quarantined {
+        /// Its arrival.
+        arrival: Timestamp,
+    },
+}
+
+/// A quarantined entry kept for ops, with its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    /// The entry.
+    pub entry: LedgerEntry,
+    /// Its arrival.
+    pub arrival: Timestamp,
+    /// Why it was not applied.
+    pub reason: QuarantineReason,
+}
+
+/// A durable image of an entity at a log position.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Log records covered (positions 1..=this).
+    pub log_position: u64,
+    /// The state after them.
+    pub state: EntityState,
+}
+
+/// An entity as loaded from the store: its latest snapshot plus its log tail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadedEntity {
+    /// The state.
+    pub state: EntityState,
+    /// Log records written so far (the next record gets this plus one).
+    pub log_position: u64,
+    /// The log position of the snapshot it was loaded from.
+    pub snapshot_position: u64,
+    /// Whether anything about the pair was found.
+    pub found: bool,
+}
+
+/// Rebuilds an entity exactly as it was after its last committed record: snapshot, then
+/// every later log record through the same pure code that applied it the first time.
+pub fn load_entity(store: &dyn Store, pair: PairKey, config: &LedgerConfig) -> Result<LoadedEntity, PersistError> {
+    let mut loaded = LoadedEntity::default();
+    let snapshot_key = snapshot_key(pair);
+    if let Some(bytes) = store.get(&snapshot_key)? {
+        let snapshot: Snapshot = decode("snapshot", &snapshot_key, &bytes)?;
+        loaded.state = snapshot.state;
+        loaded.log_position = snapshot.log_position;
+        loaded.snapshot_position = snapshot.log_position;
+        loaded.found = true;
+    }
+    let start = pair_prefix(LOG_PREFIX, pair);
+    let end = prefix_end(&start);
+    let mut cursor = start;
+    loop {
+        let page = store.scan(&cursor, &end, 1024)?;
+        let Some((last_key, _)) = page.last() else { break };
+        let next_cursor = [last_key.as_slice(), &[0]].concat();
+        for (key, bytes) in page {
+            let position = u64::from_be_bytes(key[21..29].try_into().map_err(|_| PersistError::Corrupt {
+                what: "log key",
+                key: key.clone(),
+                message: "short key".to_owned(),
+            })?);
+            if position <= loaded.log_position {
+                continue; // Covered by the snapshot, kept for retention only.
+            }
+            match decode::<LogRecord>("log record", &key, &bytes)? {
+                LogRecord::Applied { entry, arrival } => loaded.state.apply_admitted(&entry, arrival, config),
+                LogRecord::Quarantined { .. } => loaded.state.record_quarantine(),
+            }
+            loaded.log_position = position;
+            loaded.found = true;
+        }
+        cursor = next_cursor;
+    }
+    Ok(loaded)
+}
+
+/// The quarantine records of a pair still retained, oldest first (at most `limit`).
+pub fn quarantined_records(store: &dyn Store, pair: PairKey, limit: usize) -> Result<Vec<QuarantineRecord>, PersistError> {
+    let start = pair_prefix(QUARANTINE_PREFIX, pair);
+    let end = prefix_end(&start);
+    store
+        .scan(&start, &end, limit)?
+        .into_iter()
+        .map(|(key, bytes)| decode("quarantine record", &key, &bytes))
+        .collect()
+}
+
+/// Adds to `batch` the deletion of the pair's log entries older than `cutoff` (all covered
+/// by the snapshot written in the same batch).
+pub fn compact_log(batch: &mut WriteBatch, pair: PairKey, cutoff: Timestamp) {
+    let start = pair_prefix(LOG_PREFIX, pair);
+    let mut end = start.clone();
+    end.extend_from_slice(&time_key(cutoff));
+    batch.delete_range(start, end);
+}
+
+/// Adds to `batch` the deletion of every key whose expiry is before `now` (at most `limit`
+/// of them); returns how many were scheduled.
+pub fn expire(store: &dyn Store, batch: &mut WriteBatch, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+    let start = [EXPIRY_PREFIX];
+    let mut end = vec![EXPIRY_PREFIX];
+    end.extend_from_slice(&time_key(now));
+    let due = store.scan(&start, &end, limit)?;
+    for (key, _) in &due {
+        batch.delete(key[9..].to_vec());
+        batch.delete(key.clone());
+    }
+    Ok(due.len())
+}
+
+/// The recent identities, kept in memory in front of the store.
+///
+/// Striped by hash; each stripe keeps two generations and drops the older one when the newer
+/// fills, so memory stays bounded and lookups of recent events (duplicate storms) never touch
+/// the store. The tail is exact: it only answers "duplicate" or "conflict" from an identity it
+/// holds with its full payload; anything else is looked up in the store.
+#[derive(Debug)]
+pub struct IdentityTail {
+    stripes: Vec<Mutex<TailStripe>>,
+    generation_capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct TailStripe {
+    current: HashMap<Identity, Box<[u8]>>,
+    previous: HashMap<Identity, Box<[u8]>>,
+}
+
+const TAIL_STRIPES: usize = 64;
+
+impl IdentityTail {
+    /// A tail holding at least `capacity` recent identities (and at most twice that).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            stripes: (0..TAIL_STRIPES).map(|_| Mutex::new(TailStripe::default())).collect(),
+            generation_capacity: (capacity / TAIL_STRIPES).max(16),
+        }
+    }
+
+    fn stripe(&self, identity: &Identity) -> &Mutex<TailStripe> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(identity);
+        &self.stripes[(hash as usize) % TAIL_STRIPES]
+    }
+
+    /// What the tail knows of `identity`, or `None`.
+    fn check(&self, identity: &Identity, payload: &[u8]) -> Option<IdentityCheck> {
+        let stripe = self.stripe(identity).lock().ok()?;
+        let known = stripe.current.get(identity).or_else(|| stripe.previous.get(identity));
+        compare_payloads(known.map(|k| &k[..]), payload)
+    }
+
+    /// Forgets `identity` if the tail holds it with `payload`: its batch was not committed.
+    pub fn forget(&self, identity: &Identity, payload: &[u8]) {
+        if let Ok(mut guard) = self.stripe(identity).lock() {
+            let stripe = &mut *guard;
+            for generation in [&mut stripe.current, &mut stripe.previous] {
+                if generation.get(identity).is_some_and(|known| &known[..] == payload) {
+                    generation.remove(identity);
+                }
+            }
+        }
+    }
+
+    /// Records `identity`; returns `false` if another writer recorded it first (the caller
+    /// then compares payloads again).
+    fn insert_if_absent(&self, identity: &Identity, payload: &[u8]) -> Result<(), IdentityCheck> {
+        let Ok(mut stripe) = self.stripe(identity).lock() else {
+            return Ok(()); // A panicked writer: the store stays the authority.
+        };
+        let existing = stripe.current.get(identity).or_else(|| stripe.previous.get(identity));
+        if let Some(check) = compare_payloads(existing.map(|k| &k[..]), payload) {
+            return Err(check);
+        }
+        if stripe.current.len() >= self.generation_capacity {
+            stripe.previous = std::mem::take(&mut stripe.current);
+        }
+        stripe.current.insert(identity.clone(), payload.into());
+        Ok(())
+    }
+}
+
+/// The identity index of one shard's batch: the shared tail, then the store; new identities
+/// are added to the batch being built so they commit with the entries they identify.
+pub struct StoreIdentityIndex<'a> {
+    /// The shared tail.
+    pub tail: &'a IdentityTail,
+    /// The store behind it.
+    pub store: &'a dyn Store,
+    /// The batch the new identities go into.
+    pub batch: &'a mut WriteBatch,
+    /// When a recorded identity may be forgotten: event time plus this.
+    pub retention_ms: i64,
+    /// The event time of the entry being checked.
+    pub event_time: Timestamp,
+}
+
+impl IdentityIndex for StoreIdentityIndex<'_> {
+    fn check_and_record(&mut self, identity: &Identity, payload: &[u8]) -> Result<IdentityCheck, IdentityLookupFailed> {
+        if let Some(check) = self.tail.check(identity, payload) {
+            return Ok(check);
+        }
+        let key = identity_key(identity);
+        let stored = self.store.get(&key).map_err(|e| IdentityLookupFailed(e.to_string()))?;
+        if let Some(check) = compare_payloads(stored.as_deref(), payload) {
+            return Ok(check);
+        }
+        if let Err(check) = self.tail.insert_if_absent(identity, payload) {
+            return Ok(check);
+        }
+        self.batch.put(expiry_key(self.event_time.plus_ms(self.retention_ms), &key), Vec::new());
+        self.batch.put(key, payload.to_vec());
+        Ok(IdentityCheck::New)
+    }
+}

@@ -1,0 +1,509 @@
+//! `stockgrid replay`: the REPLAY.md files through the same engine as the service.
+//!
+//! Events are fed in `ingest_time` order (file order breaking ties), each with its
+//! `ingest_time` as its arrival, on a simulated clock; each query is answered after every
+//! event with `ingest_time <= time` has been applied and before any later one. Answers are
+//! written in query order only once every query is answered (to a temporary file renamed
+//! into place), so a failed run never leaves a partial answers file.
+//!
+//! # Layout
+//! - input parsing: one JSON object per line, each field checked by name, so an error says
+//!   `file:line: field `x`: reason`;
+//! - [`run_replay`]: the driver.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use stockgrid_storage::{EmbeddedStore, Store};
+
+use crate::config::EngineConfig;
+use crate::decision::{DecisionMode, SafetyStock};
+use crate::domain::{Arrival, PairKey, RawEvent, Source, Surface};
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::ledger::Outcome;
+use crate::time::{Clock, MINUTE_MS, SimulatedClock, Timestamp};
+
+/// Events handed to the engine per ingest call.
+const REPLAY_BATCH_EVENTS: usize = 4_096;
+/// Simulated time between maintenance passes (passivation, expiry).
+const MAINTENANCE_INTERVAL_MS: i64 = 10 * MINUTE_MS;
+/// Longest accepted input line.
+const MAX_LINE_BYTES: usize = 64 << 10;
+/// Quarantined arrivals listed in the summary (all are counted).
+const MAX_LISTED_QUARANTINES: usize = 10_000;
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A bad line in an input file.
+    #[error("{file}:{line}: field `{field}`: {reason}")]
+    Input {
+        /// The file.
+        file: String,
+        /// The 1-based line number.
+        line: usize,
+        /// The offending field (`<line>` for the line itself).
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file could not be read or written.
+    #[error("{context} {path}: {source}")]
+    Io {
+        /// What was being done.
+        context: &'static str,
+        /// The path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The options do not make sense.
+    #[error("{0}")]
+    Usage(String),
+    /// The engine failed.
+    #[error("engine: {0}")]
+    Engine(#[from] EngineError),
+}
+
+/// What to replay and how.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// events.jsonl.
+    pub events: PathBuf,
+    /// queries.jsonl.
+    pub queries: PathBuf,
+    /// locations.jsonl, optional.
+    pub locations: Option<PathBuf>,
+    /// Where answers.jsonl goes.
+    pub out: PathBuf,
+    /// `rules` or `ml`.
+    pub mode: DecisionMode,
+    /// Safety stock per surface.
+    pub safety_stock: SafetyStock,
+    /// The engine's store directory; `None` for a temporary one removed afterwards.
+    pub data_dir: Option<PathBuf>,
+    /// The engine's configuration.
+    pub engine: EngineConfig,
+}
+
+/// A quarantined arrival, for the summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QuarantinedArrival {
+    /// Line in events.jsonl.
+    pub line: usize,
+    /// The event's id.
+    pub event_id: String,
+    /// Its source.
+    pub source: String,
+    /// Its pair.
+    pub sku: u64,
+    /// Its pair.
+    pub location: u32,
+    /// The reason code.
+    pub reason: String,
+    /// The reason in words.
+    pub detail: String,
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Default)]
+pub struct ReplaySummary {
+    /// Events read.
+    pub events: usize,
+    /// Queries answered.
+    pub queries: usize,
+    /// Locations read.
+    pub locations: usize,
+    /// Events applied.
+    pub applied: usize,
+    /// Duplicate arrivals.
+    pub duplicates: usize,
+    /// Quarantined arrivals, per reason code.
+    pub quarantined_by_reason: BTreeMap<String, usize>,
+    /// The first quarantined arrivals, in arrival order.
+    pub quarantined: Vec<QuarantinedArrival>,
+    /// Queries answered "available".
+    pub available_answers: usize,
+    /// Wall-clock seconds of the run.
+    pub elapsed_seconds: f64,
+}
+
+/// Progress of a running replay.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayProgress {
+    /// Events applied so far.
+    pub events_done: usize,
+    /// Events in total.
+    pub events_total: usize,
+    /// Queries answered so far.
+    pub queries_done: usize,
+    /// Queries in total.
+    pub queries_total: usize,
+}
+
+/// One answer line.
+#[derive(Clone, Debug, Serialize)]
+struct Answer {
+    query_id: String,
+    available: bool,
+    probability: f64,
+    expected_on_hand: f64,
+    mode: DecisionMode,
+    reason: &'static str,
+}
+
+/// A validated query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Query {
+    /// Echoed in the answer.
+    pub query_id: String,
+    /// When it is asked.
+    pub time: Timestamp,
+    /// The pair.
+    pub pair: PairKey,
+    /// Units wanted (>= 1).
+    pub quantity: i64,
+    /// Who asks.
+    pub surface: Surface,
+}
+
+/// A validated location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// Its number.
+    pub location: u32,
+    /// `store`, `fc` or `warehouse`.
+    pub kind: String,
+    /// Its region.
+    pub region: Option<String>,
+    /// IANA time zone name (default UTC).
+    pub timezone: String,
+    /// Opening hour, local time.
+    pub open_hour: u8,
+    /// Closing hour, local time.
+    pub close_hour: u8,
+    /// Feeds it is expected to send.
+    pub sources: Vec<Source>,
+}
+
+struct LineError {
+    field: String,
+    reason: String,
+}
+
+impl LineError {
+    fn new(field: &str, reason: impl Into<String>) -> Self {
+        Self { field: field.to_owned(), reason: reason.into() }
+    }
+}
+
+/// Typed access to one JSON object's fields, naming the field in every error.
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.0.get(field).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, field: &str) -> Result<Option<String>, LineError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text.clone())),
+            Some(other) => Err(LineError::new(field, format!("must be a string, got {other}"))),
+        }
+    }
+
+    fn integer<T: TryFrom<i128>>(&self, field: &str, type_name: &str) -> Result<Option<T>, LineError> {
+        let Some(value) = self.get(field) else { return Ok(None) };
+        let number = value
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| value.as_u64().map(i128::from))
+            .ok_or_else(|| LineError::new(field, format!("must be an integer ({type_name}), got {value}")))?;
+        T::try_from(number).map(Some).map_err(|_| LineError::new(field, format!("{number} does not fit {type_name}")))
+    }
+
+    fn required_string(&self, field: &str) -> Result<String, LineError> {
+        self.string(field)?.ok_or_else(|| LineError::new(field, "is required"))
+    }
+
+    fn required_integer<T: TryFrom<i128>>(&self, field: &str, type_name: &str) -> Result<T, LineError> {
+        self.integer(field, type_name)?.ok_or_else(|| LineError::new(field, "is required"))
+    }
+}
+
+/// Reads a JSON Lines file, handing each non-blank line's object and line number to `parse`.
+fn read_jsonl<T>(path: &Path, mut parse: impl FnMut(Fields<'_>) -> Result<T, LineError>) -> Result<Vec<(usize, T)>, ReplayError> {
+    let file_name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| ReplayError::Io { context: "open", path: file_name.clone(), source })?;
+    let mut reader = BufReader::new(file);
+    let mut rows = Vec::new();
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_line(&mut line)
+            .map_err(|source| ReplayError::Io { context: "read", path: file_name.clone(), source })?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let error = |field: &str, reason: String| ReplayError::Input { file: file_name.clone(), line: number, field: field.to_owned(), reason };
+        if line.len() > MAX_LINE_BYTES {
+            return Err(error("<line>", format!("longer than {MAX_LINE_BYTES} bytes")));
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value = serde_json::from_str(&line).map_err(|e| error("<line>", format!("not valid JSON ({e})")))?;
+        let Value::Object(object) = value else {
+            return Err(error("<line>", "must be a JSON object".to_owned()));
+        };
+        let row = parse(Fields(&object)).map_err(|e| error(&e.field, e.reason))?;
+        rows.push((number, row));
+    }
+    Ok(rows)
+}
+
+fn parse_event(fields: Fields<'_>) -> Result<Arrival, LineError> {
+    let raw = RawEvent {
+        event_id: fields.string("event_id")?,
+        source: fields.string("source")?,
+        kind: fields.string("kind")?,
+        sku: fields.integer("sku", "u64")?,
+        location: fields.integer("location", "u32")?,
+        qty: fields.integer("qty", "i64")?,
+        event_time: fields.string("event_time")?,
+        ingest_time: fields.string("ingest_time")?,
+        reservation_id: fields.string("reservation_id")?,
+        counterparty_location: fields.integer("counterparty_location", "u32")?,
+        expected_time: fields.string("expected_time")?,
+    };
+    raw.arrival().map_err(|e| LineError::new(e.field, e.reason))
+}
+
+fn parse_time(fields: &Fields<'_>, field: &str) -> Result<Timestamp, LineError> {
+    Timestamp::parse_rfc3339(&fields.required_string(field)?).map_err(|reason| LineError::new(field, reason))
+}
+
+fn parse_query(fields: Fields<'_>) -> Result<Query, LineError> {
+    let query_id = fields.required_string("query_id")?;
+    if query_id.is_empty() {
+        return Err(LineError::new("query_id", "must not be empty"));
+    }
+    let time = parse_time(&fields, "time")?;
+    let sku = fields.required_integer("sku", "u64")?;
+    let location = fields.required_integer("location", "u32")?;
+    let quantity: i64 = fields.required_integer("qty", "i64")?;
+    if quantity < 1 {
+        return Err(LineError::new("qty", format!("must be at least 1, got {quantity}")));
+    }
+    let surface_text = fields.required_string("surface")?;
+    let surface = Surface::parse(&surface_text).ok_or_else(|| {
+        LineError::new("surface", format!("unknown surface {surface_text:?}; expected one of {}", Surface::expected()))
+    })?;
+    Ok(Query { query_id, time, pair: PairKey::new(sku, location), quantity, surface })
+}
+
+fn parse_location(fields: Fields<'_>) -> Result<Location, LineError> {
+    let location = fields.required_integer("location", "u32")?;
+    let kind = fields.string("kind")?.unwrap_or_else(|| "store".to_owned());
+    if !matches!(kind.as_str(), "store" | "fc" | "warehouse") {
+        return Err(LineError::new("kind", format!("unknown kind {kind:?}; expected one of store, fc, warehouse")));
+    }
+    let timezone = fields.string("timezone")?.unwrap_or_else(|| "UTC".to_owned());
+    if timezone.is_empty() || timezone.len() > 64 || timezone.contains(char::is_whitespace) {
+        return Err(LineError::new("timezone", format!("{timezone:?} is not an IANA time zone name")));
+    }
+    let open_hour: u8 = fields.integer("open_hour", "u8")?.unwrap_or(0);
+    let close_hour: u8 = fields.integer("close_hour", "u8")?.unwrap_or(24);
+    if open_hour > 23 {
+        return Err(LineError::new("open_hour", format!("must be 0 to 23, got {open_hour}")));
+    }
+    if close_hour == 0 || close_hour > 24 || close_hour == open_hour {
+        return Err(LineError::new("close_hour", format!("must be 1 to 24 and differ from open_hour, got {close_hour}")));
+    }
+    let sources = match fields.get("sources") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| {
+                item.as_str().and_then(Source::parse).ok_or_else(|| {
+                    LineError::new("sources", format!("{item} is not a source; expected one of {}", Source::expected()))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(other) => return Err(LineError::new("sources", format!("must be a list of sources, got {other}"))),
+    };
+    Ok(Location { location, kind, region: fields.string("region")?, timezone, open_hour, close_hour, sources })
+}
+
+/// Reads and validates an events file, sorted by arrival (file order breaking ties); each
+/// arrival keeps its line number.
+pub fn read_events(path: &Path) -> Result<Vec<(usize, Arrival)>, ReplayError> {
+    let mut events = read_jsonl(path, parse_event)?;
+    events.sort_by_key(|(_, arrival)| arrival.arrival_time); // Stable: file order breaks ties.
+    Ok(events)
+}
+
+/// Reads and validates a queries file, in file order.
+pub fn read_queries(path: &Path) -> Result<Vec<Query>, ReplayError> {
+    let rows = read_jsonl(path, parse_query)?;
+    let mut seen = std::collections::HashSet::new();
+    for (line, query) in &rows {
+        if !seen.insert(query.query_id.as_str()) {
+            return Err(ReplayError::Input {
+                file: path.display().to_string(),
+                line: *line,
+                field: "query_id".to_owned(),
+                reason: format!("{:?} repeats an earlier query's id", query.query_id),
+            });
+        }
+    }
+    Ok(rows.into_iter().map(|(_, query)| query).collect())
+}
+
+/// Reads and validates a locations file.
+pub fn read_locations(path: &Path) -> Result<Vec<Location>, ReplayError> {
+    let rows = read_jsonl(path, parse_location)?;
+    let mut seen = std::collections::HashSet::new();
+    for (line, location) in &rows {
+        if !seen.insert(location.location) {
+            return Err(ReplayError::Input {
+                file: path.display().to_string(),
+                line: *line,
+                field: "location".to_owned(),
+                reason: format!("location {} is listed twice", location.location),
+            });
+        }
+    }
+    Ok(rows.into_iter().map(|(_, location)| location).collect())
+}
+
+/// Runs a replay and writes the answers; `progress` is called as work advances.
+pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(ReplayProgress)) -> Result<ReplaySummary, ReplayError> {
+    if options.mode == DecisionMode::Ml {
+        return Err(ReplayError::Usage(
+            "--mode ml needs the stock-belief model, which is not built yet; use --mode rules".to_owned(),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let events = read_events(&options.events)?;
+    let queries = read_queries(&options.queries)?;
+    let locations = match &options.locations {
+        Some(path) => read_locations(path)?,
+        None => Vec::new(),
+    };
+
+    let temporary_dir;
+    let data_dir = match &options.data_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temporary_dir = tempfile::tempdir().map_err(|source| ReplayError::Io { context: "create temporary store", path: "(temp)".to_owned(), source })?;
+            temporary_dir.path().to_path_buf()
+        }
+    };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&data_dir).map_err(EngineError::from)?);
+    let first_time = events.first().map(|(_, a)| a.arrival_time).into_iter().chain(queries.iter().map(|q| q.time)).min().unwrap_or_default();
+    let clock = SimulatedClock::starting_at(first_time);
+    let engine = Engine::start(store, Arc::new(clock.clone()), options.engine.clone()).await?;
+
+    let mut query_order: Vec<usize> = (0..queries.len()).collect();
+    query_order.sort_by_key(|&index| queries[index].time); // Stable: file order breaks ties.
+    let mut answers: Vec<Option<Answer>> = vec![None; queries.len()];
+    let mut summary = ReplaySummary { events: events.len(), queries: queries.len(), locations: locations.len(), ..ReplaySummary::default() };
+    let mut next_event = 0;
+    let mut next_maintenance = first_time.plus_ms(MAINTENANCE_INTERVAL_MS);
+    let mut queries_done = 0;
+    for query_index in query_order.into_iter().map(Some).chain(std::iter::once(None)) {
+        let horizon = query_index.map(|index| queries[index].time);
+        // Apply every event that arrived at or before the query's time.
+        while next_event < events.len() && horizon.is_none_or(|h| events[next_event].1.arrival_time <= h) {
+            let mut end = next_event;
+            let batch_start_time = events[next_event].1.arrival_time;
+            while end < events.len()
+                && end - next_event < REPLAY_BATCH_EVENTS
+                && horizon.is_none_or(|h| events[end].1.arrival_time <= h)
+                // Keep a batch within one maintenance interval of simulated time.
+                && events[end].1.arrival_time.0 - batch_start_time.0 < MAINTENANCE_INTERVAL_MS
+            {
+                end += 1;
+            }
+            let chunk = &events[next_event..end];
+            let chunk_end_time = chunk[chunk.len() - 1].1.arrival_time;
+            clock.advance_to(chunk_end_time);
+            let results = engine.ingest(chunk.iter().map(|(_, arrival)| arrival.clone()).collect()).await?;
+            for ((line, arrival), result) in chunk.iter().zip(results) {
+                match result? {
+                    Outcome::Applied => summary.applied += 1,
+                    Outcome::Duplicate => summary.duplicates += 1,
+                    Outcome::Quarantined(reason) => {
+                        *summary.quarantined_by_reason.entry(reason.code().to_owned()).or_default() += 1;
+                        if summary.quarantined.len() < MAX_LISTED_QUARANTINES {
+                            summary.quarantined.push(QuarantinedArrival {
+                                line: *line,
+                                event_id: arrival.event.event_id.clone(),
+                                source: arrival.event.source.to_string(),
+                                sku: arrival.event.pair.sku,
+                                location: arrival.event.pair.location,
+                                reason: reason.code().to_owned(),
+                                detail: reason.to_string(),
+                            });
+                        }
+                    }
+                }
+            }
+            next_event = end;
+            if clock.now() >= next_maintenance {
+                engine.maintain().await?;
+                next_maintenance = clock.now().plus_ms(MAINTENANCE_INTERVAL_MS);
+            }
+            progress(ReplayProgress { events_done: next_event, events_total: events.len(), queries_done, queries_total: queries.len() });
+        }
+        let Some(index) = query_index else { break };
+        let query = &queries[index];
+        clock.advance_to(query.time);
+        let decision = engine.decide_by_rules(query.pair, query.quantity, query.surface, &options.safety_stock).await;
+        summary.available_answers += usize::from(decision.available);
+        answers[index] = Some(Answer {
+            query_id: query.query_id.clone(),
+            available: decision.available,
+            probability: decision.probability,
+            expected_on_hand: decision.expected_on_hand,
+            mode: decision.mode,
+            reason: decision.reason.as_str(),
+        });
+        queries_done += 1;
+    }
+    progress(ReplayProgress { events_done: events.len(), events_total: events.len(), queries_done, queries_total: queries.len() });
+    engine.shutdown().await?;
+    write_answers(&options.out, answers.into_iter().flatten())?;
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn write_answers(path: &Path, answers: impl Iterator<Item = Answer>) -> Result<(), ReplayError> {
+    let io = |context: &'static str| {
+        let path = path.display().to_string();
+        move |source| ReplayError::Io { context, path, source }
+    };
+    let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let temporary = tempfile::NamedTempFile::new_in(directory).map_err(io("create answers file beside"))?;
+    let mut writer = BufWriter::new(temporary);
+    for answer in answers {
+        serde_json::to_writer(&mut writer, &answer).map_err(|e| io("write answers to")(e.into()))?;
+        writer.write_all(b"\n").map_err(io("write answers to"))?;
+    }
+    let temporary = writer.into_inner().map_err(|e| io("write answers to")(e.into_error()))?;
+    temporary.as_file().sync_all().map_err(io("sync answers file"))?;
+    temporary.persist(path).map_err(|e| io("move answers into place at")(e.error))?;
+    Ok(())
+}

@@ -1,0 +1,422 @@
+//! The shard actor: a supervised ractor actor owning the entities of many pairs.
+//!
+//! One ractor actor per pair costs ~7.8 KB, so pairs are virtual: a shard keeps a map of
+//! compact [`Entity`] states, activates an entity on first touch (snapshot plus log tail from
+//! the store), and passivates it when idle (snapshot, then out of memory). The shard is the
+//! single writer of its pairs; its mailbox order is their order.
+//!
+//! Runtime semantics (what a caller may rely on):
+//! - Messages are handled one at a time in mailbox order, so the entries of one pair apply
+//!   in the order they were sent.
+//! - An `Apply` is answered only after its whole batch (log records, identities, snapshots)
+//!   is committed and fsync'd through the group committer; the read views of its pairs are
+//!   published to the shared map before the answer. An answer therefore means durable.
+//! - If handling fails (a store error), the touched entities are dropped from memory and
+//!   their identities from the tail, so memory never runs ahead of the disk; they reload from
+//!   the store on next touch.
+//! - If handling panics, the supervisor restarts the shard with an empty map (entities
+//!   reload from the store), so nothing acknowledged is lost and nothing unacknowledged is
+//!   half-applied. See [`crate::supervision`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+use crate::config::EngineConfig;
+use crate::domain::PairKey;
+use crate::error::EngineError;
+use crate::ledger::{EntityState, LedgerEntry, LedgerView, Outcome, QuarantineReason, ReadView, ingest};
+use crate::persist::{
+    self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode, load_entity, log_key,
+    quarantine_key, snapshot_key,
+};
+use crate::time::{Clock, Timestamp};
+
+/// An entry with its arrival time, as shards receive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArrivedEntry {
+    /// The entry.
+    pub entry: LedgerEntry,
+    /// When its event arrived.
+    pub arrival: Timestamp,
+}
+
+/// What a caller learns about one pair for ops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntityReport {
+    /// The ledger.
+    pub view: LedgerView,
+    /// Quarantined entries still retained (oldest first, at most 100).
+    pub quarantined: Vec<QuarantineRecord>,
+    /// Deltas in the window.
+    pub window_deltas: usize,
+    /// Log records written for the pair.
+    pub log_position: u64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+
+/// Messages a shard handles. Each carries the mailbox permit its sender acquired; dropping
+/// the message (handled or not) frees the slot.
+#[derive(Debug)]
+pub enum ShardMessage {
+    /// Apply entries in order; answer one outcome per entry once durable.
+    Apply {
+        /// The entries.
+        entries: Arc<Vec<ArrivedEntry>>,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<Vec<Outcome>>,
+    },
+    /// Record an entry whose handling panicked as quarantined, without applying it.
+    QuarantinePanicked {
+        /// The entry.
+        entry: ArrivedEntry,
+        /// The panic message.
+        message: String,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<()>,
+    },
+    /// The read view of a pair, activating it from the store if needed (`None`: never seen).
+    Read {
+        /// The pair.
+        pair: PairKey,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<Option<ReadView>>,
+    },
+    /// The full state of a pair for ops (`None`: never seen).
+    Inspect {
+        /// The pair.
+        pair: PairKey,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<Option<EntityReport>>,
+    },
+    /// Snapshot and drop entities untouched since `idle_before`; answer how many.
+    Passivate {
+        /// The idleness cut-off.
+        idle_before: Timestamp,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<usize>,
+    },
+    /// How many entities are resident.
+    ResidentCount {
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<usize>,
+    },
+}
+
+/// Everything a shard shares with the engine and its supervisor. It outlives restarts.
+#[derive(Debug)]
+pub struct ShardContext {
+    /// This shard's index.
+    pub index: usize,
+    /// The store (reads).
+    pub store: Arc<dyn Store>,
+    /// The group committer (writes).
+    pub committer: GroupCommitter,
+    /// Published read views of resident entities.
+    pub read_views: Arc<DashMap<PairKey, ReadView>>,
+    /// Recent identities.
+    pub identities: Arc<IdentityTail>,
+    /// Configuration.
+    pub config: Arc<EngineConfig>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The entries of the `Apply` being handled, for the supervisor if it panics.
+    pub in_flight: Mutex<Option<Arc<Vec<ArrivedEntry>>>>,
+}
+
+/// One resident entity.
+#[derive(Clone, Debug)]
+pub struct Entity {
+    /// The ledger state.
+    pub state: EntityState,
+    /// Log records written for the pair.
+    pub log_position: u64,
+    /// The log position of the latest snapshot.
+    pub snapshot_position: u64,
+    /// When it was last touched, in compact seconds.
+    pub last_touched: u32,
+}
+
+/// The shard actor (stateless: its state is [`ShardState`]).
+#[derive(Debug)]
+pub struct Shard;
+
+/// A shard's private state: its resident entities.
+#[derive(Debug)]
+pub struct ShardState {
+    context: Arc<ShardContext>,
+    entities: HashMap<PairKey, Entity>,
+}
+
+impl Actor for Shard {
+    type Msg = ShardMessage;
+    type State = ShardState;
+    type Arguments = Arc<ShardContext>;
+
+    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, context: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+        // A (re)started shard begins empty: entities activate from the store on first touch.
+        Ok(ShardState { context, entities: HashMap::new() })
+    }
+
+    async fn handle(&self, _myself: ActorRef<Self::Msg>, message: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+        match message {
+            ShardMessage::Apply { entries, permit, reply } => {
+                if let Ok(mut slot) = state.context.in_flight.lock() {
+                    *slot = Some(Arc::clone(&entries));
+                }
+                let result = state.apply(&entries).await;
+                if let Ok(mut slot) = state.context.in_flight.lock() {
+                    *slot = None;
+                }
+                let _ = reply.send(result);
+                drop(permit);
+            }
+            ShardMessage::QuarantinePanicked { entry, message, permit, reply } => {
+                let _ = reply.send(state.quarantine_panicked(&entry, message).await);
+                drop(permit);
+            }
+            ShardMessage::Read { pair, permit, reply } => {
+                let _ = reply.send(state.read(pair));
+                drop(permit);
+            }
+            ShardMessage::Inspect { pair, permit, reply } => {
+                let _ = reply.send(state.inspect(pair));
+                drop(permit);
+            }
+            ShardMessage::Passivate { idle_before, permit, reply } => {
+                let _ = reply.send(state.passivate(idle_before).await);
+                drop(permit);
+            }
+            ShardMessage::ResidentCount { permit, reply } => {
+                let _ = reply.send(Ok(state.entities.len()));
+                drop(permit);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ShardState {
+    fn now(&self) -> Timestamp {
+        self.context.clock.now()
+    }
+
+    /// The resident entity of `pair`, activated from the store if needed (`None` if the
+    /// store knows nothing of it and `create` is false).
+    fn entity(&mut self, pair: PairKey, create: bool) -> Result<Option<&mut Entity>, EngineError> {
+        if !self.entities.contains_key(&pair) {
+            let loaded = load_entity(self.context.store.as_ref(), pair, &self.context.config.ledger)?;
+            if !loaded.found && !create {
+                return Ok(None);
+            }
+            let entity = Entity {
+                state: loaded.state,
+                log_position: loaded.log_position,
+                snapshot_position: loaded.snapshot_position,
+                last_touched: 0,
+            };
+            self.entities.insert(pair, entity);
+        }
+        let touched = self.now().to_compact_seconds();
+        Ok(self.entities.get_mut(&pair).map(|entity| {
+            entity.last_touched = touched;
+            entity
+        }))
+    }
+
+    async fn apply(&mut self, entries: &[ArrivedEntry]) -> Result<Vec<Outcome>, EngineError> {
+        let mut batch = WriteBatch::new();
+        let mut touched: Vec<PairKey> = Vec::new();
+        let mut new_identities = Vec::new();
+        let result = self.apply_into(entries, &mut batch, &mut touched, &mut new_identities);
+        let committed = match result {
+            Ok(outcomes) => self.context.committer.submit(batch).await.wait().await.map(|()| outcomes).map_err(EngineError::from),
+            Err(error) => Err(error),
+        };
+        match committed {
+            Ok(outcomes) => {
+                self.publish(&touched);
+                Ok(outcomes)
+            }
+            Err(error) => {
+                // Memory ran ahead of the disk: forget it and reload from the store later.
+                for pair in &touched {
+                    self.entities.remove(pair);
+                    self.context.read_views.remove(pair);
+                }
+                for (identity, payload) in &new_identities {
+                    self.context.identities.forget(identity, payload);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn apply_into(
+        &mut self,
+        entries: &[ArrivedEntry],
+        batch: &mut WriteBatch,
+        touched: &mut Vec<PairKey>,
+        new_identities: &mut Vec<(crate::ledger::Identity, Vec<u8>)>,
+    ) -> Result<Vec<Outcome>, EngineError> {
+        let context = Arc::clone(&self.context);
+        let config = &context.config;
+        let now = self.now();
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for arrived in entries {
+            if config.panic_on_event_id.as_deref() == Some(arrived.entry.event.event_id.as_str()) {
+                panic!("injected fault while applying event {}", arrived.entry.event.event_id);
+            }
+            let pair = arrived.entry.target();
+            touched.push(pair);
+            let entity = self.entity(pair, true)?.expect("created on demand");
+            let operations_before = batch.operations.len();
+            let mut identities = StoreIdentityIndex {
+                tail: &context.identities,
+                store: context.store.as_ref(),
+                batch,
+                retention_ms: config.identity_retention_ms(),
+                event_time: arrived.entry.event.event_time,
+            };
+            let outcome = ingest(&mut entity.state, &arrived.entry, arrived.arrival, &config.ledger, &mut identities)
+                .map_err(|e| EngineError::IdentityLookup(e.to_string()))?;
+            if batch.operations.len() > operations_before {
+                new_identities.push((arrived.entry.identity(), arrived.entry.event.payload_bytes()));
+            }
+            match &outcome {
+                Outcome::Applied => {
+                    entity.log_position += 1;
+                    let record = LogRecord::Applied { entry: arrived.entry.clone(), arrival: arrived.arrival };
+                    batch.put(log_key(pair, entity.state.latest_arrival, entity.log_position), encode(&record));
+                }
+                Outcome::Quarantined(reason) => {
+                    write_quarantine(batch, config, pair, entity, arrived, reason.clone());
+                }
+                Outcome::Duplicate => {}
+            }
+            if entity.log_position - entity.snapshot_position >= config.snapshot_every_records {
+                write_snapshot(batch, config, pair, entity, now);
+            }
+            outcomes.push(outcome);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        Ok(outcomes)
+    }
+
+    fn publish(&self, pairs: &[PairKey]) {
+        let now = self.now();
+        for pair in pairs {
+            if let Some(entity) = self.entities.get(pair) {
+                self.context.read_views.insert(*pair, entity.state.read_view(now, &self.context.config.ledger));
+            }
+        }
+    }
+
+    async fn quarantine_panicked(&mut self, arrived: &ArrivedEntry, message: String) -> Result<(), EngineError> {
+        let context = Arc::clone(&self.context);
+        let pair = arrived.entry.target();
+        let entity = self.entity(pair, true)?.expect("created on demand");
+        let mut batch = WriteBatch::new();
+        entity.state.record_quarantine();
+        write_quarantine(&mut batch, &context.config, pair, entity, arrived, QuarantineReason::HandlerPanicked { message });
+        let committed = context.committer.submit(batch).await.wait().await;
+        if committed.is_err() {
+            self.entities.remove(&pair);
+        }
+        committed.map_err(EngineError::from)
+    }
+
+    fn read(&mut self, pair: PairKey) -> Result<Option<ReadView>, EngineError> {
+        let now = self.now();
+        let config = Arc::clone(&self.context.config);
+        let Some(entity) = self.entity(pair, false)? else {
+            return Ok(None);
+        };
+        let view = entity.state.read_view(now, &config.ledger);
+        self.context.read_views.insert(pair, view);
+        Ok(Some(view))
+    }
+
+    fn inspect(&mut self, pair: PairKey) -> Result<Option<EntityReport>, EngineError> {
+        let now = self.now();
+        let context = Arc::clone(&self.context);
+        let Some(entity) = self.entity(pair, false)? else {
+            return Ok(None);
+        };
+        let quarantined = persist::quarantined_records(context.store.as_ref(), pair, 100)?;
+        Ok(Some(EntityReport {
+            view: entity.state.view(now, &context.config.ledger),
+            quarantined,
+            window_deltas: entity.state.window.len(),
+            log_position: entity.log_position,
+        }))
+    }
+
+    async fn passivate(&mut self, idle_before: Timestamp) -> Result<usize, EngineError> {
+        let cutoff = idle_before.to_compact_seconds();
+        let now = self.now();
+        let config = Arc::clone(&self.context.config);
+        let idle: Vec<PairKey> =
+            self.entities.iter().filter(|(_, entity)| entity.last_touched < cutoff).map(|(pair, _)| *pair).collect();
+        let mut batch = WriteBatch::new();
+        for pair in &idle {
+            if let Some(entity) = self.entities.get_mut(pair) {
+                if entity.log_position > entity.snapshot_position {
+                    write_snapshot(&mut batch, &config, *pair, entity, now);
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.context.committer.submit(batch).await.wait().await?;
+        }
+        for pair in &idle {
+            self.entities.remove(pair);
+            self.context.read_views.remove(pair);
+        }
+        Ok(idle.len())
+    }
+}
+
+fn write_quarantine(
+    batch: &mut WriteBatch,
+    config: &EngineConfig,
+    pair: PairKey,
+    entity: &mut Entity,
+    arrived: &ArrivedEntry,
+    reason: QuarantineReason,
+) {
+    entity.log_position += 1;
+    let position = entity.log_position;
+    let log_time = entity.state.latest_arrival.max(arrived.arrival);
+    batch.put(log_key(pair, log_time, position), encode(&LogRecord::Quarantined { arrival: arrived.arrival }));
+    let key = quarantine_key(pair, arrived.arrival, position);
+    let record = QuarantineRecord { entry: arrived.entry.clone(), arrival: arrived.arrival, reason };
+    batch.put(persist::expiry_key(arrived.arrival.plus_ms(config.quarantine_retention_ms), &key), Vec::new());
+    batch.put(key, encode(&record));
+}
+
+fn write_snapshot(batch: &mut WriteBatch, config: &EngineConfig, pair: PairKey, entity: &mut Entity, now: Timestamp) {
+    let snapshot = Snapshot { log_position: entity.log_position, state: entity.state.clone() };
+    batch.put(snapshot_key(pair), encode(&snapshot));
+    // Everything logged before the retention cut-off is covered by this snapshot.
+    persist::compact_log(batch, pair, Timestamp(now.0 - config.log_retention_ms));
+    entity.snapshot_position = entity.log_position;
+}

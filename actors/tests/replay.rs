@@ -1,0 +1,112 @@
+//! `stockgrid replay` through the library: the hand-checked sequence of the engine issue,
+//! and input errors that name the file, the line and the field.
+
+use std::path::Path;
+
+use stockgrid_actors::EngineConfig;
+use stockgrid_actors::decision::{DecisionMode, SafetyStock};
+use stockgrid_actors::replay::{ReplayError, ReplayOptions, run_replay};
+
+fn options(dir: &Path, events: &str, queries: &str) -> ReplayOptions {
+    std::fs::write(dir.join("events.jsonl"), events).expect("write events");
+    std::fs::write(dir.join("queries.jsonl"), queries).expect("write queries");
+    ReplayOptions {
+        events: dir.join("events.jsonl"),
+        queries: dir.join("queries.jsonl"),
+        locations: None,
+        out: dir.join("answers.jsonl"),
+        mode: DecisionMode::Rules,
+        safety_stock: SafetyStock::uniform(0),
+        data_dir: Some(dir.join("data")),
+        engine: EngineConfig::default(),
+    }
+}
+
+const HAND_CHECKED_EVENTS: &str = r#"{"event_id":"c1","source":"store_inventory","kind":"count","sku":42,"location":7,"qty":10,"event_time":"2026-03-02T10:00:00Z","ingest_time":"2026-03-02T10:00:30Z"}
+{"event_id":"s1","source":"pos","kind":"sale","sku":42,"location":7,"qty":2,"event_time":"2026-03-02T10:05:00Z","ingest_time":"2026-03-02T10:20:00Z"}
+{"event_id":"s1","source":"pos","kind":"sale","sku":42,"location":7,"qty":2,"event_time":"2026-03-02T10:05:00Z","ingest_time":"2026-03-02T10:21:00Z"}
+{"event_id":"s0","source":"pos","kind":"sale","sku":42,"location":7,"qty":1,"event_time":"2026-03-02T09:55:00Z","ingest_time":"2026-03-02T10:25:00Z"}
+{"event_id":"r1","source":"receiving","kind":"receipt","sku":42,"location":7,"qty":5,"event_time":"2026-03-02T10:10:00Z","ingest_time":"2026-03-02T10:11:00Z"}
+{"event_id":"a1","source":"store_inventory","kind":"adjustment","sku":42,"location":7,"qty":-3,"event_time":"2026-03-02T10:15:00Z","ingest_time":"2026-03-03T16:15:00Z"}
+"#;
+
+const HAND_CHECKED_QUERIES: &str = r#"{"query_id":"q1","time":"2026-03-02T10:30:00Z","sku":42,"location":7,"qty":13,"surface":"pickup"}
+{"query_id":"q2","time":"2026-03-03T16:16:00Z","sku":42,"location":7,"qty":14,"surface":"item_page"}
+{"query_id":"q3","time":"2026-03-03T16:16:00Z","sku":43,"location":7,"qty":1,"surface":"delivery"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_checked_replay() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let options = options(dir.path(), HAND_CHECKED_EVENTS, HAND_CHECKED_QUERIES);
+    let summary = run_replay(&options, |_| {}).await.expect("replay");
+    assert_eq!((summary.applied, summary.duplicates), (4, 1));
+    assert_eq!(summary.quarantined_by_reason.get("TOO_LATE"), Some(&1));
+    let late = &summary.quarantined[0];
+    assert_eq!((late.event_id.as_str(), late.line), ("a1", 6));
+    assert!(late.detail.contains("108000000 ms"), "{}", late.detail);
+
+    let answers: Vec<serde_json::Value> = std::fs::read_to_string(&options.out)
+        .expect("answers")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("answer json"))
+        .collect();
+    assert_eq!(answers.len(), 3);
+    for (answer, (id, available)) in answers.iter().zip([("q1", true), ("q2", false), ("q3", false)]) {
+        assert_eq!(answer["query_id"], id);
+        assert_eq!(answer["available"], available, "{answer}");
+        assert_eq!(answer["mode"], "rules");
+    }
+    assert_eq!(answers[0]["expected_on_hand"], 13.0);
+    assert_eq!(answers[0]["probability"], 1.0);
+    assert_eq!(answers[1]["expected_on_hand"], 13.0);
+    assert_eq!(answers[1]["probability"], 0.0);
+    assert_eq!(answers[2]["reason"], "NO_RECORD");
+
+    // The quarantined event stays visible, with its reason, in the pair's durable state.
+    let store = std::sync::Arc::new(stockgrid_storage::EmbeddedStore::open(dir.path().join("data")).expect("reopen"));
+    let engine = stockgrid_actors::Engine::start(
+        store,
+        std::sync::Arc::new(stockgrid_actors::time::WallClock),
+        EngineConfig::default(),
+    )
+    .await
+    .expect("engine");
+    let report = engine.inspect(stockgrid_actors::domain::PairKey::new(42, 7)).await.expect("inspect").expect("pair exists");
+    assert_eq!(report.view.on_hand_units, 13);
+    assert_eq!(report.view.quarantined_entries, 1);
+    assert_eq!(report.quarantined.len(), 1);
+    assert_eq!(report.quarantined[0].entry.event.event_id, "a1");
+    assert_eq!(report.quarantined[0].reason.code(), "TOO_LATE");
+    engine.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_errors_name_file_line_and_field() {
+    let cases = [
+        (HAND_CHECKED_EVENTS.replace(r#""qty":5"#, r#""qty":"five""#), HAND_CHECKED_QUERIES.to_owned(), "events.jsonl:5: field `qty`"),
+        (HAND_CHECKED_EVENTS.replace(r#""kind":"receipt""#, r#""kind":"gift""#), HAND_CHECKED_QUERIES.to_owned(), "events.jsonl:5: field `kind`"),
+        (HAND_CHECKED_EVENTS.replace(r#""ingest_time":"2026-03-02T10:11:00Z""#, r#""ingest_time":"soon""#), HAND_CHECKED_QUERIES.to_owned(), "events.jsonl:5: field `ingest_time`"),
+        (HAND_CHECKED_EVENTS.to_owned() + "not json\n", HAND_CHECKED_QUERIES.to_owned(), "events.jsonl:7: field `<line>`"),
+        (HAND_CHECKED_EVENTS.to_owned(), HAND_CHECKED_QUERIES.replace(r#""qty":14"#, r#""qty":0"#), "queries.jsonl:2: field `qty`"),
+        (HAND_CHECKED_EVENTS.to_owned(), HAND_CHECKED_QUERIES.replace(r#""surface":"pickup""#, r#""surface":"kiosk""#), "queries.jsonl:1: field `surface`"),
+        (HAND_CHECKED_EVENTS.to_owned(), HAND_CHECKED_QUERIES.replace(r#""query_id":"q2""#, r#""query_id":"q1""#), "queries.jsonl:2: field `query_id`"),
+    ];
+    for (events, queries, expected) in cases {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = options(dir.path(), &events, &queries);
+        let error = run_replay(&options, |_| {}).await.expect_err(expected);
+        assert!(matches!(error, ReplayError::Input { .. }), "{error}");
+        assert!(error.to_string().contains(expected), "{error} should contain {expected}");
+        assert!(!options.out.exists(), "no answers file after a failed run");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_mode_says_it_is_not_available_yet() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut options = options(dir.path(), HAND_CHECKED_EVENTS, HAND_CHECKED_QUERIES);
+    options.mode = DecisionMode::Ml;
+    let error = run_replay(&options, |_| {}).await.expect_err("ml mode");
+    assert!(error.to_string().contains("--mode ml"), "{error}");
+}
