@@ -203,25 +203,28 @@ pub enum IdentityCheck {
 #[error("look up event identity: {0}")]
 pub struct IdentityLookupFailed(pub String);
 
-/// Remembers identities and their payloads for dedup. The engine's implementation keeps a
-/// small in-memory tail in front of the store; tests use a plain map.
+/// Remembers identities and their payload digests for dedup. The engine's implementation
+/// keeps a small in-memory tail in front of the store; tests use a plain map.
 pub trait IdentityIndex {
-    /// Looks `identity` up; if it is new, records it with `payload` before returning.
-    fn check_and_record(&mut self, identity: &Identity, payload: &[u8]) -> Result<IdentityCheck, IdentityLookupFailed>;
+    /// Looks the entry's identity up; if it is new, records it with `digest` (the event's
+    /// [`Event::payload_digest`]) before returning.
+    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, IdentityLookupFailed>;
 }
 
-/// The outcome of comparing a payload with the one known for its identity.
-pub fn compare_payloads(known: Option<&[u8]>, payload: &[u8]) -> Option<IdentityCheck> {
-    known.map(|known| if known == payload { IdentityCheck::Duplicate } else { IdentityCheck::Conflict })
+/// The outcome of comparing a payload digest with the one known for its identity.
+pub fn compare_digests(known: Option<u128>, digest: u128) -> Option<IdentityCheck> {
+    known.map(|known| if known == digest { IdentityCheck::Duplicate } else { IdentityCheck::Conflict })
 }
 
-impl IdentityIndex for std::collections::HashMap<Identity, Vec<u8>> {
-    fn check_and_record(&mut self, identity: &Identity, payload: &[u8]) -> Result<IdentityCheck, IdentityLookupFailed> {
-        if let Some(check) = compare_payloads(self.get(identity).map(Vec::as_slice), payload) {
-            return Ok(check);
+impl IdentityIndex for std::collections::HashMap<Identity, u128> {
+    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, IdentityLookupFailed> {
+        match self.entry(entry.identity()) {
+            std::collections::hash_map::Entry::Occupied(known) => Ok(compare_digests(Some(*known.get()), digest).unwrap_or(IdentityCheck::New)),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(digest);
+                Ok(IdentityCheck::New)
+            }
         }
-        self.insert(identity.clone(), payload.to_vec());
-        Ok(IdentityCheck::New)
     }
 }
 
@@ -350,7 +353,7 @@ pub fn ingest(
         state.record_quarantine();
         return Ok(Outcome::Quarantined(reason));
     }
-    Ok(match identities.check_and_record(&entry.identity(), &entry.event.payload_bytes())? {
+    Ok(match identities.check_and_record(entry, entry.event.payload_digest())? {
         IdentityCheck::Duplicate => Outcome::Duplicate,
         IdentityCheck::Conflict => {
             state.record_quarantine();

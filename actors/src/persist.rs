@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `e` | pair (12) · arrival ms (8) · log position (8) | [`LogRecord`] |
 //! | `s` | pair (12) | [`Snapshot`] |
-//! | `i` | source (1) · role (1) · event id | the event's payload bytes |
+//! | `i` | source (1) · role (1) · event id | the event's payload digest (16) |
 //! | `q` | pair (12) · arrival ms (8) · log position (8) | [`QuarantineRecord`] |
 //! | `x` | expiry ms (8) · a full key from above | empty: delete that key after the expiry |
 //!
@@ -24,7 +24,7 @@ use stockgrid_storage::{Store, StoreError, WriteBatch};
 use crate::domain::PairKey;
 use crate::ledger::{
     EntityState, EntryRole, Identity, IdentityCheck, IdentityIndex, IdentityLookupFailed, LedgerConfig, LedgerEntry,
-    QuarantineReason, compare_payloads,
+    QuarantineReason, compare_digests,
 };
 use crate::time::Timestamp;
 
@@ -269,8 +269,8 @@ pub fn expire(store: &dyn Store, batch: &mut WriteBatch, now: Timestamp, limit: 
 ///
 /// Striped by hash; each stripe keeps two generations and drops the older one when the newer
 /// fills, so memory stays bounded and lookups of recent events (duplicate storms) never touch
-/// the store. The tail is exact: it only answers "duplicate" or "conflict" from an identity it
-/// holds with its full payload; anything else is looked up in the store.
+/// the store. The tail only answers "duplicate" or "conflict" for an identity it holds, with
+/// its payload digest; anything else is looked up in the store.
 #[derive(Debug)]
 pub struct IdentityTail {
     stripes: Vec<Mutex<TailStripe>>,
@@ -279,8 +279,14 @@ pub struct IdentityTail {
 
 #[derive(Debug, Default)]
 struct TailStripe {
-    current: HashMap<Identity, Box<[u8]>>,
-    previous: HashMap<Identity, Box<[u8]>>,
+    current: HashMap<Box<[u8]>, u128>,
+    previous: HashMap<Box<[u8]>, u128>,
+}
+
+impl TailStripe {
+    fn get(&self, key: &[u8]) -> Option<u128> {
+        self.current.get(key).or_else(|| self.previous.get(key)).copied()
+    }
 }
 
 const TAIL_STRIPES: usize = 64;
@@ -294,45 +300,45 @@ impl IdentityTail {
         }
     }
 
-    fn stripe(&self, identity: &Identity) -> &Mutex<TailStripe> {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(identity);
+    fn stripe(&self, key: &[u8]) -> &Mutex<TailStripe> {
+        let hash = xxhash_rust::xxh3::xxh3_64(key);
         &self.stripes[(hash as usize) % TAIL_STRIPES]
     }
 
-    /// What the tail knows of `identity`, or `None`.
-    fn check(&self, identity: &Identity, payload: &[u8]) -> Option<IdentityCheck> {
-        let stripe = self.stripe(identity).lock().ok()?;
-        let known = stripe.current.get(identity).or_else(|| stripe.previous.get(identity));
-        compare_payloads(known.map(|k| &k[..]), payload)
+    /// What the tail knows of the identity stored under `key`, or `None`.
+    fn check(&self, key: &[u8], digest: u128) -> Option<IdentityCheck> {
+        let stripe = self.stripe(key).lock().ok()?;
+        compare_digests(stripe.get(key), digest)
     }
 
-    /// Forgets `identity` if the tail holds it with `payload`: its batch was not committed.
-    pub fn forget(&self, identity: &Identity, payload: &[u8]) {
-        if let Ok(mut guard) = self.stripe(identity).lock() {
+    /// Forgets the identity of `entry` if the tail holds it with this digest: its batch was
+    /// not committed, so a retry must not look like a duplicate.
+    pub fn forget(&self, entry: &LedgerEntry) {
+        let key = identity_key(&entry.identity());
+        let digest = entry.event.payload_digest();
+        if let Ok(mut guard) = self.stripe(&key).lock() {
             let stripe = &mut *guard;
             for generation in [&mut stripe.current, &mut stripe.previous] {
-                if generation.get(identity).is_some_and(|known| &known[..] == payload) {
-                    generation.remove(identity);
+                if generation.get(&key[..]) == Some(&digest) {
+                    generation.remove(&key[..]);
                 }
             }
         }
     }
 
-    /// Records `identity`; returns `false` if another writer recorded it first (the caller
-    /// then compares payloads again).
-    fn insert_if_absent(&self, identity: &Identity, payload: &[u8]) -> Result<(), IdentityCheck> {
-        let Ok(mut stripe) = self.stripe(identity).lock() else {
+    /// Records the identity under `key`, unless another writer did first: then what that
+    /// writer recorded decides.
+    fn insert_if_absent(&self, key: &[u8], digest: u128) -> Result<(), IdentityCheck> {
+        let Ok(mut stripe) = self.stripe(key).lock() else {
             return Ok(()); // A panicked writer: the store stays the authority.
         };
-        let existing = stripe.current.get(identity).or_else(|| stripe.previous.get(identity));
-        if let Some(check) = compare_payloads(existing.map(|k| &k[..]), payload) {
+        if let Some(check) = compare_digests(stripe.get(key), digest) {
             return Err(check);
         }
         if stripe.current.len() >= self.generation_capacity {
             stripe.previous = std::mem::take(&mut stripe.current);
         }
-        stripe.current.insert(identity.clone(), payload.into());
+        stripe.current.insert(key.into(), digest);
         Ok(())
     }
 }
@@ -348,25 +354,36 @@ pub struct StoreIdentityIndex<'a> {
     pub batch: &'a mut WriteBatch,
     /// When a recorded identity may be forgotten: event time plus this.
     pub retention_ms: i64,
-    /// The event time of the entry being checked.
-    pub event_time: Timestamp,
+}
+
+fn decode_digest(key: &[u8], bytes: &[u8]) -> Result<u128, IdentityLookupFailed> {
+    match bytes {
+        [FORMAT_VERSION, digest @ ..] if digest.len() == 16 => {
+            Ok(u128::from_le_bytes(digest.try_into().expect("16 bytes checked")))
+        }
+        _ => Err(IdentityLookupFailed(format!("identity record under key {key:?} is malformed"))),
+    }
 }
 
 impl IdentityIndex for StoreIdentityIndex<'_> {
-    fn check_and_record(&mut self, identity: &Identity, payload: &[u8]) -> Result<IdentityCheck, IdentityLookupFailed> {
-        if let Some(check) = self.tail.check(identity, payload) {
+    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, IdentityLookupFailed> {
+        let key = identity_key(&entry.identity());
+        if let Some(check) = self.tail.check(&key, digest) {
             return Ok(check);
         }
-        let key = identity_key(identity);
         let stored = self.store.get(&key).map_err(|e| IdentityLookupFailed(e.to_string()))?;
-        if let Some(check) = compare_payloads(stored.as_deref(), payload) {
+        let stored = stored.map(|bytes| decode_digest(&key, &bytes)).transpose()?;
+        if let Some(check) = compare_digests(stored, digest) {
             return Ok(check);
         }
-        if let Err(check) = self.tail.insert_if_absent(identity, payload) {
+        if let Err(check) = self.tail.insert_if_absent(&key, digest) {
             return Ok(check);
         }
-        self.batch.put(expiry_key(self.event_time.plus_ms(self.retention_ms), &key), Vec::new());
-        self.batch.put(key, payload.to_vec());
+        self.batch.put(expiry_key(entry.event.event_time.plus_ms(self.retention_ms), &key), Vec::new());
+        let mut value = Vec::with_capacity(17);
+        value.push(FORMAT_VERSION);
+        value.extend_from_slice(&digest.to_le_bytes());
+        self.batch.put(key, value);
         Ok(IdentityCheck::New)
     }
 }

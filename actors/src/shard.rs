@@ -244,8 +244,7 @@ impl ShardState {
     async fn apply(&mut self, entries: &[ArrivedEntry]) -> Result<Vec<Outcome>, EngineError> {
         let mut batch = WriteBatch::new();
         let mut touched: Vec<PairKey> = Vec::new();
-        let mut new_identities = Vec::new();
-        let result = self.apply_into(entries, &mut batch, &mut touched, &mut new_identities);
+        let result = self.apply_into(entries, &mut batch, &mut touched);
         let committed = match result {
             Ok(outcomes) => self.context.committer.submit(batch).await.wait().await.map(|()| outcomes).map_err(EngineError::from),
             Err(error) => Err(error),
@@ -261,8 +260,8 @@ impl ShardState {
                     self.entities.remove(pair);
                     self.context.read_views.remove(pair);
                 }
-                for (identity, payload) in &new_identities {
-                    self.context.identities.forget(identity, payload);
+                for arrived in entries {
+                    self.context.identities.forget(&arrived.entry);
                 }
                 Err(error)
             }
@@ -274,7 +273,6 @@ impl ShardState {
         entries: &[ArrivedEntry],
         batch: &mut WriteBatch,
         touched: &mut Vec<PairKey>,
-        new_identities: &mut Vec<(crate::ledger::Identity, Vec<u8>)>,
     ) -> Result<Vec<Outcome>, EngineError> {
         let context = Arc::clone(&self.context);
         let config = &context.config;
@@ -287,19 +285,14 @@ impl ShardState {
             let pair = arrived.entry.target();
             touched.push(pair);
             let entity = self.entity(pair, true)?.expect("created on demand");
-            let operations_before = batch.operations.len();
             let mut identities = StoreIdentityIndex {
                 tail: &context.identities,
                 store: context.store.as_ref(),
                 batch,
                 retention_ms: config.identity_retention_ms(),
-                event_time: arrived.entry.event.event_time,
             };
             let outcome = ingest(&mut entity.state, &arrived.entry, arrived.arrival, &config.ledger, &mut identities)
                 .map_err(|e| EngineError::IdentityLookup(e.to_string()))?;
-            if batch.operations.len() > operations_before {
-                new_identities.push((arrived.entry.identity(), arrived.entry.event.payload_bytes()));
-            }
             match &outcome {
                 Outcome::Applied => {
                     entity.log_position += 1;

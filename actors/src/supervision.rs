@@ -86,7 +86,7 @@ impl Actor for ShardSupervisor {
         let in_flight = context.in_flight.lock().ok().and_then(|mut slot| slot.take());
         let in_flight: Vec<ArrivedEntry> = in_flight.map(|entries| entries.as_ref().clone()).unwrap_or_default();
         for arrived in &in_flight {
-            context.identities.forget(&arrived.entry.identity(), &arrived.entry.event.payload_bytes());
+            context.identities.forget(&arrived.entry);
         }
         let report = PanicReport { shard, message: error.to_string(), in_flight };
         tracing::error!(

@@ -34,7 +34,7 @@ fn event(id: &str, source: Source, kind: EventKind, quantity: i64, event_time: T
 #[derive(Default)]
 struct World {
     states: HashMap<PairKey, EntityState>,
-    identities: HashMap<Identity, Vec<u8>>,
+    identities: HashMap<Identity, u128>,
     outcomes: Vec<(Event, Outcome)>,
 }
 
