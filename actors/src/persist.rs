@@ -189,6 +189,8 @@ pub struct LoadedEntity {
     pub snapshot_position: u64,
     /// Whether anything about the pair was found.
     pub found: bool,
+    /// The time in the key of the oldest log record still stored, if any.
+    pub oldest_log_time: Option<Timestamp>,
 }
 
 /// Rebuilds an entity exactly as it was after its last committed record: snapshot, then
@@ -211,6 +213,10 @@ pub fn load_entity(store: &dyn Store, pair: PairKey, config: &LedgerConfig) -> R
         let Some((last_key, _)) = page.last() else { break };
         let next_cursor = [last_key.as_slice(), &[0]].concat();
         for (key, bytes) in page {
+            if loaded.oldest_log_time.is_none() {
+                let time = key.get(13..21).and_then(|t| t.try_into().ok()).map(|t: [u8; 8]| Timestamp((u64::from_be_bytes(t) ^ (1 << 63)) as i64));
+                loaded.oldest_log_time = time;
+            }
             let position = u64::from_be_bytes(key[21..29].try_into().map_err(|_| PersistError::Corrupt {
                 what: "log key",
                 key: key.clone(),

@@ -152,6 +152,17 @@ pub struct Entity {
     pub snapshot_position: u64,
     /// When it was last touched, in compact seconds.
     pub last_touched: u32,
+    /// A lower bound of the oldest stored log record's time, in compact seconds (0: none
+    /// stored), so snapshots only ask the store to compact when something may be old enough.
+    pub oldest_log_seconds: u32,
+}
+
+impl Entity {
+    fn logged_at(&mut self, time: Timestamp) {
+        if self.oldest_log_seconds == 0 {
+            self.oldest_log_seconds = time.to_compact_seconds().max(1);
+        }
+    }
 }
 
 /// The shard actor (stateless: its state is [`ShardState`]).
@@ -231,6 +242,7 @@ impl ShardState {
                 log_position: loaded.log_position,
                 snapshot_position: loaded.snapshot_position,
                 last_touched: 0,
+                oldest_log_seconds: loaded.oldest_log_time.map_or(0, |t| t.to_compact_seconds().max(1)),
             };
             self.entities.insert(pair, entity);
         }
@@ -297,7 +309,9 @@ impl ShardState {
                 Outcome::Applied => {
                     entity.log_position += 1;
                     let record = LogRecord::Applied { entry: arrived.entry.clone(), arrival: arrived.arrival };
-                    batch.put(log_key(pair, entity.state.latest_arrival, entity.log_position), encode(&record));
+                    let log_time = entity.state.latest_arrival;
+                    entity.logged_at(log_time);
+                    batch.put(log_key(pair, log_time, entity.log_position), encode(&record));
                 }
                 Outcome::Quarantined(reason) => {
                     write_quarantine(batch, config, pair, entity, arrived, reason.clone());
@@ -399,6 +413,7 @@ fn write_quarantine(
     entity.log_position += 1;
     let position = entity.log_position;
     let log_time = entity.state.latest_arrival.max(arrived.arrival);
+    entity.logged_at(log_time);
     batch.put(log_key(pair, log_time, position), encode(&LogRecord::Quarantined { arrival: arrived.arrival }));
     let key = quarantine_key(pair, arrived.arrival, position);
     let record = QuarantineRecord { entry: arrived.entry.clone(), arrival: arrived.arrival, reason };
@@ -410,6 +425,11 @@ fn write_snapshot(batch: &mut WriteBatch, config: &EngineConfig, pair: PairKey, 
     let snapshot = Snapshot { log_position: entity.log_position, state: entity.state.clone() };
     batch.put(snapshot_key(pair), encode(&snapshot));
     // Everything logged before the retention cut-off is covered by this snapshot.
-    persist::compact_log(batch, pair, Timestamp(now.0 - config.log_retention_ms));
+    let cutoff = Timestamp(now.0 - config.log_retention_ms);
+    let oldest = Timestamp::from_compact_seconds(entity.oldest_log_seconds);
+    if oldest.is_some_and(|oldest| oldest < cutoff) {
+        persist::compact_log(batch, pair, cutoff);
+        entity.oldest_log_seconds = cutoff.to_compact_seconds().max(1);
+    }
     entity.snapshot_position = entity.log_position;
 }

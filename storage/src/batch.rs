@@ -1,6 +1,6 @@
 //! Write batches: operations, conditions and their resolution against existing keys.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use crate::StoreError;
 
@@ -144,14 +144,16 @@ impl WriteBatch {
     }
 }
 
-/// The net effect of a batch per key: `Some(value)` to write, `None` to delete.
-pub type ResolvedWrites = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// The net effect of a batch: each written key once, with `Some(value)` to write or `None`
+/// to delete, in the order of each key's last operation.
+pub type ResolvedWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// Checks the batch's conditions through `read` and folds its operations, in order, into the
 /// net write per key. `existing_keys(start, end)` lists the stored keys of a range, for range
 /// deletes. Every backend resolves batches through this one routine so that all of them give
-/// ordered operations and conditions the same meaning.
-pub fn resolve<R, K>(batch: &WriteBatch, read: R, existing_keys: K) -> Result<ResolvedWrites, StoreError>
+/// ordered operations and conditions the same meaning. The batch is consumed: keys and values
+/// move, nothing is copied.
+pub fn resolve<R, K>(batch: WriteBatch, read: R, existing_keys: K) -> Result<ResolvedWrites, StoreError>
 where
     R: Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
     K: Fn(&[u8], &[u8]) -> Result<Vec<Vec<u8>>, StoreError>,
@@ -166,27 +168,38 @@ where
             return Err(StoreError::ConditionFailed { key: key.clone() });
         }
     }
-    let mut writes = ResolvedWrites::new();
-    for operation in &batch.operations {
+    // Slot per key: later operations on a key overwrite its slot, and a slot emptied by a
+    // later operation is skipped, so the output keeps each key once.
+    let mut writes: Vec<Option<(Vec<u8>, Option<Vec<u8>>)>> = Vec::with_capacity(batch.operations.len());
+    let mut slot_of: HashMap<Vec<u8>, usize> = HashMap::with_capacity(batch.operations.len());
+    let mut set = |writes: &mut Vec<Option<(Vec<u8>, Option<Vec<u8>>)>>, key: Vec<u8>, value: Option<Vec<u8>>| {
+        if let Some(previous) = slot_of.get(&key) {
+            writes[*previous] = None;
+        }
+        slot_of.insert(key.clone(), writes.len());
+        writes.push(Some((key, value)));
+    };
+    for operation in batch.operations {
         match operation {
-            Operation::Put { key, value } => {
-                writes.insert(key.clone(), Some(value.clone()));
-            }
-            Operation::Delete { key } => {
-                writes.insert(key.clone(), None);
-            }
+            Operation::Put { key, value } => set(&mut writes, key, Some(value)),
+            Operation::Delete { key } => set(&mut writes, key, None),
             Operation::DeleteRange { start, end } => {
                 if start >= end {
                     continue;
                 }
-                for key in existing_keys(start, end)? {
-                    writes.insert(key, None);
-                }
-                for (_, value) in writes.range_mut(start.clone()..end.clone()) {
-                    *value = None;
+                let mut doomed = existing_keys(&start, &end)?;
+                doomed.extend(
+                    writes
+                        .iter()
+                        .flatten()
+                        .filter(|(key, value)| value.is_some() && *key >= start && *key < end)
+                        .map(|(key, _)| key.clone()),
+                );
+                for key in doomed {
+                    set(&mut writes, key, None);
                 }
             }
         }
     }
-    Ok(writes)
+    Ok(writes.into_iter().flatten().collect())
 }

@@ -99,7 +99,7 @@ impl Store for EmbeddedStore {
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.poison.check()?;
         let _guard = self.commit_lock.lock().map_err(|_| backend_error("lock commit", "poisoned by a panic"))?;
-        let writes = resolve(&batch, |key| self.get(key), |start, end| self.keys_in(start, end))?;
+        let writes = resolve(batch, |key| self.get(key), |start, end| self.keys_in(start, end))?;
         if self.poison.take_injected_failure() {
             return Err(self.poison.poison("injected fsync failure".to_owned()));
         }

@@ -66,7 +66,7 @@ impl Store for MemoryStore {
         self.poison.check()?;
         let mut map = self.map.write().map_err(|_| Self::lock_error())?;
         let writes = resolve(
-            &batch,
+            batch,
             |key| Ok(map.get(key).cloned()),
             |start, end| Ok(range_of(&map, start, end).map(|(k, _)| k.clone()).collect()),
         )?;
