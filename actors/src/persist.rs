@@ -26,7 +26,7 @@ use crate::ledger::{
     EntityState, EntryRole, Identity, IdentityCheck, IdentityIndex, IdentityLookupFailed, LedgerConfig, LedgerEntry,
     QuarantineReason, compare_digests,
 };
-use crate::time::Timestamp;
+use crate::time::{MINUTE_MS, Timestamp};
 
 /// The on-disk format version written first in every value.
 pub const FORMAT_VERSION: u8 = 1;
@@ -195,16 +195,22 @@ pub struct LoadedEntity {
 
 /// Rebuilds an entity exactly as it was after its last committed record: snapshot, then
 /// every later log record through the same pure code that applied it the first time.
+///
+/// Invariant relied on here: a pair with any log record has a snapshot, because the batch
+/// that writes a pair's first log record also writes its first snapshot. A missing snapshot
+/// therefore means a pair never seen, answered by one point read (which the LSM's bloom
+/// filters make cheap) instead of a range scan.
 pub fn load_entity(store: &dyn Store, pair: PairKey, config: &LedgerConfig) -> Result<LoadedEntity, PersistError> {
     let mut loaded = LoadedEntity::default();
     let snapshot_key = snapshot_key(pair);
-    if let Some(bytes) = store.get(&snapshot_key)? {
-        let snapshot: Snapshot = decode("snapshot", &snapshot_key, &bytes)?;
-        loaded.state = snapshot.state;
-        loaded.log_position = snapshot.log_position;
-        loaded.snapshot_position = snapshot.log_position;
-        loaded.found = true;
-    }
+    let Some(bytes) = store.get(&snapshot_key)? else {
+        return Ok(loaded);
+    };
+    let snapshot: Snapshot = decode("snapshot", &snapshot_key, &bytes)?;
+    loaded.state = snapshot.state;
+    loaded.log_position = snapshot.log_position;
+    loaded.snapshot_position = snapshot.log_position;
+    loaded.found = true;
     let start = pair_prefix(LOG_PREFIX, pair);
     let end = prefix_end(&start);
     let mut cursor = start;
@@ -230,7 +236,6 @@ pub fn load_entity(store: &dyn Store, pair: PairKey, config: &LedgerConfig) -> R
                 LogRecord::Quarantined { .. } => loaded.state.record_quarantine(),
             }
             loaded.log_position = position;
-            loaded.found = true;
         }
         cursor = next_cursor;
     }
@@ -257,18 +262,54 @@ pub fn compact_log(batch: &mut WriteBatch, pair: PairKey, cutoff: Timestamp) {
     batch.delete_range(start, end);
 }
 
-/// Adds to `batch` the deletion of every key whose expiry is before `now` (at most `limit`
-/// of them); returns how many were scheduled.
-pub fn expire(store: &dyn Store, batch: &mut WriteBatch, now: Timestamp, limit: usize) -> Result<usize, StoreError> {
+/// Adds to `batch` the deletion of every key whose expiry is before `now` (from at most
+/// `limit` expiry records); returns how many expiry records were due.
+///
+/// An expiry record with an empty value schedules the key in its own suffix; one with a
+/// value lists several keys (identities recorded by one batch in the same minute), so
+/// dedup costs one expiry record per batch and minute rather than one per event.
+pub fn expire(store: &dyn Store, batch: &mut WriteBatch, now: Timestamp, limit: usize) -> Result<usize, PersistError> {
     let start = [EXPIRY_PREFIX];
     let mut end = vec![EXPIRY_PREFIX];
     end.extend_from_slice(&time_key(now));
     let due = store.scan(&start, &end, limit)?;
-    for (key, _) in &due {
-        batch.delete(key[9..].to_vec());
+    for (key, value) in &due {
+        if value.is_empty() {
+            batch.delete(key[9..].to_vec());
+        } else {
+            for target in decode::<Vec<Vec<u8>>>("expiry list", key, value)? {
+                batch.delete(target);
+            }
+        }
         batch.delete(key.clone());
     }
     Ok(due.len())
+}
+
+/// Identities recorded by one batch, grouped by the minute they expire in.
+#[derive(Debug, Default)]
+pub struct ExpiringIdentities {
+    by_minute: Vec<(Timestamp, Vec<Vec<u8>>)>,
+}
+
+impl ExpiringIdentities {
+    fn add(&mut self, expires: Timestamp, key: Vec<u8>) {
+        // Round up to the minute: an identity may outlive its bound by under a minute.
+        let minute = Timestamp(expires.0.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS);
+        match self.by_minute.iter_mut().find(|(m, _)| *m == minute) {
+            Some((_, keys)) => keys.push(key),
+            None => self.by_minute.push((minute, vec![key])),
+        }
+    }
+
+    /// Writes one expiry record per minute into `batch`. Its key ends with the group's first
+    /// identity key, which no other group can hold, so records never collide.
+    pub fn write_into(self, batch: &mut WriteBatch) {
+        for (minute, keys) in self.by_minute {
+            let key = expiry_key(minute, &keys[0]);
+            batch.put(key, encode(&keys));
+        }
+    }
 }
 
 /// The recent identities, kept in memory in front of the store.
@@ -360,6 +401,8 @@ pub struct StoreIdentityIndex<'a> {
     pub batch: &'a mut WriteBatch,
     /// When a recorded identity may be forgotten: event time plus this.
     pub retention_ms: i64,
+    /// New identities to schedule for expiry, written once the batch is complete.
+    pub expiring: &'a mut ExpiringIdentities,
 }
 
 fn decode_digest(key: &[u8], bytes: &[u8]) -> Result<u128, IdentityLookupFailed> {
@@ -385,7 +428,7 @@ impl IdentityIndex for StoreIdentityIndex<'_> {
         if let Err(check) = self.tail.insert_if_absent(&key, digest) {
             return Ok(check);
         }
-        self.batch.put(expiry_key(entry.event.event_time.plus_ms(self.retention_ms), &key), Vec::new());
+        self.expiring.add(entry.event.event_time.plus_ms(self.retention_ms), key.clone());
         let mut value = Vec::with_capacity(17);
         value.push(FORMAT_VERSION);
         value.extend_from_slice(&digest.to_le_bytes());

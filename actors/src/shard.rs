@@ -290,6 +290,7 @@ impl ShardState {
         let config = &context.config;
         let now = self.now();
         let mut outcomes = Vec::with_capacity(entries.len());
+        let mut expiring = persist::ExpiringIdentities::default();
         for arrived in entries {
             if config.panic_on_event_id.as_deref() == Some(arrived.entry.event.event_id.as_str()) {
                 panic!("injected fault while applying event {}", arrived.entry.event.event_id);
@@ -302,6 +303,7 @@ impl ShardState {
                 store: context.store.as_ref(),
                 batch,
                 retention_ms: config.identity_retention_ms(),
+                expiring: &mut expiring,
             };
             let outcome = ingest(&mut entity.state, &arrived.entry, arrived.arrival, &config.ledger, &mut identities)
                 .map_err(|e| EngineError::IdentityLookup(e.to_string()))?;
@@ -318,11 +320,15 @@ impl ShardState {
                 }
                 Outcome::Duplicate => {}
             }
-            if entity.log_position - entity.snapshot_position >= config.snapshot_every_records {
+            // A pair's first log record is written with its first snapshot (the invariant
+            // `load_entity` relies on), and later ones every `snapshot_every_records`.
+            let first_record = entity.snapshot_position == 0 && entity.log_position > 0;
+            if first_record || entity.log_position - entity.snapshot_position >= config.snapshot_every_records {
                 write_snapshot(batch, config, pair, entity, now);
             }
             outcomes.push(outcome);
         }
+        expiring.write_into(batch);
         touched.sort_unstable();
         touched.dedup();
         Ok(outcomes)
@@ -339,11 +345,15 @@ impl ShardState {
 
     async fn quarantine_panicked(&mut self, arrived: &ArrivedEntry, message: String) -> Result<(), EngineError> {
         let context = Arc::clone(&self.context);
+        let now = self.now();
         let pair = arrived.entry.target();
         let entity = self.entity(pair, true)?.expect("created on demand");
         let mut batch = WriteBatch::new();
         entity.state.record_quarantine();
         write_quarantine(&mut batch, &context.config, pair, entity, arrived, QuarantineReason::HandlerPanicked { message });
+        if entity.snapshot_position == 0 {
+            write_snapshot(&mut batch, &context.config, pair, entity, now);
+        }
         let committed = context.committer.submit(batch).await.wait().await;
         if committed.is_err() {
             self.entities.remove(&pair);
