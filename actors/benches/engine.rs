@@ -28,7 +28,7 @@ fn realistic_stream(pairs: u64, count: usize, spacing_ms: i64, seed: u64) -> Vec
     };
     (0..count)
         .map(|i| {
-            let arrival_time = T0.plus_ms(i as i64 * spacing_ms);
+            let arrival_time = T0.plus_ms((seed as i64 * count as i64 + i as i64) * spacing_ms);
             let event_time = Timestamp(arrival_time.0 - (next() % 300) as i64 * SECOND_MS);
             let (kind, source, quantity) = match next() % 100 {
                 0..=69 => (EventKind::Sale, Source::Pos, 1 + (next() % 3) as i64),
@@ -87,22 +87,37 @@ fn pure_core(c: &mut Criterion) {
 
 fn durable_apply(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    const PAIRS: u64 = 25_000; // x 4 locations: 100,000 active pairs
+    const BATCH: usize = 4_096;
+    const BATCHES_IN_FLIGHT: usize = 4;
+    // One engine for the whole benchmark, warmed so every pair is active: this measures the
+    // steady state of durable apply, not first activations.
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let clock = SimulatedClock::starting_at(T0);
+    let engine = runtime.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path()).expect("open"));
+        let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default()).await.expect("start");
+        for n in 0..80u64 {
+            let batch = realistic_stream(PAIRS, BATCH * 2, 1, n);
+            clock.advance_to(batch[batch.len() - 1].arrival_time);
+            engine.ingest(batch).await.expect("warm up");
+        }
+        engine
+    });
+    let mut seed = 1_000u64;
     let mut group = c.benchmark_group("durable_apply");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
-    const BATCH: usize = 4_096;
-    const BATCHES_IN_FLIGHT: usize = 4;
     group.throughput(Throughput::Elements((BATCH * BATCHES_IN_FLIGHT) as u64));
     group.bench_function("embedded_store_4_concurrent_batches_of_4096", |b| {
         b.iter_custom(|iterations| {
+            let batches: Vec<Vec<Arrival>> = (0..iterations as usize * BATCHES_IN_FLIGHT)
+                .map(|_| {
+                    seed += 1;
+                    realistic_stream(PAIRS, BATCH, 1, seed)
+                })
+                .collect();
             runtime.block_on(async {
-                let directory = tempfile::tempdir().expect("temporary directory");
-                let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path()).expect("open"));
-                let clock = SimulatedClock::starting_at(T0);
-                let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default()).await.expect("start");
-                let total = iterations as usize * BATCHES_IN_FLIGHT;
-                let batches: Vec<Vec<Arrival>> =
-                    (0..total).map(|n| realistic_stream(100_000, BATCH, 1, 1_000 + n as u64)).collect();
                 let started = Instant::now();
                 let mut pending: tokio::task::JoinSet<Result<(), stockgrid_actors::EngineError>> = tokio::task::JoinSet::new();
                 for batch in batches {
@@ -116,13 +131,12 @@ fn durable_apply(c: &mut Criterion) {
                 while let Some(done) = pending.join_next().await {
                     done.expect("join").expect("ingest");
                 }
-                let elapsed = started.elapsed();
-                engine.shutdown().await.expect("shutdown");
-                elapsed
+                started.elapsed()
             })
         })
     });
     group.finish();
+    runtime.block_on(engine.shutdown()).expect("shutdown");
 }
 
 criterion_group!(benches, pure_core, durable_apply);
