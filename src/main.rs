@@ -109,7 +109,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let mut engine = EngineConfig { shard_count: args.shards, ..EngineConfig::default() };
     engine.ledger.lateness_bound_ms = args.lateness_bound_hours * stockgrid_actors::time::HOUR_MS;
-    engine.log_retention_ms = engine.ledger.lateness_bound_ms;
+    engine.log_retention_ms = engine.identity_retention_ms();
     engine.validate().map_err(|e| anyhow::anyhow!("engine configuration: {e}"))?;
     let options = ReplayOptions {
         events: args.events,
@@ -181,7 +181,7 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
             let view = &report.view;
             println!("{pair}");
             println!("  on_hand {}, reserved {}, in_transit {} ({} overdue transfers)", view.on_hand_units, view.reserved_units, view.in_transit_units, view.overdue_transfers);
-            println!("  applied entries {}, quarantined {}, window deltas {}, log position {}", view.applied_entries, view.quarantined_entries, report.window_deltas, report.log_position);
+            println!("  applied entries {}, quarantined {}, log position {}", view.applied_entries, view.quarantined_entries, report.log_position);
             if let Some(anchor) = &view.last_anchor {
                 println!("  last anchor: {} {} units at {} from {} (event {})", anchor.kind, anchor.units, anchor.event_time, anchor.source, anchor.event_id);
             }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source};
-use stockgrid_actors::ledger::{EntityState, Identity, LedgerConfig, LedgerEntry, ingest};
+use stockgrid_actors::ledger::{DeltaHistory, EntityState, Identity, LedgerConfig, LedgerEntry, LookupFailed, ingest};
 use stockgrid_actors::time::{SECOND_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig};
 use stockgrid_storage::{EmbeddedStore, Store};
@@ -55,6 +55,16 @@ fn realistic_stream(pairs: u64, count: usize, spacing_ms: i64, seed: u64) -> Vec
         .collect()
 }
 
+/// The pure core's delta history, as tests keep it: every applied delta per pair.
+#[derive(Default)]
+struct AppliedDeltas(HashMap<PairKey, Vec<(Timestamp, i64)>>);
+
+impl DeltaHistory for AppliedDeltas {
+    fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
+        Ok(self.0.get(&pair).map_or(0, |deltas| deltas.iter().filter(|(t, _)| *t > after).map(|(_, u)| u).sum()))
+    }
+}
+
 fn pure_core(c: &mut Criterion) {
     let config = LedgerConfig::default();
     let stream = realistic_stream(10_000, 100_000, 10, 7);
@@ -65,8 +75,12 @@ fn pure_core(c: &mut Criterion) {
     group.bench_function("apply_admitted", |b| {
         b.iter(|| {
             let mut states: HashMap<PairKey, EntityState> = HashMap::with_capacity(40_000);
+            let mut history = AppliedDeltas::default();
             for (entry, arrival) in &entries {
-                states.entry(entry.target()).or_default().apply_admitted(entry, *arrival, &config);
+                let _ = states.entry(entry.target()).or_default().apply_admitted(entry, *arrival, &config, &mut history);
+                if !entry.event.kind.is_observation() {
+                    history.0.entry(entry.target()).or_default().push((entry.event.event_time, entry.event.signed_units()));
+                }
             }
             states.len()
         })
@@ -75,9 +89,13 @@ fn pure_core(c: &mut Criterion) {
         b.iter(|| {
             let mut states: HashMap<PairKey, EntityState> = HashMap::with_capacity(40_000);
             let mut identities: HashMap<Identity, u128> = HashMap::with_capacity(entries.len());
+            let mut history = AppliedDeltas::default();
             for (entry, arrival) in &entries {
                 let state = states.entry(entry.target()).or_default();
-                let _ = ingest(state, entry, *arrival, &config, &mut identities);
+                let _ = ingest(state, entry, *arrival, &config, &mut identities, &mut history);
+                if !entry.event.kind.is_observation() {
+                    history.0.entry(entry.target()).or_default().push((entry.event.event_time, entry.event.signed_units()));
+                }
             }
             states.len()
         })

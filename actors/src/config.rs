@@ -5,6 +5,9 @@ use serde::{Deserialize, Serialize};
 use crate::ledger::{FOLD_MARGIN_MS, LedgerConfig};
 use crate::time::{HOUR_MS, MINUTE_MS};
 
+/// The longest lateness bound accepted (30 days).
+pub const MAX_LATENESS_BOUND_MS: i64 = 30 * 24 * HOUR_MS;
+
 /// Everything the engine needs to know beyond its store and clock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineConfig {
@@ -18,7 +21,9 @@ pub struct EngineConfig {
     pub snapshot_every_records: u64,
     /// An entity untouched for this long is passivated (snapshot, then out of memory).
     pub passivate_after_ms: i64,
-    /// Log records covered by a snapshot are kept this long, then compacted away.
+    /// Log records covered by a snapshot are kept this long, then compacted away. At least
+    /// the lateness bound plus the skew bound plus [`FOLD_MARGIN_MS`]: a late anchor reads the
+    /// deltas it must apply on top of it from the log.
     pub log_retention_ms: i64,
     /// Quarantined events stay visible this long.
     pub quarantine_retention_ms: i64,
@@ -38,7 +43,7 @@ impl Default for EngineConfig {
         Self {
             shard_count: 8,
             mailbox_capacity: 64,
-            log_retention_ms: ledger.lateness_bound_ms,
+            log_retention_ms: ledger.lateness_bound_ms + ledger.future_skew_ms + FOLD_MARGIN_MS,
             ledger,
             snapshot_every_records: 64,
             passivate_after_ms: 30 * MINUTE_MS,
@@ -77,8 +82,18 @@ impl EngineConfig {
         if self.shard_count > 4096 {
             return Err(format!("shard_count must be at most 4096, got {}", self.shard_count));
         }
-        if self.log_retention_ms < 0 || self.quarantine_retention_ms < 0 {
-            return Err("retention periods must not be negative".to_owned());
+        if self.ledger.lateness_bound_ms > MAX_LATENESS_BOUND_MS {
+            return Err(format!("lateness_bound_ms must be at most {MAX_LATENESS_BOUND_MS} (30 days), got {}", self.ledger.lateness_bound_ms));
+        }
+        if self.log_retention_ms < self.identity_retention_ms() {
+            return Err(format!(
+                "log_retention_ms must be at least the lateness bound plus the skew bound plus {FOLD_MARGIN_MS} ms ({}), got {}",
+                self.identity_retention_ms(),
+                self.log_retention_ms
+            ));
+        }
+        if self.quarantine_retention_ms < 0 {
+            return Err("quarantine_retention_ms must not be negative".to_owned());
         }
         Ok(())
     }

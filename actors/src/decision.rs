@@ -96,12 +96,12 @@ pub fn decide_by_rules(view: Option<&ReadView>, quantity: i64, surface: Surface,
             reason: ReasonCode::NoRecord,
         };
     };
-    let spare = view.on_hand_units - view.reserved_units - safety_stock.units(surface);
+    let spare = i64::from(view.on_hand_units) - i64::from(view.reserved_units) - safety_stock.units(surface);
     let available = spare >= quantity;
     Decision {
         available,
         probability: if available { 1.0 } else { 0.0 },
-        expected_on_hand: view.on_hand_units as f64,
+        expected_on_hand: f64::from(view.on_hand_units),
         mode: DecisionMode::Rules,
         reason: if available { ReasonCode::LedgerSufficient } else { ReasonCode::LedgerInsufficient },
     }

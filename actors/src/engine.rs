@@ -399,6 +399,12 @@ impl Engine {
         Ok(report)
     }
 
+    /// Snapshots and drops every resident entity now, whatever its idleness (ops and
+    /// measurements; shutdown does the same).
+    pub async fn passivate_all(&self) -> Result<usize, EngineError> {
+        self.passivate(Timestamp(i64::MAX)).await
+    }
+
     async fn passivate(&self, idle_before: Timestamp) -> Result<usize, EngineError> {
         let mut total = 0;
         for shard in 0..self.inner.shards.len() {
@@ -406,6 +412,10 @@ impl Engine {
                 .call(shard, move |permit, reply| ShardMessage::Passivate { idle_before, permit, reply })
                 .await
                 .map_err(|e| self.call_error(shard, e))?;
+        }
+        let views = &self.inner.read_views;
+        if total > 0 && views.capacity() > 2 * views.len() + 1024 {
+            views.shrink_to_fit();
         }
         Ok(total)
     }

@@ -13,7 +13,8 @@ pub enum EngineError {
     /// A stored record could not be read back.
     #[error("{0}")]
     Corrupt(String),
-    /// An event's identity could not be checked, so it was neither applied nor dropped.
+    /// A lookup an event needed (its identity, its pair's delta history) failed, so it was
+    /// neither applied nor dropped.
     #[error("{0}")]
     IdentityLookup(String),
     /// A shard did not answer (it failed and was being restarted, or the engine is stopping).
@@ -43,6 +44,7 @@ impl From<PersistError> for EngineError {
     fn from(error: PersistError) -> Self {
         match error {
             PersistError::Store(store) => EngineError::Store(store),
+            PersistError::Lookup(lookup) => EngineError::IdentityLookup(lookup.to_string()),
             corrupt @ PersistError::Corrupt { .. } => EngineError::Corrupt(corrupt.to_string()),
         }
     }

@@ -16,21 +16,27 @@
 //! - An event later than the lateness bound, or dated beyond the future skew bound, is
 //!   quarantined with its reason and never applied.
 //!
-//! # Why the result does not depend on arrival order
-//! On-hand is `settled_units + sum(window)`. The window holds the deltas after the latest
-//! anchor that a future anchor could still split; a delta leaves it only when (a) a later
-//! anchor covers it, or (b) it is older than `window_floor` = latest arrival - lateness bound -
-//! [`FOLD_MARGIN_MS`], and then it is added to `settled_units`. No admissible event can land
-//! at or before `window_floor` (admission refuses it), so no future anchor can split a folded
-//! delta: folding changes memory, never results.
+//! # Why the result does not depend on arrival order, and where the window lives
+//! On-hand is kept as one number: the latest anchor's units plus every applied delta dated
+//! after it. A delta dated at or before the anchor changes nothing. When an anchor arrives
+//! that becomes the latest, on-hand becomes its units plus the sum of the applied deltas dated
+//! after it; that sum is asked of a [`DeltaHistory`], which the engine answers from the
+//! pair's event log (and the batch being built), only when some applied delta is dated after
+//! the anchor (`latest_delta_time`). So the window of deltas a late anchor may split lives on
+//! disk, not in memory: a resident pair costs tens of bytes, not a list of its day.
+//!
+//! The history must hold every delta an admissible anchor can need: admission refuses events
+//! dated at or before the floor (latest arrival - lateness bound - [`FOLD_MARGIN_MS`]), and the
+//! engine keeps log records at least that long (`EngineConfig::validate`).
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Event, EventKind, PairKey, SOURCE_COUNT, Source};
 use crate::time::{HOUR_MS, MINUTE_MS, Timestamp};
 
-/// How far behind the latest arrival an arrival may be processed before folding could be
-/// unsafe; events older than the window floor are quarantined as late.
+/// How far behind the latest arrival an arrival may be processed; events dated at or before
+/// the floor (latest arrival - lateness bound - this) are quarantined as late, so the delta
+/// history an anchor needs is always retained.
 pub const FOLD_MARGIN_MS: i64 = 5 * MINUTE_MS;
 
 /// The ledger's configuration.
@@ -197,18 +203,12 @@ pub enum IdentityCheck {
     Conflict,
 }
 
-/// The identity index could not be read, so whether an event is new is unknown: the event
-/// must be neither applied nor called a duplicate, only refused (the caller may retry).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("look up event identity: {0}")]
-pub struct IdentityLookupFailed(pub String);
-
 /// Remembers identities and their payload digests for dedup. The engine's implementation
 /// keeps a small in-memory tail in front of the store; tests use a plain map.
 pub trait IdentityIndex {
     /// Looks the entry's identity up; if it is new, records it with `digest` (the event's
     /// [`Event::payload_digest`]) before returning.
-    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, IdentityLookupFailed>;
+    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, LookupFailed>;
 }
 
 /// The outcome of comparing a payload digest with the one known for its identity.
@@ -217,7 +217,7 @@ pub fn compare_digests(known: Option<u128>, digest: u128) -> Option<IdentityChec
 }
 
 impl IdentityIndex for std::collections::HashMap<Identity, u128> {
-    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, IdentityLookupFailed> {
+    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, LookupFailed> {
         match self.entry(entry.identity()) {
             std::collections::hash_map::Entry::Occupied(known) => Ok(compare_digests(Some(*known.get()), digest).unwrap_or(IdentityCheck::New)),
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -249,13 +249,22 @@ impl Anchor {
     }
 }
 
-/// A delta still inside the window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowDelta {
-    /// Its event time.
-    pub event_time: Timestamp,
-    /// Its signed units.
-    pub units: i64,
+/// The event log's answer to a late anchor: the applied deltas of a pair dated after a time.
+pub trait DeltaHistory {
+    /// The sum of the signed units of every applied delta of `pair` (role primary) whose
+    /// event time is after `after`.
+    fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed>;
+}
+
+/// A lookup the pure core needed (identities, delta history) failed in the store behind it,
+/// so the entry was neither applied nor dropped: it is refused, and the caller may retry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("look up {what}: {message}")]
+pub struct LookupFailed {
+    /// What was being looked up.
+    pub what: &'static str,
+    /// What failed.
+    pub message: String,
 }
 
 /// Transfers from one counterparty towards this pair.
@@ -278,29 +287,31 @@ impl InboundLane {
 }
 
 /// The durable, deterministic state of one pair's ledger.
+///
+/// Laid out for memory: a million of these are resident per node. Rare parts (the anchor's
+/// event id, transfer lanes) live behind one pointer each; times that need only seconds are
+/// `u32` compact seconds ([`Timestamp::to_compact_seconds`], 0 = never).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityState {
     /// The latest anchor, if any.
-    pub anchor: Option<Anchor>,
-    /// The anchor's units plus every folded delta after it.
-    pub settled_units: i64,
-    /// Deltas after the anchor that a later anchor could still split, by event time.
-    pub window: Vec<WindowDelta>,
-    /// No admissible event is dated at or before this (see the module doc).
-    pub window_floor: Timestamp,
+    pub anchor: Option<Box<Anchor>>,
+    /// Recorded on-hand: the anchor's units plus every applied delta dated after it.
+    pub on_hand_units: i64,
+    /// The latest event time of an applied delta counted in on-hand (none: no delta after
+    /// the anchor), so an anchor dated at or after it needs no history.
+    pub latest_delta_time: Option<Timestamp>,
     /// The latest arrival applied.
     pub latest_arrival: Timestamp,
     /// Units held by active reservations.
     pub reserved_units: i64,
     /// Transfers towards this pair, per sending location.
-    pub inbound: Vec<InboundLane>,
-    /// Event time of the latest sale.
-    pub last_sale: Option<Timestamp>,
-    /// Latest event time per source, in compact seconds (0 = never; see
-    /// [`Timestamp::to_compact_seconds`]).
+    pub inbound: thin_vec::ThinVec<InboundLane>,
+    /// Event time of the latest sale, in compact seconds.
+    pub last_sale_seconds: u32,
+    /// Latest event time per source, in compact seconds.
     pub source_last_seen: [u32; SOURCE_COUNT],
-    /// Entries applied.
-    pub applied_entries: u64,
+    /// Entries applied (the state version; wraps after 2^32).
+    pub applied_entries: u32,
     /// Entries quarantined.
     pub quarantined_entries: u32,
 }
@@ -316,23 +327,23 @@ pub struct LedgerView {
     pub in_transit_units: i64,
     /// Inbound lanes past their expected time plus grace.
     pub overdue_transfers: u32,
-    /// Event time of the latest sale.
+    /// Event time of the latest sale (to the second).
     pub last_sale: Option<Timestamp>,
     /// The latest anchor.
     pub last_anchor: Option<Anchor>,
-    /// Latest event time per source.
+    /// Latest event time per source (to the second).
     pub source_last_seen: [Option<Timestamp>; SOURCE_COUNT],
     /// Entries applied (the state version).
-    pub applied_entries: u64,
+    pub applied_entries: u32,
     /// Entries quarantined.
     pub quarantined_entries: u32,
 }
 
 /// Decides whether an arrival may be applied at all: not too late, not from the future,
-/// not at or before the window floor.
+/// not at or before the floor.
 pub fn admit(state: &EntityState, event: &Event, arrival: Timestamp, config: &LedgerConfig) -> Result<(), QuarantineReason> {
     let lateness_ms = arrival.0 - event.event_time.0;
-    if lateness_ms > config.lateness_bound_ms || event.event_time <= state.window_floor {
+    if lateness_ms > config.lateness_bound_ms || event.event_time <= state.floor(config) {
         return Err(QuarantineReason::TooLate { lateness_ms, bound_ms: config.lateness_bound_ms });
     }
     if -lateness_ms > config.future_skew_ms {
@@ -348,7 +359,8 @@ pub fn ingest(
     arrival: Timestamp,
     config: &LedgerConfig,
     identities: &mut impl IdentityIndex,
-) -> Result<Outcome, IdentityLookupFailed> {
+    history: &mut impl DeltaHistory,
+) -> Result<Outcome, LookupFailed> {
     if let Err(reason) = admit(state, &entry.event, arrival, config) {
         state.record_quarantine();
         return Ok(Outcome::Quarantined(reason));
@@ -360,23 +372,28 @@ pub fn ingest(
             Outcome::Quarantined(QuarantineReason::ConflictingDuplicate)
         }
         IdentityCheck::New => {
-            state.apply_admitted(entry, arrival, config);
+            state.apply_admitted(entry, arrival, config, history)?;
             Outcome::Applied
         }
     })
 }
 
-/// The immutable summary an entity publishes for lookups (what the read path sees).
+/// The immutable summary an entity publishes for lookups (what the read path sees), in 16
+/// bytes: unit counts saturate at +/-2^31, far beyond any real shelf.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadView {
     /// Recorded on-hand units.
-    pub on_hand_units: i64,
+    pub on_hand_units: i32,
     /// Units held by active reservations.
-    pub reserved_units: i64,
+    pub reserved_units: i32,
     /// Units in transit towards the pair when the view was published.
-    pub in_transit_units: i64,
+    pub in_transit_units: i32,
     /// The state version (entries applied) the view reflects.
-    pub version: u64,
+    pub version: u32,
+}
+
+fn saturate(units: i64) -> i32 {
+    units.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
 impl EntityState {
@@ -388,19 +405,29 @@ impl EntityState {
     /// The summary to publish for lookups, as of `now`.
     pub fn read_view(&self, now: Timestamp, config: &LedgerConfig) -> ReadView {
         ReadView {
-            on_hand_units: self.on_hand_units(),
-            reserved_units: self.reserved_units,
-            in_transit_units: self.in_transit_at(now, config).0,
+            on_hand_units: saturate(self.on_hand_units),
+            reserved_units: saturate(self.reserved_units),
+            in_transit_units: saturate(self.in_transit_at(now, config).0),
             version: self.applied_entries,
         }
     }
 
+    /// No admissible event is dated at or before this (see the module doc).
+    pub fn floor(&self, config: &LedgerConfig) -> Timestamp {
+        Timestamp(self.latest_arrival.0.saturating_sub(config.lateness_bound_ms + FOLD_MARGIN_MS))
+    }
+
     /// Applies an admitted, new entry. Also used to replay the event log on recovery, where
-    /// admission and dedup were decided when the entry was first applied.
-    pub fn apply_admitted(&mut self, entry: &LedgerEntry, arrival: Timestamp, config: &LedgerConfig) {
+    /// admission and dedup were decided when the entry was first applied. On a failed
+    /// history lookup nothing is changed.
+    pub fn apply_admitted(
+        &mut self,
+        entry: &LedgerEntry,
+        arrival: Timestamp,
+        config: &LedgerConfig,
+        history: &mut impl DeltaHistory,
+    ) -> Result<(), LookupFailed> {
         let event = &entry.event;
-        self.latest_arrival = self.latest_arrival.max(arrival);
-        self.applied_entries += 1;
         match entry.role {
             EntryRole::InboundAtCounterparty => {
                 let expected_by = event.expected_time.unwrap_or(event.event_time.plus_ms(config.default_transit_ms));
@@ -409,20 +436,22 @@ impl EntityState {
                 lane.expected_by = lane.expected_by.max(expected_by);
             }
             EntryRole::Primary => {
-                let seen = &mut self.source_last_seen[event.source.index()];
-                *seen = (*seen).max(event.event_time.to_compact_seconds().max(1));
                 if event.kind.is_observation() {
                     if config.anchors(event.source) {
-                        self.consider_anchor(event);
+                        self.consider_anchor(event, history)?;
                     }
                 } else {
                     self.apply_delta(event);
                 }
+                let seen = &mut self.source_last_seen[event.source.index()];
+                *seen = (*seen).max(event.event_time.to_compact_seconds().max(1));
             }
         }
-        self.inbound.retain(|lane| lane.shipped_units != lane.received_units);
-        self.fold(config);
-        debug_assert!(self.window.windows(2).all(|w| w[0].event_time <= w[1].event_time), "window out of order");
+        self.latest_arrival = self.latest_arrival.max(arrival);
+        self.applied_entries = self.applied_entries.wrapping_add(1);
+        let forget_before = self.floor(config).0 - config.transfer_grace_ms;
+        self.inbound.retain(|lane| lane.shipped_units != lane.received_units && lane.expected_by.0 >= forget_before);
+        Ok(())
     }
 
     fn lane_mut(&mut self, from_location: u32, expected_by: Timestamp) -> &mut InboundLane {
@@ -438,20 +467,19 @@ impl EntityState {
 
     fn apply_delta(&mut self, event: &Event) {
         if event.kind == EventKind::Sale {
-            self.last_sale = self.last_sale.max(Some(event.event_time));
+            self.last_sale_seconds = self.last_sale_seconds.max(event.event_time.to_compact_seconds().max(1));
         }
         if let (EventKind::TransferIn, Some(from)) = (event.kind, event.counterparty_location) {
             self.lane_mut(from, event.event_time).received_units += event.quantity;
         }
-        let units = event.signed_units();
         if self.anchor.as_ref().is_some_and(|anchor| event.event_time <= anchor.event_time) {
             return; // Already counted by the anchor.
         }
-        let position = self.window.partition_point(|delta| delta.event_time <= event.event_time);
-        self.window.insert(position, WindowDelta { event_time: event.event_time, units });
+        self.on_hand_units += event.signed_units();
+        self.latest_delta_time = self.latest_delta_time.max(Some(event.event_time));
     }
 
-    fn consider_anchor(&mut self, event: &Event) {
+    fn consider_anchor(&mut self, event: &Event, history: &mut impl DeltaHistory) -> Result<(), LookupFailed> {
         let candidate = Anchor {
             event_time: event.event_time,
             kind: event.kind,
@@ -460,30 +488,20 @@ impl EntityState {
             units: event.quantity,
         };
         if self.anchor.as_ref().is_some_and(|current| current.precedence() >= candidate.precedence()) {
-            return; // An older observation: kept by the log, no effect on on-hand.
+            return Ok(()); // An older observation: kept by the log, no effect on on-hand.
         }
-        self.settled_units = candidate.units;
-        self.window.retain(|delta| delta.event_time > candidate.event_time);
-        self.anchor = Some(candidate);
-    }
-
-    /// Folds window deltas below the floor into `settled_units` and drops transfer lanes
-    /// long past their grace period.
-    fn fold(&mut self, config: &LedgerConfig) {
-        let floor = Timestamp(self.latest_arrival.0 - config.lateness_bound_ms - FOLD_MARGIN_MS);
-        if floor <= self.window_floor {
-            return;
-        }
-        self.window_floor = floor;
-        let folded = self.window.partition_point(|delta| delta.event_time <= floor);
-        self.settled_units += self.window.drain(..folded).map(|delta| delta.units).sum::<i64>();
-        let forget_before = floor.0 - config.transfer_grace_ms;
-        self.inbound.retain(|lane| lane.expected_by.0 >= forget_before);
-    }
-
-    /// Recorded on-hand units.
-    pub fn on_hand_units(&self) -> i64 {
-        self.settled_units + self.window.iter().map(|delta| delta.units).sum::<i64>()
+        // Deltas dated after the anchor apply on top of it; only the log knows them, and it is
+        // asked only when some applied delta is dated after the anchor.
+        let after = match self.latest_delta_time {
+            Some(latest) if latest > candidate.event_time => history.units_after(event.pair, candidate.event_time)?,
+            _ => {
+                self.latest_delta_time = None;
+                0
+            }
+        };
+        self.on_hand_units = candidate.units + after;
+        self.anchor = Some(Box::new(candidate));
+        Ok(())
     }
 
     /// In-transit units at `now` and the count of overdue lanes.
@@ -507,12 +525,12 @@ impl EntityState {
     pub fn view(&self, now: Timestamp, config: &LedgerConfig) -> LedgerView {
         let (in_transit_units, overdue_transfers) = self.in_transit_at(now, config);
         LedgerView {
-            on_hand_units: self.on_hand_units(),
+            on_hand_units: self.on_hand_units,
             reserved_units: self.reserved_units,
             in_transit_units,
             overdue_transfers,
-            last_sale: self.last_sale,
-            last_anchor: self.anchor.clone(),
+            last_sale: Timestamp::from_compact_seconds(self.last_sale_seconds),
+            last_anchor: self.anchor.as_deref().cloned(),
             source_last_seen: self.source_last_seen.map(Timestamp::from_compact_seconds),
             applied_entries: self.applied_entries,
             quarantined_entries: self.quarantined_entries,

@@ -23,7 +23,7 @@ use stockgrid_storage::{Store, StoreError, WriteBatch};
 
 use crate::domain::PairKey;
 use crate::ledger::{
-    EntityState, EntryRole, Identity, IdentityCheck, IdentityIndex, IdentityLookupFailed, LedgerConfig, LedgerEntry,
+    DeltaHistory, EntityState, EntryRole, Identity, IdentityCheck, IdentityIndex, LedgerConfig, LedgerEntry, LookupFailed,
     QuarantineReason, compare_digests,
 };
 use crate::time::{MINUTE_MS, Timestamp};
@@ -43,6 +43,9 @@ pub enum PersistError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A lookup replaying the log needed failed.
+    #[error(transparent)]
+    Lookup(#[from] LookupFailed),
     /// A value did not decode.
     #[error("decode {what} under key {key:?}: {message}")]
     Corrupt {
@@ -232,7 +235,10 @@ pub fn load_entity(store: &dyn Store, pair: PairKey, config: &LedgerConfig) -> R
                 continue; // Covered by the snapshot, kept for retention only.
             }
             match decode::<LogRecord>("log record", &key, &bytes)? {
-                LogRecord::Applied { entry, arrival } => loaded.state.apply_admitted(&entry, arrival, config),
+                LogRecord::Applied { entry, arrival } => {
+                    let mut history = LogHistory { store, before_position: position, future_skew_ms: config.future_skew_ms, pending: &[] };
+                    loaded.state.apply_admitted(&entry, arrival, config, &mut history)?;
+                }
                 LogRecord::Quarantined { .. } => loaded.state.record_quarantine(),
             }
             loaded.log_position = position;
@@ -240,6 +246,54 @@ pub fn load_entity(store: &dyn Store, pair: PairKey, config: &LedgerConfig) -> R
         cursor = next_cursor;
     }
     Ok(loaded)
+}
+
+/// A pair's delta history as its event log holds it, for the pure core's late anchors.
+pub struct LogHistory<'a> {
+    /// The store holding the log.
+    pub store: &'a dyn Store,
+    /// Only records before this log position count (recovery replays record by record).
+    pub before_position: u64,
+    /// The future skew bound: a delta is logged no earlier than its event time minus this.
+    pub future_skew_ms: i64,
+    /// Deltas applied in the batch being built, not committed yet: (pair, event time, units).
+    pub pending: &'a [(PairKey, Timestamp, i64)],
+}
+
+fn lookup_failed(message: impl std::fmt::Display) -> LookupFailed {
+    LookupFailed { what: "delta history", message: message.to_string() }
+}
+
+impl DeltaHistory for LogHistory<'_> {
+    fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
+        let prefix = pair_prefix(LOG_PREFIX, pair);
+        let end = prefix_end(&prefix);
+        // A delta dated after `after` arrived no earlier than `after - skew`, and its log key
+        // carries a time no earlier than its arrival: the scan starts there.
+        let mut cursor = prefix;
+        cursor.extend_from_slice(&time_key(Timestamp(after.0 - self.future_skew_ms - 1)));
+        let mut units = 0i64;
+        loop {
+            let page = self.store.scan(&cursor, &end, 256).map_err(lookup_failed)?;
+            let Some((last_key, _)) = page.last() else { break };
+            let next_cursor = [last_key.as_slice(), &[0]].concat();
+            for (key, bytes) in page {
+                let position = key.get(21..29).and_then(|p| p.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| lookup_failed("short log key"))?;
+                if position >= self.before_position {
+                    continue;
+                }
+                if let LogRecord::Applied { entry, .. } = decode("log record", &key, &bytes).map_err(lookup_failed)? {
+                    let event = &entry.event;
+                    if entry.role == EntryRole::Primary && !event.kind.is_observation() && event.event_time > after {
+                        units += event.signed_units();
+                    }
+                }
+            }
+            cursor = next_cursor;
+        }
+        units += self.pending.iter().filter(|(p, time, _)| *p == pair && *time > after).map(|(_, _, u)| u).sum::<i64>();
+        Ok(units)
+    }
 }
 
 /// The quarantine records of a pair still retained, oldest first (at most `limit`).
@@ -405,22 +459,22 @@ pub struct StoreIdentityIndex<'a> {
     pub expiring: &'a mut ExpiringIdentities,
 }
 
-fn decode_digest(key: &[u8], bytes: &[u8]) -> Result<u128, IdentityLookupFailed> {
+fn decode_digest(key: &[u8], bytes: &[u8]) -> Result<u128, LookupFailed> {
     match bytes {
         [FORMAT_VERSION, digest @ ..] if digest.len() == 16 => {
             Ok(u128::from_le_bytes(digest.try_into().expect("16 bytes checked")))
         }
-        _ => Err(IdentityLookupFailed(format!("identity record under key {key:?} is malformed"))),
+        _ => Err(LookupFailed { what: "event identity", message: format!("identity record under key {key:?} is malformed") }),
     }
 }
 
 impl IdentityIndex for StoreIdentityIndex<'_> {
-    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, IdentityLookupFailed> {
+    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, LookupFailed> {
         let key = identity_key(&entry.identity());
         if let Some(check) = self.tail.check(&key, digest) {
             return Ok(check);
         }
-        let stored = self.store.get(&key).map_err(|e| IdentityLookupFailed(e.to_string()))?;
+        let stored = self.store.get(&key).map_err(|e| LookupFailed { what: "event identity", message: e.to_string() })?;
         let stored = stored.map(|bytes| decode_digest(&key, &bytes)).transpose()?;
         if let Some(check) = compare_digests(stored, digest) {
             return Ok(check);

@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use crate::config::EngineConfig;
 use crate::domain::PairKey;
 use crate::error::EngineError;
-use crate::ledger::{EntityState, LedgerEntry, LedgerView, Outcome, QuarantineReason, ReadView, ingest};
+use crate::ledger::{EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ReadView, ingest};
 use crate::persist::{
     self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode, load_entity, log_key,
     quarantine_key, snapshot_key,
@@ -52,8 +52,6 @@ pub struct EntityReport {
     pub view: LedgerView,
     /// Quarantined entries still retained (oldest first, at most 100).
     pub quarantined: Vec<QuarantineRecord>,
-    /// Deltas in the window.
-    pub window_deltas: usize,
     /// Log records written for the pair.
     pub log_position: u64,
 }
@@ -148,8 +146,8 @@ pub struct Entity {
     pub state: EntityState,
     /// Log records written for the pair.
     pub log_position: u64,
-    /// The log position of the latest snapshot.
-    pub snapshot_position: u64,
+    /// Log records written since the latest snapshot ([`NEVER_SNAPSHOTTED`]: no snapshot yet).
+    pub records_since_snapshot: u32,
     /// When it was last touched, in compact seconds.
     pub last_touched: u32,
     /// A lower bound of the oldest stored log record's time, in compact seconds (0: none
@@ -157,7 +155,22 @@ pub struct Entity {
     pub oldest_log_seconds: u32,
 }
 
+/// [`Entity::records_since_snapshot`] of a pair with no snapshot yet.
+pub const NEVER_SNAPSHOTTED: u32 = u32::MAX;
+
 impl Entity {
+    fn needs_snapshot(&self, every_records: u64) -> bool {
+        self.records_since_snapshot == NEVER_SNAPSHOTTED && self.log_position > 0
+            || self.records_since_snapshot != NEVER_SNAPSHOTTED && u64::from(self.records_since_snapshot) >= every_records
+    }
+
+    fn logged(&mut self) {
+        self.log_position += 1;
+        if self.records_since_snapshot != NEVER_SNAPSHOTTED {
+            self.records_since_snapshot += 1;
+        }
+    }
+
     fn logged_at(&mut self, time: Timestamp) {
         if self.oldest_log_seconds == 0 {
             self.oldest_log_seconds = time.to_compact_seconds().max(1);
@@ -173,7 +186,9 @@ pub struct Shard;
 #[derive(Debug)]
 pub struct ShardState {
     context: Arc<ShardContext>,
-    entities: HashMap<PairKey, Entity>,
+    /// Boxed so the map's slots stay small: a map's table is sized in powers of two and can be
+    /// half empty, which costs far less on 24-byte slots than on whole entities.
+    entities: HashMap<PairKey, Box<Entity>>,
 }
 
 impl Actor for Shard {
@@ -240,16 +255,20 @@ impl ShardState {
             let entity = Entity {
                 state: loaded.state,
                 log_position: loaded.log_position,
-                snapshot_position: loaded.snapshot_position,
+                records_since_snapshot: if loaded.found {
+                    u32::try_from(loaded.log_position - loaded.snapshot_position).unwrap_or(u32::MAX - 1)
+                } else {
+                    NEVER_SNAPSHOTTED
+                },
                 last_touched: 0,
                 oldest_log_seconds: loaded.oldest_log_time.map_or(0, |t| t.to_compact_seconds().max(1)),
             };
-            self.entities.insert(pair, entity);
+            self.entities.insert(pair, Box::new(entity));
         }
         let touched = self.now().to_compact_seconds();
         Ok(self.entities.get_mut(&pair).map(|entity| {
             entity.last_touched = touched;
-            entity
+            &mut **entity
         }))
     }
 
@@ -291,6 +310,7 @@ impl ShardState {
         let now = self.now();
         let mut outcomes = Vec::with_capacity(entries.len());
         let mut expiring = persist::ExpiringIdentities::default();
+        let mut pending_deltas: Vec<(PairKey, Timestamp, i64)> = Vec::new();
         for arrived in entries {
             if config.panic_on_event_id.as_deref() == Some(arrived.entry.event.event_id.as_str()) {
                 panic!("injected fault while applying event {}", arrived.entry.event.event_id);
@@ -305,11 +325,21 @@ impl ShardState {
                 retention_ms: config.identity_retention_ms(),
                 expiring: &mut expiring,
             };
-            let outcome = ingest(&mut entity.state, &arrived.entry, arrived.arrival, &config.ledger, &mut identities)
+            let mut history = persist::LogHistory {
+                store: context.store.as_ref(),
+                before_position: u64::MAX,
+                future_skew_ms: config.ledger.future_skew_ms,
+                pending: &pending_deltas,
+            };
+            let outcome = ingest(&mut entity.state, &arrived.entry, arrived.arrival, &config.ledger, &mut identities, &mut history)
                 .map_err(|e| EngineError::IdentityLookup(e.to_string()))?;
+            let event = &arrived.entry.event;
+            if outcome == Outcome::Applied && arrived.entry.role == EntryRole::Primary && !event.kind.is_observation() {
+                pending_deltas.push((pair, event.event_time, event.signed_units()));
+            }
             match &outcome {
                 Outcome::Applied => {
-                    entity.log_position += 1;
+                    entity.logged();
                     let record = LogRecord::Applied { entry: arrived.entry.clone(), arrival: arrived.arrival };
                     let log_time = entity.state.latest_arrival;
                     entity.logged_at(log_time);
@@ -322,8 +352,7 @@ impl ShardState {
             }
             // A pair's first log record is written with its first snapshot (the invariant
             // `load_entity` relies on), and later ones every `snapshot_every_records`.
-            let first_record = entity.snapshot_position == 0 && entity.log_position > 0;
-            if first_record || entity.log_position - entity.snapshot_position >= config.snapshot_every_records {
+            if entity.needs_snapshot(config.snapshot_every_records) {
                 write_snapshot(batch, config, pair, entity, now);
             }
             outcomes.push(outcome);
@@ -351,7 +380,7 @@ impl ShardState {
         let mut batch = WriteBatch::new();
         entity.state.record_quarantine();
         write_quarantine(&mut batch, &context.config, pair, entity, arrived, QuarantineReason::HandlerPanicked { message });
-        if entity.snapshot_position == 0 {
+        if entity.needs_snapshot(context.config.snapshot_every_records) {
             write_snapshot(&mut batch, &context.config, pair, entity, now);
         }
         let committed = context.committer.submit(batch).await.wait().await;
@@ -382,7 +411,6 @@ impl ShardState {
         Ok(Some(EntityReport {
             view: entity.state.view(now, &context.config.ledger),
             quarantined,
-            window_deltas: entity.state.window.len(),
             log_position: entity.log_position,
         }))
     }
@@ -396,7 +424,7 @@ impl ShardState {
         let mut batch = WriteBatch::new();
         for pair in &idle {
             if let Some(entity) = self.entities.get_mut(pair) {
-                if entity.log_position > entity.snapshot_position {
+                if entity.records_since_snapshot > 0 {
                     write_snapshot(&mut batch, &config, *pair, entity, now);
                 }
             }
@@ -407,6 +435,10 @@ impl ShardState {
         for pair in &idle {
             self.entities.remove(pair);
             self.context.read_views.remove(pair);
+        }
+        // Give memory back after a large passivation: a map keeps its capacity otherwise.
+        if self.entities.capacity() > 2 * self.entities.len() + 1024 {
+            self.entities.shrink_to_fit();
         }
         Ok(idle.len())
     }
@@ -420,7 +452,7 @@ fn write_quarantine(
     arrived: &ArrivedEntry,
     reason: QuarantineReason,
 ) {
-    entity.log_position += 1;
+    entity.logged();
     let position = entity.log_position;
     let log_time = entity.state.latest_arrival.max(arrived.arrival);
     entity.logged_at(log_time);
@@ -441,5 +473,5 @@ fn write_snapshot(batch: &mut WriteBatch, config: &EngineConfig, pair: PairKey, 
         persist::compact_log(batch, pair, cutoff);
         entity.oldest_log_seconds = cutoff.to_compact_seconds().max(1);
     }
-    entity.snapshot_position = entity.log_position;
+    entity.records_since_snapshot = 0;
 }

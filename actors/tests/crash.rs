@@ -112,7 +112,7 @@ async fn run_parent() -> Result<(), String> {
     for sku in 0..PAIRS {
         let expected = (0..sent * BATCH_EVENTS).filter(|id| *id as u64 % PAIRS == sku).count() as i64;
         let view = engine.read_view(PairKey::new(sku, 1)).await.map_err(|e| e.to_string())?.ok_or("pair missing")?;
-        if view.on_hand_units != expected {
+        if i64::from(view.on_hand_units) != expected {
             return Err(format!("sku {sku}: on hand {} after recovery, expected {expected}", view.on_hand_units));
         }
     }

@@ -123,6 +123,10 @@ impl Store for EmbeddedStore {
         self.database.disk_space().map_err(|e| backend_error("measure disk space", e))
     }
 
+    fn flush_memory(&self) -> Result<(), StoreError> {
+        self.keyspace.rotate_memtable_and_wait().map_err(|e| backend_error("flush memtable", e))
+    }
+
     fn reclaim_space(&self) -> Result<(), StoreError> {
         self.keyspace.rotate_memtable_and_wait().map_err(|e| backend_error("flush memtable", e))?;
         self.keyspace.major_compact().map_err(|e| backend_error("compact keyspace", e))

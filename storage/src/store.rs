@@ -44,6 +44,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         }
     }
 
+    /// Moves buffered writes out of memory to their on-disk form (they are durable already);
+    /// a no-op where meaningless.
+    fn flush_memory(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Lets the backend reclaim space now (flush, compact); a no-op where meaningless.
     fn reclaim_space(&self) -> Result<(), StoreError> {
         Ok(())

@@ -35,7 +35,18 @@ fn event(id: &str, source: Source, kind: EventKind, quantity: i64, event_time: T
 struct World {
     states: HashMap<PairKey, EntityState>,
     identities: HashMap<Identity, u128>,
+    history: AppliedDeltas,
     outcomes: Vec<(Event, Outcome)>,
+}
+
+/// The delta history of the world: every applied primary delta, per pair.
+#[derive(Default)]
+struct AppliedDeltas(HashMap<PairKey, Vec<(Timestamp, i64)>>);
+
+impl DeltaHistory for AppliedDeltas {
+    fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
+        Ok(self.0.get(&pair).map_or(0, |deltas| deltas.iter().filter(|(t, _)| *t > after).map(|(_, u)| u).sum()))
+    }
 }
 
 impl World {
@@ -43,7 +54,11 @@ impl World {
         let mut primary_outcome = Outcome::Duplicate;
         for entry in LedgerEntry::expand(event.clone()) {
             let state = self.states.entry(entry.target()).or_default();
-            let outcome = ingest(state, &entry, arrival, config, &mut self.identities).expect("map lookups never fail");
+            let outcome = ingest(state, &entry, arrival, config, &mut self.identities, &mut self.history)
+                .expect("map lookups never fail");
+            if outcome == Outcome::Applied && entry.role == EntryRole::Primary && !entry.event.kind.is_observation() {
+                self.history.0.entry(entry.target()).or_default().push((entry.event.event_time, entry.event.signed_units()));
+            }
             if entry.role == EntryRole::Primary {
                 primary_outcome = outcome;
             }
@@ -356,7 +371,7 @@ proptest! {
             let too_late = arrival.0 - e.event_time.0 > config.lateness_bound_ms;
             prop_assert_eq!(matches!(outcome, Outcome::Quarantined(QuarantineReason::TooLate { .. })), too_late);
             if let Some(state) = world.states.get(&PAIR) {
-                prop_assert_eq!(state.on_hand_units(), reference_on_hand(&world.applied(), &config));
+                prop_assert_eq!(state.on_hand_units, reference_on_hand(&world.applied(), &config));
             }
         }
     }
