@@ -108,7 +108,8 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     runtime.block_on(async {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path()).expect("open"));
+        // A small block cache, so the store's own memory barely moves between measurements.
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_with_cache(directory.path(), 1 << 20).expect("open"));
         let clock = SimulatedClock::starting_at(T0);
         // Idle entities are never passivated during the day: every pair stays active.
         let config = EngineConfig { passivate_after_ms: 48 * HOUR_MS, ..EngineConfig::default() };
@@ -132,8 +133,12 @@ fn main() {
         let heap_active = LIVE_BYTES.load(Ordering::Relaxed);
 
         engine.passivate_all().await.expect("passivate");
+        let heap_passive_unflushed = LIVE_BYTES.load(Ordering::Relaxed);
         store.flush_memory().expect("flush");
         let heap_passive = LIVE_BYTES.load(Ordering::Relaxed);
+        if std::env::var_os("STOCKGRID_MEMORY_DEBUG").is_some() {
+            eprintln!("heap: passive before the store's flush {heap_passive_unflushed}");
+        }
 
         // Reactivate once to warm the store's block cache, passivate, then measure a second
         // reactivation: only the entities differ between the two measurements.
@@ -153,6 +158,9 @@ fn main() {
         let rss_reactivated = resident_set_bytes();
 
         let per_pair = |bytes: isize, count: usize| bytes as f64 / count.max(1) as f64;
+        if std::env::var_os("STOCKGRID_MEMORY_DEBUG").is_some() {
+            eprintln!("heap: active {heap_active}, passive {heap_passive}, warm passive {heap_warm_passive}, reactivated {heap_reactivated}");
+        }
         println!("pairs active after the day: {active}; reactivated: {reactivated}");
         println!(
             "heap bytes per active pair: {:.0} live-grown over the day, {:.0} reactivated from snapshots",

@@ -16,6 +16,8 @@ use crate::poison::PoisonState;
 use crate::{KeyValue, Store, StoreError, WriteBatch};
 
 const KEYSPACE_NAME: &str = "stockgrid";
+/// The block cache of [`EmbeddedStore::open`].
+pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
 
 /// The embedded LSM store.
 pub struct EmbeddedStore {
@@ -37,11 +39,18 @@ fn backend_error(context: &'static str, error: impl std::fmt::Display) -> StoreE
 }
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) the store under `path`, recovering from its journal.
+    /// Opens (creating if needed) the store under `path`, recovering from its journal, with
+    /// the default block cache (32 MiB).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a block cache of `cache_bytes`.
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| backend_error("create data directory", e))?;
         let database = Database::builder(&path)
+            .cache_size(cache_bytes)
             // Memtables are flushed once the journal passes this size, which bounds both
             // recovery time and the journal's share of the disk.
             .max_journaling_size(64 << 20)
@@ -124,7 +133,13 @@ impl Store for EmbeddedStore {
     }
 
     fn flush_memory(&self) -> Result<(), StoreError> {
-        self.keyspace.rotate_memtable_and_wait().map_err(|e| backend_error("flush memtable", e))
+        self.keyspace.rotate_memtable_and_wait().map_err(|e| backend_error("flush memtable", e))?;
+        // Background compactions hold buffers too; let running ones finish (bounded wait).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.database.active_compactions() > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     fn reclaim_space(&self) -> Result<(), StoreError> {
