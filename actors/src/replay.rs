@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use stockgrid_storage::{EmbeddedStore, Store};
+use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
 
 use crate::config::EngineConfig;
 use crate::decision::{DecisionMode, SafetyStock};
@@ -411,9 +411,13 @@ pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(Replay
             temporary_dir.path().to_path_buf()
         }
     };
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&data_dir).map_err(EngineError::from)?);
+    // A replay is a batch job whose answers are written at its very end: fsync'ing every
+    // group commit would buy nothing, so the store syncs once, when the run is done.
+    let store_options = EmbeddedOptions { sync_commits: false, ..EmbeddedOptions::default() };
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_with(&data_dir, store_options).map_err(EngineError::from)?);
     let first_time = events.first().map(|(_, a)| a.arrival_time).into_iter().chain(queries.iter().map(|q| q.time)).min().unwrap_or_default();
     let clock = SimulatedClock::starting_at(first_time);
+    let store_handle = Arc::clone(&store);
     let engine = Engine::start(store, Arc::new(clock.clone()), options.engine.clone()).await?;
 
     let mut query_order: Vec<usize> = (0..queries.len()).collect();
@@ -485,6 +489,7 @@ pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(Replay
     }
     progress(ReplayProgress { events_done: events.len(), events_total: events.len(), queries_done, queries_total: queries.len() });
     engine.shutdown().await?;
+    store_handle.sync().map_err(EngineError::from)?;
     write_answers(&options.out, answers.into_iter().flatten())?;
     summary.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(summary)

@@ -22,18 +22,9 @@ fn options(dir: &Path, events: &str, queries: &str) -> ReplayOptions {
     }
 }
 
-const HAND_CHECKED_EVENTS: &str = r#"{"event_id":"c1","source":"store_inventory","kind":"count","sku":42,"location":7,"qty":10,"event_time":"2026-03-02T10:00:00Z","ingest_time":"2026-03-02T10:00:30Z"}
-{"event_id":"s1","source":"pos","kind":"sale","sku":42,"location":7,"qty":2,"event_time":"2026-03-02T10:05:00Z","ingest_time":"2026-03-02T10:20:00Z"}
-{"event_id":"s1","source":"pos","kind":"sale","sku":42,"location":7,"qty":2,"event_time":"2026-03-02T10:05:00Z","ingest_time":"2026-03-02T10:21:00Z"}
-{"event_id":"s0","source":"pos","kind":"sale","sku":42,"location":7,"qty":1,"event_time":"2026-03-02T09:55:00Z","ingest_time":"2026-03-02T10:25:00Z"}
-{"event_id":"r1","source":"receiving","kind":"receipt","sku":42,"location":7,"qty":5,"event_time":"2026-03-02T10:10:00Z","ingest_time":"2026-03-02T10:11:00Z"}
-{"event_id":"a1","source":"store_inventory","kind":"adjustment","sku":42,"location":7,"qty":-3,"event_time":"2026-03-02T10:15:00Z","ingest_time":"2026-03-03T16:15:00Z"}
-"#;
-
-const HAND_CHECKED_QUERIES: &str = r#"{"query_id":"q1","time":"2026-03-02T10:30:00Z","sku":42,"location":7,"qty":13,"surface":"pickup"}
-{"query_id":"q2","time":"2026-03-03T16:16:00Z","sku":42,"location":7,"qty":14,"surface":"item_page"}
-{"query_id":"q3","time":"2026-03-03T16:16:00Z","sku":43,"location":7,"qty":1,"surface":"delivery"}
-"#;
+/// The hand-checked sequence, from the example files the README points at.
+const HAND_CHECKED_EVENTS: &str = include_str!("../../examples/hand-checked/events.jsonl");
+const HAND_CHECKED_QUERIES: &str = include_str!("../../examples/hand-checked/queries.jsonl");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_checked_replay() {

@@ -26,6 +26,24 @@ pub struct EmbeddedStore {
     keyspace: Keyspace,
     commit_lock: Mutex<()>,
     poison: PoisonState,
+    sync_commits: bool,
+}
+
+/// Options of [`EmbeddedStore::open_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Block cache size in bytes.
+    pub cache_bytes: u64,
+    /// Whether `commit` fsyncs before returning (the durability contract). Only batch jobs
+    /// whose output is written at their very end (replay) turn this off: a crash loses the
+    /// run, which is simply run again; the journal is still fsync'd when the store closes.
+    pub sync_commits: bool,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self { cache_bytes: DEFAULT_CACHE_BYTES, sync_commits: true }
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -40,13 +58,14 @@ fn backend_error(context: &'static str, error: impl std::fmt::Display) -> StoreE
 
 impl EmbeddedStore {
     /// Opens (creating if needed) the store under `path`, recovering from its journal, with
-    /// the default block cache (32 MiB).
+    /// the default options: every commit fsync'd, a 32 MiB block cache.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+        Self::open_with(path, EmbeddedOptions::default())
     }
 
-    /// Opens the store with a block cache of `cache_bytes`.
-    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self, StoreError> {
+    /// Opens the store with explicit options.
+    pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        let cache_bytes = options.cache_bytes;
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| backend_error("create data directory", e))?;
         let database = Database::builder(&path)
@@ -59,7 +78,14 @@ impl EmbeddedStore {
         let keyspace = database
             .keyspace(KEYSPACE_NAME, KeyspaceCreateOptions::default)
             .map_err(|e| backend_error("open keyspace", e))?;
-        Ok(Self { path, database, keyspace, commit_lock: Mutex::new(()), poison: PoisonState::default() })
+        Ok(Self {
+            path,
+            database,
+            keyspace,
+            commit_lock: Mutex::new(()),
+            poison: PoisonState::default(),
+            sync_commits: options.sync_commits,
+        })
     }
 
     /// The data directory.
@@ -112,7 +138,8 @@ impl Store for EmbeddedStore {
         if self.poison.take_injected_failure() {
             return Err(self.poison.poison("injected fsync failure".to_owned()));
         }
-        let mut fjall_batch = self.database.batch().durability(Some(PersistMode::SyncAll));
+        let durability = self.sync_commits.then_some(PersistMode::SyncAll);
+        let mut fjall_batch = self.database.batch().durability(durability);
         for (key, value) in writes {
             match value {
                 Some(value) => fjall_batch.insert(&self.keyspace, key, value),
@@ -130,6 +157,11 @@ impl Store for EmbeddedStore {
 
     fn disk_bytes(&self) -> Result<u64, StoreError> {
         self.database.disk_space().map_err(|e| backend_error("measure disk space", e))
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.poison.check()?;
+        self.database.persist(PersistMode::SyncAll).map_err(|e| self.poison.poison(format!("sync journal: {e}")))
     }
 
     fn flush_memory(&self) -> Result<(), StoreError> {

@@ -36,7 +36,7 @@ pub mod store;
 
 pub use batch::{Condition, Operation, WriteBatch};
 #[cfg(feature = "embedded")]
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
 pub use group_commit::{CommitTicket, GroupCommitConfig, GroupCommitter};
 pub use memory::MemoryStore;

@@ -44,6 +44,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         }
     }
 
+    /// Makes every committed batch durable now (a no-op where commits already are, as with
+    /// the default options of every backend).
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Moves buffered writes out of memory to their on-disk form (they are durable already);
     /// a no-op where meaningless.
     fn flush_memory(&self) -> Result<(), StoreError> {
