@@ -90,11 +90,18 @@ struct InspectArgs {
 fn parse_surface_safety_stock(uniform: i64, overrides: &[String]) -> anyhow::Result<SafetyStock> {
     let mut safety = SafetyStock::uniform(uniform);
     for item in overrides {
-        let (surface, units) = item.split_once('=').with_context(|| format!("--surface-safety-stock {item:?}: expected SURFACE=UNITS"))?;
+        let (surface, units) = item
+            .split_once('=')
+            .with_context(|| format!("--surface-safety-stock {item:?}: expected SURFACE=UNITS"))?;
         let surface = Surface::parse(surface).with_context(|| {
-            format!("--surface-safety-stock {item:?}: unknown surface {surface:?}; expected one of {}", Surface::expected())
+            format!(
+                "--surface-safety-stock {item:?}: unknown surface {surface:?}; expected one of {}",
+                Surface::expected()
+            )
         })?;
-        let units: i64 = units.parse().with_context(|| format!("--surface-safety-stock {item:?}: units must be an integer"))?;
+        let units: i64 = units.parse().with_context(|| {
+            format!("--surface-safety-stock {item:?}: units must be an integer")
+        })?;
         if units < 0 {
             bail!("--surface-safety-stock {item:?}: units must not be negative");
         }
@@ -105,12 +112,20 @@ fn parse_surface_safety_stock(uniform: i64, overrides: &[String]) -> anyhow::Res
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     if args.lateness_bound_hours <= 0 {
-        bail!("--lateness-bound-hours must be positive, got {}", args.lateness_bound_hours);
+        bail!(
+            "--lateness-bound-hours must be positive, got {}",
+            args.lateness_bound_hours
+        );
     }
-    let mut engine = EngineConfig { shard_count: args.shards, ..EngineConfig::default() };
+    let mut engine = EngineConfig {
+        shard_count: args.shards,
+        ..EngineConfig::default()
+    };
     engine.ledger.lateness_bound_ms = args.lateness_bound_hours * stockgrid_actors::time::HOUR_MS;
     engine.log_retention_ms = engine.identity_retention_ms();
-    engine.validate().map_err(|e| anyhow::anyhow!("engine configuration: {e}"))?;
+    engine
+        .validate()
+        .map_err(|e| anyhow::anyhow!("engine configuration: {e}"))?;
     let options = ReplayOptions {
         events: args.events,
         queries: args.queries,
@@ -126,7 +141,11 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let mut last_report = Instant::now();
     let show = |p: &ReplayProgress| {
-        let share = if p.events_total == 0 { 100.0 } else { 100.0 * p.events_done as f64 / p.events_total as f64 };
+        let share = if p.events_total == 0 {
+            100.0
+        } else {
+            100.0 * p.events_done as f64 / p.events_total as f64
+        };
         eprintln!(
             "replay: events {}/{} ({share:.0}%), queries {}/{}",
             p.events_done, p.events_total, p.queries_done, p.queries_total
@@ -147,14 +166,25 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         summary.events as f64 / summary.elapsed_seconds.max(1e-9)
     );
     let quarantined: usize = summary.quarantined_by_reason.values().sum();
-    println!("applied {}, duplicates {}, quarantined {quarantined}", summary.applied, summary.duplicates);
+    println!(
+        "applied {}, duplicates {}, quarantined {quarantined}",
+        summary.applied, summary.duplicates
+    );
     for (reason, count) in &summary.quarantined_by_reason {
         println!("  quarantined {reason}: {count}");
     }
     for item in summary.quarantined.iter().take(5) {
-        println!("  line {}: event {} ({}) sku {} location {}: {}", item.line, item.event_id, item.source, item.sku, item.location, item.detail);
+        println!(
+            "  line {}: event {} ({}) sku {} location {}: {}",
+            item.line, item.event_id, item.source, item.sku, item.location, item.detail
+        );
     }
-    println!("answered {} queries, {} available; answers in {}", summary.queries, summary.available_answers, args.out.display());
+    println!(
+        "answered {} queries, {} available; answers in {}",
+        summary.queries,
+        summary.available_answers,
+        args.out.display()
+    );
     if let Some(path) = args.quarantine_out {
         let mut text = String::new();
         for item in &summary.quarantined {
@@ -171,7 +201,10 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     if !args.data_dir.exists() {
         bail!("data directory {} does not exist", args.data_dir.display());
     }
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&args.data_dir).with_context(|| format!("open store in {}", args.data_dir.display()))?);
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&args.data_dir)
+            .with_context(|| format!("open store in {}", args.data_dir.display()))?,
+    );
     let engine = Engine::start(store, Arc::new(WallClock), EngineConfig::default()).await?;
     let pair = PairKey::new(args.sku, args.location);
     let report = engine.inspect(pair).await?;
@@ -180,15 +213,30 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
         Some(report) => {
             let view = &report.view;
             println!("{pair}");
-            println!("  on_hand {}, reserved {}, in_transit {} ({} overdue transfers)", view.on_hand_units, view.reserved_units, view.in_transit_units, view.overdue_transfers);
-            println!("  applied entries {}, quarantined {}, log position {}", view.applied_entries, view.quarantined_entries, report.log_position);
+            println!(
+                "  on_hand {}, reserved {}, in_transit {} ({} overdue transfers)",
+                view.on_hand_units,
+                view.reserved_units,
+                view.in_transit_units,
+                view.overdue_transfers
+            );
+            println!(
+                "  applied entries {}, quarantined {}, log position {}",
+                view.applied_entries, view.quarantined_entries, report.log_position
+            );
             if let Some(anchor) = &view.last_anchor {
-                println!("  last anchor: {} {} units at {} from {} (event {})", anchor.kind, anchor.units, anchor.event_time, anchor.source, anchor.event_id);
+                println!(
+                    "  last anchor: {} {} units at {} from {} (event {})",
+                    anchor.kind, anchor.units, anchor.event_time, anchor.source, anchor.event_id
+                );
             }
             if let Some(sale) = view.last_sale {
                 println!("  last sale at {sale}");
             }
-            for (source, seen) in stockgrid_actors::domain::Source::ALL.iter().zip(view.source_last_seen) {
+            for (source, seen) in stockgrid_actors::domain::Source::ALL
+                .iter()
+                .zip(view.source_last_seen)
+            {
                 if let Some(seen) = seen {
                     println!("  last seen from {source}: {seen}");
                 }
@@ -212,11 +260,16 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("start async runtime")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start async runtime")?;
     runtime.block_on(async {
         match cli.command {
             Command::Replay(args) => replay(args).await,

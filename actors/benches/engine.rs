@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source};
-use stockgrid_actors::ledger::{DeltaHistory, EntityState, Identity, LedgerConfig, LedgerEntry, LookupFailed, ingest};
+use stockgrid_actors::ledger::{
+    DeltaHistory, EntityState, Identity, LedgerConfig, LedgerEntry, LookupFailed, ingest,
+};
 use stockgrid_actors::time::{SECOND_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig};
 use stockgrid_storage::{EmbeddedStore, Store};
@@ -35,7 +37,11 @@ fn realistic_stream(pairs: u64, count: usize, spacing_ms: i64, seed: u64) -> Vec
                 70..=79 => (EventKind::Receipt, Source::Receiving, 12),
                 80..=84 => (EventKind::Return, Source::Pos, 1),
                 85..=89 => (EventKind::Adjustment, Source::StoreInventory, 1),
-                90..=94 => (EventKind::Count, Source::StoreInventory, (next() % 30) as i64),
+                90..=94 => (
+                    EventKind::Count,
+                    Source::StoreInventory,
+                    (next() % 30) as i64,
+                ),
                 95..=97 => (EventKind::RfidRead, Source::Rfid, (next() % 30) as i64),
                 _ => (EventKind::Snapshot, Source::Wms, (next() % 30) as i64),
             };
@@ -50,7 +56,10 @@ fn realistic_stream(pairs: u64, count: usize, spacing_ms: i64, seed: u64) -> Vec
                 counterparty_location: None,
                 expected_time: None,
             };
-            Arrival { event, arrival_time }
+            Arrival {
+                event,
+                arrival_time,
+            }
         })
         .collect()
 }
@@ -61,15 +70,27 @@ struct AppliedDeltas(HashMap<PairKey, Vec<(Timestamp, i64)>>);
 
 impl DeltaHistory for AppliedDeltas {
     fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
-        Ok(self.0.get(&pair).map_or(0, |deltas| deltas.iter().filter(|(t, _)| *t > after).map(|(_, u)| u).sum()))
+        Ok(self.0.get(&pair).map_or(0, |deltas| {
+            deltas
+                .iter()
+                .filter(|(t, _)| *t > after)
+                .map(|(_, u)| u)
+                .sum()
+        }))
     }
 }
 
 fn pure_core(c: &mut Criterion) {
     let config = LedgerConfig::default();
     let stream = realistic_stream(10_000, 100_000, 10, 7);
-    let entries: Vec<(LedgerEntry, Timestamp)> =
-        stream.iter().flat_map(|a| LedgerEntry::expand(a.event.clone()).into_iter().map(move |e| (e, a.arrival_time))).collect();
+    let entries: Vec<(LedgerEntry, Timestamp)> = stream
+        .iter()
+        .flat_map(|a| {
+            LedgerEntry::expand(a.event.clone())
+                .into_iter()
+                .map(move |e| (e, a.arrival_time))
+        })
+        .collect();
     let mut group = c.benchmark_group("pure_core");
     group.throughput(Throughput::Elements(entries.len() as u64));
     group.bench_function("apply_admitted", |b| {
@@ -77,9 +98,18 @@ fn pure_core(c: &mut Criterion) {
             let mut states: HashMap<PairKey, EntityState> = HashMap::with_capacity(40_000);
             let mut history = AppliedDeltas::default();
             for (entry, arrival) in &entries {
-                let _ = states.entry(entry.target()).or_default().apply_admitted(entry, *arrival, &config, &mut history);
+                let _ = states.entry(entry.target()).or_default().apply_admitted(
+                    entry,
+                    *arrival,
+                    &config,
+                    &mut history,
+                );
                 if !entry.event.kind.is_observation() {
-                    history.0.entry(entry.target()).or_default().push((entry.event.event_time, entry.event.signed_units()));
+                    history
+                        .0
+                        .entry(entry.target())
+                        .or_default()
+                        .push((entry.event.event_time, entry.event.signed_units()));
                 }
             }
             states.len()
@@ -92,9 +122,20 @@ fn pure_core(c: &mut Criterion) {
             let mut history = AppliedDeltas::default();
             for (entry, arrival) in &entries {
                 let state = states.entry(entry.target()).or_default();
-                let _ = ingest(state, entry, *arrival, &config, &mut identities, &mut history);
+                let _ = ingest(
+                    state,
+                    entry,
+                    *arrival,
+                    &config,
+                    &mut identities,
+                    &mut history,
+                );
                 if !entry.event.kind.is_observation() {
-                    history.0.entry(entry.target()).or_default().push((entry.event.event_time, entry.event.signed_units()));
+                    history
+                        .0
+                        .entry(entry.target())
+                        .or_default()
+                        .push((entry.event.event_time, entry.event.signed_units()));
                 }
             }
             states.len()
@@ -104,7 +145,11 @@ fn pure_core(c: &mut Criterion) {
 }
 
 fn durable_apply(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     const PAIRS: u64 = 25_000; // x 4 locations: 100,000 active pairs
     const BATCH: usize = 4_096;
     const BATCHES_IN_FLIGHT: usize = 4;
@@ -114,7 +159,9 @@ fn durable_apply(c: &mut Criterion) {
     let clock = SimulatedClock::starting_at(T0);
     let engine = runtime.block_on(async {
         let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path()).expect("open"));
-        let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default()).await.expect("start");
+        let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default())
+            .await
+            .expect("start");
         for n in 0..80u64 {
             let batch = realistic_stream(PAIRS, BATCH * 2, 1, n);
             clock.advance_to(batch[batch.len() - 1].arrival_time);
@@ -137,10 +184,16 @@ fn durable_apply(c: &mut Criterion) {
                 .collect();
             runtime.block_on(async {
                 let started = Instant::now();
-                let mut pending: tokio::task::JoinSet<Result<(), stockgrid_actors::EngineError>> = tokio::task::JoinSet::new();
+                let mut pending: tokio::task::JoinSet<Result<(), stockgrid_actors::EngineError>> =
+                    tokio::task::JoinSet::new();
                 for batch in batches {
                     if pending.len() >= BATCHES_IN_FLIGHT {
-                        pending.join_next().await.expect("task").expect("join").expect("ingest");
+                        pending
+                            .join_next()
+                            .await
+                            .expect("task")
+                            .expect("join")
+                            .expect("ingest");
                     }
                     clock.advance_to(batch[batch.len() - 1].arrival_time);
                     let engine = engine.clone();

@@ -39,7 +39,10 @@ unsafe impl GlobalAlloc for CountingAllocator {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -55,7 +58,11 @@ const BATCH: usize = 8_192;
 fn resident_set_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -73,7 +80,8 @@ fn day_of_events(pairs: u64, batch_index: u64, state: &mut u64) -> Vec<Arrival> 
     (0..BATCH as u64)
         .map(|i| {
             let n = batch_index * BATCH as u64 + i;
-            let arrival_time = T0.plus_ms((n as i128 * 24 * HOUR_MS as i128 / total as i128) as i64);
+            let arrival_time =
+                T0.plus_ms((n as i128 * 24 * HOUR_MS as i128 / total as i128) as i64);
             let event_time = Timestamp(arrival_time.0 - (next() % 600) as i64 * SECOND_MS);
             let pair_index = next() % pairs;
             let pair = PairKey::new(pair_index / 4, (pair_index % 4) as u32);
@@ -82,7 +90,11 @@ fn day_of_events(pairs: u64, batch_index: u64, state: &mut u64) -> Vec<Arrival> 
                 650..=769 => (EventKind::Receipt, Source::Receiving, 12),
                 770..=799 => (EventKind::Return, Source::Pos, 1),
                 800..=829 => (EventKind::Adjustment, Source::StoreInventory, 1),
-                830..=889 => (EventKind::Count, Source::StoreInventory, (next() % 30) as i64),
+                830..=889 => (
+                    EventKind::Count,
+                    Source::StoreInventory,
+                    (next() % 30) as i64,
+                ),
                 890..=939 => (EventKind::RfidRead, Source::Rfid, (next() % 30) as i64),
                 940..=969 => (EventKind::Snapshot, Source::Wms, (next() % 30) as i64),
                 _ => (EventKind::TransferIn, Source::Transfer, 6),
@@ -98,14 +110,25 @@ fn day_of_events(pairs: u64, batch_index: u64, state: &mut u64) -> Vec<Arrival> 
                 counterparty_location: None,
                 expected_time: None,
             };
-            Arrival { event, arrival_time }
+            Arrival {
+                event,
+                arrival_time,
+            }
         })
         .collect()
 }
 
 fn main() {
-    let pairs: u64 = std::env::args().skip(1).find(|a| !a.starts_with('-')).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let pairs: u64 = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let directory = tempfile::tempdir().expect("temporary directory");
         // The default block cache: it is full long before the day ends, and the warm-up cycle

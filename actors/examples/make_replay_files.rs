@@ -13,7 +13,8 @@ const T0: Timestamp = Timestamp(1_772_352_000_000); // 2026-03-01T08:00:00Z
 
 fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (Some(count), Some(dir)) = (args.next().and_then(|c| c.parse::<u64>().ok()), args.next()) else {
+    let (Some(count), Some(dir)) = (args.next().and_then(|c| c.parse::<u64>().ok()), args.next())
+    else {
         eprintln!("usage: make_replay_files EVENTS DIR");
         std::process::exit(2);
     };
@@ -35,16 +36,18 @@ fn main() -> std::io::Result<()> {
     for i in 0..count {
         let arrival = T0.plus_ms(i as i64 * spacing_ms);
         let roll = next() % 1000;
-        if roll < 20 {
-            if let Some(line) = &previous {
-                // A duplicate: the same event again, arriving now.
-                let ingest = format!("\"ingest_time\":\"{}\"", arrival.to_rfc3339());
-                let cut = line.rfind("\"ingest_time\"").unwrap_or(line.len());
-                writeln!(events, "{}{ingest}}}", &line[..cut])?;
-                continue;
-            }
+        if let Some(line) = previous.as_ref().filter(|_| roll < 20) {
+            // A duplicate: the same event again, arriving now.
+            let ingest = format!("\"ingest_time\":\"{}\"", arrival.to_rfc3339());
+            let cut = line.rfind("\"ingest_time\"").unwrap_or(line.len());
+            writeln!(events, "{}{ingest}}}", &line[..cut])?;
+            continue;
         }
-        let delay_ms = if roll < 25 { 30 * 3_600 * SECOND_MS } else { (next() % 600) as i64 * SECOND_MS };
+        let delay_ms = if roll < 25 {
+            30 * 3_600 * SECOND_MS
+        } else {
+            (next() % 600) as i64 * SECOND_MS
+        };
         let event_time = Timestamp(arrival.0 - delay_ms);
         let pair = next() % pairs;
         let (kind, source, qty) = match next() % 100 {

@@ -80,10 +80,16 @@ impl EngineConfig {
             }
         }
         if self.shard_count > 4096 {
-            return Err(format!("shard_count must be at most 4096, got {}", self.shard_count));
+            return Err(format!(
+                "shard_count must be at most 4096, got {}",
+                self.shard_count
+            ));
         }
         if self.ledger.lateness_bound_ms > MAX_LATENESS_BOUND_MS {
-            return Err(format!("lateness_bound_ms must be at most {MAX_LATENESS_BOUND_MS} (30 days), got {}", self.ledger.lateness_bound_ms));
+            return Err(format!(
+                "lateness_bound_ms must be at most {MAX_LATENESS_BOUND_MS} (30 days), got {}",
+                self.ledger.lateness_bound_ms
+            ));
         }
         if self.log_retention_ms < self.identity_retention_ms() {
             return Err(format!(

@@ -18,7 +18,9 @@ pub struct SafetyStock {
 impl SafetyStock {
     /// The same safety stock on every surface.
     pub fn uniform(units: i64) -> Self {
-        Self { units_by_surface: [units; 5] }
+        Self {
+            units_by_surface: [units; 5],
+        }
     }
 
     /// Sets one surface's safety stock.
@@ -86,7 +88,12 @@ pub struct Decision {
 
 /// The rules decision for `quantity` units on `surface`, given the pair's published view
 /// (`None`: never seen).
-pub fn decide_by_rules(view: Option<&ReadView>, quantity: i64, surface: Surface, safety_stock: &SafetyStock) -> Decision {
+pub fn decide_by_rules(
+    view: Option<&ReadView>,
+    quantity: i64,
+    surface: Surface,
+    safety_stock: &SafetyStock,
+) -> Decision {
     let Some(view) = view else {
         return Decision {
             available: false,
@@ -96,14 +103,20 @@ pub fn decide_by_rules(view: Option<&ReadView>, quantity: i64, surface: Surface,
             reason: ReasonCode::NoRecord,
         };
     };
-    let spare = i64::from(view.on_hand_units) - i64::from(view.reserved_units) - safety_stock.units(surface);
+    let spare = i64::from(view.on_hand_units)
+        - i64::from(view.reserved_units)
+        - safety_stock.units(surface);
     let available = spare >= quantity;
     Decision {
         available,
         probability: if available { 1.0 } else { 0.0 },
         expected_on_hand: f64::from(view.on_hand_units),
         mode: DecisionMode::Rules,
-        reason: if available { ReasonCode::LedgerSufficient } else { ReasonCode::LedgerInsufficient },
+        reason: if available {
+            ReasonCode::LedgerSufficient
+        } else {
+            ReasonCode::LedgerInsufficient
+        },
     }
 }
 
@@ -124,13 +137,28 @@ mod tests {
 
     #[test]
     fn rules_subtract_reservations_and_safety_stock() {
-        let view = ReadView { on_hand_units: 10, reserved_units: 3, in_transit_units: 0, version: 1 };
+        let view = ReadView {
+            on_hand_units: 10,
+            reserved_units: 3,
+            in_transit_units: 0,
+            version: 1,
+        };
         let safety = SafetyStock::uniform(0).with(Surface::Pickup, 2);
         assert!(decide_by_rules(Some(&view), 7, Surface::ItemPage, &safety).available);
         assert!(!decide_by_rules(Some(&view), 6, Surface::Pickup, &safety).available);
         let pickup = decide_by_rules(Some(&view), 5, Surface::Pickup, &safety);
-        assert_eq!((pickup.available, pickup.probability, pickup.expected_on_hand), (true, 1.0, 10.0));
+        assert_eq!(
+            (
+                pickup.available,
+                pickup.probability,
+                pickup.expected_on_hand
+            ),
+            (true, 1.0, 10.0)
+        );
         let never = decide_by_rules(None, 1, Surface::ItemPage, &safety);
-        assert_eq!((never.available, never.reason), (false, ReasonCode::NoRecord));
+        assert_eq!(
+            (never.available, never.reason),
+            (false, ReasonCode::NoRecord)
+        );
     }
 }

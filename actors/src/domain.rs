@@ -157,7 +157,10 @@ text_enum! {
 impl EventKind {
     /// Whether the event states an absolute on-hand rather than a change.
     pub fn is_observation(self) -> bool {
-        matches!(self, EventKind::Count | EventKind::RfidRead | EventKind::Snapshot)
+        matches!(
+            self,
+            EventKind::Count | EventKind::RfidRead | EventKind::Snapshot
+        )
     }
 
     /// For two observations at the same instant, the higher rank wins:
@@ -175,7 +178,10 @@ impl EventKind {
     pub fn signed_units(self, qty: i64) -> i64 {
         match self {
             EventKind::Sale | EventKind::Pick | EventKind::TransferOut => -qty,
-            EventKind::Return | EventKind::Receipt | EventKind::TransferIn | EventKind::Adjustment => qty,
+            EventKind::Return
+            | EventKind::Receipt
+            | EventKind::TransferIn
+            | EventKind::Adjustment => qty,
             EventKind::Count | EventKind::RfidRead | EventKind::Snapshot => 0,
         }
     }
@@ -234,7 +240,12 @@ impl Event {
             hasher.update(bytes);
         };
         text(self.event_id.as_bytes());
-        text(self.reservation_id.as_deref().unwrap_or("\u{0}none").as_bytes());
+        text(
+            self.reservation_id
+                .as_deref()
+                .unwrap_or("\u{0}none")
+                .as_bytes(),
+        );
         let mut fixed = [0u8; 51];
         fixed[0] = self.source as u8;
         fixed[1] = self.kind as u8;
@@ -279,7 +290,10 @@ pub struct InvalidEvent {
 impl InvalidEvent {
     /// An error for `field`.
     pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self { field, reason: reason.into() }
+        Self {
+            field,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -324,10 +338,19 @@ fn check_identifier(text: &str, field: &'static str) -> Result<(), InvalidEvent>
         return Err(InvalidEvent::new(field, "must not be empty"));
     }
     if text.len() > MAX_IDENTIFIER_BYTES {
-        return Err(InvalidEvent::new(field, format!("is {} bytes, above the limit of {MAX_IDENTIFIER_BYTES}", text.len())));
+        return Err(InvalidEvent::new(
+            field,
+            format!(
+                "is {} bytes, above the limit of {MAX_IDENTIFIER_BYTES}",
+                text.len()
+            ),
+        ));
     }
     if text.chars().any(char::is_control) {
-        return Err(InvalidEvent::new(field, "must not contain control characters"));
+        return Err(InvalidEvent::new(
+            field,
+            "must not contain control characters",
+        ));
     }
     Ok(())
 }
@@ -340,26 +363,50 @@ impl RawEvent {
         check_identifier(&event_id, "event_id")?;
         let source_text = required(self.source.as_deref(), "source")?;
         let source = Source::parse(source_text).ok_or_else(|| {
-            InvalidEvent::new("source", format!("unknown source {source_text:?}; expected one of {}", Source::expected()))
+            InvalidEvent::new(
+                "source",
+                format!(
+                    "unknown source {source_text:?}; expected one of {}",
+                    Source::expected()
+                ),
+            )
         })?;
         let kind_text = required(self.kind.as_deref(), "kind")?;
         let kind = EventKind::parse(kind_text).ok_or_else(|| {
-            InvalidEvent::new("kind", format!("unknown kind {kind_text:?}; expected one of {}", EventKind::expected()))
+            InvalidEvent::new(
+                "kind",
+                format!(
+                    "unknown kind {kind_text:?}; expected one of {}",
+                    EventKind::expected()
+                ),
+            )
         })?;
         let sku = required(self.sku, "sku")?;
         let location = required(self.location, "location")?;
         let quantity = required(self.qty, "qty")?;
         if quantity.abs() > MAX_EVENT_UNITS {
-            return Err(InvalidEvent::new("qty", format!("{quantity} is beyond +/-{MAX_EVENT_UNITS}")));
+            return Err(InvalidEvent::new(
+                "qty",
+                format!("{quantity} is beyond +/-{MAX_EVENT_UNITS}"),
+            ));
         }
         if quantity < 0 && kind != EventKind::Adjustment {
-            return Err(InvalidEvent::new("qty", format!("{quantity} is negative; only an adjustment may be")));
+            return Err(InvalidEvent::new(
+                "qty",
+                format!("{quantity} is negative; only an adjustment may be"),
+            ));
         }
-        let event_time = parse_time(required(self.event_time.as_deref(), "event_time")?, "event_time")?;
+        let event_time = parse_time(
+            required(self.event_time.as_deref(), "event_time")?,
+            "event_time",
+        )?;
 
         let reservation_id = match &self.reservation_id {
             Some(id) if kind != EventKind::Pick => {
-                return Err(InvalidEvent::new("reservation_id", format!("is only allowed on a pick, not on a {kind} ({id:?})")));
+                return Err(InvalidEvent::new(
+                    "reservation_id",
+                    format!("is only allowed on a pick, not on a {kind} ({id:?})"),
+                ));
             }
             Some(id) => {
                 check_identifier(id, "reservation_id")?;
@@ -370,16 +417,25 @@ impl RawEvent {
         let is_transfer = matches!(kind, EventKind::TransferOut | EventKind::TransferIn);
         let counterparty_location = match self.counterparty_location {
             Some(_) if !is_transfer => {
-                return Err(InvalidEvent::new("counterparty_location", format!("is only allowed on a transfer, not on a {kind}")));
+                return Err(InvalidEvent::new(
+                    "counterparty_location",
+                    format!("is only allowed on a transfer, not on a {kind}"),
+                ));
             }
             Some(other) if other == location => {
-                return Err(InvalidEvent::new("counterparty_location", "must differ from location"));
+                return Err(InvalidEvent::new(
+                    "counterparty_location",
+                    "must differ from location",
+                ));
             }
             other => other,
         };
         let expected_time = match self.expected_time.as_deref() {
             Some(_) if kind != EventKind::TransferOut => {
-                return Err(InvalidEvent::new("expected_time", format!("is only allowed on a transfer_out, not on a {kind}")));
+                return Err(InvalidEvent::new(
+                    "expected_time",
+                    format!("is only allowed on a transfer_out, not on a {kind}"),
+                ));
             }
             Some(text) => Some(parse_time(text, "expected_time")?),
             None => None,
@@ -400,14 +456,23 @@ impl RawEvent {
     /// Validates the event and its `ingest_time` (required in replay files).
     pub fn arrival(&self) -> Result<Arrival, InvalidEvent> {
         let event = self.validate()?;
-        let arrival_time = parse_time(required(self.ingest_time.as_deref(), "ingest_time")?, "ingest_time")?;
-        Ok(Arrival { event, arrival_time })
+        let arrival_time = parse_time(
+            required(self.ingest_time.as_deref(), "ingest_time")?,
+            "ingest_time",
+        )?;
+        Ok(Arrival {
+            event,
+            arrival_time,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A change to a valid raw event.
+    type Mutation = fn(&mut RawEvent);
 
     fn raw() -> RawEvent {
         RawEvent {
@@ -432,7 +497,7 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(fn(&mut RawEvent), &str)> = vec![
+        let cases: Vec<(Mutation, &str)> = vec![
             (|r| r.event_id = None, "event_id"),
             (|r| r.event_id = Some(String::new()), "event_id"),
             (|r| r.event_id = Some("x".repeat(200)), "event_id"),
@@ -444,8 +509,14 @@ mod tests {
             (|r| r.qty = Some(MAX_EVENT_UNITS + 1), "qty"),
             (|r| r.event_time = Some("yesterday".into()), "event_time"),
             (|r| r.reservation_id = Some("r1".into()), "reservation_id"),
-            (|r| r.counterparty_location = Some(9), "counterparty_location"),
-            (|r| r.expected_time = Some("2026-03-02T10:00:00Z".into()), "expected_time"),
+            (
+                |r| r.counterparty_location = Some(9),
+                "counterparty_location",
+            ),
+            (
+                |r| r.expected_time = Some("2026-03-02T10:00:00Z".into()),
+                "expected_time",
+            ),
             (|r| r.ingest_time = None, "ingest_time"),
         ];
         for (mutate, field) in cases {
@@ -465,7 +536,10 @@ mod tests {
         let mut transfer = raw();
         transfer.kind = Some("transfer_out".into());
         transfer.counterparty_location = Some(2);
-        assert_eq!(transfer.validate().expect_err("same location").field, "counterparty_location");
+        assert_eq!(
+            transfer.validate().expect_err("same location").field,
+            "counterparty_location"
+        );
     }
 
     #[test]
@@ -473,8 +547,11 @@ mod tests {
         let a = raw().validate().expect("valid");
         let mut later = raw();
         later.ingest_time = Some("2026-03-02T12:00:00Z".into());
-        assert_eq!(a.payload_digest(), later.validate().expect("valid").payload_digest());
-        let variants: Vec<fn(&mut RawEvent)> = vec![
+        assert_eq!(
+            a.payload_digest(),
+            later.validate().expect("valid").payload_digest()
+        );
+        let variants: Vec<Mutation> = vec![
             |r| r.qty = Some(4),
             |r| r.sku = Some(9),
             |r| r.location = Some(9),
@@ -503,6 +580,9 @@ mod tests {
     #[test]
     fn digest_is_stable_across_builds() {
         // Digests are stored on disk: this value must never change for the same event.
-        assert_eq!(raw().validate().expect("valid").payload_digest(), 184_397_724_147_938_004_387_079_091_934_036_702_783);
+        assert_eq!(
+            raw().validate().expect("valid").payload_digest(),
+            184_397_724_147_938_004_387_079_091_934_036_702_783
+        );
     }
 }

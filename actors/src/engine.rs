@@ -79,7 +79,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("shards", &self.inner.shards.len()).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("shards", &self.inner.shards.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -93,10 +95,18 @@ enum CallError {
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
+/// The per-entry results of a shard call, boxed because the retry path recurses.
+type BoxedOutcomes<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Vec<Result<Outcome, EngineError>>> + Send + 'a>>;
+
 impl Engine {
     /// Starts an engine over `store`: the group committer, the shards and their supervisor.
     /// Entities are not loaded here; each activates from the store on first touch.
-    pub async fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: EngineConfig) -> Result<Self, EngineError> {
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
         config.validate().map_err(EngineError::Start)?;
         let config = Arc::new(config);
         let committer = GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
@@ -119,9 +129,16 @@ impl Engine {
             }));
             let (publisher, actor) = watch::channel(None);
             publishers.push(publisher);
-            shards.push(ShardHandle { actor, mailbox: Arc::new(Semaphore::new(config.mailbox_capacity)) });
+            shards.push(ShardHandle {
+                actor,
+                mailbox: Arc::new(Semaphore::new(config.mailbox_capacity)),
+            });
         }
-        let arguments = SupervisorArguments { contexts, publishers, reports: Arc::clone(&reports) };
+        let arguments = SupervisorArguments {
+            contexts,
+            publishers,
+            reports: Arc::clone(&reports),
+        };
         let (supervisor, _) = Actor::spawn(None, ShardSupervisor, arguments)
             .await
             .map_err(|e| EngineError::Start(format!("spawn shard supervisor: {e}")))?;
@@ -162,7 +179,11 @@ impl Engine {
 
     /// Shard panics seen so far (most recent last).
     pub fn panic_reports(&self) -> Vec<PanicReport> {
-        self.inner.reports.lock().map(|r| r.clone()).unwrap_or_default()
+        self.inner
+            .reports
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default()
     }
 
     /// The shard that owns `pair`.
@@ -174,46 +195,79 @@ impl Engine {
     /// once durable. An event's result is its own pair's outcome; it is an error if any
     /// effect of it (a transfer's in-transit at the counterparty) could not be made durable,
     /// in which case the caller may retry: what was applied answers "duplicate".
-    pub async fn ingest(&self, arrivals: Vec<Arrival>) -> Result<Vec<Result<Outcome, EngineError>>, EngineError> {
+    pub async fn ingest(
+        &self,
+        arrivals: Vec<Arrival>,
+    ) -> Result<Vec<Result<Outcome, EngineError>>, EngineError> {
         let limit = self.inner.config.max_events_per_ingest;
         if arrivals.len() > limit {
-            return Err(EngineError::TooLarge { what: "events in one ingest", actual: arrivals.len(), limit });
+            return Err(EngineError::TooLarge {
+                what: "events in one ingest",
+                actual: arrivals.len(),
+                limit,
+            });
         }
         self.inner.store.check_writable()?;
         let shard_count = self.inner.shards.len();
-        let mut per_shard: Vec<Vec<(usize, EntryRole, ArrivedEntry)>> = (0..shard_count).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<(usize, EntryRole, ArrivedEntry)>> =
+            (0..shard_count).map(|_| Vec::new()).collect();
         let event_count = arrivals.len();
         for (index, arrival) in arrivals.into_iter().enumerate() {
             for entry in LedgerEntry::expand(arrival.event) {
                 let shard = self.shard_of(entry.target());
-                per_shard[shard].push((index, entry.role, ArrivedEntry { entry, arrival: arrival.arrival_time }));
+                per_shard[shard].push((
+                    index,
+                    entry.role,
+                    ArrivedEntry {
+                        entry,
+                        arrival: arrival.arrival_time,
+                    },
+                ));
             }
         }
         let mut tasks = tokio::task::JoinSet::new();
-        for (shard, routed) in per_shard.into_iter().enumerate().filter(|(_, routed)| !routed.is_empty()) {
+        for (shard, routed) in per_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, routed)| !routed.is_empty())
+        {
             let engine = self.clone();
             tasks.spawn(async move {
-                let (tags, entries): (Vec<(usize, EntryRole)>, Vec<ArrivedEntry>) =
-                    routed.into_iter().map(|(index, role, entry)| ((index, role), entry)).unzip();
+                let (tags, entries): (Vec<(usize, EntryRole)>, Vec<ArrivedEntry>) = routed
+                    .into_iter()
+                    .map(|(index, role, entry)| ((index, role), entry))
+                    .unzip();
                 let results = engine.apply_on_shard(shard, entries).await;
                 tags.into_iter().zip(results).collect::<Vec<_>>()
             });
         }
-        let mut results: Vec<Option<Result<Outcome, EngineError>>> = (0..event_count).map(|_| None).collect();
+        let mut results: Vec<Option<Result<Outcome, EngineError>>> =
+            (0..event_count).map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
-            let pieces = joined.map_err(|e| EngineError::ShardUnavailable { shard: usize::MAX, reason: e.to_string() })?;
+            let pieces = joined.map_err(|e| EngineError::ShardUnavailable {
+                shard: usize::MAX,
+                reason: e.to_string(),
+            })?;
             for ((index, role), result) in pieces {
                 let slot = &mut results[index];
                 match (role, result) {
                     (_, Err(error)) => *slot = Some(Err(error)),
-                    (EntryRole::Primary, Ok(outcome)) if !matches!(slot, Some(Err(_))) => *slot = Some(Ok(outcome)),
+                    (EntryRole::Primary, Ok(outcome)) if !matches!(slot, Some(Err(_))) => {
+                        *slot = Some(Ok(outcome))
+                    }
                     _ => {}
                 }
             }
         }
         let results: Vec<Result<Outcome, EngineError>> = results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(EngineError::Corrupt("event produced no primary entry".to_owned()))))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(EngineError::Corrupt(
+                        "event produced no primary entry".to_owned(),
+                    ))
+                })
+            })
             .collect();
         let counters = &self.inner.counters;
         for result in &results {
@@ -230,19 +284,24 @@ impl Engine {
 
     /// Applies entries on one shard; if the shard dies handling them, retries them one per
     /// message to find and quarantine the one that panics, so the others still apply.
-    fn apply_on_shard(
-        &self,
-        shard: usize,
-        entries: Vec<ArrivedEntry>,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Vec<Result<Outcome, EngineError>>> + Send + '_>> {
+    fn apply_on_shard(&self, shard: usize, entries: Vec<ArrivedEntry>) -> BoxedOutcomes<'_> {
         Box::pin(async move {
             let count = entries.len();
             let shared = Arc::new(entries);
             let sent = Arc::clone(&shared);
-            match self.call(shard, move |permit, reply| ShardMessage::Apply { entries: sent, permit, reply }).await {
+            match self
+                .call(shard, move |permit, reply| ShardMessage::Apply {
+                    entries: sent,
+                    permit,
+                    reply,
+                })
+                .await
+            {
                 Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
                 Err(CallError::Failed(error)) => (0..count).map(|_| Err(error.clone())).collect(),
-                Err(CallError::Lost) if count == 1 => vec![self.resolve_lost_entry(shard, &shared[0]).await],
+                Err(CallError::Lost) if count == 1 => {
+                    vec![self.resolve_lost_entry(shard, &shared[0]).await]
+                }
                 Err(CallError::Lost) => {
                     let mut results = Vec::with_capacity(count);
                     for entry in shared.iter() {
@@ -257,39 +316,66 @@ impl Engine {
     /// A single entry whose shard died: if it was the message being handled, it is the
     /// poisoned one and is quarantined; otherwise it was only queued behind the panic and is
     /// delivered again.
-    async fn resolve_lost_entry(&self, shard: usize, entry: &ArrivedEntry) -> Result<Outcome, EngineError> {
+    async fn resolve_lost_entry(
+        &self,
+        shard: usize,
+        entry: &ArrivedEntry,
+    ) -> Result<Outcome, EngineError> {
         for _ in 0..DELIVERY_ATTEMPTS {
             let culprit = self.panic_reports().into_iter().rev().find(|report| {
-                report.shard == shard && report.in_flight.len() == 1 && report.in_flight[0] == *entry
+                report.shard == shard
+                    && report.in_flight.len() == 1
+                    && report.in_flight[0] == *entry
             });
             if let Some(report) = culprit {
                 let message = report.message.clone();
                 let quarantined = entry.clone();
                 let reason_message = message.clone();
-                self.call(shard, move |permit, reply| ShardMessage::QuarantinePanicked {
-                    entry: quarantined,
-                    message: reason_message,
+                self.call(shard, move |permit, reply| {
+                    ShardMessage::QuarantinePanicked {
+                        entry: quarantined,
+                        message: reason_message,
+                        permit,
+                        reply,
+                    }
+                })
+                .await
+                .map_err(|e| self.call_error(shard, e))?;
+                return Ok(Outcome::Quarantined(QuarantineReason::HandlerPanicked {
+                    message,
+                }));
+            }
+            let sent = Arc::new(vec![entry.clone()]);
+            match self
+                .call(shard, move |permit, reply| ShardMessage::Apply {
+                    entries: sent,
                     permit,
                     reply,
                 })
                 .await
-                .map_err(|e| self.call_error(shard, e))?;
-                return Ok(Outcome::Quarantined(QuarantineReason::HandlerPanicked { message }));
-            }
-            let sent = Arc::new(vec![entry.clone()]);
-            match self.call(shard, move |permit, reply| ShardMessage::Apply { entries: sent, permit, reply }).await {
-                Ok(mut outcomes) => return outcomes.pop().ok_or_else(|| EngineError::Corrupt("empty shard answer".to_owned())),
+            {
+                Ok(mut outcomes) => {
+                    return outcomes
+                        .pop()
+                        .ok_or_else(|| EngineError::Corrupt("empty shard answer".to_owned()));
+                }
                 Err(CallError::Failed(error)) => return Err(error),
                 Err(CallError::Lost) => continue,
             }
         }
-        Err(EngineError::ShardUnavailable { shard, reason: "shard kept failing while this entry waited".to_owned() })
+        Err(EngineError::ShardUnavailable {
+            shard,
+            reason: "shard kept failing while this entry waited".to_owned(),
+        })
     }
 
     fn call_error(&self, shard: usize, error: CallError) -> EngineError {
         match error {
             CallError::Failed(error) => error,
-            CallError::Lost => EngineError::ShardUnavailable { shard, reason: "shard failed while handling the request".to_owned() },
+            CallError::Lost => EngineError::ShardUnavailable {
+                shard,
+                reason: "shard failed while handling the request".to_owned(),
+            },
         }
     }
 
@@ -300,17 +386,26 @@ impl Engine {
         make: impl FnOnce(OwnedSemaphorePermit, Reply<T>) -> ShardMessage,
     ) -> Result<T, CallError> {
         let handle = &self.inner.shards[shard];
-        let stopped = |reason: &str| CallError::Failed(EngineError::ShardUnavailable { shard, reason: reason.to_owned() });
-        let permit = Arc::clone(&handle.mailbox).acquire_owned().await.map_err(|_| stopped("engine stopped"))?;
+        let stopped = |reason: &str| {
+            CallError::Failed(EngineError::ShardUnavailable {
+                shard,
+                reason: reason.to_owned(),
+            })
+        };
+        let permit = Arc::clone(&handle.mailbox)
+            .acquire_owned()
+            .await
+            .map_err(|_| stopped("engine stopped"))?;
         let (reply, answer) = oneshot::channel();
         let mut message = make(permit, reply);
         let mut actor_watch = handle.actor.clone();
         for _ in 0..DELIVERY_ATTEMPTS {
-            let actor = tokio::time::timeout(SHARD_RESTART_WAIT, actor_watch.wait_for(Option::is_some))
-                .await
-                .map_err(|_| stopped("restart took too long"))?
-                .map_err(|_| stopped("supervisor stopped"))?
-                .clone();
+            let actor =
+                tokio::time::timeout(SHARD_RESTART_WAIT, actor_watch.wait_for(Option::is_some))
+                    .await
+                    .map_err(|_| stopped("restart took too long"))?
+                    .map_err(|_| stopped("supervisor stopped"))?
+                    .clone();
             let Some(actor) = actor else { continue };
             match actor.cast(message) {
                 Ok(()) => {
@@ -338,14 +433,24 @@ impl Engine {
             return Ok(Some(*view));
         }
         let shard = self.shard_of(pair);
-        self.call(shard, move |permit, reply| ShardMessage::Read { pair, permit, reply })
-            .await
-            .map_err(|e| self.call_error(shard, e))
+        self.call(shard, move |permit, reply| ShardMessage::Read {
+            pair,
+            permit,
+            reply,
+        })
+        .await
+        .map_err(|e| self.call_error(shard, e))
     }
 
     /// The rules decision for `quantity` units of `pair` on `surface`. A state that cannot
     /// be read, or a poisoned store, answers "not available" with the reason.
-    pub async fn decide_by_rules(&self, pair: PairKey, quantity: i64, surface: Surface, safety_stock: &SafetyStock) -> Decision {
+    pub async fn decide_by_rules(
+        &self,
+        pair: PairKey,
+        quantity: i64,
+        surface: Surface,
+        safety_stock: &SafetyStock,
+    ) -> Decision {
         if self.inner.store.check_writable().is_err() {
             return unavailable();
         }
@@ -361,9 +466,13 @@ impl Engine {
     /// The full state of a pair for ops (`None`: never seen).
     pub async fn inspect(&self, pair: PairKey) -> Result<Option<EntityReport>, EngineError> {
         let shard = self.shard_of(pair);
-        self.call(shard, move |permit, reply| ShardMessage::Inspect { pair, permit, reply })
-            .await
-            .map_err(|e| self.call_error(shard, e))
+        self.call(shard, move |permit, reply| ShardMessage::Inspect {
+            pair,
+            permit,
+            reply,
+        })
+        .await
+        .map_err(|e| self.call_error(shard, e))
     }
 
     /// Entities resident in memory, over all shards.
@@ -371,7 +480,10 @@ impl Engine {
         let mut total = 0;
         for shard in 0..self.inner.shards.len() {
             total += self
-                .call(shard, |permit, reply| ShardMessage::ResidentCount { permit, reply })
+                .call(shard, |permit, reply| ShardMessage::ResidentCount {
+                    permit,
+                    reply,
+                })
                 .await
                 .map_err(|e| self.call_error(shard, e))?;
         }
@@ -383,7 +495,10 @@ impl Engine {
     pub async fn maintain(&self) -> Result<MaintenanceReport, EngineError> {
         let now = self.inner.clock.now();
         let idle_before = Timestamp(now.0 - self.inner.config.passivate_after_ms);
-        let mut report = MaintenanceReport { passivated_entities: self.passivate(idle_before).await?, expired_keys: 0 };
+        let mut report = MaintenanceReport {
+            passivated_entities: self.passivate(idle_before).await?,
+            expired_keys: 0,
+        };
         loop {
             let mut batch = WriteBatch::new();
             let due = persist::expire(self.inner.store.as_ref(), &mut batch, now, EXPIRY_BATCH)?;
@@ -409,7 +524,11 @@ impl Engine {
         let mut total = 0;
         for shard in 0..self.inner.shards.len() {
             total += self
-                .call(shard, move |permit, reply| ShardMessage::Passivate { idle_before, permit, reply })
+                .call(shard, move |permit, reply| ShardMessage::Passivate {
+                    idle_before,
+                    permit,
+                    reply,
+                })
                 .await
                 .map_err(|e| self.call_error(shard, e))?;
         }
@@ -429,7 +548,9 @@ impl Engine {
         } else {
             Ok(())
         };
-        self.inner.supervisor.stop(Some("engine shutdown".to_owned()));
+        self.inner
+            .supervisor
+            .stop(Some("engine shutdown".to_owned()));
         for handle in &self.inner.shards {
             handle.mailbox.close();
         }

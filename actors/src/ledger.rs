@@ -114,16 +114,27 @@ impl QuarantineReason {
 impl std::fmt::Display for QuarantineReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            QuarantineReason::TooLate { lateness_ms, bound_ms } => {
-                write!(f, "arrived {lateness_ms} ms after its event time, beyond the lateness bound of {bound_ms} ms")
+            QuarantineReason::TooLate {
+                lateness_ms,
+                bound_ms,
+            } => {
+                write!(
+                    f,
+                    "arrived {lateness_ms} ms after its event time, beyond the lateness bound of {bound_ms} ms"
+                )
             }
             QuarantineReason::FromTheFuture { ahead_ms, skew_ms } => {
-                write!(f, "dated {ahead_ms} ms after its arrival, beyond the future skew bound of {skew_ms} ms")
+                write!(
+                    f,
+                    "dated {ahead_ms} ms after its arrival, beyond the future skew bound of {skew_ms} ms"
+                )
             }
             QuarantineReason::ConflictingDuplicate => {
                 f.write_str("same source and event id as an earlier event with a different payload")
             }
-            QuarantineReason::HandlerPanicked { message } => write!(f, "handling it panicked the shard: {message}"),
+            QuarantineReason::HandlerPanicked { message } => {
+                write!(f, "handling it panicked the shard: {message}")
+            }
         }
     }
 }
@@ -162,22 +173,37 @@ impl LedgerEntry {
     /// The entries one event produces: itself, plus the in-transit effect at the
     /// counterparty of a `transfer_out` that names one.
     pub fn expand(event: Event) -> Vec<LedgerEntry> {
-        let inbound = (event.kind == EventKind::TransferOut && event.counterparty_location.is_some())
-            .then(|| LedgerEntry { event: event.clone(), role: EntryRole::InboundAtCounterparty });
-        std::iter::once(LedgerEntry { event, role: EntryRole::Primary }).chain(inbound).collect()
+        let inbound = (event.kind == EventKind::TransferOut
+            && event.counterparty_location.is_some())
+        .then(|| LedgerEntry {
+            event: event.clone(),
+            role: EntryRole::InboundAtCounterparty,
+        });
+        std::iter::once(LedgerEntry {
+            event,
+            role: EntryRole::Primary,
+        })
+        .chain(inbound)
+        .collect()
     }
 
     /// The pair whose entity applies this entry.
     pub fn target(&self) -> PairKey {
         match (self.role, self.event.counterparty_location) {
-            (EntryRole::InboundAtCounterparty, Some(counterparty)) => PairKey::new(self.event.pair.sku, counterparty),
+            (EntryRole::InboundAtCounterparty, Some(counterparty)) => {
+                PairKey::new(self.event.pair.sku, counterparty)
+            }
             _ => self.event.pair,
         }
     }
 
     /// The dedup identity of the entry: (source, role, event id).
     pub fn identity(&self) -> Identity {
-        Identity { source: self.event.source, role: self.role, event_id: self.event.event_id.clone() }
+        Identity {
+            source: self.event.source,
+            role: self.role,
+            event_id: self.event.event_id.clone(),
+        }
     }
 }
 
@@ -208,18 +234,34 @@ pub enum IdentityCheck {
 pub trait IdentityIndex {
     /// Looks the entry's identity up; if it is new, records it with `digest` (the event's
     /// [`Event::payload_digest`]) before returning.
-    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, LookupFailed>;
+    fn check_and_record(
+        &mut self,
+        entry: &LedgerEntry,
+        digest: u128,
+    ) -> Result<IdentityCheck, LookupFailed>;
 }
 
 /// The outcome of comparing a payload digest with the one known for its identity.
 pub fn compare_digests(known: Option<u128>, digest: u128) -> Option<IdentityCheck> {
-    known.map(|known| if known == digest { IdentityCheck::Duplicate } else { IdentityCheck::Conflict })
+    known.map(|known| {
+        if known == digest {
+            IdentityCheck::Duplicate
+        } else {
+            IdentityCheck::Conflict
+        }
+    })
 }
 
 impl IdentityIndex for std::collections::HashMap<Identity, u128> {
-    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, LookupFailed> {
+    fn check_and_record(
+        &mut self,
+        entry: &LedgerEntry,
+        digest: u128,
+    ) -> Result<IdentityCheck, LookupFailed> {
         match self.entry(entry.identity()) {
-            std::collections::hash_map::Entry::Occupied(known) => Ok(compare_digests(Some(*known.get()), digest).unwrap_or(IdentityCheck::New)),
+            std::collections::hash_map::Entry::Occupied(known) => {
+                Ok(compare_digests(Some(*known.get()), digest).unwrap_or(IdentityCheck::New))
+            }
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(digest);
                 Ok(IdentityCheck::New)
@@ -245,7 +287,12 @@ pub struct Anchor {
 
 impl Anchor {
     fn precedence(&self) -> (Timestamp, u8, &str, Source) {
-        (self.event_time, self.kind.observation_rank(), &self.event_id, self.source)
+        (
+            self.event_time,
+            self.kind.observation_rank(),
+            &self.event_id,
+            self.source,
+        )
     }
 }
 
@@ -341,13 +388,24 @@ pub struct LedgerView {
 
 /// Decides whether an arrival may be applied at all: not too late, not from the future,
 /// not at or before the floor.
-pub fn admit(state: &EntityState, event: &Event, arrival: Timestamp, config: &LedgerConfig) -> Result<(), QuarantineReason> {
+pub fn admit(
+    state: &EntityState,
+    event: &Event,
+    arrival: Timestamp,
+    config: &LedgerConfig,
+) -> Result<(), QuarantineReason> {
     let lateness_ms = arrival.0 - event.event_time.0;
     if lateness_ms > config.lateness_bound_ms || event.event_time <= state.floor(config) {
-        return Err(QuarantineReason::TooLate { lateness_ms, bound_ms: config.lateness_bound_ms });
+        return Err(QuarantineReason::TooLate {
+            lateness_ms,
+            bound_ms: config.lateness_bound_ms,
+        });
     }
     if -lateness_ms > config.future_skew_ms {
-        return Err(QuarantineReason::FromTheFuture { ahead_ms: -lateness_ms, skew_ms: config.future_skew_ms });
+        return Err(QuarantineReason::FromTheFuture {
+            ahead_ms: -lateness_ms,
+            skew_ms: config.future_skew_ms,
+        });
     }
     Ok(())
 }
@@ -365,17 +423,19 @@ pub fn ingest(
         state.record_quarantine();
         return Ok(Outcome::Quarantined(reason));
     }
-    Ok(match identities.check_and_record(entry, entry.event.payload_digest())? {
-        IdentityCheck::Duplicate => Outcome::Duplicate,
-        IdentityCheck::Conflict => {
-            state.record_quarantine();
-            Outcome::Quarantined(QuarantineReason::ConflictingDuplicate)
-        }
-        IdentityCheck::New => {
-            state.apply_admitted(entry, arrival, config, history)?;
-            Outcome::Applied
-        }
-    })
+    Ok(
+        match identities.check_and_record(entry, entry.event.payload_digest())? {
+            IdentityCheck::Duplicate => Outcome::Duplicate,
+            IdentityCheck::Conflict => {
+                state.record_quarantine();
+                Outcome::Quarantined(QuarantineReason::ConflictingDuplicate)
+            }
+            IdentityCheck::New => {
+                state.apply_admitted(entry, arrival, config, history)?;
+                Outcome::Applied
+            }
+        },
+    )
 }
 
 /// The immutable summary an entity publishes for lookups (what the read path sees), in 16
@@ -414,7 +474,11 @@ impl EntityState {
 
     /// No admissible event is dated at or before this (see the module doc).
     pub fn floor(&self, config: &LedgerConfig) -> Timestamp {
-        Timestamp(self.latest_arrival.0.saturating_sub(config.lateness_bound_ms + FOLD_MARGIN_MS))
+        Timestamp(
+            self.latest_arrival
+                .0
+                .saturating_sub(config.lateness_bound_ms + FOLD_MARGIN_MS),
+        )
     }
 
     /// Applies an admitted, new entry. Also used to replay the event log on recovery, where
@@ -430,7 +494,9 @@ impl EntityState {
         let event = &entry.event;
         match entry.role {
             EntryRole::InboundAtCounterparty => {
-                let expected_by = event.expected_time.unwrap_or(event.event_time.plus_ms(config.default_transit_ms));
+                let expected_by = event
+                    .expected_time
+                    .unwrap_or(event.event_time.plus_ms(config.default_transit_ms));
                 let lane = self.lane_mut(event.pair.location, expected_by);
                 lane.shipped_units += event.quantity;
                 lane.expected_by = lane.expected_by.max(expected_by);
@@ -450,15 +516,26 @@ impl EntityState {
         self.latest_arrival = self.latest_arrival.max(arrival);
         self.applied_entries = self.applied_entries.wrapping_add(1);
         let forget_before = self.floor(config).0 - config.transfer_grace_ms;
-        self.inbound.retain(|lane| lane.shipped_units != lane.received_units && lane.expected_by.0 >= forget_before);
+        self.inbound.retain(|lane| {
+            lane.shipped_units != lane.received_units && lane.expected_by.0 >= forget_before
+        });
         Ok(())
     }
 
     fn lane_mut(&mut self, from_location: u32, expected_by: Timestamp) -> &mut InboundLane {
-        let index = match self.inbound.iter().position(|lane| lane.from_location == from_location) {
+        let index = match self
+            .inbound
+            .iter()
+            .position(|lane| lane.from_location == from_location)
+        {
             Some(index) => index,
             None => {
-                self.inbound.push(InboundLane { from_location, shipped_units: 0, received_units: 0, expected_by });
+                self.inbound.push(InboundLane {
+                    from_location,
+                    shipped_units: 0,
+                    received_units: 0,
+                    expected_by,
+                });
                 self.inbound.len() - 1
             }
         };
@@ -467,19 +544,29 @@ impl EntityState {
 
     fn apply_delta(&mut self, event: &Event) {
         if event.kind == EventKind::Sale {
-            self.last_sale_seconds = self.last_sale_seconds.max(event.event_time.to_compact_seconds().max(1));
+            self.last_sale_seconds = self
+                .last_sale_seconds
+                .max(event.event_time.to_compact_seconds().max(1));
         }
         if let (EventKind::TransferIn, Some(from)) = (event.kind, event.counterparty_location) {
             self.lane_mut(from, event.event_time).received_units += event.quantity;
         }
-        if self.anchor.as_ref().is_some_and(|anchor| event.event_time <= anchor.event_time) {
+        if self
+            .anchor
+            .as_ref()
+            .is_some_and(|anchor| event.event_time <= anchor.event_time)
+        {
             return; // Already counted by the anchor.
         }
         self.on_hand_units += event.signed_units();
         self.latest_delta_time = self.latest_delta_time.max(Some(event.event_time));
     }
 
-    fn consider_anchor(&mut self, event: &Event, history: &mut impl DeltaHistory) -> Result<(), LookupFailed> {
+    fn consider_anchor(
+        &mut self,
+        event: &Event,
+        history: &mut impl DeltaHistory,
+    ) -> Result<(), LookupFailed> {
         let candidate = Anchor {
             event_time: event.event_time,
             kind: event.kind,
@@ -487,13 +574,19 @@ impl EntityState {
             event_id: event.event_id.as_str().into(),
             units: event.quantity,
         };
-        if self.anchor.as_ref().is_some_and(|current| current.precedence() >= candidate.precedence()) {
+        if self
+            .anchor
+            .as_ref()
+            .is_some_and(|current| current.precedence() >= candidate.precedence())
+        {
             return Ok(()); // An older observation: kept by the log, no effect on on-hand.
         }
         // Deltas dated after the anchor apply on top of it; only the log knows them, and it is
         // asked only when some applied delta is dated after the anchor.
         let after = match self.latest_delta_time {
-            Some(latest) if latest > candidate.event_time => history.units_after(event.pair, candidate.event_time)?,
+            Some(latest) if latest > candidate.event_time => {
+                history.units_after(event.pair, candidate.event_time)?
+            }
             _ => {
                 self.latest_delta_time = None;
                 0

@@ -17,19 +17,19 @@
 //! - [`engine`]: one node's grid: routing, back-pressure, lookups, maintenance.
 //! - [`config`]: the engine's configuration and its defaults.
 //! - [`replay`]: `stockgrid replay` over the REPLAY.md files.
-//! - [`error`]: [`EngineError`].
+//! - [`error`]: the crate's error type, [`EngineError`].
 
+pub mod config;
 pub mod decision;
 pub mod domain;
-pub mod ledger;
-pub mod time;
-pub mod persist;
-pub mod replay;
-pub mod config;
 pub mod engine;
 pub mod error;
+pub mod ledger;
+pub mod persist;
+pub mod replay;
 pub mod shard;
 pub mod supervision;
+pub mod time;
 
 pub use config::EngineConfig;
 pub use engine::Engine;

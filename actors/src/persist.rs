@@ -23,8 +23,8 @@ use stockgrid_storage::{Store, StoreError, WriteBatch};
 
 use crate::domain::PairKey;
 use crate::ledger::{
-    DeltaHistory, EntityState, EntryRole, Identity, IdentityCheck, IdentityIndex, LedgerConfig, LedgerEntry, LookupFailed,
-    QuarantineReason, compare_digests,
+    DeltaHistory, EntityState, EntryRole, Identity, IdentityCheck, IdentityIndex, LedgerConfig,
+    LedgerEntry, LookupFailed, QuarantineReason, compare_digests,
 };
 use crate::time::{MINUTE_MS, Timestamp};
 
@@ -135,10 +135,20 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a value written by [`encode`].
-pub fn decode<T: DeserializeOwned>(what: &'static str, key: &[u8], bytes: &[u8]) -> Result<T, PersistError> {
-    let corrupt = |message: String| PersistError::Corrupt { what, key: key.to_vec(), message };
+pub fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, PersistError> {
+    let corrupt = |message: String| PersistError::Corrupt {
+        what,
+        key: key.to_vec(),
+        message,
+    };
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string())),
+        Some((&FORMAT_VERSION, body)) => {
+            rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string()))
+        }
         Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
         None => Err(corrupt("empty value".to_owned())),
     }
@@ -203,7 +213,11 @@ pub struct LoadedEntity {
 /// that writes a pair's first log record also writes its first snapshot. A missing snapshot
 /// therefore means a pair never seen, answered by one point read (which the LSM's bloom
 /// filters make cheap) instead of a range scan.
-pub fn load_entity(store: &dyn Store, pair: PairKey, config: &LedgerConfig) -> Result<LoadedEntity, PersistError> {
+pub fn load_entity(
+    store: &dyn Store,
+    pair: PairKey,
+    config: &LedgerConfig,
+) -> Result<LoadedEntity, PersistError> {
     let mut loaded = LoadedEntity::default();
     let snapshot_key = snapshot_key(pair);
     let Some(bytes) = store.get(&snapshot_key)? else {
@@ -219,25 +233,38 @@ pub fn load_entity(store: &dyn Store, pair: PairKey, config: &LedgerConfig) -> R
     let mut cursor = start;
     loop {
         let page = store.scan(&cursor, &end, 1024)?;
-        let Some((last_key, _)) = page.last() else { break };
+        let Some((last_key, _)) = page.last() else {
+            break;
+        };
         let next_cursor = [last_key.as_slice(), &[0]].concat();
         for (key, bytes) in page {
             if loaded.oldest_log_time.is_none() {
-                let time = key.get(13..21).and_then(|t| t.try_into().ok()).map(|t: [u8; 8]| Timestamp((u64::from_be_bytes(t) ^ (1 << 63)) as i64));
+                let time = key
+                    .get(13..21)
+                    .and_then(|t| t.try_into().ok())
+                    .map(|t: [u8; 8]| Timestamp((u64::from_be_bytes(t) ^ (1 << 63)) as i64));
                 loaded.oldest_log_time = time;
             }
-            let position = u64::from_be_bytes(key[21..29].try_into().map_err(|_| PersistError::Corrupt {
-                what: "log key",
-                key: key.clone(),
-                message: "short key".to_owned(),
-            })?);
+            let position =
+                u64::from_be_bytes(key[21..29].try_into().map_err(|_| PersistError::Corrupt {
+                    what: "log key",
+                    key: key.clone(),
+                    message: "short key".to_owned(),
+                })?);
             if position <= loaded.log_position {
                 continue; // Covered by the snapshot, kept for retention only.
             }
             match decode::<LogRecord>("log record", &key, &bytes)? {
                 LogRecord::Applied { entry, arrival } => {
-                    let mut history = LogHistory { store, before_position: position, future_skew_ms: config.future_skew_ms, pending: &[] };
-                    loaded.state.apply_admitted(&entry, arrival, config, &mut history)?;
+                    let mut history = LogHistory {
+                        store,
+                        before_position: position,
+                        future_skew_ms: config.future_skew_ms,
+                        pending: &[],
+                    };
+                    loaded
+                        .state
+                        .apply_admitted(&entry, arrival, config, &mut history)?;
                 }
                 LogRecord::Quarantined { .. } => loaded.state.record_quarantine(),
             }
@@ -261,7 +288,10 @@ pub struct LogHistory<'a> {
 }
 
 fn lookup_failed(message: impl std::fmt::Display) -> LookupFailed {
-    LookupFailed { what: "delta history", message: message.to_string() }
+    LookupFailed {
+        what: "delta history",
+        message: message.to_string(),
+    }
 }
 
 impl DeltaHistory for LogHistory<'_> {
@@ -275,29 +305,49 @@ impl DeltaHistory for LogHistory<'_> {
         let mut units = 0i64;
         loop {
             let page = self.store.scan(&cursor, &end, 256).map_err(lookup_failed)?;
-            let Some((last_key, _)) = page.last() else { break };
+            let Some((last_key, _)) = page.last() else {
+                break;
+            };
             let next_cursor = [last_key.as_slice(), &[0]].concat();
             for (key, bytes) in page {
-                let position = key.get(21..29).and_then(|p| p.try_into().ok()).map(u64::from_be_bytes).ok_or_else(|| lookup_failed("short log key"))?;
+                let position = key
+                    .get(21..29)
+                    .and_then(|p| p.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| lookup_failed("short log key"))?;
                 if position >= self.before_position {
                     continue;
                 }
-                if let LogRecord::Applied { entry, .. } = decode("log record", &key, &bytes).map_err(lookup_failed)? {
+                if let LogRecord::Applied { entry, .. } =
+                    decode("log record", &key, &bytes).map_err(lookup_failed)?
+                {
                     let event = &entry.event;
-                    if entry.role == EntryRole::Primary && !event.kind.is_observation() && event.event_time > after {
+                    if entry.role == EntryRole::Primary
+                        && !event.kind.is_observation()
+                        && event.event_time > after
+                    {
                         units += event.signed_units();
                     }
                 }
             }
             cursor = next_cursor;
         }
-        units += self.pending.iter().filter(|(p, time, _)| *p == pair && *time > after).map(|(_, _, u)| u).sum::<i64>();
+        units += self
+            .pending
+            .iter()
+            .filter(|(p, time, _)| *p == pair && *time > after)
+            .map(|(_, _, u)| u)
+            .sum::<i64>();
         Ok(units)
     }
 }
 
 /// The quarantine records of a pair still retained, oldest first (at most `limit`).
-pub fn quarantined_records(store: &dyn Store, pair: PairKey, limit: usize) -> Result<Vec<QuarantineRecord>, PersistError> {
+pub fn quarantined_records(
+    store: &dyn Store,
+    pair: PairKey,
+    limit: usize,
+) -> Result<Vec<QuarantineRecord>, PersistError> {
     let start = pair_prefix(QUARANTINE_PREFIX, pair);
     let end = prefix_end(&start);
     store
@@ -322,7 +372,12 @@ pub fn compact_log(batch: &mut WriteBatch, pair: PairKey, cutoff: Timestamp) {
 /// An expiry record with an empty value schedules the key in its own suffix; one with a
 /// value lists several keys (identities recorded by one batch in the same minute), so
 /// dedup costs one expiry record per batch and minute rather than one per event.
-pub fn expire(store: &dyn Store, batch: &mut WriteBatch, now: Timestamp, limit: usize) -> Result<usize, PersistError> {
+pub fn expire(
+    store: &dyn Store,
+    batch: &mut WriteBatch,
+    now: Timestamp,
+    limit: usize,
+) -> Result<usize, PersistError> {
     let start = [EXPIRY_PREFIX];
     let mut end = vec![EXPIRY_PREFIX];
     end.extend_from_slice(&time_key(now));
@@ -386,7 +441,10 @@ struct TailStripe {
 
 impl TailStripe {
     fn get(&self, key: &[u8]) -> Option<u128> {
-        self.current.get(key).or_else(|| self.previous.get(key)).copied()
+        self.current
+            .get(key)
+            .or_else(|| self.previous.get(key))
+            .copied()
     }
 }
 
@@ -396,7 +454,9 @@ impl IdentityTail {
     /// A tail holding at least `capacity` recent identities (and at most twice that).
     pub fn new(capacity: usize) -> Self {
         Self {
-            stripes: (0..TAIL_STRIPES).map(|_| Mutex::new(TailStripe::default())).collect(),
+            stripes: (0..TAIL_STRIPES)
+                .map(|_| Mutex::new(TailStripe::default()))
+                .collect(),
             generation_capacity: (capacity / TAIL_STRIPES).max(16),
         }
     }
@@ -461,28 +521,43 @@ pub struct StoreIdentityIndex<'a> {
 
 fn decode_digest(key: &[u8], bytes: &[u8]) -> Result<u128, LookupFailed> {
     match bytes {
-        [FORMAT_VERSION, digest @ ..] if digest.len() == 16 => {
-            Ok(u128::from_le_bytes(digest.try_into().expect("16 bytes checked")))
-        }
-        _ => Err(LookupFailed { what: "event identity", message: format!("identity record under key {key:?} is malformed") }),
+        [FORMAT_VERSION, digest @ ..] if digest.len() == 16 => Ok(u128::from_le_bytes(
+            digest.try_into().expect("16 bytes checked"),
+        )),
+        _ => Err(LookupFailed {
+            what: "event identity",
+            message: format!("identity record under key {key:?} is malformed"),
+        }),
     }
 }
 
 impl IdentityIndex for StoreIdentityIndex<'_> {
-    fn check_and_record(&mut self, entry: &LedgerEntry, digest: u128) -> Result<IdentityCheck, LookupFailed> {
+    fn check_and_record(
+        &mut self,
+        entry: &LedgerEntry,
+        digest: u128,
+    ) -> Result<IdentityCheck, LookupFailed> {
         let key = identity_key(&entry.identity());
         if let Some(check) = self.tail.check(&key, digest) {
             return Ok(check);
         }
-        let stored = self.store.get(&key).map_err(|e| LookupFailed { what: "event identity", message: e.to_string() })?;
-        let stored = stored.map(|bytes| decode_digest(&key, &bytes)).transpose()?;
+        let stored = self.store.get(&key).map_err(|e| LookupFailed {
+            what: "event identity",
+            message: e.to_string(),
+        })?;
+        let stored = stored
+            .map(|bytes| decode_digest(&key, &bytes))
+            .transpose()?;
         if let Some(check) = compare_digests(stored, digest) {
             return Ok(check);
         }
         if let Err(check) = self.tail.insert_if_absent(&key, digest) {
             return Ok(check);
         }
-        self.expiring.add(entry.event.event_time.plus_ms(self.retention_ms), key.clone());
+        self.expiring.add(
+            entry.event.event_time.plus_ms(self.retention_ms),
+            key.clone(),
+        );
         let mut value = Vec::with_capacity(17);
         value.push(FORMAT_VERSION);
         value.extend_from_slice(&digest.to_le_bytes());

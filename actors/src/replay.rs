@@ -198,7 +198,10 @@ struct LineError {
 
 impl LineError {
     fn new(field: &str, reason: impl Into<String>) -> Self {
-        Self { field: field.to_owned(), reason: reason.into() }
+        Self {
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -214,33 +217,62 @@ impl Fields<'_> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::String(text)) => Ok(Some(text.clone())),
-            Some(other) => Err(LineError::new(field, format!("must be a string, got {other}"))),
+            Some(other) => Err(LineError::new(
+                field,
+                format!("must be a string, got {other}"),
+            )),
         }
     }
 
-    fn integer<T: TryFrom<i128>>(&self, field: &str, type_name: &str) -> Result<Option<T>, LineError> {
-        let Some(value) = self.get(field) else { return Ok(None) };
+    fn integer<T: TryFrom<i128>>(
+        &self,
+        field: &str,
+        type_name: &str,
+    ) -> Result<Option<T>, LineError> {
+        let Some(value) = self.get(field) else {
+            return Ok(None);
+        };
         let number = value
             .as_i64()
             .map(i128::from)
             .or_else(|| value.as_u64().map(i128::from))
-            .ok_or_else(|| LineError::new(field, format!("must be an integer ({type_name}), got {value}")))?;
-        T::try_from(number).map(Some).map_err(|_| LineError::new(field, format!("{number} does not fit {type_name}")))
+            .ok_or_else(|| {
+                LineError::new(
+                    field,
+                    format!("must be an integer ({type_name}), got {value}"),
+                )
+            })?;
+        T::try_from(number)
+            .map(Some)
+            .map_err(|_| LineError::new(field, format!("{number} does not fit {type_name}")))
     }
 
     fn required_string(&self, field: &str) -> Result<String, LineError> {
-        self.string(field)?.ok_or_else(|| LineError::new(field, "is required"))
+        self.string(field)?
+            .ok_or_else(|| LineError::new(field, "is required"))
     }
 
-    fn required_integer<T: TryFrom<i128>>(&self, field: &str, type_name: &str) -> Result<T, LineError> {
-        self.integer(field, type_name)?.ok_or_else(|| LineError::new(field, "is required"))
+    fn required_integer<T: TryFrom<i128>>(
+        &self,
+        field: &str,
+        type_name: &str,
+    ) -> Result<T, LineError> {
+        self.integer(field, type_name)?
+            .ok_or_else(|| LineError::new(field, "is required"))
     }
 }
 
 /// Reads a JSON Lines file, handing each non-blank line's object and line number to `parse`.
-fn read_jsonl<T>(path: &Path, mut parse: impl FnMut(Fields<'_>) -> Result<T, LineError>) -> Result<Vec<(usize, T)>, ReplayError> {
+fn read_jsonl<T>(
+    path: &Path,
+    mut parse: impl FnMut(Fields<'_>) -> Result<T, LineError>,
+) -> Result<Vec<(usize, T)>, ReplayError> {
     let file_name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| ReplayError::Io { context: "open", path: file_name.clone(), source })?;
+    let file = std::fs::File::open(path).map_err(|source| ReplayError::Io {
+        context: "open",
+        path: file_name.clone(),
+        source,
+    })?;
     let mut reader = BufReader::new(file);
     let mut rows = Vec::new();
     let mut line = String::new();
@@ -251,19 +283,32 @@ fn read_jsonl<T>(path: &Path, mut parse: impl FnMut(Fields<'_>) -> Result<T, Lin
             .by_ref()
             .take(MAX_LINE_BYTES as u64 + 1)
             .read_line(&mut line)
-            .map_err(|source| ReplayError::Io { context: "read", path: file_name.clone(), source })?;
+            .map_err(|source| ReplayError::Io {
+                context: "read",
+                path: file_name.clone(),
+                source,
+            })?;
         if read == 0 {
             break;
         }
         number += 1;
-        let error = |field: &str, reason: String| ReplayError::Input { file: file_name.clone(), line: number, field: field.to_owned(), reason };
+        let error = |field: &str, reason: String| ReplayError::Input {
+            file: file_name.clone(),
+            line: number,
+            field: field.to_owned(),
+            reason,
+        };
         if line.len() > MAX_LINE_BYTES {
-            return Err(error("<line>", format!("longer than {MAX_LINE_BYTES} bytes")));
+            return Err(error(
+                "<line>",
+                format!("longer than {MAX_LINE_BYTES} bytes"),
+            ));
         }
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(&line).map_err(|e| error("<line>", format!("not valid JSON ({e})")))?;
+        let value: Value = serde_json::from_str(&line)
+            .map_err(|e| error("<line>", format!("not valid JSON ({e})")))?;
         let Value::Object(object) = value else {
             return Err(error("<line>", "must be a JSON object".to_owned()));
         };
@@ -291,7 +336,8 @@ fn parse_event(fields: Fields<'_>) -> Result<Arrival, LineError> {
 }
 
 fn parse_time(fields: &Fields<'_>, field: &str) -> Result<Timestamp, LineError> {
-    Timestamp::parse_rfc3339(&fields.required_string(field)?).map_err(|reason| LineError::new(field, reason))
+    Timestamp::parse_rfc3339(&fields.required_string(field)?)
+        .map_err(|reason| LineError::new(field, reason))
 }
 
 fn parse_query(fields: Fields<'_>) -> Result<Query, LineError> {
@@ -304,32 +350,61 @@ fn parse_query(fields: Fields<'_>) -> Result<Query, LineError> {
     let location = fields.required_integer("location", "u32")?;
     let quantity: i64 = fields.required_integer("qty", "i64")?;
     if quantity < 1 {
-        return Err(LineError::new("qty", format!("must be at least 1, got {quantity}")));
+        return Err(LineError::new(
+            "qty",
+            format!("must be at least 1, got {quantity}"),
+        ));
     }
     let surface_text = fields.required_string("surface")?;
     let surface = Surface::parse(&surface_text).ok_or_else(|| {
-        LineError::new("surface", format!("unknown surface {surface_text:?}; expected one of {}", Surface::expected()))
+        LineError::new(
+            "surface",
+            format!(
+                "unknown surface {surface_text:?}; expected one of {}",
+                Surface::expected()
+            ),
+        )
     })?;
-    Ok(Query { query_id, time, pair: PairKey::new(sku, location), quantity, surface })
+    Ok(Query {
+        query_id,
+        time,
+        pair: PairKey::new(sku, location),
+        quantity,
+        surface,
+    })
 }
 
 fn parse_location(fields: Fields<'_>) -> Result<Location, LineError> {
     let location = fields.required_integer("location", "u32")?;
     let kind = fields.string("kind")?.unwrap_or_else(|| "store".to_owned());
     if !matches!(kind.as_str(), "store" | "fc" | "warehouse") {
-        return Err(LineError::new("kind", format!("unknown kind {kind:?}; expected one of store, fc, warehouse")));
+        return Err(LineError::new(
+            "kind",
+            format!("unknown kind {kind:?}; expected one of store, fc, warehouse"),
+        ));
     }
-    let timezone = fields.string("timezone")?.unwrap_or_else(|| "UTC".to_owned());
+    let timezone = fields
+        .string("timezone")?
+        .unwrap_or_else(|| "UTC".to_owned());
     if timezone.is_empty() || timezone.len() > 64 || timezone.contains(char::is_whitespace) {
-        return Err(LineError::new("timezone", format!("{timezone:?} is not an IANA time zone name")));
+        return Err(LineError::new(
+            "timezone",
+            format!("{timezone:?} is not an IANA time zone name"),
+        ));
     }
     let open_hour: u8 = fields.integer("open_hour", "u8")?.unwrap_or(0);
     let close_hour: u8 = fields.integer("close_hour", "u8")?.unwrap_or(24);
     if open_hour > 23 {
-        return Err(LineError::new("open_hour", format!("must be 0 to 23, got {open_hour}")));
+        return Err(LineError::new(
+            "open_hour",
+            format!("must be 0 to 23, got {open_hour}"),
+        ));
     }
     if close_hour == 0 || close_hour > 24 || close_hour == open_hour {
-        return Err(LineError::new("close_hour", format!("must be 1 to 24 and differ from open_hour, got {close_hour}")));
+        return Err(LineError::new(
+            "close_hour",
+            format!("must be 1 to 24 and differ from open_hour, got {close_hour}"),
+        ));
     }
     let sources = match fields.get("sources") {
         None => Vec::new(),
@@ -337,13 +412,32 @@ fn parse_location(fields: Fields<'_>) -> Result<Location, LineError> {
             .iter()
             .map(|item| {
                 item.as_str().and_then(Source::parse).ok_or_else(|| {
-                    LineError::new("sources", format!("{item} is not a source; expected one of {}", Source::expected()))
+                    LineError::new(
+                        "sources",
+                        format!(
+                            "{item} is not a source; expected one of {}",
+                            Source::expected()
+                        ),
+                    )
                 })
             })
             .collect::<Result<_, _>>()?,
-        Some(other) => return Err(LineError::new("sources", format!("must be a list of sources, got {other}"))),
+        Some(other) => {
+            return Err(LineError::new(
+                "sources",
+                format!("must be a list of sources, got {other}"),
+            ));
+        }
     };
-    Ok(Location { location, kind, region: fields.string("region")?, timezone, open_hour, close_hour, sources })
+    Ok(Location {
+        location,
+        kind,
+        region: fields.string("region")?,
+        timezone,
+        open_hour,
+        close_hour,
+        sources,
+    })
 }
 
 /// Reads and validates an events file, sorted by arrival (file order breaking ties); each
@@ -389,10 +483,14 @@ pub fn read_locations(path: &Path) -> Result<Vec<Location>, ReplayError> {
 }
 
 /// Runs a replay and writes the answers; `progress` is called as work advances.
-pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(ReplayProgress)) -> Result<ReplaySummary, ReplayError> {
+pub async fn run_replay(
+    options: &ReplayOptions,
+    mut progress: impl FnMut(ReplayProgress),
+) -> Result<ReplaySummary, ReplayError> {
     if options.mode == DecisionMode::Ml {
         return Err(ReplayError::Usage(
-            "--mode ml needs the stock-belief model, which is not built yet; use --mode rules".to_owned(),
+            "--mode ml needs the stock-belief model, which is not built yet; use --mode rules"
+                .to_owned(),
         ));
     }
     let started = std::time::Instant::now();
@@ -407,15 +505,29 @@ pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(Replay
     let data_dir = match &options.data_dir {
         Some(dir) => dir.clone(),
         None => {
-            temporary_dir = tempfile::tempdir().map_err(|source| ReplayError::Io { context: "create temporary store", path: "(temp)".to_owned(), source })?;
+            temporary_dir = tempfile::tempdir().map_err(|source| ReplayError::Io {
+                context: "create temporary store",
+                path: "(temp)".to_owned(),
+                source,
+            })?;
             temporary_dir.path().to_path_buf()
         }
     };
     // A replay is a batch job whose answers are written at its very end: fsync'ing every
     // group commit would buy nothing, so the store syncs once, when the run is done.
-    let store_options = EmbeddedOptions { sync_commits: false, ..EmbeddedOptions::default() };
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open_with(&data_dir, store_options).map_err(EngineError::from)?);
-    let first_time = events.first().map(|(_, a)| a.arrival_time).into_iter().chain(queries.iter().map(|q| q.time)).min().unwrap_or_default();
+    let store_options = EmbeddedOptions {
+        sync_commits: false,
+        ..EmbeddedOptions::default()
+    };
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open_with(&data_dir, store_options).map_err(EngineError::from)?);
+    let first_time = events
+        .first()
+        .map(|(_, a)| a.arrival_time)
+        .into_iter()
+        .chain(queries.iter().map(|q| q.time))
+        .min()
+        .unwrap_or_default();
     let clock = SimulatedClock::starting_at(first_time);
     let store_handle = Arc::clone(&store);
     let engine = Engine::start(store, Arc::new(clock.clone()), options.engine.clone()).await?;
@@ -423,14 +535,25 @@ pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(Replay
     let mut query_order: Vec<usize> = (0..queries.len()).collect();
     query_order.sort_by_key(|&index| queries[index].time); // Stable: file order breaks ties.
     let mut answers: Vec<Option<Answer>> = vec![None; queries.len()];
-    let mut summary = ReplaySummary { events: events.len(), queries: queries.len(), locations: locations.len(), ..ReplaySummary::default() };
+    let mut summary = ReplaySummary {
+        events: events.len(),
+        queries: queries.len(),
+        locations: locations.len(),
+        ..ReplaySummary::default()
+    };
     let mut next_event = 0;
     let mut next_maintenance = first_time.plus_ms(MAINTENANCE_INTERVAL_MS);
     let mut queries_done = 0;
-    for query_index in query_order.into_iter().map(Some).chain(std::iter::once(None)) {
+    for query_index in query_order
+        .into_iter()
+        .map(Some)
+        .chain(std::iter::once(None))
+    {
         let horizon = query_index.map(|index| queries[index].time);
         // Apply every event that arrived at or before the query's time.
-        while next_event < events.len() && horizon.is_none_or(|h| events[next_event].1.arrival_time <= h) {
+        while next_event < events.len()
+            && horizon.is_none_or(|h| events[next_event].1.arrival_time <= h)
+        {
             let mut end = next_event;
             let batch_start_time = events[next_event].1.arrival_time;
             while end < events.len()
@@ -444,13 +567,18 @@ pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(Replay
             let chunk = &events[next_event..end];
             let chunk_end_time = chunk[chunk.len() - 1].1.arrival_time;
             clock.advance_to(chunk_end_time);
-            let results = engine.ingest(chunk.iter().map(|(_, arrival)| arrival.clone()).collect()).await?;
+            let results = engine
+                .ingest(chunk.iter().map(|(_, arrival)| arrival.clone()).collect())
+                .await?;
             for ((line, arrival), result) in chunk.iter().zip(results) {
                 match result? {
                     Outcome::Applied => summary.applied += 1,
                     Outcome::Duplicate => summary.duplicates += 1,
                     Outcome::Quarantined(reason) => {
-                        *summary.quarantined_by_reason.entry(reason.code().to_owned()).or_default() += 1;
+                        *summary
+                            .quarantined_by_reason
+                            .entry(reason.code().to_owned())
+                            .or_default() += 1;
                         if summary.quarantined.len() < MAX_LISTED_QUARANTINES {
                             summary.quarantined.push(QuarantinedArrival {
                                 line: *line,
@@ -470,12 +598,24 @@ pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(Replay
                 engine.maintain().await?;
                 next_maintenance = clock.now().plus_ms(MAINTENANCE_INTERVAL_MS);
             }
-            progress(ReplayProgress { events_done: next_event, events_total: events.len(), queries_done, queries_total: queries.len() });
+            progress(ReplayProgress {
+                events_done: next_event,
+                events_total: events.len(),
+                queries_done,
+                queries_total: queries.len(),
+            });
         }
         let Some(index) = query_index else { break };
         let query = &queries[index];
         clock.advance_to(query.time);
-        let decision = engine.decide_by_rules(query.pair, query.quantity, query.surface, &options.safety_stock).await;
+        let decision = engine
+            .decide_by_rules(
+                query.pair,
+                query.quantity,
+                query.surface,
+                &options.safety_stock,
+            )
+            .await;
         summary.available_answers += usize::from(decision.available);
         answers[index] = Some(Answer {
             query_id: query.query_id.clone(),
@@ -487,7 +627,12 @@ pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(Replay
         });
         queries_done += 1;
     }
-    progress(ReplayProgress { events_done: events.len(), events_total: events.len(), queries_done, queries_total: queries.len() });
+    progress(ReplayProgress {
+        events_done: events.len(),
+        events_total: events.len(),
+        queries_done,
+        queries_total: queries.len(),
+    });
     engine.shutdown().await?;
     store_handle.sync().map_err(EngineError::from)?;
     write_answers(&options.out, answers.into_iter().flatten())?;
@@ -498,17 +643,33 @@ pub async fn run_replay(options: &ReplayOptions, mut progress: impl FnMut(Replay
 fn write_answers(path: &Path, answers: impl Iterator<Item = Answer>) -> Result<(), ReplayError> {
     let io = |context: &'static str| {
         let path = path.display().to_string();
-        move |source| ReplayError::Io { context, path, source }
+        move |source| ReplayError::Io {
+            context,
+            path,
+            source,
+        }
     };
-    let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let temporary = tempfile::NamedTempFile::new_in(directory).map_err(io("create answers file beside"))?;
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temporary =
+        tempfile::NamedTempFile::new_in(directory).map_err(io("create answers file beside"))?;
     let mut writer = BufWriter::new(temporary);
     for answer in answers {
-        serde_json::to_writer(&mut writer, &answer).map_err(|e| io("write answers to")(e.into()))?;
+        serde_json::to_writer(&mut writer, &answer)
+            .map_err(|e| io("write answers to")(e.into()))?;
         writer.write_all(b"\n").map_err(io("write answers to"))?;
     }
-    let temporary = writer.into_inner().map_err(|e| io("write answers to")(e.into_error()))?;
-    temporary.as_file().sync_all().map_err(io("sync answers file"))?;
-    temporary.persist(path).map_err(|e| io("move answers into place at")(e.error))?;
+    let temporary = writer
+        .into_inner()
+        .map_err(|e| io("write answers to")(e.into_error()))?;
+    temporary
+        .as_file()
+        .sync_all()
+        .map_err(io("sync answers file"))?;
+    temporary
+        .persist(path)
+        .map_err(|e| io("move answers into place at")(e.error))?;
     Ok(())
 }

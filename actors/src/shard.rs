@@ -29,10 +29,12 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use crate::config::EngineConfig;
 use crate::domain::PairKey;
 use crate::error::EngineError;
-use crate::ledger::{EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ReadView, ingest};
+use crate::ledger::{
+    EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ReadView, ingest,
+};
 use crate::persist::{
-    self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode, load_entity, log_key,
-    quarantine_key, snapshot_key,
+    self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode,
+    load_entity, log_key, quarantine_key, snapshot_key,
 };
 use crate::time::{Clock, Timestamp};
 
@@ -161,7 +163,8 @@ pub const NEVER_SNAPSHOTTED: u32 = u32::MAX;
 impl Entity {
     fn needs_snapshot(&self, every_records: u64) -> bool {
         self.records_since_snapshot == NEVER_SNAPSHOTTED && self.log_position > 0
-            || self.records_since_snapshot != NEVER_SNAPSHOTTED && u64::from(self.records_since_snapshot) >= every_records
+            || self.records_since_snapshot != NEVER_SNAPSHOTTED
+                && u64::from(self.records_since_snapshot) >= every_records
     }
 
     fn logged(&mut self) {
@@ -196,14 +199,30 @@ impl Actor for Shard {
     type State = ShardState;
     type Arguments = Arc<ShardContext>;
 
-    async fn pre_start(&self, _myself: ActorRef<Self::Msg>, context: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        context: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
         // A (re)started shard begins empty: entities activate from the store on first touch.
-        Ok(ShardState { context, entities: HashMap::new() })
+        Ok(ShardState {
+            context,
+            entities: HashMap::new(),
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<Self::Msg>, message: Self::Msg, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         match message {
-            ShardMessage::Apply { entries, permit, reply } => {
+            ShardMessage::Apply {
+                entries,
+                permit,
+                reply,
+            } => {
                 if let Ok(mut slot) = state.context.in_flight.lock() {
                     *slot = Some(Arc::clone(&entries));
                 }
@@ -214,19 +233,36 @@ impl Actor for Shard {
                 let _ = reply.send(result);
                 drop(permit);
             }
-            ShardMessage::QuarantinePanicked { entry, message, permit, reply } => {
+            ShardMessage::QuarantinePanicked {
+                entry,
+                message,
+                permit,
+                reply,
+            } => {
                 let _ = reply.send(state.quarantine_panicked(&entry, message).await);
                 drop(permit);
             }
-            ShardMessage::Read { pair, permit, reply } => {
+            ShardMessage::Read {
+                pair,
+                permit,
+                reply,
+            } => {
                 let _ = reply.send(state.read(pair));
                 drop(permit);
             }
-            ShardMessage::Inspect { pair, permit, reply } => {
+            ShardMessage::Inspect {
+                pair,
+                permit,
+                reply,
+            } => {
                 let _ = reply.send(state.inspect(pair));
                 drop(permit);
             }
-            ShardMessage::Passivate { idle_before, permit, reply } => {
+            ShardMessage::Passivate {
+                idle_before,
+                permit,
+                reply,
+            } => {
                 let _ = reply.send(state.passivate(idle_before).await);
                 drop(permit);
             }
@@ -248,7 +284,11 @@ impl ShardState {
     /// store knows nothing of it and `create` is false).
     fn entity(&mut self, pair: PairKey, create: bool) -> Result<Option<&mut Entity>, EngineError> {
         if !self.entities.contains_key(&pair) {
-            let loaded = load_entity(self.context.store.as_ref(), pair, &self.context.config.ledger)?;
+            let loaded = load_entity(
+                self.context.store.as_ref(),
+                pair,
+                &self.context.config.ledger,
+            )?;
             if !loaded.found && !create {
                 return Ok(None);
             }
@@ -256,12 +296,15 @@ impl ShardState {
                 state: loaded.state,
                 log_position: loaded.log_position,
                 records_since_snapshot: if loaded.found {
-                    u32::try_from(loaded.log_position - loaded.snapshot_position).unwrap_or(u32::MAX - 1)
+                    u32::try_from(loaded.log_position - loaded.snapshot_position)
+                        .unwrap_or(u32::MAX - 1)
                 } else {
                     NEVER_SNAPSHOTTED
                 },
                 last_touched: 0,
-                oldest_log_seconds: loaded.oldest_log_time.map_or(0, |t| t.to_compact_seconds().max(1)),
+                oldest_log_seconds: loaded
+                    .oldest_log_time
+                    .map_or(0, |t| t.to_compact_seconds().max(1)),
             };
             self.entities.insert(pair, Box::new(entity));
         }
@@ -277,7 +320,15 @@ impl ShardState {
         let mut touched: Vec<PairKey> = Vec::new();
         let result = self.apply_into(entries, &mut batch, &mut touched);
         let committed = match result {
-            Ok(outcomes) => self.context.committer.submit(batch).await.wait().await.map(|()| outcomes).map_err(EngineError::from),
+            Ok(outcomes) => self
+                .context
+                .committer
+                .submit(batch)
+                .await
+                .wait()
+                .await
+                .map(|()| outcomes)
+                .map_err(EngineError::from),
             Err(error) => Err(error),
         };
         match committed {
@@ -313,7 +364,10 @@ impl ShardState {
         let mut pending_deltas: Vec<(PairKey, Timestamp, i64)> = Vec::new();
         for arrived in entries {
             if config.panic_on_event_id.as_deref() == Some(arrived.entry.event.event_id.as_str()) {
-                panic!("injected fault while applying event {}", arrived.entry.event.event_id);
+                panic!(
+                    "injected fault while applying event {}",
+                    arrived.entry.event.event_id
+                );
             }
             let pair = arrived.entry.target();
             touched.push(pair);
@@ -331,19 +385,35 @@ impl ShardState {
                 future_skew_ms: config.ledger.future_skew_ms,
                 pending: &pending_deltas,
             };
-            let outcome = ingest(&mut entity.state, &arrived.entry, arrived.arrival, &config.ledger, &mut identities, &mut history)
-                .map_err(|e| EngineError::IdentityLookup(e.to_string()))?;
+            let outcome = ingest(
+                &mut entity.state,
+                &arrived.entry,
+                arrived.arrival,
+                &config.ledger,
+                &mut identities,
+                &mut history,
+            )
+            .map_err(|e| EngineError::IdentityLookup(e.to_string()))?;
             let event = &arrived.entry.event;
-            if outcome == Outcome::Applied && arrived.entry.role == EntryRole::Primary && !event.kind.is_observation() {
+            if outcome == Outcome::Applied
+                && arrived.entry.role == EntryRole::Primary
+                && !event.kind.is_observation()
+            {
                 pending_deltas.push((pair, event.event_time, event.signed_units()));
             }
             match &outcome {
                 Outcome::Applied => {
                     entity.logged();
-                    let record = LogRecord::Applied { entry: arrived.entry.clone(), arrival: arrived.arrival };
+                    let record = LogRecord::Applied {
+                        entry: arrived.entry.clone(),
+                        arrival: arrived.arrival,
+                    };
                     let log_time = entity.state.latest_arrival;
                     entity.logged_at(log_time);
-                    batch.put(log_key(pair, log_time, entity.log_position), encode(&record));
+                    batch.put(
+                        log_key(pair, log_time, entity.log_position),
+                        encode(&record),
+                    );
                 }
                 Outcome::Quarantined(reason) => {
                     write_quarantine(batch, config, pair, entity, arrived, reason.clone());
@@ -367,19 +437,33 @@ impl ShardState {
         let now = self.now();
         for pair in pairs {
             if let Some(entity) = self.entities.get(pair) {
-                self.context.read_views.insert(*pair, entity.state.read_view(now, &self.context.config.ledger));
+                self.context.read_views.insert(
+                    *pair,
+                    entity.state.read_view(now, &self.context.config.ledger),
+                );
             }
         }
     }
 
-    async fn quarantine_panicked(&mut self, arrived: &ArrivedEntry, message: String) -> Result<(), EngineError> {
+    async fn quarantine_panicked(
+        &mut self,
+        arrived: &ArrivedEntry,
+        message: String,
+    ) -> Result<(), EngineError> {
         let context = Arc::clone(&self.context);
         let now = self.now();
         let pair = arrived.entry.target();
         let entity = self.entity(pair, true)?.expect("created on demand");
         let mut batch = WriteBatch::new();
         entity.state.record_quarantine();
-        write_quarantine(&mut batch, &context.config, pair, entity, arrived, QuarantineReason::HandlerPanicked { message });
+        write_quarantine(
+            &mut batch,
+            &context.config,
+            pair,
+            entity,
+            arrived,
+            QuarantineReason::HandlerPanicked { message },
+        );
         if entity.needs_snapshot(context.config.snapshot_every_records) {
             write_snapshot(&mut batch, &context.config, pair, entity, now);
         }
@@ -419,14 +503,18 @@ impl ShardState {
         let cutoff = idle_before.to_compact_seconds();
         let now = self.now();
         let config = Arc::clone(&self.context.config);
-        let idle: Vec<PairKey> =
-            self.entities.iter().filter(|(_, entity)| entity.last_touched < cutoff).map(|(pair, _)| *pair).collect();
+        let idle: Vec<PairKey> = self
+            .entities
+            .iter()
+            .filter(|(_, entity)| entity.last_touched < cutoff)
+            .map(|(pair, _)| *pair)
+            .collect();
         let mut batch = WriteBatch::new();
         for pair in &idle {
-            if let Some(entity) = self.entities.get_mut(pair) {
-                if entity.records_since_snapshot > 0 {
-                    write_snapshot(&mut batch, &config, *pair, entity, now);
-                }
+            if let Some(entity) = self.entities.get_mut(pair)
+                && entity.records_since_snapshot > 0
+            {
+                write_snapshot(&mut batch, &config, *pair, entity, now);
             }
         }
         if !batch.is_empty() {
@@ -456,15 +544,39 @@ fn write_quarantine(
     let position = entity.log_position;
     let log_time = entity.state.latest_arrival.max(arrived.arrival);
     entity.logged_at(log_time);
-    batch.put(log_key(pair, log_time, position), encode(&LogRecord::Quarantined { arrival: arrived.arrival }));
+    batch.put(
+        log_key(pair, log_time, position),
+        encode(&LogRecord::Quarantined {
+            arrival: arrived.arrival,
+        }),
+    );
     let key = quarantine_key(pair, arrived.arrival, position);
-    let record = QuarantineRecord { entry: arrived.entry.clone(), arrival: arrived.arrival, reason };
-    batch.put(persist::expiry_key(arrived.arrival.plus_ms(config.quarantine_retention_ms), &key), Vec::new());
+    let record = QuarantineRecord {
+        entry: arrived.entry.clone(),
+        arrival: arrived.arrival,
+        reason,
+    };
+    batch.put(
+        persist::expiry_key(
+            arrived.arrival.plus_ms(config.quarantine_retention_ms),
+            &key,
+        ),
+        Vec::new(),
+    );
     batch.put(key, encode(&record));
 }
 
-fn write_snapshot(batch: &mut WriteBatch, config: &EngineConfig, pair: PairKey, entity: &mut Entity, now: Timestamp) {
-    let snapshot = Snapshot { log_position: entity.log_position, state: entity.state.clone() };
+fn write_snapshot(
+    batch: &mut WriteBatch,
+    config: &EngineConfig,
+    pair: PairKey,
+    entity: &mut Entity,
+    now: Timestamp,
+) {
+    let snapshot = Snapshot {
+        log_position: entity.log_position,
+        state: entity.state.clone(),
+    };
     batch.put(snapshot_key(pair), encode(&snapshot));
     // Everything logged before the retention cut-off is covered by this snapshot.
     let cutoff = Timestamp(now.0 - config.log_retention_ms);

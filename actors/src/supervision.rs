@@ -62,8 +62,15 @@ impl Actor for ShardSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArguments;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, arguments: Self::Arguments) -> Result<Self::State, ActorProcessingErr> {
-        let mut state = SupervisorState { arguments, shard_of_actor: HashMap::new() };
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        arguments: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let mut state = SupervisorState {
+            arguments,
+            shard_of_actor: HashMap::new(),
+        };
         for shard in 0..state.arguments.contexts.len() {
             spawn_shard(&myself, &mut state, shard).await?;
         }
@@ -83,12 +90,22 @@ impl Actor for ShardSupervisor {
             return Ok(());
         };
         let context = &state.arguments.contexts[shard];
-        let in_flight = context.in_flight.lock().ok().and_then(|mut slot| slot.take());
-        let in_flight: Vec<ArrivedEntry> = in_flight.map(|entries| entries.as_ref().clone()).unwrap_or_default();
+        let in_flight = context
+            .in_flight
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        let in_flight: Vec<ArrivedEntry> = in_flight
+            .map(|entries| entries.as_ref().clone())
+            .unwrap_or_default();
         for arrived in &in_flight {
             context.identities.forget(&arrived.entry);
         }
-        let report = PanicReport { shard, message: error.to_string(), in_flight };
+        let report = PanicReport {
+            shard,
+            message: error.to_string(),
+            in_flight,
+        };
         tracing::error!(
             shard,
             panic = %report.message,
@@ -106,7 +123,11 @@ impl Actor for ShardSupervisor {
     }
 }
 
-async fn spawn_shard(myself: &ActorRef<()>, state: &mut SupervisorState, shard: usize) -> Result<(), ActorProcessingErr> {
+async fn spawn_shard(
+    myself: &ActorRef<()>,
+    state: &mut SupervisorState,
+    shard: usize,
+) -> Result<(), ActorProcessingErr> {
     let context = Arc::clone(&state.arguments.contexts[shard]);
     let (actor, _handle) = Actor::spawn_linked(None, Shard, context, myself.get_cell()).await?;
     state.shard_of_actor.insert(actor.get_id(), shard);

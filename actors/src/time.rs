@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since 1970-01-01T00:00:00Z.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp(pub i64);
 
 /// One second, minute and hour in milliseconds.
@@ -24,10 +26,13 @@ pub const HOUR_MS: i64 = 60 * MINUTE_MS;
 impl Timestamp {
     /// Parses RFC 3339 text ("2026-03-02T10:00:00Z", offsets allowed).
     pub fn parse_rfc3339(text: &str) -> Result<Self, String> {
-        let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| format!("not an RFC 3339 time ({e})"))?;
+        let parsed =
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                .map_err(|e| format!("not an RFC 3339 time ({e})"))?;
         let millis = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
-        i64::try_from(millis).map(Timestamp).map_err(|_| "time out of range".to_owned())
+        i64::try_from(millis)
+            .map(Timestamp)
+            .map_err(|_| "time out of range".to_owned())
     }
 
     /// Formats as RFC 3339 in UTC with milliseconds.
@@ -35,7 +40,10 @@ impl Timestamp {
         let nanos = i128::from(self.0) * 1_000_000;
         time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| format!("@{}ms", self.0))
     }
 
@@ -76,7 +84,9 @@ pub struct WallClock;
 
 impl Clock for WallClock {
     fn now(&self) -> Timestamp {
-        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
     }
 }
@@ -119,7 +129,10 @@ mod tests {
     #[test]
     fn compact_seconds_round_trip() {
         let t = Timestamp::parse_rfc3339("2026-03-02T10:00:07Z").expect("parse");
-        assert_eq!(Timestamp::from_compact_seconds(t.to_compact_seconds()), Some(t));
+        assert_eq!(
+            Timestamp::from_compact_seconds(t.to_compact_seconds()),
+            Some(t)
+        );
     }
 
     #[test]

@@ -39,28 +39,44 @@ fn batch(n: usize) -> Vec<Arrival> {
                 counterparty_location: None,
                 expected_time: None,
             };
-            Arrival { event, arrival_time: time }
+            Arrival {
+                event,
+                arrival_time: time,
+            }
         })
         .collect()
 }
 
 fn config() -> EngineConfig {
     // Frequent snapshots so the crash lands between snapshots and log tails.
-    EngineConfig { shard_count: 4, snapshot_every_records: 7, ..EngineConfig::default() }
+    EngineConfig {
+        shard_count: 4,
+        snapshot_every_records: 7,
+        ..EngineConfig::default()
+    }
 }
 
 async fn run_child(directory: &str) {
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory).expect("open store"));
     let clock = SimulatedClock::starting_at(T0);
-    let engine = Engine::start(store, Arc::new(clock.clone()), config()).await.expect("start engine");
+    let engine = Engine::start(store, Arc::new(clock.clone()), config())
+        .await
+        .expect("start engine");
     let mut stdout = std::io::stdout();
     for n in 0.. {
         let arrivals = batch(n);
         clock.advance_to(arrivals[0].arrival_time);
-        writeln!(stdout, "sent {n}").and_then(|()| stdout.flush()).expect("write");
+        writeln!(stdout, "sent {n}")
+            .and_then(|()| stdout.flush())
+            .expect("write");
         let results = engine.ingest(arrivals).await.expect("ingest");
-        assert!(results.iter().all(|r| matches!(r, Ok(Outcome::Applied))), "{results:?}");
-        writeln!(stdout, "acked {n}").and_then(|()| stdout.flush()).expect("write");
+        assert!(
+            results.iter().all(|r| matches!(r, Ok(Outcome::Applied))),
+            "{results:?}"
+        );
+        writeln!(stdout, "acked {n}")
+            .and_then(|()| stdout.flush())
+            .expect("write");
     }
 }
 
@@ -76,7 +92,10 @@ async fn run_parent() -> Result<(), String> {
     let (mut sent, mut acked) = (0usize, 0usize);
     // Let it acknowledge a good number of batches, then kill it without warning.
     while acked < 40 {
-        let line = lines.next().ok_or("child exited early")?.map_err(|e| e.to_string())?;
+        let line = lines
+            .next()
+            .ok_or("child exited early")?
+            .map_err(|e| e.to_string())?;
         match line.split_once(' ') {
             Some(("sent", n)) => sent = n.parse::<usize>().map_err(|e| e.to_string())? + 1,
             Some(("acked", n)) => acked = n.parse::<usize>().map_err(|e| e.to_string())? + 1,
@@ -88,20 +107,32 @@ async fn run_parent() -> Result<(), String> {
     // Output already written by the child before the kill still counts.
     for line in lines.map_while(Result::ok) {
         match line.split_once(' ') {
-            Some(("sent", n)) => sent = sent.max(n.parse::<usize>().map_err(|e| e.to_string())? + 1),
-            Some(("acked", n)) => acked = acked.max(n.parse::<usize>().map_err(|e| e.to_string())? + 1),
+            Some(("sent", n)) => {
+                sent = sent.max(n.parse::<usize>().map_err(|e| e.to_string())? + 1)
+            }
+            Some(("acked", n)) => {
+                acked = acked.max(n.parse::<usize>().map_err(|e| e.to_string())? + 1)
+            }
             _ => {}
         }
     }
 
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(directory.path()).map_err(|e| format!("reopen: {e}"))?);
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(directory.path()).map_err(|e| format!("reopen: {e}"))?);
     let clock = SimulatedClock::starting_at(T0.plus_ms(sent as i64 * MINUTE_MS));
-    let engine = Engine::start(store, Arc::new(clock), config()).await.map_err(|e| e.to_string())?;
+    let engine = Engine::start(store, Arc::new(clock), config())
+        .await
+        .map_err(|e| e.to_string())?;
     // Every acknowledged event is there: sending it again is a duplicate.
     for n in 0..acked {
         let results = engine.ingest(batch(n)).await.map_err(|e| e.to_string())?;
-        if let Some(bad) = results.iter().find(|r| !matches!(r, Ok(Outcome::Duplicate))) {
-            return Err(format!("acknowledged batch {n} answered {bad:?} after the crash"));
+        if let Some(bad) = results
+            .iter()
+            .find(|r| !matches!(r, Ok(Outcome::Duplicate)))
+        {
+            return Err(format!(
+                "acknowledged batch {n} answered {bad:?} after the crash"
+            ));
         }
     }
     // In-flight batches may or may not have landed; send them again so each is there once.
@@ -110,19 +141,34 @@ async fn run_parent() -> Result<(), String> {
     }
     // Applied exactly once: each pair holds exactly one unit per event ever sent to it.
     for sku in 0..PAIRS {
-        let expected = (0..sent * BATCH_EVENTS).filter(|id| *id as u64 % PAIRS == sku).count() as i64;
-        let view = engine.read_view(PairKey::new(sku, 1)).await.map_err(|e| e.to_string())?.ok_or("pair missing")?;
+        let expected = (0..sent * BATCH_EVENTS)
+            .filter(|id| *id as u64 % PAIRS == sku)
+            .count() as i64;
+        let view = engine
+            .read_view(PairKey::new(sku, 1))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("pair missing")?;
         if i64::from(view.on_hand_units) != expected {
-            return Err(format!("sku {sku}: on hand {} after recovery, expected {expected}", view.on_hand_units));
+            return Err(format!(
+                "sku {sku}: on hand {} after recovery, expected {expected}",
+                view.on_hand_units
+            ));
         }
     }
     engine.shutdown().await.map_err(|e| e.to_string())?;
-    eprintln!("crash test: killed after {acked} acknowledged and {sent} sent batches; all acknowledged events applied once");
+    eprintln!(
+        "crash test: killed after {acked} acknowledged and {sent} sent batches; all acknowledged events applied once"
+    );
     Ok(())
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     if let Ok(directory) = std::env::var(CHILD_ENV) {
         runtime.block_on(run_child(&directory));
         return;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use stockgrid_actors::decision::{SafetyStock, ReasonCode};
+use stockgrid_actors::decision::{ReasonCode, SafetyStock};
 use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source, Surface};
 use stockgrid_actors::ledger::{LedgerView, Outcome, QuarantineReason};
 use stockgrid_actors::time::{HOUR_MS, MINUTE_MS, SimulatedClock, Timestamp};
@@ -12,7 +12,14 @@ use stockgrid_storage::{EmbeddedStore, MemoryStore, Store};
 
 const T0: Timestamp = Timestamp(1_772_445_600_000); // 2026-03-02T10:00:00Z
 
-fn event(id: &str, source: Source, kind: EventKind, pair: PairKey, quantity: i64, event_time: Timestamp) -> Event {
+fn event(
+    id: &str,
+    source: Source,
+    kind: EventKind,
+    pair: PairKey,
+    quantity: i64,
+    event_time: Timestamp,
+) -> Event {
     Event {
         event_id: id.to_owned(),
         source,
@@ -27,7 +34,10 @@ fn event(id: &str, source: Source, kind: EventKind, pair: PairKey, quantity: i64
 }
 
 fn arrival(event: Event, arrival_time: Timestamp) -> Arrival {
-    Arrival { event, arrival_time }
+    Arrival {
+        event,
+        arrival_time,
+    }
 }
 
 /// A deterministic mixed stream: sales, receipts, counts, transfers, a few late events and
@@ -48,17 +58,66 @@ fn mixed_stream(pairs: u64, count: usize) -> Vec<Arrival> {
         let event_time = Timestamp(now.0 - delay);
         let roll = next() % 100;
         let mut e = match roll {
-            0..=49 => event(&format!("s{i}"), Source::Pos, EventKind::Sale, pair, 1 + (next() % 3) as i64, event_time),
-            50..=69 => event(&format!("r{i}"), Source::Receiving, EventKind::Receipt, pair, 5 + (next() % 10) as i64, event_time),
-            70..=79 => event(&format!("c{i}"), Source::StoreInventory, EventKind::Count, pair, (next() % 40) as i64, event_time),
-            80..=84 => event(&format!("w{i}"), Source::Wms, EventKind::Snapshot, pair, (next() % 40) as i64, event_time),
+            0..=49 => event(
+                &format!("s{i}"),
+                Source::Pos,
+                EventKind::Sale,
+                pair,
+                1 + (next() % 3) as i64,
+                event_time,
+            ),
+            50..=69 => event(
+                &format!("r{i}"),
+                Source::Receiving,
+                EventKind::Receipt,
+                pair,
+                5 + (next() % 10) as i64,
+                event_time,
+            ),
+            70..=79 => event(
+                &format!("c{i}"),
+                Source::StoreInventory,
+                EventKind::Count,
+                pair,
+                (next() % 40) as i64,
+                event_time,
+            ),
+            80..=84 => event(
+                &format!("w{i}"),
+                Source::Wms,
+                EventKind::Snapshot,
+                pair,
+                (next() % 40) as i64,
+                event_time,
+            ),
             85..=89 => {
-                let mut t = event(&format!("t{i}"), Source::Transfer, EventKind::TransferOut, pair, 2, event_time);
+                let mut t = event(
+                    &format!("t{i}"),
+                    Source::Transfer,
+                    EventKind::TransferOut,
+                    pair,
+                    2,
+                    event_time,
+                );
                 t.counterparty_location = Some(if pair.location == 10 { 11 } else { 10 });
                 t
             }
-            90..=94 => event(&format!("late{i}"), Source::Pos, EventKind::Sale, pair, 1, Timestamp(now.0 - 30 * HOUR_MS)),
-            _ => event(&format!("a{i}"), Source::StoreInventory, EventKind::Adjustment, pair, (next() % 7) as i64 - 3, event_time),
+            90..=94 => event(
+                &format!("late{i}"),
+                Source::Pos,
+                EventKind::Sale,
+                pair,
+                1,
+                Timestamp(now.0 - 30 * HOUR_MS),
+            ),
+            _ => event(
+                &format!("a{i}"),
+                Source::StoreInventory,
+                EventKind::Adjustment,
+                pair,
+                (next() % 7) as i64 - 3,
+                event_time,
+            ),
         };
         if roll >= 95 && i > 0 {
             // A duplicate of an earlier arrival.
@@ -74,7 +133,13 @@ async fn views(engine: &Engine, pairs: u64) -> Vec<Option<LedgerView>> {
     let mut views = Vec::new();
     for sku in 1..=pairs {
         for location in [10, 11] {
-            views.push(engine.inspect(PairKey::new(sku, location)).await.expect("inspect").map(|r| r.view));
+            views.push(
+                engine
+                    .inspect(PairKey::new(sku, location))
+                    .await
+                    .expect("inspect")
+                    .map(|r| r.view),
+            );
         }
     }
     views
@@ -86,8 +151,15 @@ async fn recovery_rebuilds_exactly_the_acknowledged_state() {
     let clock = SimulatedClock::starting_at(T0);
     // Frequent snapshots and short idleness: recovery must combine snapshots, log tails and
     // passivated entities.
-    let config = EngineConfig { shard_count: 3, snapshot_every_records: 5, passivate_after_ms: 20 * MINUTE_MS, ..EngineConfig::default() };
-    let engine = Engine::start(Arc::clone(&store), Arc::new(clock.clone()), config.clone()).await.expect("start");
+    let config = EngineConfig {
+        shard_count: 3,
+        snapshot_every_records: 5,
+        passivate_after_ms: 20 * MINUTE_MS,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(Arc::clone(&store), Arc::new(clock.clone()), config.clone())
+        .await
+        .expect("start");
     let stream = mixed_stream(12, 3_000);
     for piece in stream.chunks(200) {
         clock.advance_to(piece[piece.len() - 1].arrival_time);
@@ -97,61 +169,167 @@ async fn recovery_rebuilds_exactly_the_acknowledged_state() {
         engine.maintain().await.expect("maintain");
     }
     let before = views(&engine, 12).await;
-    assert!(before.iter().flatten().any(|v| v.quarantined_entries > 0), "the stream has late events");
-    assert!(before.iter().flatten().any(|v| v.in_transit_units > 0 || v.overdue_transfers > 0), "the stream has transfers");
+    assert!(
+        before.iter().flatten().any(|v| v.quarantined_entries > 0),
+        "the stream has late events"
+    );
+    assert!(
+        before
+            .iter()
+            .flatten()
+            .any(|v| v.in_transit_units > 0 || v.overdue_transfers > 0),
+        "the stream has transfers"
+    );
 
     // A second engine over the same store knows only what is durable: it must agree exactly.
-    let recovered = Engine::start(Arc::clone(&store), Arc::new(clock.clone()), config).await.expect("start again");
+    let recovered = Engine::start(Arc::clone(&store), Arc::new(clock.clone()), config)
+        .await
+        .expect("start again");
     assert_eq!(views(&recovered, 12).await, before);
     // And it keeps deduplicating across the restart: the recent arrivals, sent again, are
     // duplicates (or quarantined again, if they were), and change no figure but the
     // quarantine count.
     let recent = &stream[stream.len() - 500..];
-    let again = recovered.ingest(recent.to_vec()).await.expect("ingest again");
-    assert!(again.iter().all(|r| matches!(r, Ok(Outcome::Duplicate) | Ok(Outcome::Quarantined(_)))), "{again:?}");
-    assert!(again.iter().filter(|r| matches!(r, Ok(Outcome::Duplicate))).count() > 400);
+    let again = recovered
+        .ingest(recent.to_vec())
+        .await
+        .expect("ingest again");
+    assert!(
+        again
+            .iter()
+            .all(|r| matches!(r, Ok(Outcome::Duplicate) | Ok(Outcome::Quarantined(_)))),
+        "{again:?}"
+    );
+    assert!(
+        again
+            .iter()
+            .filter(|r| matches!(r, Ok(Outcome::Duplicate)))
+            .count()
+            > 400
+    );
     let without_quarantine_counts = |views: Vec<Option<LedgerView>>| {
-        views.into_iter().map(|v| v.map(|v| LedgerView { quarantined_entries: 0, ..v })).collect::<Vec<_>>()
+        views
+            .into_iter()
+            .map(|v| {
+                v.map(|v| LedgerView {
+                    quarantined_entries: 0,
+                    ..v
+                })
+            })
+            .collect::<Vec<_>>()
     };
-    assert_eq!(without_quarantine_counts(views(&recovered, 12).await), without_quarantine_counts(before));
+    assert_eq!(
+        without_quarantine_counts(views(&recovered, 12).await),
+        without_quarantine_counts(before)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_shard_restarts_and_the_poisoned_message_is_quarantined() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = SimulatedClock::starting_at(T0);
-    let config = EngineConfig { shard_count: 1, panic_on_event_id: Some("poison".to_owned()), ..EngineConfig::default() };
-    let engine = Engine::start(store, Arc::new(clock.clone()), config).await.expect("start");
+    let config = EngineConfig {
+        shard_count: 1,
+        panic_on_event_id: Some("poison".to_owned()),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(store, Arc::new(clock.clone()), config)
+        .await
+        .expect("start");
     let (a, b, c) = (PairKey::new(1, 1), PairKey::new(2, 1), PairKey::new(3, 1));
     let first = vec![
-        arrival(event("a1", Source::StoreInventory, EventKind::Count, a, 10, T0), T0),
-        arrival(event("b1", Source::StoreInventory, EventKind::Count, b, 20, T0), T0),
+        arrival(
+            event("a1", Source::StoreInventory, EventKind::Count, a, 10, T0),
+            T0,
+        ),
+        arrival(
+            event("b1", Source::StoreInventory, EventKind::Count, b, 20, T0),
+            T0,
+        ),
     ];
-    assert!(engine.ingest(first).await.expect("ingest").iter().all(|r| matches!(r, Ok(Outcome::Applied))));
+    assert!(
+        engine
+            .ingest(first)
+            .await
+            .expect("ingest")
+            .iter()
+            .all(|r| matches!(r, Ok(Outcome::Applied)))
+    );
 
     let second = vec![
-        arrival(event("a2", Source::Pos, EventKind::Sale, a, 1, T0.plus_ms(1)), T0.plus_ms(1)),
-        arrival(event("poison", Source::Pos, EventKind::Sale, b, 1, T0.plus_ms(1)), T0.plus_ms(1)),
-        arrival(event("c1", Source::Receiving, EventKind::Receipt, c, 4, T0.plus_ms(1)), T0.plus_ms(1)),
+        arrival(
+            event("a2", Source::Pos, EventKind::Sale, a, 1, T0.plus_ms(1)),
+            T0.plus_ms(1),
+        ),
+        arrival(
+            event("poison", Source::Pos, EventKind::Sale, b, 1, T0.plus_ms(1)),
+            T0.plus_ms(1),
+        ),
+        arrival(
+            event(
+                "c1",
+                Source::Receiving,
+                EventKind::Receipt,
+                c,
+                4,
+                T0.plus_ms(1),
+            ),
+            T0.plus_ms(1),
+        ),
     ];
     let results = engine.ingest(second).await.expect("ingest");
-    assert!(matches!(results[0], Ok(Outcome::Applied)), "{:?}", results[0]);
-    assert!(matches!(&results[1], Ok(Outcome::Quarantined(QuarantineReason::HandlerPanicked { message })) if message.contains("injected fault")), "{:?}", results[1]);
-    assert!(matches!(results[2], Ok(Outcome::Applied)), "{:?}", results[2]);
+    assert!(
+        matches!(results[0], Ok(Outcome::Applied)),
+        "{:?}",
+        results[0]
+    );
+    assert!(
+        matches!(&results[1], Ok(Outcome::Quarantined(QuarantineReason::HandlerPanicked { message })) if message.contains("injected fault")),
+        "{:?}",
+        results[1]
+    );
+    assert!(
+        matches!(results[2], Ok(Outcome::Applied)),
+        "{:?}",
+        results[2]
+    );
 
     let reports = engine.panic_reports();
     assert!(!reports.is_empty());
-    assert!(reports.iter().any(|r| r.in_flight.len() == 1 && r.in_flight[0].entry.event.event_id == "poison"));
+    assert!(
+        reports
+            .iter()
+            .any(|r| r.in_flight.len() == 1 && r.in_flight[0].entry.event.event_id == "poison")
+    );
     // The other pairs of the shard kept their state; the poisoned message is on record.
     let safety = SafetyStock::uniform(0);
-    assert_eq!(engine.read_view(a).await.expect("view").map(|v| v.on_hand_units), Some(9));
-    assert_eq!(engine.read_view(c).await.expect("view").map(|v| v.on_hand_units), Some(4));
+    assert_eq!(
+        engine
+            .read_view(a)
+            .await
+            .expect("view")
+            .map(|v| v.on_hand_units),
+        Some(9)
+    );
+    assert_eq!(
+        engine
+            .read_view(c)
+            .await
+            .expect("view")
+            .map(|v| v.on_hand_units),
+        Some(4)
+    );
     let b_report = engine.inspect(b).await.expect("inspect").expect("b exists");
     assert_eq!(b_report.view.on_hand_units, 20);
     assert_eq!(b_report.quarantined.len(), 1);
     assert_eq!(b_report.quarantined[0].reason.code(), "HANDLER_PANICKED");
-    let decision = engine.decide_by_rules(b, 20, Surface::Pickup, &safety).await;
-    assert_eq!((decision.available, decision.reason), (true, ReasonCode::LedgerSufficient));
+    let decision = engine
+        .decide_by_rules(b, 20, Surface::Pickup, &safety)
+        .await;
+    assert_eq!(
+        (decision.available, decision.reason),
+        (true, ReasonCode::LedgerSufficient)
+    );
     engine.shutdown().await.expect("shutdown");
 }
 
@@ -159,17 +337,47 @@ async fn a_panicking_shard_restarts_and_the_poisoned_message_is_quarantined() {
 async fn idle_entities_are_passivated_and_reactivated_from_the_store() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = SimulatedClock::starting_at(T0);
-    let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default()).await.expect("start");
+    let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default())
+        .await
+        .expect("start");
     let pair = PairKey::new(5, 5);
-    engine.ingest(vec![arrival(event("r", Source::Receiving, EventKind::Receipt, pair, 7, T0), T0)]).await.expect("ingest");
+    engine
+        .ingest(vec![arrival(
+            event("r", Source::Receiving, EventKind::Receipt, pair, 7, T0),
+            T0,
+        )])
+        .await
+        .expect("ingest");
     assert_eq!(engine.resident_entities().await.expect("count"), 1);
     clock.advance_to(T0.plus_ms(2 * HOUR_MS));
-    assert_eq!(engine.maintain().await.expect("maintain").passivated_entities, 1);
+    assert_eq!(
+        engine
+            .maintain()
+            .await
+            .expect("maintain")
+            .passivated_entities,
+        1
+    );
     assert_eq!(engine.resident_entities().await.expect("count"), 0);
-    assert_eq!(engine.read_view(pair).await.expect("view").map(|v| v.on_hand_units), Some(7));
+    assert_eq!(
+        engine
+            .read_view(pair)
+            .await
+            .expect("view")
+            .map(|v| v.on_hand_units),
+        Some(7)
+    );
     assert_eq!(engine.resident_entities().await.expect("count"), 1);
-    assert_eq!(engine.read_view(PairKey::new(6, 6)).await.expect("view"), None, "unknown pairs stay unknown");
-    assert_eq!(engine.resident_entities().await.expect("count"), 1, "a lookup of an unknown pair activates nothing");
+    assert_eq!(
+        engine.read_view(PairKey::new(6, 6)).await.expect("view"),
+        None,
+        "unknown pairs stay unknown"
+    );
+    assert_eq!(
+        engine.resident_entities().await.expect("count"),
+        1,
+        "a lookup of an unknown pair activates nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,16 +385,43 @@ async fn a_poisoned_store_refuses_writes_and_answers_not_available() {
     let memory = Arc::new(MemoryStore::new());
     let store: Arc<dyn Store> = memory.clone();
     let clock = SimulatedClock::starting_at(T0);
-    let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default()).await.expect("start");
+    let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default())
+        .await
+        .expect("start");
     let pair = PairKey::new(8, 8);
-    engine.ingest(vec![arrival(event("r", Source::Receiving, EventKind::Receipt, pair, 7, T0), T0)]).await.expect("ingest");
+    engine
+        .ingest(vec![arrival(
+            event("r", Source::Receiving, EventKind::Receipt, pair, 7, T0),
+            T0,
+        )])
+        .await
+        .expect("ingest");
     memory.inject_write_failures(1);
-    let failed = engine.ingest(vec![arrival(event("s", Source::Pos, EventKind::Sale, pair, 1, T0), T0)]).await.expect("ingest");
-    assert!(failed[0].as_ref().is_err_and(|e| e.is_poisoned()), "{failed:?}");
-    let refused = engine.ingest(vec![arrival(event("s2", Source::Pos, EventKind::Sale, pair, 1, T0), T0)]).await;
+    let failed = engine
+        .ingest(vec![arrival(
+            event("s", Source::Pos, EventKind::Sale, pair, 1, T0),
+            T0,
+        )])
+        .await
+        .expect("ingest");
+    assert!(
+        failed[0].as_ref().is_err_and(|e| e.is_poisoned()),
+        "{failed:?}"
+    );
+    let refused = engine
+        .ingest(vec![arrival(
+            event("s2", Source::Pos, EventKind::Sale, pair, 1, T0),
+            T0,
+        )])
+        .await;
     assert!(refused.is_err_and(|e| e.is_poisoned()));
-    let decision = engine.decide_by_rules(pair, 1, Surface::Pickup, &SafetyStock::uniform(0)).await;
-    assert_eq!((decision.available, decision.reason), (false, ReasonCode::StateUnavailable));
+    let decision = engine
+        .decide_by_rules(pair, 1, Surface::Pickup, &SafetyStock::uniform(0))
+        .await;
+    assert_eq!(
+        (decision.available, decision.reason),
+        (false, ReasonCode::StateUnavailable)
+    );
 }
 
 /// Simulates `days` of traffic on the same pairs at the same rate and returns the store's
@@ -194,9 +429,16 @@ async fn a_poisoned_store_refuses_writes_and_answers_not_available() {
 async fn live_bytes_after(days: i64, directory: &std::path::Path) -> (u64, u64) {
     let store = Arc::new(EmbeddedStore::open(directory).expect("open"));
     let clock = SimulatedClock::starting_at(T0);
-    let engine = Engine::start(store.clone(), Arc::new(clock.clone()), EngineConfig { shard_count: 2, ..EngineConfig::default() })
-        .await
-        .expect("start");
+    let engine = Engine::start(
+        store.clone(),
+        Arc::new(clock.clone()),
+        EngineConfig {
+            shard_count: 2,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .expect("start");
     let pairs = 40u64;
     let per_pair_interval = 30 * MINUTE_MS;
     let steps = days * 24 * HOUR_MS / per_pair_interval;
@@ -206,11 +448,32 @@ async fn live_bytes_after(days: i64, directory: &std::path::Path) -> (u64, u64) 
             .map(|sku| {
                 let pair = PairKey::new(sku, 1);
                 let e = if step % 48 == 0 {
-                    event(&format!("c{step}-{sku}"), Source::StoreInventory, EventKind::Count, pair, 30, now)
+                    event(
+                        &format!("c{step}-{sku}"),
+                        Source::StoreInventory,
+                        EventKind::Count,
+                        pair,
+                        30,
+                        now,
+                    )
                 } else if step % 2 == 0 {
-                    event(&format!("s{step}-{sku}"), Source::Pos, EventKind::Sale, pair, 1, now)
+                    event(
+                        &format!("s{step}-{sku}"),
+                        Source::Pos,
+                        EventKind::Sale,
+                        pair,
+                        1,
+                        now,
+                    )
                 } else {
-                    event(&format!("l{step}-{sku}"), Source::Pos, EventKind::Sale, pair, 1, Timestamp(now.0 - 30 * HOUR_MS))
+                    event(
+                        &format!("l{step}-{sku}"),
+                        Source::Pos,
+                        EventKind::Sale,
+                        pair,
+                        1,
+                        Timestamp(now.0 - 30 * HOUR_MS),
+                    )
                 };
                 arrival(e, now.plus_ms(MINUTE_MS))
             })
@@ -223,7 +486,10 @@ async fn live_bytes_after(days: i64, directory: &std::path::Path) -> (u64, u64) 
     }
     engine.shutdown().await.expect("shutdown");
     store.reclaim_space().expect("reclaim");
-    (store.live_bytes().expect("live bytes"), store.disk_bytes().expect("disk bytes"))
+    (
+        store.live_bytes().expect("live bytes"),
+        store.disk_bytes().expect("disk bytes"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,10 +499,18 @@ async fn compaction_keeps_the_store_bounded_by_pairs_not_events() {
     // Both histories outlast every retention (log 24 h, identities 24 h, quarantine 7 days).
     let (short_live, short_disk) = live_bytes_after(9, short_dir.path()).await;
     let (long_live, long_disk) = live_bytes_after(18, long_dir.path()).await;
-    eprintln!("9 days: {short_live} live bytes, {short_disk} on disk; 18 days: {long_live} live bytes, {long_disk} on disk");
+    eprintln!(
+        "9 days: {short_live} live bytes, {short_disk} on disk; 18 days: {long_live} live bytes, {long_disk} on disk"
+    );
     // Twice the events; the store holds about one retention window of them either way.
-    assert!(long_live as f64 <= short_live as f64 * 1.25, "live bytes grew with history: {short_live} -> {long_live}");
-    assert!(long_disk as f64 <= short_disk as f64 * 1.5, "disk grew with history: {short_disk} -> {long_disk}");
+    assert!(
+        long_live as f64 <= short_live as f64 * 1.25,
+        "live bytes grew with history: {short_live} -> {long_live}"
+    );
+    assert!(
+        long_disk as f64 <= short_disk as f64 * 1.5,
+        "disk grew with history: {short_disk} -> {long_disk}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,22 +518,72 @@ async fn recovery_replays_a_late_anchor_against_only_the_earlier_log() {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let clock = SimulatedClock::starting_at(T0);
     // No snapshot after the first: recovery replays every later record from the log.
-    let config = EngineConfig { snapshot_every_records: 1_000, ..EngineConfig::default() };
-    let engine = Engine::start(Arc::clone(&store), Arc::new(clock.clone()), config.clone()).await.expect("start");
+    let config = EngineConfig {
+        snapshot_every_records: 1_000,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(Arc::clone(&store), Arc::new(clock.clone()), config.clone())
+        .await
+        .expect("start");
     let pair = PairKey::new(77, 7);
     let minute = |m: i64| T0.plus_ms(m * MINUTE_MS);
     let stream = vec![
-        arrival(event("r", Source::Receiving, EventKind::Receipt, pair, 50, minute(0)), minute(1)),
-        arrival(event("s1", Source::Pos, EventKind::Sale, pair, 1, minute(5)), minute(6)),
+        arrival(
+            event(
+                "r",
+                Source::Receiving,
+                EventKind::Receipt,
+                pair,
+                50,
+                minute(0),
+            ),
+            minute(1),
+        ),
+        arrival(
+            event("s1", Source::Pos, EventKind::Sale, pair, 1, minute(5)),
+            minute(6),
+        ),
         // A count dated before the sale, arriving after it: the sale applies on top.
-        arrival(event("c", Source::StoreInventory, EventKind::Count, pair, 20, minute(4)), minute(7)),
-        arrival(event("s2", Source::Pos, EventKind::Sale, pair, 2, minute(8)), minute(9)),
+        arrival(
+            event(
+                "c",
+                Source::StoreInventory,
+                EventKind::Count,
+                pair,
+                20,
+                minute(4),
+            ),
+            minute(7),
+        ),
+        arrival(
+            event("s2", Source::Pos, EventKind::Sale, pair, 2, minute(8)),
+            minute(9),
+        ),
     ];
     for item in stream {
         clock.advance_to(item.arrival_time);
-        assert!(matches!(engine.ingest(vec![item]).await.expect("ingest")[0], Ok(Outcome::Applied)));
+        assert!(matches!(
+            engine.ingest(vec![item]).await.expect("ingest")[0],
+            Ok(Outcome::Applied)
+        ));
     }
-    assert_eq!(engine.read_view(pair).await.expect("view").map(|v| v.on_hand_units), Some(17));
-    let recovered = Engine::start(store, Arc::new(clock.clone()), config).await.expect("start again");
-    assert_eq!(recovered.read_view(pair).await.expect("view").map(|v| v.on_hand_units), Some(17));
+    assert_eq!(
+        engine
+            .read_view(pair)
+            .await
+            .expect("view")
+            .map(|v| v.on_hand_units),
+        Some(17)
+    );
+    let recovered = Engine::start(store, Arc::new(clock.clone()), config)
+        .await
+        .expect("start again");
+    assert_eq!(
+        recovered
+            .read_view(pair)
+            .await
+            .expect("view")
+            .map(|v| v.on_hand_units),
+        Some(17)
+    );
 }

@@ -43,7 +43,11 @@ async fn hand_checked_replay() {
         .map(|line| serde_json::from_str(line).expect("answer json"))
         .collect();
     assert_eq!(answers.len(), 3);
-    for (answer, (id, available)) in answers.iter().zip([("q1", true), ("q2", false), ("q3", false)]) {
+    for (answer, (id, available)) in
+        answers
+            .iter()
+            .zip([("q1", true), ("q2", false), ("q3", false)])
+    {
         assert_eq!(answer["query_id"], id);
         assert_eq!(answer["available"], available, "{answer}");
         assert_eq!(answer["mode"], "rules");
@@ -55,7 +59,9 @@ async fn hand_checked_replay() {
     assert_eq!(answers[2]["reason"], "NO_RECORD");
 
     // The quarantined event stays visible, with its reason, in the pair's durable state.
-    let store = std::sync::Arc::new(stockgrid_storage::EmbeddedStore::open(dir.path().join("data")).expect("reopen"));
+    let store = std::sync::Arc::new(
+        stockgrid_storage::EmbeddedStore::open(dir.path().join("data")).expect("reopen"),
+    );
     let engine = stockgrid_actors::Engine::start(
         store,
         std::sync::Arc::new(stockgrid_actors::time::WallClock),
@@ -63,7 +69,11 @@ async fn hand_checked_replay() {
     )
     .await
     .expect("engine");
-    let report = engine.inspect(stockgrid_actors::domain::PairKey::new(42, 7)).await.expect("inspect").expect("pair exists");
+    let report = engine
+        .inspect(stockgrid_actors::domain::PairKey::new(42, 7))
+        .await
+        .expect("inspect")
+        .expect("pair exists");
     assert_eq!(report.view.on_hand_units, 13);
     assert_eq!(report.view.quarantined_entries, 1);
     assert_eq!(report.quarantined.len(), 1);
@@ -75,20 +85,54 @@ async fn hand_checked_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input_errors_name_file_line_and_field() {
     let cases = [
-        (HAND_CHECKED_EVENTS.replace(r#""qty":5"#, r#""qty":"five""#), HAND_CHECKED_QUERIES.to_owned(), "events.jsonl:5: field `qty`"),
-        (HAND_CHECKED_EVENTS.replace(r#""kind":"receipt""#, r#""kind":"gift""#), HAND_CHECKED_QUERIES.to_owned(), "events.jsonl:5: field `kind`"),
-        (HAND_CHECKED_EVENTS.replace(r#""ingest_time":"2026-03-02T10:11:00Z""#, r#""ingest_time":"soon""#), HAND_CHECKED_QUERIES.to_owned(), "events.jsonl:5: field `ingest_time`"),
-        (HAND_CHECKED_EVENTS.to_owned() + "not json\n", HAND_CHECKED_QUERIES.to_owned(), "events.jsonl:7: field `<line>`"),
-        (HAND_CHECKED_EVENTS.to_owned(), HAND_CHECKED_QUERIES.replace(r#""qty":14"#, r#""qty":0"#), "queries.jsonl:2: field `qty`"),
-        (HAND_CHECKED_EVENTS.to_owned(), HAND_CHECKED_QUERIES.replace(r#""surface":"pickup""#, r#""surface":"kiosk""#), "queries.jsonl:1: field `surface`"),
-        (HAND_CHECKED_EVENTS.to_owned(), HAND_CHECKED_QUERIES.replace(r#""query_id":"q2""#, r#""query_id":"q1""#), "queries.jsonl:2: field `query_id`"),
+        (
+            HAND_CHECKED_EVENTS.replace(r#""qty":5"#, r#""qty":"five""#),
+            HAND_CHECKED_QUERIES.to_owned(),
+            "events.jsonl:5: field `qty`",
+        ),
+        (
+            HAND_CHECKED_EVENTS.replace(r#""kind":"receipt""#, r#""kind":"gift""#),
+            HAND_CHECKED_QUERIES.to_owned(),
+            "events.jsonl:5: field `kind`",
+        ),
+        (
+            HAND_CHECKED_EVENTS.replace(
+                r#""ingest_time":"2026-03-02T10:11:00Z""#,
+                r#""ingest_time":"soon""#,
+            ),
+            HAND_CHECKED_QUERIES.to_owned(),
+            "events.jsonl:5: field `ingest_time`",
+        ),
+        (
+            HAND_CHECKED_EVENTS.to_owned() + "not json\n",
+            HAND_CHECKED_QUERIES.to_owned(),
+            "events.jsonl:7: field `<line>`",
+        ),
+        (
+            HAND_CHECKED_EVENTS.to_owned(),
+            HAND_CHECKED_QUERIES.replace(r#""qty":14"#, r#""qty":0"#),
+            "queries.jsonl:2: field `qty`",
+        ),
+        (
+            HAND_CHECKED_EVENTS.to_owned(),
+            HAND_CHECKED_QUERIES.replace(r#""surface":"pickup""#, r#""surface":"kiosk""#),
+            "queries.jsonl:1: field `surface`",
+        ),
+        (
+            HAND_CHECKED_EVENTS.to_owned(),
+            HAND_CHECKED_QUERIES.replace(r#""query_id":"q2""#, r#""query_id":"q1""#),
+            "queries.jsonl:2: field `query_id`",
+        ),
     ];
     for (events, queries, expected) in cases {
         let dir = tempfile::tempdir().expect("temporary directory");
         let options = options(dir.path(), &events, &queries);
         let error = run_replay(&options, |_| {}).await.expect_err(expected);
         assert!(matches!(error, ReplayError::Input { .. }), "{error}");
-        assert!(error.to_string().contains(expected), "{error} should contain {expected}");
+        assert!(
+            error.to_string().contains(expected),
+            "{error} should contain {expected}"
+        );
         assert!(!options.out.exists(), "no answers file after a failed run");
     }
 }

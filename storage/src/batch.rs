@@ -61,7 +61,10 @@ impl WriteBatch {
 
     /// Adds a put.
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.operations.push(Operation::Put { key: key.into(), value: value.into() });
+        self.operations.push(Operation::Put {
+            key: key.into(),
+            value: value.into(),
+        });
         self
     }
 
@@ -72,8 +75,15 @@ impl WriteBatch {
     }
 
     /// Adds a range delete of `start <= key < end`.
-    pub fn delete_range(&mut self, start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> &mut Self {
-        self.operations.push(Operation::DeleteRange { start: start.into(), end: end.into() });
+    pub fn delete_range(
+        &mut self,
+        start: impl Into<Vec<u8>>,
+        end: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.operations.push(Operation::DeleteRange {
+            start: start.into(),
+            end: end.into(),
+        });
         self
     }
 
@@ -146,14 +156,21 @@ impl WriteBatch {
 
 /// The net effect of a batch: each written key once, with `Some(value)` to write or `None`
 /// to delete, in the order of each key's last operation.
-pub type ResolvedWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+pub type ResolvedWrites = Vec<ResolvedWrite>;
+
+/// One key's net write: `Some(value)` to write, `None` to delete.
+pub type ResolvedWrite = (Vec<u8>, Option<Vec<u8>>);
 
 /// Checks the batch's conditions through `read` and folds its operations, in order, into the
 /// net write per key. `existing_keys(start, end)` lists the stored keys of a range, for range
 /// deletes. Every backend resolves batches through this one routine so that all of them give
 /// ordered operations and conditions the same meaning. The batch is consumed: keys and values
 /// move, nothing is copied.
-pub fn resolve<R, K>(batch: WriteBatch, read: R, existing_keys: K) -> Result<ResolvedWrites, StoreError>
+pub fn resolve<R, K>(
+    batch: WriteBatch,
+    read: R,
+    existing_keys: K,
+) -> Result<ResolvedWrites, StoreError>
 where
     R: Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
     K: Fn(&[u8], &[u8]) -> Result<Vec<Vec<u8>>, StoreError>,
@@ -162,7 +179,9 @@ where
     for condition in &batch.conditions {
         let (key, holds) = match condition {
             Condition::Absent(key) => (key, read(key)?.is_none()),
-            Condition::Equals(key, expected) => (key, read(key)?.as_deref() == Some(expected.as_slice())),
+            Condition::Equals(key, expected) => {
+                (key, read(key)?.as_deref() == Some(expected.as_slice()))
+            }
         };
         if !holds {
             return Err(StoreError::ConditionFailed { key: key.clone() });
@@ -170,15 +189,16 @@ where
     }
     // Slot per key: later operations on a key overwrite its slot, and a slot emptied by a
     // later operation is skipped, so the output keeps each key once.
-    let mut writes: Vec<Option<(Vec<u8>, Option<Vec<u8>>)>> = Vec::with_capacity(batch.operations.len());
+    let mut writes: Vec<Option<ResolvedWrite>> = Vec::with_capacity(batch.operations.len());
     let mut slot_of: HashMap<Vec<u8>, usize> = HashMap::with_capacity(batch.operations.len());
-    let mut set = |writes: &mut Vec<Option<(Vec<u8>, Option<Vec<u8>>)>>, key: Vec<u8>, value: Option<Vec<u8>>| {
-        if let Some(previous) = slot_of.get(&key) {
-            writes[*previous] = None;
-        }
-        slot_of.insert(key.clone(), writes.len());
-        writes.push(Some((key, value)));
-    };
+    let mut set =
+        |writes: &mut Vec<Option<ResolvedWrite>>, key: Vec<u8>, value: Option<Vec<u8>>| {
+            if let Some(previous) = slot_of.get(&key) {
+                writes[*previous] = None;
+            }
+            slot_of.insert(key.clone(), writes.len());
+            writes.push(Some((key, value)));
+        };
     for operation in batch.operations {
         match operation {
             Operation::Put { key, value } => set(&mut writes, key, Some(value)),

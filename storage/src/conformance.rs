@@ -29,7 +29,12 @@ fn put(store: &dyn Store, key: &[u8], value: &[u8]) {
 }
 
 fn keys(store: &dyn Store) -> Vec<Vec<u8>> {
-    store.scan(&[], &[0xff; 8], usize::MAX).expect("scan all").into_iter().map(|(k, _)| k).collect()
+    store
+        .scan(&[], &[0xff; 8], usize::MAX)
+        .expect("scan all")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
 }
 
 /// Put, get, overwrite and delete of single keys.
@@ -51,12 +56,33 @@ pub fn point_operations<H: Harness>(harness: &mut H) {
 pub fn ordered_scans<H: Harness>(harness: &mut H) {
     let store = harness.fresh();
     let mut batch = WriteBatch::new();
-    for key in [&b"b"[..], b"a", b"c\x00", b"c", b"d", &[0x00], &[0xfe, 0x01]] {
+    for key in [
+        &b"b"[..],
+        b"a",
+        b"c\x00",
+        b"c",
+        b"d",
+        &[0x00],
+        &[0xfe, 0x01],
+    ] {
         batch.put(key, key);
     }
     store.commit(batch).expect("commit");
-    let got: Vec<Vec<u8>> = store.scan(b"a", b"d", 100).expect("scan").into_iter().map(|(k, _)| k).collect();
-    assert_eq!(got, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec(), b"c\x00".to_vec()]);
+    let got: Vec<Vec<u8>> = store
+        .scan(b"a", b"d", 100)
+        .expect("scan")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"c".to_vec(),
+            b"c\x00".to_vec()
+        ]
+    );
     assert_eq!(store.scan(b"a", b"d", 2).expect("scan").len(), 2);
     assert!(store.scan(b"d", b"a", 100).expect("scan").is_empty());
     assert!(store.scan(b"b", b"b", 100).expect("scan").is_empty());
@@ -94,7 +120,10 @@ pub fn conditions_are_atomic<H: Harness>(harness: &mut H) {
     failing.require(Condition::Absent(b"present".to_vec()));
     failing.put(b"absent".to_vec(), b"x".to_vec());
     let error = store.commit(failing).expect_err("condition must fail");
-    assert!(matches!(error, StoreError::ConditionFailed { ref key } if key == b"present"), "{error}");
+    assert!(
+        matches!(error, StoreError::ConditionFailed { ref key } if key == b"present"),
+        "{error}"
+    );
     assert_eq!(store.get(b"absent").expect("get"), None);
 
     let mut wrong_value = WriteBatch::new();
@@ -119,7 +148,10 @@ pub fn limits_are_enforced<H: Harness>(harness: &mut H) {
     let mut batch = WriteBatch::new();
     batch.put(b"fine".to_vec(), b"v".to_vec());
     batch.put(Vec::new(), b"empty key".to_vec());
-    assert!(matches!(store.commit(batch), Err(StoreError::BatchTooLarge { .. })));
+    assert!(matches!(
+        store.commit(batch),
+        Err(StoreError::BatchTooLarge { .. })
+    ));
     assert_eq!(store.get(b"fine").expect("get"), None);
 }
 
@@ -130,12 +162,20 @@ pub fn failed_write_poisons<H: Harness>(harness: &mut H) {
     harness.inject_write_failures(&store, 1);
     let mut batch = WriteBatch::new();
     batch.put(b"during".to_vec(), b"2".to_vec());
-    assert!(store.commit(batch).expect_err("injected failure").is_poisoned());
+    assert!(
+        store
+            .commit(batch)
+            .expect_err("injected failure")
+            .is_poisoned()
+    );
     let mut later = WriteBatch::new();
     later.put(b"after".to_vec(), b"3".to_vec());
     assert!(store.commit(later).expect_err("poisoned").is_poisoned());
     assert!(store.check_writable().is_err());
-    assert_eq!(store.get(b"before").expect("reads still work"), Some(b"1".to_vec()));
+    assert_eq!(
+        store.get(b"before").expect("reads still work"),
+        Some(b"1".to_vec())
+    );
     assert_eq!(store.get(b"after").expect("get"), None);
 }
 
@@ -161,7 +201,8 @@ pub fn commits_survive_reopen<H: Harness>(harness: &mut H) {
 /// per writer.
 pub fn group_commit_acknowledges_durable_batches<H: Harness>(harness: &mut H) {
     let store: Arc<dyn Store> = Arc::new(harness.fresh());
-    let committer = GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default()).expect("start");
+    let committer =
+        GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default()).expect("start");
     let writers: Vec<_> = (0u8..4)
         .map(|writer| {
             let committer = committer.clone();
@@ -183,8 +224,13 @@ pub fn group_commit_acknowledges_durable_batches<H: Harness>(harness: &mut H) {
         assert!(writer.join().expect("writer thread"));
     }
     for writer in 0u8..4 {
-        assert_eq!(store.get(&[b'L', writer]).expect("get"), Some(249u32.to_be_bytes().to_vec()));
-        let rows = store.scan(&[writer], &[writer + 1], usize::MAX).expect("scan");
+        assert_eq!(
+            store.get(&[b'L', writer]).expect("get"),
+            Some(249u32.to_be_bytes().to_vec())
+        );
+        let rows = store
+            .scan(&[writer], &[writer + 1], usize::MAX)
+            .expect("scan");
         assert_eq!(rows.len(), 250);
     }
     committer.shutdown();
@@ -222,7 +268,10 @@ pub fn matches_model<H: Harness>(harness: &mut H, batches: &[Vec<ModelOperation>
                 ModelOperation::DeleteRange(a, b) => {
                     batch.delete_range(key(a), key(b));
                     if a < b {
-                        let doomed: Vec<_> = model.range(key(a)..key(b)).map(|(k, _)| k.clone()).collect();
+                        let doomed: Vec<_> = model
+                            .range(key(a)..key(b))
+                            .map(|(k, _)| k.clone())
+                            .collect();
                         for k in doomed {
                             model.remove(&k);
                         }
@@ -231,10 +280,18 @@ pub fn matches_model<H: Harness>(harness: &mut H, batches: &[Vec<ModelOperation>
             }
         }
         store.commit(batch).expect("commit");
-        let all: BTreeMap<_, _> = store.scan(b"m", b"n", usize::MAX).expect("scan").into_iter().collect();
+        let all: BTreeMap<_, _> = store
+            .scan(b"m", b"n", usize::MAX)
+            .expect("scan")
+            .into_iter()
+            .collect();
         assert_eq!(all, model);
         let partial = store.scan(&key(8), &key(24), 3).expect("scan");
-        let expected: Vec<_> = model.range(key(8)..key(24)).take(3).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let expected: Vec<_> = model
+            .range(key(8)..key(24))
+            .take(3)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         assert_eq!(partial, expected);
     }
 }

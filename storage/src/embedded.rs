@@ -42,18 +42,26 @@ pub struct EmbeddedOptions {
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self { cache_bytes: DEFAULT_CACHE_BYTES, sync_commits: true }
+        Self {
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            sync_commits: true,
+        }
     }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
 fn backend_error(context: &'static str, error: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend { context, message: error.to_string() }
+    StoreError::Backend {
+        context,
+        message: error.to_string(),
+    }
 }
 
 impl EmbeddedStore {
@@ -104,7 +112,12 @@ impl EmbeddedStore {
         }
         self.keyspace
             .range(start..end)
-            .map(|guard| guard.into_inner().map(|(k, _)| k.to_vec()).map_err(|e| backend_error("scan keys", e)))
+            .map(|guard| {
+                guard
+                    .into_inner()
+                    .map(|(k, _)| k.to_vec())
+                    .map_err(|e| backend_error("scan keys", e))
+            })
             .collect()
     }
 }
@@ -115,7 +128,10 @@ impl Store for EmbeddedStore {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.keyspace.get(key).map(|v| v.map(|v| v.to_vec())).map_err(|e| backend_error("read key", e))
+        self.keyspace
+            .get(key)
+            .map(|v| v.map(|v| v.to_vec()))
+            .map_err(|e| backend_error("read key", e))
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
@@ -126,15 +142,25 @@ impl Store for EmbeddedStore {
             .range(start..end)
             .take(limit)
             .map(|guard| {
-                guard.into_inner().map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(|e| backend_error("scan range", e))
+                guard
+                    .into_inner()
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| backend_error("scan range", e))
             })
             .collect()
     }
 
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.poison.check()?;
-        let _guard = self.commit_lock.lock().map_err(|_| backend_error("lock commit", "poisoned by a panic"))?;
-        let writes = resolve(batch, |key| self.get(key), |start, end| self.keys_in(start, end))?;
+        let _guard = self
+            .commit_lock
+            .lock()
+            .map_err(|_| backend_error("lock commit", "poisoned by a panic"))?;
+        let writes = resolve(
+            batch,
+            |key| self.get(key),
+            |start, end| self.keys_in(start, end),
+        )?;
         if self.poison.take_injected_failure() {
             return Err(self.poison.poison("injected fsync failure".to_owned()));
         }
@@ -148,7 +174,9 @@ impl Store for EmbeddedStore {
         }
         // Any failure here (a failed write or fsync, a full disk) leaves the journal in doubt:
         // fjall poisons itself and so do we, with fjall's words as the cause.
-        fjall_batch.commit().map_err(|e| self.poison.poison(format!("commit batch: {e}")))
+        fjall_batch
+            .commit()
+            .map_err(|e| self.poison.poison(format!("commit batch: {e}")))
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -156,16 +184,22 @@ impl Store for EmbeddedStore {
     }
 
     fn disk_bytes(&self) -> Result<u64, StoreError> {
-        self.database.disk_space().map_err(|e| backend_error("measure disk space", e))
+        self.database
+            .disk_space()
+            .map_err(|e| backend_error("measure disk space", e))
     }
 
     fn sync(&self) -> Result<(), StoreError> {
         self.poison.check()?;
-        self.database.persist(PersistMode::SyncAll).map_err(|e| self.poison.poison(format!("sync journal: {e}")))
+        self.database
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| self.poison.poison(format!("sync journal: {e}")))
     }
 
     fn flush_memory(&self) -> Result<(), StoreError> {
-        self.keyspace.rotate_memtable_and_wait().map_err(|e| backend_error("flush memtable", e))?;
+        self.keyspace
+            .rotate_memtable_and_wait()
+            .map_err(|e| backend_error("flush memtable", e))?;
         // Background compactions hold buffers too; let running ones finish (bounded wait).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while self.database.active_compactions() > 0 && std::time::Instant::now() < deadline {
@@ -175,7 +209,11 @@ impl Store for EmbeddedStore {
     }
 
     fn reclaim_space(&self) -> Result<(), StoreError> {
-        self.keyspace.rotate_memtable_and_wait().map_err(|e| backend_error("flush memtable", e))?;
-        self.keyspace.major_compact().map_err(|e| backend_error("compact keyspace", e))
+        self.keyspace
+            .rotate_memtable_and_wait()
+            .map_err(|e| backend_error("flush memtable", e))?;
+        self.keyspace
+            .major_compact()
+            .map_err(|e| backend_error("compact keyspace", e))
     }
 }

@@ -27,7 +27,10 @@ pub struct GroupCommitConfig {
 
 impl Default for GroupCommitConfig {
     fn default() -> Self {
-        Self { queue_capacity: 1024, max_operations_per_commit: 256 * 1024 }
+        Self {
+            queue_capacity: 1024,
+            max_operations_per_commit: 256 * 1024,
+        }
     }
 }
 
@@ -48,7 +51,9 @@ impl CommitTicket {
 
     /// Waits for the commit (blocking callers, outside any async runtime).
     pub fn wait_blocking(self) -> Result<(), StoreError> {
-        self.0.blocking_recv().unwrap_or(Err(StoreError::CommitterStopped))
+        self.0
+            .blocking_recv()
+            .unwrap_or(Err(StoreError::CommitterStopped))
     }
 }
 
@@ -62,7 +67,9 @@ pub struct GroupCommitter {
 
 impl std::fmt::Debug for GroupCommitter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommitter").field("backend", &self.store.backend_name()).finish_non_exhaustive()
+        f.debug_struct("GroupCommitter")
+            .field("backend", &self.store.backend_name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,8 +81,15 @@ impl GroupCommitter {
         let thread = std::thread::Builder::new()
             .name("stockgrid-group-commit".to_owned())
             .spawn(move || run(thread_store.as_ref(), receiver, config))
-            .map_err(|e| StoreError::Backend { context: "start group committer", message: e.to_string() })?;
-        Ok(Self { sender, store, thread: Arc::new(std::sync::Mutex::new(Some(thread))) })
+            .map_err(|e| StoreError::Backend {
+                context: "start group committer",
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            sender,
+            store,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
     }
 
     /// The store behind the committer, for reads.

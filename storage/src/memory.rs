@@ -30,7 +30,10 @@ impl MemoryStore {
     }
 
     fn lock_error() -> StoreError {
-        StoreError::Backend { context: "lock memory store", message: "lock poisoned by a panic".to_owned() }
+        StoreError::Backend {
+            context: "lock memory store",
+            message: "lock poisoned by a panic".to_owned(),
+        }
     }
 }
 
@@ -59,7 +62,10 @@ impl Store for MemoryStore {
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
         let map = self.map.read().map_err(|_| Self::lock_error())?;
-        Ok(range_of(&map, start, end).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+        Ok(range_of(&map, start, end)
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
     }
 
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {

@@ -20,7 +20,9 @@ impl PoisonState {
             return Ok(());
         }
         let cause = self.cause.lock().map(|c| c.clone()).unwrap_or_default();
-        Err(StoreError::Poisoned { cause: cause.unwrap_or_else(|| "unknown".to_owned()) })
+        Err(StoreError::Poisoned {
+            cause: cause.unwrap_or_else(|| "unknown".to_owned()),
+        })
     }
 
     /// Records a write failure and returns the error to hand back.
@@ -30,7 +32,9 @@ impl PoisonState {
         }
         self.poisoned.store(true, Ordering::Release);
         tracing::error!(error = %self.check().err().map(|e| e.to_string()).unwrap_or_default(), "store poisoned");
-        self.check().err().unwrap_or(StoreError::Poisoned { cause: "unknown".to_owned() })
+        self.check().err().unwrap_or(StoreError::Poisoned {
+            cause: "unknown".to_owned(),
+        })
     }
 
     /// Makes the next `count` durable writes fail as a failed fsync would. Tests use this to

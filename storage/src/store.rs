@@ -38,7 +38,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
             let Some((last_key, _)) = page.last() else {
                 return Ok(total);
             };
-            total += page.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum::<u64>();
+            total += page
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum::<u64>();
             start = last_key.clone();
             start.push(0);
         }

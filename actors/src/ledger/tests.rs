@@ -9,7 +9,10 @@ use super::*;
 use crate::domain::{Event, EventKind, PairKey, Source};
 use crate::time::{HOUR_MS, MINUTE_MS, Timestamp};
 
-const PAIR: PairKey = PairKey { sku: 7, location: 1 };
+const PAIR: PairKey = PairKey {
+    sku: 7,
+    location: 1,
+};
 const COUNTERPARTY: u32 = 2;
 
 fn at(text: &str) -> Timestamp {
@@ -45,7 +48,13 @@ struct AppliedDeltas(HashMap<PairKey, Vec<(Timestamp, i64)>>);
 
 impl DeltaHistory for AppliedDeltas {
     fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
-        Ok(self.0.get(&pair).map_or(0, |deltas| deltas.iter().filter(|(t, _)| *t > after).map(|(_, u)| u).sum()))
+        Ok(self.0.get(&pair).map_or(0, |deltas| {
+            deltas
+                .iter()
+                .filter(|(t, _)| *t > after)
+                .map(|(_, u)| u)
+                .sum()
+        }))
     }
 }
 
@@ -54,10 +63,24 @@ impl World {
         let mut primary_outcome = Outcome::Duplicate;
         for entry in LedgerEntry::expand(event.clone()) {
             let state = self.states.entry(entry.target()).or_default();
-            let outcome = ingest(state, &entry, arrival, config, &mut self.identities, &mut self.history)
-                .expect("map lookups never fail");
-            if outcome == Outcome::Applied && entry.role == EntryRole::Primary && !entry.event.kind.is_observation() {
-                self.history.0.entry(entry.target()).or_default().push((entry.event.event_time, entry.event.signed_units()));
+            let outcome = ingest(
+                state,
+                &entry,
+                arrival,
+                config,
+                &mut self.identities,
+                &mut self.history,
+            )
+            .expect("map lookups never fail");
+            if outcome == Outcome::Applied
+                && entry.role == EntryRole::Primary
+                && !entry.event.kind.is_observation()
+            {
+                self.history
+                    .0
+                    .entry(entry.target())
+                    .or_default()
+                    .push((entry.event.event_time, entry.event.signed_units()));
             }
             if entry.role == EntryRole::Primary {
                 primary_outcome = outcome;
@@ -72,7 +95,11 @@ impl World {
     }
 
     fn applied(&self) -> Vec<Event> {
-        self.outcomes.iter().filter(|(_, o)| *o == Outcome::Applied).map(|(e, _)| e.clone()).collect()
+        self.outcomes
+            .iter()
+            .filter(|(_, o)| *o == Outcome::Applied)
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 }
 
@@ -83,16 +110,27 @@ fn reference_on_hand(applied: &[Event], config: &LedgerConfig) -> i64 {
         .iter()
         .filter(|e| e.kind.is_observation() && config.anchors(e.source))
         .max_by(|a, b| {
-            (a.event_time, a.kind.observation_rank(), &a.event_id, a.source).cmp(&(
-                b.event_time,
-                b.kind.observation_rank(),
-                &b.event_id,
-                b.source,
-            ))
+            (
+                a.event_time,
+                a.kind.observation_rank(),
+                &a.event_id,
+                a.source,
+            )
+                .cmp(&(
+                    b.event_time,
+                    b.kind.observation_rank(),
+                    &b.event_id,
+                    b.source,
+                ))
         });
     let base = anchor.map_or(0, |a| a.quantity);
     let after = |e: &&Event| anchor.is_none_or(|a| e.event_time > a.event_time);
-    base + applied.iter().filter(|e| !e.kind.is_observation()).filter(after).map(Event::signed_units).sum::<i64>()
+    base + applied
+        .iter()
+        .filter(|e| !e.kind.is_observation())
+        .filter(after)
+        .map(Event::signed_units)
+        .sum::<i64>()
 }
 
 #[test]
@@ -100,21 +138,70 @@ fn hand_checked_sequence() {
     // The acceptance example of the engine issue, on the pure core.
     let config = LedgerConfig::default();
     let mut world = World::default();
-    let count = event("c1", Source::StoreInventory, EventKind::Count, 10, at("2026-03-02T10:00:00Z"));
-    let sale = event("s1", Source::Pos, EventKind::Sale, 2, at("2026-03-02T10:05:00Z"));
-    let early_sale = event("s0", Source::Pos, EventKind::Sale, 1, at("2026-03-02T09:55:00Z"));
-    let receipt = event("r1", Source::Receiving, EventKind::Receipt, 5, at("2026-03-02T10:10:00Z"));
-    let late = event("a1", Source::StoreInventory, EventKind::Adjustment, -3, at("2026-03-02T10:15:00Z"));
+    let count = event(
+        "c1",
+        Source::StoreInventory,
+        EventKind::Count,
+        10,
+        at("2026-03-02T10:00:00Z"),
+    );
+    let sale = event(
+        "s1",
+        Source::Pos,
+        EventKind::Sale,
+        2,
+        at("2026-03-02T10:05:00Z"),
+    );
+    let early_sale = event(
+        "s0",
+        Source::Pos,
+        EventKind::Sale,
+        1,
+        at("2026-03-02T09:55:00Z"),
+    );
+    let receipt = event(
+        "r1",
+        Source::Receiving,
+        EventKind::Receipt,
+        5,
+        at("2026-03-02T10:10:00Z"),
+    );
+    let late = event(
+        "a1",
+        Source::StoreInventory,
+        EventKind::Adjustment,
+        -3,
+        at("2026-03-02T10:15:00Z"),
+    );
 
-    assert_eq!(world.arrive(&count, at("2026-03-02T10:00:00Z"), &config), Outcome::Applied);
-    assert_eq!(world.arrive(&sale, at("2026-03-02T10:20:00Z"), &config), Outcome::Applied);
-    assert_eq!(world.arrive(&sale, at("2026-03-02T10:21:00Z"), &config), Outcome::Duplicate);
-    assert_eq!(world.arrive(&early_sale, at("2026-03-02T10:25:00Z"), &config), Outcome::Applied);
-    assert_eq!(world.arrive(&receipt, at("2026-03-02T10:26:00Z"), &config), Outcome::Applied);
+    assert_eq!(
+        world.arrive(&count, at("2026-03-02T10:00:00Z"), &config),
+        Outcome::Applied
+    );
+    assert_eq!(
+        world.arrive(&sale, at("2026-03-02T10:20:00Z"), &config),
+        Outcome::Applied
+    );
+    assert_eq!(
+        world.arrive(&sale, at("2026-03-02T10:21:00Z"), &config),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        world.arrive(&early_sale, at("2026-03-02T10:25:00Z"), &config),
+        Outcome::Applied
+    );
+    assert_eq!(
+        world.arrive(&receipt, at("2026-03-02T10:26:00Z"), &config),
+        Outcome::Applied
+    );
     let outcome = world.arrive(&late, at("2026-03-03T16:15:00Z"), &config);
-    assert!(matches!(outcome, Outcome::Quarantined(QuarantineReason::TooLate { lateness_ms, .. }) if lateness_ms == 30 * HOUR_MS));
+    assert!(
+        matches!(outcome, Outcome::Quarantined(QuarantineReason::TooLate { lateness_ms, .. }) if lateness_ms == 30 * HOUR_MS)
+    );
 
-    let view = world.view(PAIR, at("2026-03-03T16:16:00Z"), &config).expect("entity");
+    let view = world
+        .view(PAIR, at("2026-03-03T16:16:00Z"), &config)
+        .expect("entity");
     assert_eq!(view.on_hand_units, 13);
     assert_eq!(view.quarantined_entries, 1);
     assert_eq!(view.last_sale, Some(at("2026-03-02T10:05:00Z")));
@@ -126,12 +213,31 @@ fn an_event_exactly_at_the_lateness_bound_is_applied() {
     let config = LedgerConfig::default();
     let t = at("2026-03-02T10:00:00Z");
     let mut world = World::default();
-    world.arrive(&event("s1", Source::Pos, EventKind::Sale, 1, t.plus_ms(23 * HOUR_MS)), t.plus_ms(23 * HOUR_MS), &config);
+    world.arrive(
+        &event(
+            "s1",
+            Source::Pos,
+            EventKind::Sale,
+            1,
+            t.plus_ms(23 * HOUR_MS),
+        ),
+        t.plus_ms(23 * HOUR_MS),
+        &config,
+    );
     let on_the_bound = event("s2", Source::Pos, EventKind::Sale, 1, t);
-    assert_eq!(world.arrive(&on_the_bound, t.plus_ms(config.lateness_bound_ms), &config), Outcome::Applied);
+    assert_eq!(
+        world.arrive(&on_the_bound, t.plus_ms(config.lateness_bound_ms), &config),
+        Outcome::Applied
+    );
     let past_it = event("s3", Source::Pos, EventKind::Sale, 1, t);
-    assert!(matches!(world.arrive(&past_it, t.plus_ms(config.lateness_bound_ms + 1), &config), Outcome::Quarantined(_)));
-    assert_eq!(world.view(PAIR, t, &config).expect("entity").on_hand_units, -2);
+    assert!(matches!(
+        world.arrive(&past_it, t.plus_ms(config.lateness_bound_ms + 1), &config),
+        Outcome::Quarantined(_)
+    ));
+    assert_eq!(
+        world.view(PAIR, t, &config).expect("entity").on_hand_units,
+        -2
+    );
 }
 
 #[test]
@@ -139,14 +245,45 @@ fn same_instant_observations_follow_the_tie_rules() {
     let config = LedgerConfig::default();
     let t = at("2026-03-02T10:00:00Z");
     let mut world = World::default();
-    world.arrive(&event("w1", Source::Wms, EventKind::Snapshot, 50, t), t, &config);
-    world.arrive(&event("c1", Source::StoreInventory, EventKind::Count, 40, t), t, &config);
-    world.arrive(&event("r1", Source::Rfid, EventKind::RfidRead, 30, t), t, &config);
-    assert_eq!(world.view(PAIR, t, &config).expect("entity").on_hand_units, 40, "count beats snapshot and rfid");
-    world.arrive(&event("c2", Source::StoreInventory, EventKind::Count, 44, t), t, &config);
-    assert_eq!(world.view(PAIR, t, &config).expect("entity").on_hand_units, 44, "larger event id wins a tie");
-    world.arrive(&event("c0", Source::StoreInventory, EventKind::Count, 1, t), t, &config);
-    assert_eq!(world.view(PAIR, t, &config).expect("entity").on_hand_units, 44);
+    world.arrive(
+        &event("w1", Source::Wms, EventKind::Snapshot, 50, t),
+        t,
+        &config,
+    );
+    world.arrive(
+        &event("c1", Source::StoreInventory, EventKind::Count, 40, t),
+        t,
+        &config,
+    );
+    world.arrive(
+        &event("r1", Source::Rfid, EventKind::RfidRead, 30, t),
+        t,
+        &config,
+    );
+    assert_eq!(
+        world.view(PAIR, t, &config).expect("entity").on_hand_units,
+        40,
+        "count beats snapshot and rfid"
+    );
+    world.arrive(
+        &event("c2", Source::StoreInventory, EventKind::Count, 44, t),
+        t,
+        &config,
+    );
+    assert_eq!(
+        world.view(PAIR, t, &config).expect("entity").on_hand_units,
+        44,
+        "larger event id wins a tie"
+    );
+    world.arrive(
+        &event("c0", Source::StoreInventory, EventKind::Count, 1, t),
+        t,
+        &config,
+    );
+    assert_eq!(
+        world.view(PAIR, t, &config).expect("entity").on_hand_units,
+        44
+    );
 }
 
 #[test]
@@ -155,10 +292,21 @@ fn anchoring_is_configurable_per_source() {
     config.anchoring_sources[Source::Wms.index()] = false;
     let t = at("2026-03-02T10:00:00Z");
     let mut world = World::default();
-    world.arrive(&event("r1", Source::Receiving, EventKind::Receipt, 8, t), t, &config);
-    world.arrive(&event("w1", Source::Wms, EventKind::Snapshot, 50, t.plus_ms(1)), t.plus_ms(1), &config);
+    world.arrive(
+        &event("r1", Source::Receiving, EventKind::Receipt, 8, t),
+        t,
+        &config,
+    );
+    world.arrive(
+        &event("w1", Source::Wms, EventKind::Snapshot, 50, t.plus_ms(1)),
+        t.plus_ms(1),
+        &config,
+    );
     let view = world.view(PAIR, t, &config).expect("entity");
-    assert_eq!(view.on_hand_units, 8, "a non-anchoring source's snapshot does not move on-hand");
+    assert_eq!(
+        view.on_hand_units, 8,
+        "a non-anchoring source's snapshot does not move on-hand"
+    );
     assert!(view.source_last_seen[Source::Wms.index()].is_some());
 }
 
@@ -172,17 +320,33 @@ fn transfers_put_units_in_transit_until_received_or_overdue() {
     out.expected_time = Some(t.plus_ms(10 * HOUR_MS));
     world.arrive(&out, t, &config);
     let destination = PairKey::new(PAIR.sku, COUNTERPARTY);
-    assert_eq!(world.view(PAIR, t, &config).expect("source").on_hand_units, -6);
+    assert_eq!(
+        world.view(PAIR, t, &config).expect("source").on_hand_units,
+        -6
+    );
     let view = world.view(destination, t, &config).expect("destination");
     assert_eq!((view.in_transit_units, view.on_hand_units), (6, 0));
-    let overdue = world.view(destination, t.plus_ms(35 * HOUR_MS), &config).expect("destination");
-    assert_eq!((overdue.in_transit_units, overdue.overdue_transfers), (0, 1));
+    let overdue = world
+        .view(destination, t.plus_ms(35 * HOUR_MS), &config)
+        .expect("destination");
+    assert_eq!(
+        (overdue.in_transit_units, overdue.overdue_transfers),
+        (0, 1)
+    );
 
-    let mut arrived = event("t1-in", Source::Transfer, EventKind::TransferIn, 4, t.plus_ms(9 * HOUR_MS));
+    let mut arrived = event(
+        "t1-in",
+        Source::Transfer,
+        EventKind::TransferIn,
+        4,
+        t.plus_ms(9 * HOUR_MS),
+    );
     arrived.pair = destination;
     arrived.counterparty_location = Some(PAIR.location);
     world.arrive(&arrived, t.plus_ms(9 * HOUR_MS), &config);
-    let view = world.view(destination, t.plus_ms(9 * HOUR_MS), &config).expect("destination");
+    let view = world
+        .view(destination, t.plus_ms(9 * HOUR_MS), &config)
+        .expect("destination");
     assert_eq!((view.in_transit_units, view.on_hand_units), (2, 4));
 }
 
@@ -191,13 +355,25 @@ fn future_events_and_conflicts_are_quarantined() {
     let config = LedgerConfig::default();
     let t = at("2026-03-02T10:00:00Z");
     let mut world = World::default();
-    let future = event("f1", Source::Pos, EventKind::Sale, 1, t.plus_ms(6 * MINUTE_MS));
-    assert!(matches!(world.arrive(&future, t, &config), Outcome::Quarantined(QuarantineReason::FromTheFuture { .. })));
+    let future = event(
+        "f1",
+        Source::Pos,
+        EventKind::Sale,
+        1,
+        t.plus_ms(6 * MINUTE_MS),
+    );
+    assert!(matches!(
+        world.arrive(&future, t, &config),
+        Outcome::Quarantined(QuarantineReason::FromTheFuture { .. })
+    ));
     let sale = event("s1", Source::Pos, EventKind::Sale, 1, t);
     assert_eq!(world.arrive(&sale, t, &config), Outcome::Applied);
     let mut conflicting = sale.clone();
     conflicting.quantity = 5;
-    assert_eq!(world.arrive(&conflicting, t, &config), Outcome::Quarantined(QuarantineReason::ConflictingDuplicate));
+    assert_eq!(
+        world.arrive(&conflicting, t, &config),
+        Outcome::Quarantined(QuarantineReason::ConflictingDuplicate)
+    );
     let view = world.view(PAIR, t, &config).expect("entity");
     assert_eq!((view.on_hand_units, view.quarantined_entries), (-1, 2));
 }
@@ -222,19 +398,33 @@ fn arbitrary_event(id: usize) -> impl Strategy<Value = Event> {
     ];
     // Minute-granularity times over six hours: ties between events are common, so the
     // "at or before the anchor" boundary is exercised.
-    (kinds, prop::sample::select(Source::ALL.to_vec()), 0i64..20, 0i64..6 * 60, any::<bool>()).prop_map(
-        move |(kind, source, quantity, offset_min, with_counterparty)| {
-            let mut event =
-                event(&format!("e{id}"), source, kind, quantity, Timestamp(T0_MS + offset_min * MINUTE_MS));
-            if kind == EventKind::Adjustment {
-                event.quantity = quantity - 10;
-            }
-            if matches!(kind, EventKind::TransferOut | EventKind::TransferIn) && with_counterparty {
-                event.counterparty_location = Some(COUNTERPARTY);
-            }
-            event
-        },
+    (
+        kinds,
+        prop::sample::select(Source::ALL.to_vec()),
+        0i64..20,
+        0i64..6 * 60,
+        any::<bool>(),
     )
+        .prop_map(
+            move |(kind, source, quantity, offset_min, with_counterparty)| {
+                let mut event = event(
+                    &format!("e{id}"),
+                    source,
+                    kind,
+                    quantity,
+                    Timestamp(T0_MS + offset_min * MINUTE_MS),
+                );
+                if kind == EventKind::Adjustment {
+                    event.quantity = quantity - 10;
+                }
+                if matches!(kind, EventKind::TransferOut | EventKind::TransferIn)
+                    && with_counterparty
+                {
+                    event.counterparty_location = Some(COUNTERPARTY);
+                }
+                event
+            },
+        )
 }
 
 fn arbitrary_events(max: usize) -> impl Strategy<Value = Vec<Event>> {
@@ -244,8 +434,20 @@ fn arbitrary_events(max: usize) -> impl Strategy<Value = Vec<Event>> {
 /// Events that are quarantined in any order: far too late, or from the future.
 fn never_admissible() -> Vec<Event> {
     vec![
-        event("late", Source::Pos, EventKind::Sale, 3, Timestamp(T0_MS - 48 * HOUR_MS)),
-        event("future", Source::Wms, EventKind::Snapshot, 99, Timestamp(T0_MS + 10 * 24 * HOUR_MS)),
+        event(
+            "late",
+            Source::Pos,
+            EventKind::Sale,
+            3,
+            Timestamp(T0_MS - 48 * HOUR_MS),
+        ),
+        event(
+            "future",
+            Source::Wms,
+            EventKind::Snapshot,
+            99,
+            Timestamp(T0_MS + 10 * 24 * HOUR_MS),
+        ),
     ]
 }
 
@@ -262,8 +464,15 @@ fn run(events: &[Event], config: &LedgerConfig) -> World {
     world
 }
 
-fn views(world: &World, now: Timestamp, config: &LedgerConfig) -> (Option<LedgerView>, Option<LedgerView>) {
-    (world.view(PAIR, now, config), world.view(PairKey::new(PAIR.sku, COUNTERPARTY), now, config))
+fn views(
+    world: &World,
+    now: Timestamp,
+    config: &LedgerConfig,
+) -> (Option<LedgerView>, Option<LedgerView>) {
+    (
+        world.view(PAIR, now, config),
+        world.view(PairKey::new(PAIR.sku, COUNTERPARTY), now, config),
+    )
 }
 
 proptest! {

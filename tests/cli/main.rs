@@ -1,0 +1,101 @@
+//! The `stockgrid` command as a user runs it: a real process, real files, a real store on
+//! disk. (The gRPC end-to-end tests of the service will live in the `stockgrid-tests` crate.)
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn stockgrid(arguments: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stockgrid")).args(arguments).output().expect("run stockgrid")
+}
+
+fn example(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hand-checked").join(name).display().to_string()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn replay_then_inspect_the_hand_checked_example() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let answers = dir.path().join("answers.jsonl");
+    let quarantine = dir.path().join("quarantined.jsonl");
+    let data = dir.path().join("data");
+    let output = stockgrid(&[
+        "replay",
+        "--events",
+        &example("events.jsonl"),
+        "--queries",
+        &example("queries.jsonl"),
+        "--locations",
+        &example("locations.jsonl"),
+        "--out",
+        answers.to_str().expect("utf-8 path"),
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+        "--quarantine-out",
+        quarantine.to_str().expect("utf-8 path"),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("applied 4, duplicates 1, quarantined 1"), "{stdout}");
+    assert!(stdout.contains("quarantined TOO_LATE: 1"), "{stdout}");
+    let answers = std::fs::read_to_string(&answers).expect("answers");
+    let lines: Vec<serde_json::Value> = answers.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["expected_on_hand"], 13.0);
+    assert_eq!(lines[0]["available"], true);
+    assert_eq!(lines[1]["expected_on_hand"], 13.0);
+    assert_eq!(lines[1]["available"], false);
+    let quarantined = std::fs::read_to_string(&quarantine).expect("quarantine file");
+    assert!(quarantined.contains("\"event_id\":\"a1\"") && quarantined.contains("TOO_LATE"), "{quarantined}");
+
+    let inspected = stockgrid(&["inspect", "--data-dir", data.to_str().expect("utf-8 path"), "--sku", "42", "--location", "7"]);
+    let stdout = text(&inspected.stdout);
+    assert!(inspected.status.success(), "{stdout}{}", text(&inspected.stderr));
+    assert!(stdout.contains("on_hand 13"), "{stdout}");
+    assert!(stdout.contains("quarantined TOO_LATE event a1"), "{stdout}");
+    assert!(stdout.contains("last anchor: count 10 units"), "{stdout}");
+}
+
+#[test]
+fn bad_input_names_the_file_line_and_field_and_fails() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let events = dir.path().join("events.jsonl");
+    let good = std::fs::read_to_string(example("events.jsonl")).expect("example");
+    std::fs::write(&events, good.replace("\"qty\":5", "\"qty\":-5")).expect("write");
+    let answers = dir.path().join("answers.jsonl");
+    let output = stockgrid(&[
+        "replay",
+        "--events",
+        events.to_str().expect("utf-8 path"),
+        "--queries",
+        &example("queries.jsonl"),
+        "--out",
+        answers.to_str().expect("utf-8 path"),
+    ]);
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("events.jsonl:5: field `qty`"), "{stderr}");
+    assert!(!answers.exists());
+}
+
+#[test]
+fn ml_mode_is_refused_with_a_reason() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let answers = dir.path().join("answers.jsonl");
+    let output = stockgrid(&[
+        "replay",
+        "--events",
+        &example("events.jsonl"),
+        "--queries",
+        &example("queries.jsonl"),
+        "--out",
+        answers.to_str().expect("utf-8 path"),
+        "--mode",
+        "ml",
+    ]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("--mode ml needs the stock-belief model"), "{}", text(&output.stderr));
+}
