@@ -5,11 +5,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn stockgrid(arguments: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stockgrid")).args(arguments).output().expect("run stockgrid")
+    Command::new(env!("CARGO_BIN_EXE_stockgrid"))
+        .args(arguments)
+        .output()
+        .expect("run stockgrid")
 }
 
 fn example(name: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hand-checked").join(name).display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/hand-checked")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -39,21 +46,42 @@ fn replay_then_inspect_the_hand_checked_example() {
     ]);
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
-    assert!(stdout.contains("applied 4, duplicates 1, quarantined 1"), "{stdout}");
+    assert!(
+        stdout.contains("applied 4, duplicates 1, quarantined 1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("quarantined TOO_LATE: 1"), "{stdout}");
     let answers = std::fs::read_to_string(&answers).expect("answers");
-    let lines: Vec<serde_json::Value> = answers.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let lines: Vec<serde_json::Value> = answers
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["expected_on_hand"], 13.0);
     assert_eq!(lines[0]["available"], true);
     assert_eq!(lines[1]["expected_on_hand"], 13.0);
     assert_eq!(lines[1]["available"], false);
     let quarantined = std::fs::read_to_string(&quarantine).expect("quarantine file");
-    assert!(quarantined.contains("\"event_id\":\"a1\"") && quarantined.contains("TOO_LATE"), "{quarantined}");
+    assert!(
+        quarantined.contains("\"event_id\":\"a1\"") && quarantined.contains("TOO_LATE"),
+        "{quarantined}"
+    );
 
-    let inspected = stockgrid(&["inspect", "--data-dir", data.to_str().expect("utf-8 path"), "--sku", "42", "--location", "7"]);
+    let inspected = stockgrid(&[
+        "inspect",
+        "--data-dir",
+        data.to_str().expect("utf-8 path"),
+        "--sku",
+        "42",
+        "--location",
+        "7",
+    ]);
     let stdout = text(&inspected.stdout);
-    assert!(inspected.status.success(), "{stdout}{}", text(&inspected.stderr));
+    assert!(
+        inspected.status.success(),
+        "{stdout}{}",
+        text(&inspected.stderr)
+    );
     assert!(stdout.contains("on_hand 13"), "{stdout}");
     assert!(stdout.contains("quarantined TOO_LATE event a1"), "{stdout}");
     assert!(stdout.contains("last anchor: count 10 units"), "{stdout}");
@@ -97,5 +125,9 @@ fn ml_mode_is_refused_with_a_reason() {
         "ml",
     ]);
     assert!(!output.status.success());
-    assert!(text(&output.stderr).contains("--mode ml needs the stock-belief model"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("--mode ml needs the stock-belief model"),
+        "{}",
+        text(&output.stderr)
+    );
 }
