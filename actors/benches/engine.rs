@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source};
 use stockgrid_actors::ledger::{
-    DeltaHistory, EntityState, Identity, LedgerConfig, LedgerEntry, LookupFailed, ingest,
+    EntityState, Identity, LedgerConfig, LedgerEntry, RecordedDeltas, ingest,
 };
 use stockgrid_actors::time::{SECOND_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig};
@@ -64,22 +64,6 @@ fn realistic_stream(pairs: u64, count: usize, spacing_ms: i64, seed: u64) -> Vec
         .collect()
 }
 
-/// The pure core's delta history, as tests keep it: every applied delta per pair.
-#[derive(Default)]
-struct AppliedDeltas(HashMap<PairKey, Vec<(Timestamp, i64)>>);
-
-impl DeltaHistory for AppliedDeltas {
-    fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
-        Ok(self.0.get(&pair).map_or(0, |deltas| {
-            deltas
-                .iter()
-                .filter(|(t, _)| *t > after)
-                .map(|(_, u)| u)
-                .sum()
-        }))
-    }
-}
-
 fn pure_core(c: &mut Criterion) {
     let config = LedgerConfig::default();
     let stream = realistic_stream(10_000, 100_000, 10, 7);
@@ -96,7 +80,7 @@ fn pure_core(c: &mut Criterion) {
     group.bench_function("apply_admitted", |b| {
         b.iter(|| {
             let mut states: HashMap<PairKey, EntityState> = HashMap::with_capacity(40_000);
-            let mut history = AppliedDeltas::default();
+            let mut history = RecordedDeltas::default();
             for (entry, arrival) in &entries {
                 let _ = states.entry(entry.target()).or_default().apply_admitted(
                     entry,
@@ -104,13 +88,7 @@ fn pure_core(c: &mut Criterion) {
                     &config,
                     &mut history,
                 );
-                if !entry.event.kind.is_observation() {
-                    history
-                        .0
-                        .entry(entry.target())
-                        .or_default()
-                        .push((entry.event.event_time, entry.event.signed_units()));
-                }
+                history.record(entry);
             }
             states.len()
         })
@@ -119,7 +97,7 @@ fn pure_core(c: &mut Criterion) {
         b.iter(|| {
             let mut states: HashMap<PairKey, EntityState> = HashMap::with_capacity(40_000);
             let mut identities: HashMap<Identity, u128> = HashMap::with_capacity(entries.len());
-            let mut history = AppliedDeltas::default();
+            let mut history = RecordedDeltas::default();
             for (entry, arrival) in &entries {
                 let state = states.entry(entry.target()).or_default();
                 let _ = ingest(
@@ -130,13 +108,7 @@ fn pure_core(c: &mut Criterion) {
                     &mut identities,
                     &mut history,
                 );
-                if !entry.event.kind.is_observation() {
-                    history
-                        .0
-                        .entry(entry.target())
-                        .or_default()
-                        .push((entry.event.event_time, entry.event.signed_units()));
-                }
+                history.record(entry);
             }
             states.len()
         })

@@ -477,13 +477,19 @@ impl Engine {
 
     /// Entities resident in memory, over all shards.
     pub async fn resident_entities(&self) -> Result<usize, EngineError> {
+        self.sum_over_shards(|permit, reply| ShardMessage::ResidentCount { permit, reply })
+            .await
+    }
+
+    /// Asks every shard in turn and adds up the answers.
+    async fn sum_over_shards(
+        &self,
+        make: impl Fn(OwnedSemaphorePermit, Reply<usize>) -> ShardMessage,
+    ) -> Result<usize, EngineError> {
         let mut total = 0;
         for shard in 0..self.inner.shards.len() {
             total += self
-                .call(shard, |permit, reply| ShardMessage::ResidentCount {
-                    permit,
-                    reply,
-                })
+                .call(shard, &make)
                 .await
                 .map_err(|e| self.call_error(shard, e))?;
         }
@@ -521,17 +527,13 @@ impl Engine {
     }
 
     async fn passivate(&self, idle_before: Timestamp) -> Result<usize, EngineError> {
-        let mut total = 0;
-        for shard in 0..self.inner.shards.len() {
-            total += self
-                .call(shard, move |permit, reply| ShardMessage::Passivate {
-                    idle_before,
-                    permit,
-                    reply,
-                })
-                .await
-                .map_err(|e| self.call_error(shard, e))?;
-        }
+        let total = self
+            .sum_over_shards(|permit, reply| ShardMessage::Passivate {
+                idle_before,
+                permit,
+                reply,
+            })
+            .await?;
         let views = &self.inner.read_views;
         if total > 0 && views.capacity() > 2 * views.len() + 1024 {
             views.shrink_to_fit();

@@ -303,6 +303,34 @@ pub trait DeltaHistory {
     fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed>;
 }
 
+/// A delta history kept in memory: every applied primary delta, per pair. The pure core's
+/// tests and benchmarks use it; the engine answers from the event log instead.
+#[derive(Clone, Debug, Default)]
+pub struct RecordedDeltas(std::collections::HashMap<PairKey, Vec<(Timestamp, i64)>>);
+
+impl RecordedDeltas {
+    /// Records an entry that was just applied (only primary deltas are kept).
+    pub fn record(&mut self, entry: &LedgerEntry) {
+        if entry.role == EntryRole::Primary && !entry.event.kind.is_observation() {
+            self.0
+                .entry(entry.target())
+                .or_default()
+                .push((entry.event.event_time, entry.event.signed_units()));
+        }
+    }
+}
+
+impl DeltaHistory for RecordedDeltas {
+    fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
+        let deltas = self.0.get(&pair).map_or(&[][..], Vec::as_slice);
+        Ok(deltas
+            .iter()
+            .filter(|(time, _)| *time > after)
+            .map(|(_, units)| units)
+            .sum())
+    }
+}
+
 /// A lookup the pure core needed (identities, delta history) failed in the store behind it,
 /// so the entry was neither applied nor dropped: it is refused, and the caller may retry.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

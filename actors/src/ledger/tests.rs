@@ -38,24 +38,8 @@ fn event(id: &str, source: Source, kind: EventKind, quantity: i64, event_time: T
 struct World {
     states: HashMap<PairKey, EntityState>,
     identities: HashMap<Identity, u128>,
-    history: AppliedDeltas,
+    history: RecordedDeltas,
     outcomes: Vec<(Event, Outcome)>,
-}
-
-/// The delta history of the world: every applied primary delta, per pair.
-#[derive(Default)]
-struct AppliedDeltas(HashMap<PairKey, Vec<(Timestamp, i64)>>);
-
-impl DeltaHistory for AppliedDeltas {
-    fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
-        Ok(self.0.get(&pair).map_or(0, |deltas| {
-            deltas
-                .iter()
-                .filter(|(t, _)| *t > after)
-                .map(|(_, u)| u)
-                .sum()
-        }))
-    }
 }
 
 impl World {
@@ -72,15 +56,8 @@ impl World {
                 &mut self.history,
             )
             .expect("map lookups never fail");
-            if outcome == Outcome::Applied
-                && entry.role == EntryRole::Primary
-                && !entry.event.kind.is_observation()
-            {
-                self.history
-                    .0
-                    .entry(entry.target())
-                    .or_default()
-                    .push((entry.event.event_time, entry.event.signed_units()));
+            if outcome == Outcome::Applied {
+                self.history.record(&entry);
             }
             if entry.role == EntryRole::Primary {
                 primary_outcome = outcome;
