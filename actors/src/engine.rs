@@ -6,6 +6,7 @@
 //! Lookups read the published read views directly (a concurrent map) and go through the
 //! shard only to activate a pair that is not resident.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::config::EngineConfig;
 use crate::decision::{Decision, SafetyStock, decide_by_rules, unavailable};
-use crate::domain::{Arrival, PairKey, Surface};
+use crate::domain::{Arrival, PairKey, Source, Surface};
 use crate::error::EngineError;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
 use crate::persist::{self, IdentityTail};
@@ -208,11 +209,66 @@ impl Engine {
             });
         }
         self.inner.store.check_writable()?;
-        let shard_count = self.inner.shards.len();
-        let mut per_shard: Vec<Vec<(usize, EntryRole, ArrivedEntry)>> =
-            (0..shard_count).map(|_| Vec::new()).collect();
         let event_count = arrivals.len();
-        for (index, arrival) in arrivals.into_iter().enumerate() {
+        // The shards of one round run in parallel, so two events of one identity must not
+        // share a round: the n-th arrival of an identity in this batch goes to round n. The
+        // first of them therefore always wins a conflict (same identity, other payload, maybe
+        // another pair and shard), whatever the scheduling: replays stay deterministic.
+        let mut occurrences: HashMap<(Source, &str), usize> = HashMap::with_capacity(event_count);
+        let rounds_of: Vec<usize> = arrivals
+            .iter()
+            .map(|arrival| {
+                let seen = occurrences
+                    .entry((arrival.event.source, arrival.event.event_id.as_str()))
+                    .or_insert(0);
+                *seen += 1;
+                *seen - 1
+            })
+            .collect();
+        drop(occurrences);
+        let round_count = rounds_of.iter().max().map_or(0, |last| last + 1);
+        let mut rounds: Vec<Vec<(usize, Arrival)>> = (0..round_count).map(|_| Vec::new()).collect();
+        for (index, (arrival, round)) in arrivals.into_iter().zip(rounds_of).enumerate() {
+            rounds[round].push((index, arrival));
+        }
+        let mut results: Vec<Option<Result<Outcome, EngineError>>> =
+            (0..event_count).map(|_| None).collect();
+        for round in rounds {
+            self.ingest_round(round, &mut results).await?;
+        }
+        let results: Vec<Result<Outcome, EngineError>> = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(EngineError::Corrupt(
+                        "event produced no primary entry".to_owned(),
+                    ))
+                })
+            })
+            .collect();
+        let counters = &self.inner.counters;
+        for result in &results {
+            let counter = match result {
+                Ok(Outcome::Applied) => &counters.applied_events,
+                Ok(Outcome::Duplicate) => &counters.duplicate_events,
+                Ok(Outcome::Quarantined(_)) => &counters.quarantined_events,
+                Err(_) => &counters.failed_events,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(results)
+    }
+
+    /// Applies one round of arrivals (no identity twice), all shards in parallel, and fills
+    /// in each arrival's result by its index.
+    async fn ingest_round(
+        &self,
+        round: Vec<(usize, Arrival)>,
+        results: &mut [Option<Result<Outcome, EngineError>>],
+    ) -> Result<(), EngineError> {
+        let mut per_shard: Vec<Vec<(usize, EntryRole, ArrivedEntry)>> =
+            (0..self.inner.shards.len()).map(|_| Vec::new()).collect();
+        for (index, arrival) in round {
             for entry in LedgerEntry::expand(arrival.event) {
                 let shard = self.shard_of(entry.target());
                 per_shard[shard].push((
@@ -241,8 +297,6 @@ impl Engine {
                 tags.into_iter().zip(results).collect::<Vec<_>>()
             });
         }
-        let mut results: Vec<Option<Result<Outcome, EngineError>>> =
-            (0..event_count).map(|_| None).collect();
         while let Some(joined) = tasks.join_next().await {
             let pieces = joined.map_err(|e| EngineError::ShardUnavailable {
                 shard: usize::MAX,
@@ -259,27 +313,7 @@ impl Engine {
                 }
             }
         }
-        let results: Vec<Result<Outcome, EngineError>> = results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(EngineError::Corrupt(
-                        "event produced no primary entry".to_owned(),
-                    ))
-                })
-            })
-            .collect();
-        let counters = &self.inner.counters;
-        for result in &results {
-            let counter = match result {
-                Ok(Outcome::Applied) => &counters.applied_events,
-                Ok(Outcome::Duplicate) => &counters.duplicate_events,
-                Ok(Outcome::Quarantined(_)) => &counters.quarantined_events,
-                Err(_) => &counters.failed_events,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(results)
+        Ok(())
     }
 
     /// Applies entries on one shard; if the shard dies handling them, retries them one per

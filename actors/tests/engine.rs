@@ -587,3 +587,56 @@ async fn recovery_replays_a_late_anchor_against_only_the_earlier_log() {
         Some(17)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_of_two_conflicting_events_in_one_batch_always_wins() {
+    for attempt in 0..20u64 {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let clock = SimulatedClock::starting_at(T0);
+        let engine = Engine::start(store, Arc::new(clock), EngineConfig::default())
+            .await
+            .expect("start");
+        // Same identity, different pairs on different shards: they would race if sent together.
+        let first = PairKey::new(1, 1);
+        let second = (2..100)
+            .map(|sku| PairKey::new(sku, 1))
+            .find(|p| engine.shard_of(*p) != engine.shard_of(first))
+            .expect("another shard");
+        let (a, b) = if attempt % 2 == 0 {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let batch = vec![
+            arrival(event("same", Source::Pos, EventKind::Sale, a, 1, T0), T0),
+            arrival(event("other", Source::Pos, EventKind::Sale, b, 1, T0), T0),
+            arrival(event("same", Source::Pos, EventKind::Sale, b, 1, T0), T0),
+        ];
+        let results = engine.ingest(batch).await.expect("ingest");
+        assert!(matches!(results[0], Ok(Outcome::Applied)), "{results:?}");
+        assert!(matches!(results[1], Ok(Outcome::Applied)), "{results:?}");
+        assert!(
+            matches!(
+                results[2],
+                Ok(Outcome::Quarantined(QuarantineReason::ConflictingDuplicate))
+            ),
+            "{results:?}"
+        );
+        assert_eq!(
+            engine
+                .read_view(a)
+                .await
+                .expect("view")
+                .map(|v| v.on_hand_units),
+            Some(-1)
+        );
+        assert_eq!(
+            engine
+                .read_view(b)
+                .await
+                .expect("view")
+                .map(|v| v.on_hand_units),
+            Some(-1)
+        );
+    }
+}
