@@ -45,17 +45,14 @@ fn realistic_stream(pairs: u64, count: usize, spacing_ms: i64, seed: u64) -> Vec
                 95..=97 => (EventKind::RfidRead, Source::Rfid, (next() % 30) as i64),
                 _ => (EventKind::Snapshot, Source::Wms, (next() % 30) as i64),
             };
-            let event = Event {
-                event_id: format!("{seed}-{i}"),
+            let event = Event::new(
+                format!("{seed}-{i}"),
                 source,
                 kind,
-                pair: PairKey::new(next() % pairs, (next() % 4) as u32),
+                PairKey::new(next() % pairs, (next() % 4) as u32),
                 quantity,
                 event_time,
-                reservation_id: None,
-                counterparty_location: None,
-                expected_time: None,
-            };
+            );
             Arrival {
                 event,
                 arrival_time,

@@ -99,17 +99,7 @@ fn day_of_events(pairs: u64, batch_index: u64, state: &mut u64) -> Vec<Arrival> 
                 940..=969 => (EventKind::Snapshot, Source::Wms, (next() % 30) as i64),
                 _ => (EventKind::TransferIn, Source::Transfer, 6),
             };
-            let event = Event {
-                event_id: format!("m{n}"),
-                source,
-                kind,
-                pair,
-                quantity,
-                event_time,
-                reservation_id: None,
-                counterparty_location: None,
-                expected_time: None,
-            };
+            let event = Event::new(format!("m{n}"), source, kind, pair, quantity, event_time);
             Arrival {
                 event,
                 arrival_time,

@@ -228,6 +228,28 @@ pub struct Event {
 }
 
 impl Event {
+    /// An event with no optional field set (no reservation, counterparty or expected time).
+    pub fn new(
+        event_id: impl Into<String>,
+        source: Source,
+        kind: EventKind,
+        pair: PairKey,
+        quantity: i64,
+        event_time: Timestamp,
+    ) -> Self {
+        Self {
+            event_id: event_id.into(),
+            source,
+            kind,
+            pair,
+            quantity,
+            event_time,
+            reservation_id: None,
+            counterparty_location: None,
+            expected_time: None,
+        }
+    }
+
     /// A 128-bit digest (XXH3-128, a fixed, versioned algorithm) of a canonical encoding of
     /// every field; arrival time is not a field. Two arrivals of one identity are duplicates
     /// when their digests are equal and a conflict when they differ. Different payloads share

@@ -466,14 +466,24 @@ impl Engine {
         if let Some(view) = self.inner.read_views.get(&pair) {
             return Ok(Some(*view));
         }
-        let shard = self.shard_of(pair);
-        self.call(shard, move |permit, reply| ShardMessage::Read {
+        self.call_for_pair(pair, |permit, reply| ShardMessage::Read {
             pair,
             permit,
             reply,
         })
         .await
-        .map_err(|e| self.call_error(shard, e))
+    }
+
+    /// Sends one message to the shard owning `pair` and awaits the answer.
+    async fn call_for_pair<T>(
+        &self,
+        pair: PairKey,
+        make: impl FnOnce(OwnedSemaphorePermit, Reply<T>) -> ShardMessage,
+    ) -> Result<T, EngineError> {
+        let shard = self.shard_of(pair);
+        self.call(shard, make)
+            .await
+            .map_err(|e| self.call_error(shard, e))
     }
 
     /// The rules decision for `quantity` units of `pair` on `surface`. A state that cannot
@@ -499,14 +509,12 @@ impl Engine {
 
     /// The full state of a pair for ops (`None`: never seen).
     pub async fn inspect(&self, pair: PairKey) -> Result<Option<EntityReport>, EngineError> {
-        let shard = self.shard_of(pair);
-        self.call(shard, move |permit, reply| ShardMessage::Inspect {
+        self.call_for_pair(pair, |permit, reply| ShardMessage::Inspect {
             pair,
             permit,
             reply,
         })
         .await
-        .map_err(|e| self.call_error(shard, e))
     }
 
     /// Entities resident in memory, over all shards.

@@ -575,17 +575,14 @@ mod tests {
     use crate::ledger::RecordedDeltas;
 
     fn event(id: &str, kind: EventKind, quantity: i64, time: Timestamp) -> Event {
-        Event {
-            event_id: id.to_owned(),
-            source: Source::StoreInventory,
+        Event::new(
+            id,
+            Source::StoreInventory,
             kind,
-            pair: PairKey::new(42, 7),
+            PairKey::new(42, 7),
             quantity,
-            event_time: time,
-            reservation_id: None,
-            counterparty_location: None,
-            expected_time: None,
-        }
+            time,
+        )
     }
 
     /// The snapshot and log record of the format fixture: changing how either is written

@@ -28,17 +28,14 @@ fn batch(n: usize) -> Vec<Arrival> {
         .map(|i| {
             let id = n * BATCH_EVENTS + i;
             let time = T0.plus_ms((n as i64) * MINUTE_MS);
-            let event = Event {
-                event_id: format!("receipt-{id}"),
-                source: Source::Receiving,
-                kind: EventKind::Receipt,
-                pair: PairKey::new(id as u64 % PAIRS, 1),
-                quantity: 1,
-                event_time: time,
-                reservation_id: None,
-                counterparty_location: None,
-                expected_time: None,
-            };
+            let event = Event::new(
+                format!("receipt-{id}"),
+                Source::Receiving,
+                EventKind::Receipt,
+                PairKey::new(id as u64 % PAIRS, 1),
+                1,
+                time,
+            );
             Arrival {
                 event,
                 arrival_time: time,

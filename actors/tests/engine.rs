@@ -20,17 +20,7 @@ fn event(
     quantity: i64,
     event_time: Timestamp,
 ) -> Event {
-    Event {
-        event_id: id.to_owned(),
-        source,
-        kind,
-        pair,
-        quantity,
-        event_time,
-        reservation_id: None,
-        counterparty_location: None,
-        expected_time: None,
-    }
+    Event::new(id, source, kind, pair, quantity, event_time)
 }
 
 fn arrival(event: Event, arrival_time: Timestamp) -> Arrival {

@@ -20,17 +20,7 @@ fn at(text: &str) -> Timestamp {
 }
 
 fn event(id: &str, source: Source, kind: EventKind, quantity: i64, event_time: Timestamp) -> Event {
-    Event {
-        event_id: id.to_owned(),
-        source,
-        kind,
-        pair: PAIR,
-        quantity,
-        event_time,
-        reservation_id: None,
-        counterparty_location: None,
-        expected_time: None,
-    }
+    Event::new(id, source, kind, PAIR, quantity, event_time)
 }
 
 /// A small world of entities keyed by pair, driven through the pure `ingest`.
