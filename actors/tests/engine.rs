@@ -47,68 +47,62 @@ fn mixed_stream(pairs: u64, count: usize) -> Vec<Arrival> {
         let delay = (next() % 30) as i64 * MINUTE_MS;
         let event_time = Timestamp(now.0 - delay);
         let roll = next() % 100;
-        let mut e = match roll {
-            0..=49 => event(
-                &format!("s{i}"),
+        let (prefix, source, kind, quantity, event_time) = match roll {
+            0..=49 => (
+                "s",
                 Source::Pos,
                 EventKind::Sale,
-                pair,
                 1 + (next() % 3) as i64,
                 event_time,
             ),
-            50..=69 => event(
-                &format!("r{i}"),
+            50..=69 => (
+                "r",
                 Source::Receiving,
                 EventKind::Receipt,
-                pair,
                 5 + (next() % 10) as i64,
                 event_time,
             ),
-            70..=79 => event(
-                &format!("c{i}"),
+            70..=79 => (
+                "c",
                 Source::StoreInventory,
                 EventKind::Count,
-                pair,
                 (next() % 40) as i64,
                 event_time,
             ),
-            80..=84 => event(
-                &format!("w{i}"),
+            80..=84 => (
+                "w",
                 Source::Wms,
                 EventKind::Snapshot,
-                pair,
                 (next() % 40) as i64,
                 event_time,
             ),
-            85..=89 => {
-                let mut t = event(
-                    &format!("t{i}"),
-                    Source::Transfer,
-                    EventKind::TransferOut,
-                    pair,
-                    2,
-                    event_time,
-                );
-                t.counterparty_location = Some(if pair.location == 10 { 11 } else { 10 });
-                t
-            }
-            90..=94 => event(
-                &format!("late{i}"),
+            85..=89 => ("t", Source::Transfer, EventKind::TransferOut, 2, event_time),
+            90..=94 => (
+                "late",
                 Source::Pos,
                 EventKind::Sale,
-                pair,
                 1,
                 Timestamp(now.0 - 30 * HOUR_MS),
             ),
-            _ => event(
-                &format!("a{i}"),
+            _ => (
+                "a",
                 Source::StoreInventory,
                 EventKind::Adjustment,
-                pair,
                 (next() % 7) as i64 - 3,
                 event_time,
             ),
         };
+        let mut e = event(
+            &format!("{prefix}{i}"),
+            source,
+            kind,
+            pair,
+            quantity,
+            event_time,
+        );
+        if kind == EventKind::TransferOut {
+            e.counterparty_location = Some(if pair.location == 10 { 11 } else { 10 });
+        }
         if roll >= 95 && i > 0 {
             // A duplicate of an earlier arrival.
             let earlier: &Arrival = &stream[(next() % stream.len() as u64) as usize];
