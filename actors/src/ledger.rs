@@ -32,7 +32,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Event, EventKind, PairKey, SOURCE_COUNT, Source};
-use crate::time::{HOUR_MS, MINUTE_MS, Timestamp};
+use crate::time::{HOUR_MS, MINUTE_MS, Timestamp, human_duration};
 
 /// How far behind the latest arrival an arrival may be processed; events dated at or before
 /// the floor (latest arrival - lateness bound - this) are quarantined as late, so the delta
@@ -120,13 +120,17 @@ impl std::fmt::Display for QuarantineReason {
             } => {
                 write!(
                     f,
-                    "arrived {lateness_ms} ms after its event time, beyond the lateness bound of {bound_ms} ms"
+                    "arrived {} after its event time, beyond the lateness bound of {}",
+                    human_duration(*lateness_ms),
+                    human_duration(*bound_ms)
                 )
             }
             QuarantineReason::FromTheFuture { ahead_ms, skew_ms } => {
                 write!(
                     f,
-                    "dated {ahead_ms} ms after its arrival, beyond the future skew bound of {skew_ms} ms"
+                    "dated {} after its arrival, beyond the future skew bound of {}",
+                    human_duration(*ahead_ms),
+                    human_duration(*skew_ms)
                 )
             }
             QuarantineReason::ConflictingDuplicate => {

@@ -72,6 +72,26 @@ impl std::fmt::Display for Timestamp {
     }
 }
 
+/// A duration in milliseconds as people read it: "30 h", "1 h 5 min", "42 s", "350 ms".
+pub fn human_duration(millis: i64) -> String {
+    let sign = if millis < 0 { "-" } else { "" };
+    let millis = millis.unsigned_abs();
+    let (hours, minutes, seconds) = (
+        millis / 3_600_000,
+        millis / 60_000 % 60,
+        millis / 1_000 % 60,
+    );
+    let text = match (hours, minutes, seconds, millis % 1_000) {
+        (0, 0, 0, ms) => format!("{ms} ms"),
+        (0, 0, s, _) => format!("{s} s"),
+        (0, m, 0, _) => format!("{m} min"),
+        (0, m, s, _) => format!("{m} min {s} s"),
+        (h, 0, _, _) => format!("{h} h"),
+        (h, m, _, _) => format!("{h} h {m} min"),
+    };
+    format!("{sign}{text}")
+}
+
 /// A source of "now".
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// The current time.
@@ -133,6 +153,17 @@ mod tests {
             Timestamp::from_compact_seconds(t.to_compact_seconds()),
             Some(t)
         );
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(human_duration(30 * HOUR_MS), "30 h");
+        assert_eq!(human_duration(HOUR_MS + 5 * MINUTE_MS + 7_000), "1 h 5 min");
+        assert_eq!(human_duration(6 * MINUTE_MS), "6 min");
+        assert_eq!(human_duration(6 * MINUTE_MS + 1_000), "6 min 1 s");
+        assert_eq!(human_duration(42_000), "42 s");
+        assert_eq!(human_duration(350), "350 ms");
+        assert_eq!(human_duration(-2_000), "-2 s");
     }
 
     #[test]
