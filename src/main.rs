@@ -198,8 +198,11 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
-    if !args.data_dir.exists() {
-        bail!("data directory {} does not exist", args.data_dir.display());
+    if !EmbeddedStore::exists_at(&args.data_dir) {
+        bail!(
+            "{} holds no stockgrid store (no data directory of a node or a replay)",
+            args.data_dir.display()
+        );
     }
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&args.data_dir)

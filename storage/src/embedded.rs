@@ -96,6 +96,11 @@ impl EmbeddedStore {
         })
     }
 
+    /// Whether `path` holds an embedded store (so read-only tools do not create one).
+    pub fn exists_at(path: impl AsRef<Path>) -> bool {
+        path.as_ref().join("version").is_file()
+    }
+
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.path

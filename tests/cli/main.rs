@@ -110,6 +110,31 @@ fn bad_input_names_the_file_line_and_field_and_fails() {
 }
 
 #[test]
+fn inspect_refuses_a_directory_without_a_store() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let output = stockgrid(&[
+        "inspect",
+        "--data-dir",
+        dir.path().to_str().expect("utf-8 path"),
+        "--sku",
+        "1",
+        "--location",
+        "1",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("holds no stockgrid store"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("list").count(),
+        0,
+        "nothing created"
+    );
+}
+
+#[test]
 fn ml_mode_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let answers = dir.path().join("answers.jsonl");
