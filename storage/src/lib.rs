@@ -10,6 +10,7 @@
 //! - [`batch`]: [`WriteBatch`], its operations and conditions, and the one routine that
 //!   resolves a batch against existing keys (shared by every backend so they agree).
 //! - [`error`]: [`StoreError`], including the poisoned state.
+//! - [`poison`]: the poisoned state every backend keeps, and the test hook that trips it.
 //! - [`memory`]: [`MemoryStore`], an in-memory backend for unit tests and simulation.
 //! - [`embedded`]: [`EmbeddedStore`], the on-disk default (fjall, an LSM tree), behind the
 //!   `embedded` feature.
