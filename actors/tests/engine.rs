@@ -624,3 +624,57 @@ async fn the_first_of_two_conflicting_events_in_one_batch_always_wins() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_makes_senders_wait_and_loses_nothing() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let clock = SimulatedClock::starting_at(T0);
+    // One shard with a one-message mailbox: 40 concurrent callers must queue behind it.
+    let config = EngineConfig {
+        shard_count: 1,
+        mailbox_capacity: 1,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::start(store, Arc::new(clock), config)
+        .await
+        .expect("start");
+    let pair = PairKey::new(9, 9);
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..40i64 {
+        let engine = engine.clone();
+        callers.spawn(async move {
+            let batch = (0..25)
+                .map(|i| {
+                    arrival(
+                        event(
+                            &format!("r{caller}-{i}"),
+                            Source::Receiving,
+                            EventKind::Receipt,
+                            pair,
+                            1,
+                            T0,
+                        ),
+                        T0,
+                    )
+                })
+                .collect();
+            engine
+                .ingest(batch)
+                .await
+                .expect("ingest")
+                .into_iter()
+                .all(|r| matches!(r, Ok(Outcome::Applied)))
+        });
+    }
+    while let Some(all_applied) = callers.join_next().await {
+        assert!(all_applied.expect("caller"));
+    }
+    assert_eq!(
+        engine
+            .read_view(pair)
+            .await
+            .expect("view")
+            .map(|v| v.on_hand_units),
+        Some(1_000)
+    );
+}
