@@ -113,6 +113,25 @@ fn mixed_stream(pairs: u64, count: usize) -> Vec<Arrival> {
     stream
 }
 
+/// An engine over a fresh in-memory store, on a simulated clock reading `T0`.
+async fn memory_engine(config: EngineConfig) -> (Arc<MemoryStore>, SimulatedClock, Engine) {
+    let store = Arc::new(MemoryStore::new());
+    let clock = SimulatedClock::starting_at(T0);
+    let engine = Engine::start(store.clone(), Arc::new(clock.clone()), config)
+        .await
+        .expect("start");
+    (store, clock, engine)
+}
+
+/// On-hand as the pair's published read view says (`None`: never seen).
+async fn on_hand(engine: &Engine, pair: PairKey) -> Option<i32> {
+    engine
+        .read_view(pair)
+        .await
+        .expect("view")
+        .map(|view| view.on_hand_units)
+}
+
 async fn views(engine: &Engine, pairs: u64) -> Vec<Option<LedgerView>> {
     let mut views = Vec::new();
     for sku in 1..=pairs {
@@ -210,16 +229,12 @@ async fn recovery_rebuilds_exactly_the_acknowledged_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_shard_restarts_and_the_poisoned_message_is_quarantined() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let clock = SimulatedClock::starting_at(T0);
     let config = EngineConfig {
         shard_count: 1,
         panic_on_event_id: Some("poison".to_owned()),
         ..EngineConfig::default()
     };
-    let engine = Engine::start(store, Arc::new(clock.clone()), config)
-        .await
-        .expect("start");
+    let (_store, _clock, engine) = memory_engine(config).await;
     let (a, b, c) = (PairKey::new(1, 1), PairKey::new(2, 1), PairKey::new(3, 1));
     let first = vec![
         arrival(
@@ -287,22 +302,8 @@ async fn a_panicking_shard_restarts_and_the_poisoned_message_is_quarantined() {
     );
     // The other pairs of the shard kept their state; the poisoned message is on record.
     let safety = SafetyStock::uniform(0);
-    assert_eq!(
-        engine
-            .read_view(a)
-            .await
-            .expect("view")
-            .map(|v| v.on_hand_units),
-        Some(9)
-    );
-    assert_eq!(
-        engine
-            .read_view(c)
-            .await
-            .expect("view")
-            .map(|v| v.on_hand_units),
-        Some(4)
-    );
+    assert_eq!(on_hand(&engine, a).await, Some(9));
+    assert_eq!(on_hand(&engine, c).await, Some(4));
     let b_report = engine.inspect(b).await.expect("inspect").expect("b exists");
     assert_eq!(b_report.view.on_hand_units, 20);
     assert_eq!(b_report.quarantined.len(), 1);
@@ -319,11 +320,7 @@ async fn a_panicking_shard_restarts_and_the_poisoned_message_is_quarantined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_entities_are_passivated_and_reactivated_from_the_store() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let clock = SimulatedClock::starting_at(T0);
-    let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default())
-        .await
-        .expect("start");
+    let (_store, clock, engine) = memory_engine(EngineConfig::default()).await;
     let pair = PairKey::new(5, 5);
     engine
         .ingest(vec![arrival(
@@ -343,14 +340,7 @@ async fn idle_entities_are_passivated_and_reactivated_from_the_store() {
         1
     );
     assert_eq!(engine.resident_entities().await.expect("count"), 0);
-    assert_eq!(
-        engine
-            .read_view(pair)
-            .await
-            .expect("view")
-            .map(|v| v.on_hand_units),
-        Some(7)
-    );
+    assert_eq!(on_hand(&engine, pair).await, Some(7));
     assert_eq!(engine.resident_entities().await.expect("count"), 1);
     assert_eq!(
         engine.read_view(PairKey::new(6, 6)).await.expect("view"),
@@ -366,12 +356,7 @@ async fn idle_entities_are_passivated_and_reactivated_from_the_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poisoned_store_refuses_writes_and_answers_not_available() {
-    let memory = Arc::new(MemoryStore::new());
-    let store: Arc<dyn Store> = memory.clone();
-    let clock = SimulatedClock::starting_at(T0);
-    let engine = Engine::start(store, Arc::new(clock.clone()), EngineConfig::default())
-        .await
-        .expect("start");
+    let (memory, _clock, engine) = memory_engine(EngineConfig::default()).await;
     let pair = PairKey::new(8, 8);
     engine
         .ingest(vec![arrival(
@@ -551,35 +536,17 @@ async fn recovery_replays_a_late_anchor_against_only_the_earlier_log() {
             Ok(Outcome::Applied)
         ));
     }
-    assert_eq!(
-        engine
-            .read_view(pair)
-            .await
-            .expect("view")
-            .map(|v| v.on_hand_units),
-        Some(17)
-    );
+    assert_eq!(on_hand(&engine, pair).await, Some(17));
     let recovered = Engine::start(store, Arc::new(clock.clone()), config)
         .await
         .expect("start again");
-    assert_eq!(
-        recovered
-            .read_view(pair)
-            .await
-            .expect("view")
-            .map(|v| v.on_hand_units),
-        Some(17)
-    );
+    assert_eq!(on_hand(&recovered, pair).await, Some(17));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_of_two_conflicting_events_in_one_batch_always_wins() {
     for attempt in 0..20u64 {
-        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-        let clock = SimulatedClock::starting_at(T0);
-        let engine = Engine::start(store, Arc::new(clock), EngineConfig::default())
-            .await
-            .expect("start");
+        let (_store, _clock, engine) = memory_engine(EngineConfig::default()).await;
         // Same identity, different pairs on different shards: they would race if sent together.
         let first = PairKey::new(1, 1);
         let second = (2..100)
@@ -606,38 +573,20 @@ async fn the_first_of_two_conflicting_events_in_one_batch_always_wins() {
             ),
             "{results:?}"
         );
-        assert_eq!(
-            engine
-                .read_view(a)
-                .await
-                .expect("view")
-                .map(|v| v.on_hand_units),
-            Some(-1)
-        );
-        assert_eq!(
-            engine
-                .read_view(b)
-                .await
-                .expect("view")
-                .map(|v| v.on_hand_units),
-            Some(-1)
-        );
+        assert_eq!(on_hand(&engine, a).await, Some(-1));
+        assert_eq!(on_hand(&engine, b).await, Some(-1));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_mailbox_makes_senders_wait_and_loses_nothing() {
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let clock = SimulatedClock::starting_at(T0);
     // One shard with a one-message mailbox: 40 concurrent callers must queue behind it.
     let config = EngineConfig {
         shard_count: 1,
         mailbox_capacity: 1,
         ..EngineConfig::default()
     };
-    let engine = Engine::start(store, Arc::new(clock), config)
-        .await
-        .expect("start");
+    let (_store, _clock, engine) = memory_engine(config).await;
     let pair = PairKey::new(9, 9);
     let mut callers = tokio::task::JoinSet::new();
     for caller in 0..40i64 {
@@ -669,12 +618,5 @@ async fn a_full_mailbox_makes_senders_wait_and_loses_nothing() {
     while let Some(all_applied) = callers.join_next().await {
         assert!(all_applied.expect("caller"));
     }
-    assert_eq!(
-        engine
-            .read_view(pair)
-            .await
-            .expect("view")
-            .map(|v| v.on_hand_units),
-        Some(1_000)
-    );
+    assert_eq!(on_hand(&engine, pair).await, Some(1_000));
 }
