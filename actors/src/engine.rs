@@ -322,15 +322,7 @@ impl Engine {
         Box::pin(async move {
             let count = entries.len();
             let shared = Arc::new(entries);
-            let sent = Arc::clone(&shared);
-            match self
-                .call(shard, move |permit, reply| ShardMessage::Apply {
-                    entries: sent,
-                    permit,
-                    reply,
-                })
-                .await
-            {
+            match self.send_apply(shard, Arc::clone(&shared)).await {
                 Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
                 Err(CallError::Failed(error)) => (0..count).map(|_| Err(error.clone())).collect(),
                 Err(CallError::Lost) if count == 1 => {
@@ -345,6 +337,20 @@ impl Engine {
                 }
             }
         })
+    }
+
+    /// One `Apply` message to a shard.
+    async fn send_apply(
+        &self,
+        shard: usize,
+        entries: Arc<Vec<ArrivedEntry>>,
+    ) -> Result<Vec<Outcome>, CallError> {
+        self.call(shard, move |permit, reply| ShardMessage::Apply {
+            entries,
+            permit,
+            reply,
+        })
+        .await
     }
 
     /// A single entry whose shard died: if it was the message being handled, it is the
@@ -362,7 +368,7 @@ impl Engine {
                     && report.in_flight[0] == *entry
             });
             if let Some(report) = culprit {
-                let message = report.message.clone();
+                let message = report.message;
                 let quarantined = entry.clone();
                 let reason_message = message.clone();
                 self.call(shard, move |permit, reply| {
@@ -379,15 +385,7 @@ impl Engine {
                     message,
                 }));
             }
-            let sent = Arc::new(vec![entry.clone()]);
-            match self
-                .call(shard, move |permit, reply| ShardMessage::Apply {
-                    entries: sent,
-                    permit,
-                    reply,
-                })
-                .await
-            {
+            match self.send_apply(shard, Arc::new(vec![entry.clone()])).await {
                 Ok(mut outcomes) => {
                     return outcomes
                         .pop()
