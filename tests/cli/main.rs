@@ -23,6 +23,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The command failed and its error output says `needle`.
+fn assert_fails_saying(output: &Output, needle: &str) {
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "expected a failure: {stderr}");
+    assert!(stderr.contains(needle), "{stderr} should say {needle}");
+}
+
 #[test]
 fn replay_then_inspect_the_hand_checked_example() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -103,9 +110,7 @@ fn bad_input_names_the_file_line_and_field_and_fails() {
         "--out",
         answers.to_str().expect("utf-8 path"),
     ]);
-    assert!(!output.status.success());
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("events.jsonl:5: field `qty`"), "{stderr}");
+    assert_fails_saying(&output, "events.jsonl:5: field `qty`");
     assert!(!answers.exists());
 }
 
@@ -121,12 +126,7 @@ fn inspect_refuses_a_directory_without_a_store() {
         "--location",
         "1",
     ]);
-    assert!(!output.status.success());
-    assert!(
-        text(&output.stderr).contains("holds no stockgrid store"),
-        "{}",
-        text(&output.stderr)
-    );
+    assert_fails_saying(&output, "holds no stockgrid store");
     assert_eq!(
         std::fs::read_dir(dir.path()).expect("list").count(),
         0,
@@ -149,10 +149,5 @@ fn ml_mode_is_refused_with_a_reason() {
         "--mode",
         "ml",
     ]);
-    assert!(!output.status.success());
-    assert!(
-        text(&output.stderr).contains("--mode ml needs the stock-belief model"),
-        "{}",
-        text(&output.stderr)
-    );
+    assert_fails_saying(&output, "--mode ml needs the stock-belief model");
 }
