@@ -117,9 +117,8 @@ impl Engine {
         let mut contexts = Vec::with_capacity(config.shard_count);
         let mut publishers = Vec::with_capacity(config.shard_count);
         let mut shards = Vec::with_capacity(config.shard_count);
-        for index in 0..config.shard_count {
+        for _ in 0..config.shard_count {
             contexts.push(Arc::new(ShardContext {
-                index,
                 store: Arc::clone(&store),
                 committer: committer.clone(),
                 read_views: Arc::clone(&read_views),

@@ -123,8 +123,6 @@ pub enum ShardMessage {
 /// Everything a shard shares with the engine and its supervisor. It outlives restarts.
 #[derive(Debug)]
 pub struct ShardContext {
-    /// This shard's index.
-    pub index: usize,
     /// The store (reads).
     pub store: Arc<dyn Store>,
     /// The group committer (writes).
