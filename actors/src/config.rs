@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::decision::SafetyStock;
 use crate::ledger::{FOLD_MARGIN_MS, LedgerConfig};
 use crate::time::{HOUR_MS, MINUTE_MS};
 
@@ -31,6 +32,12 @@ pub struct EngineConfig {
     pub identity_tail_capacity: usize,
     /// Most events one `ingest` call may carry.
     pub max_events_per_ingest: usize,
+    /// Units held back from promises and reservations, per surface.
+    pub safety_stock: SafetyStock,
+    /// How long a PENDING reservation holds when the client names no TTL.
+    pub reservation_ttl_ms: i64,
+    /// How long a COMMITTED reservation holds when the client names no pickup window.
+    pub pickup_window_ms: i64,
     /// Test hook: a shard panics while handling the event with this id, so supervision can
     /// be tested for real. Not read from any file or flag; `None` outside tests.
     #[serde(skip)]
@@ -50,6 +57,9 @@ impl Default for EngineConfig {
             quarantine_retention_ms: 7 * 24 * HOUR_MS,
             identity_tail_capacity: 1 << 20,
             max_events_per_ingest: 10_000,
+            safety_stock: SafetyStock::default(),
+            reservation_ttl_ms: 15 * MINUTE_MS,
+            pickup_window_ms: 48 * HOUR_MS,
             panic_on_event_id: None,
         }
     }
@@ -73,6 +83,8 @@ impl EngineConfig {
             ("future_skew_ms", self.ledger.future_skew_ms),
             ("identity_tail_capacity", self.identity_tail_capacity as i64),
             ("max_events_per_ingest", self.max_events_per_ingest as i64),
+            ("reservation_ttl_ms", self.reservation_ttl_ms),
+            ("pickup_window_ms", self.pickup_window_ms),
         ];
         for (name, value) in positive {
             if value <= 0 {

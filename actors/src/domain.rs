@@ -37,6 +37,16 @@ impl PairKey {
         bytes
     }
 
+    /// The key of [`PairKey::to_bytes`] read back (`None` unless exactly 12 bytes).
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let bytes: &[u8; 12] = bytes.try_into().ok()?;
+        let (sku, location) = bytes.split_at(8);
+        Some(Self {
+            sku: u64::from_be_bytes(sku.try_into().ok()?),
+            location: u32::from_be_bytes(location.try_into().ok()?),
+        })
+    }
+
     /// A well-mixed 64-bit hash, stable across runs and machines (used for shard placement).
     pub fn stable_hash(self) -> u64 {
         split_mix(self.sku ^ split_mix(u64::from(self.location)))

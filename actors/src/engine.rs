@@ -22,6 +22,7 @@ use crate::domain::{Arrival, PairKey, Source, Surface};
 use crate::error::EngineError;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
 use crate::persist::{self, IdentityTail};
+use crate::reservation::ReservationLocks;
 use crate::shard::{ArrivedEntry, EntityReport, ShardContext, ShardMessage};
 use crate::supervision::{PanicReport, ShardSupervisor, SupervisorArguments};
 use crate::time::{Clock, Timestamp};
@@ -44,6 +45,10 @@ pub struct EngineCounters {
     pub quarantined_events: AtomicU64,
     /// Arrivals refused with an error (not applied; the caller may retry).
     pub failed_events: AtomicU64,
+    /// Picks that settled a reservation's hold.
+    pub settled_picks: AtomicU64,
+    /// Picks naming a reservation with no active hold at the pair (applied as plain deltas).
+    pub unmatched_picks: AtomicU64,
 }
 
 /// What one maintenance pass did.
@@ -53,6 +58,8 @@ pub struct MaintenanceReport {
     pub passivated_entities: usize,
     /// Expired keys deleted (identities, quarantine records).
     pub expired_keys: usize,
+    /// Reservations that expired (TTL or pickup deadline passed).
+    pub expired_reservations: usize,
 }
 
 struct ShardHandle {
@@ -69,7 +76,8 @@ struct EngineInner {
     shards: Vec<ShardHandle>,
     supervisor: ActorRef<()>,
     reports: Arc<Mutex<Vec<PanicReport>>>,
-    counters: EngineCounters,
+    counters: Arc<EngineCounters>,
+    reservation_locks: ReservationLocks,
 }
 
 /// A running engine. Cloning shares it.
@@ -94,7 +102,7 @@ enum CallError {
     Lost,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 /// The per-entry results of a shard call, boxed because the retry path recurses.
 type BoxedOutcomes<'a> =
@@ -114,6 +122,7 @@ impl Engine {
         let read_views = Arc::new(DashMap::new());
         let identities = Arc::new(IdentityTail::new(config.identity_tail_capacity));
         let reports = Arc::new(Mutex::new(Vec::new()));
+        let counters = Arc::new(EngineCounters::default());
         let mut contexts = Vec::with_capacity(config.shard_count);
         let mut publishers = Vec::with_capacity(config.shard_count);
         let mut shards = Vec::with_capacity(config.shard_count);
@@ -126,6 +135,7 @@ impl Engine {
                 config: Arc::clone(&config),
                 clock: Arc::clone(&clock),
                 in_flight: Mutex::new(None),
+                counters: Arc::clone(&counters),
             }));
             let (publisher, actor) = watch::channel(None);
             publishers.push(publisher);
@@ -152,9 +162,15 @@ impl Engine {
                 shards,
                 supervisor,
                 reports,
-                counters: EngineCounters::default(),
+                counters,
+                reservation_locks: ReservationLocks::default(),
             }),
         })
+    }
+
+    /// The per-reservation locks serialising calls on one reservation.
+    pub(crate) fn reservation_locks(&self) -> &ReservationLocks {
+        &self.inner.reservation_locks
     }
 
     /// The configuration in force.
@@ -410,6 +426,28 @@ impl Engine {
         }
     }
 
+    /// Commits a batch durably through the group committer.
+    pub(crate) async fn commit_batch(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        self.inner
+            .committer
+            .submit(batch)
+            .await
+            .wait()
+            .await
+            .map_err(EngineError::from)
+    }
+
+    /// Sends one message to a shard and awaits the answer, as an [`EngineError`].
+    pub(crate) async fn call_shard<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(OwnedSemaphorePermit, Reply<T>) -> ShardMessage,
+    ) -> Result<T, EngineError> {
+        self.call(shard, make)
+            .await
+            .map_err(|e| self.call_error(shard, e))
+    }
+
     /// Sends one message to a shard through its bounded mailbox and awaits the answer.
     async fn call<T>(
         &self,
@@ -540,9 +578,11 @@ impl Engine {
     pub async fn maintain(&self) -> Result<MaintenanceReport, EngineError> {
         let now = self.inner.clock.now();
         let idle_before = Timestamp(now.0 - self.inner.config.passivate_after_ms);
+        let expired_reservations = self.expire_reservations().await?;
         let mut report = MaintenanceReport {
             passivated_entities: self.passivate(idle_before).await?,
             expired_keys: 0,
+            expired_reservations,
         };
         loop {
             let mut batch = WriteBatch::new();
@@ -589,11 +629,21 @@ impl Engine {
         } else {
             Ok(())
         };
-        self.inner
-            .supervisor
-            .stop(Some("engine shutdown".to_owned()));
         for handle in &self.inner.shards {
             handle.mailbox.close();
+        }
+        // Wait for the shards and the supervisor to end, so their handles of the committer
+        // (and through it the store) are gone when this returns and the store can close.
+        let supervisor = &self.inner.supervisor;
+        let reason = Some("engine shutdown".to_owned());
+        supervisor
+            .stop_children_and_wait(reason.clone(), Some(SHARD_RESTART_WAIT))
+            .await;
+        if let Err(error) = supervisor
+            .stop_and_wait(reason, Some(SHARD_RESTART_WAIT))
+            .await
+        {
+            tracing::warn!(%error, "shard supervisor did not stop in time");
         }
         self.inner.committer.clone().shutdown();
         snapshot_result

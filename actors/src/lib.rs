@@ -12,6 +12,7 @@
 //! - [`ledger`]: the pure core: admission, dedup, ledger arithmetic, anchors, transfers.
 //! - [`decision`]: the deterministic rules decision per surface.
 //! - [`persist`]: the key layout, log records, snapshots, recovery and the identity tail.
+//! - [`reservation`]: reservations: records, holds, settlements, expiry; the engine's calls.
 //! - [`shard`]: the shard actor owning many virtual entities; its runtime semantics.
 //! - [`supervision`]: the supervisor restarting panicked shards from the store.
 //! - [`engine`]: one node's grid: routing, back-pressure, lookups, maintenance.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod ledger;
 pub mod persist;
 pub mod replay;
+pub mod reservation;
 pub mod shard;
 pub mod supervision;
 pub mod time;

@@ -19,6 +19,7 @@
 //!   half-applied. See [`crate::supervision`].
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -27,7 +28,9 @@ use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::config::EngineConfig;
-use crate::domain::PairKey;
+use crate::decision::{Decision, decide_by_rules};
+use crate::domain::{EventKind, PairKey, Surface};
+use crate::engine::EngineCounters;
 use crate::error::EngineError;
 use crate::ledger::{
     EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ReadView, ingest,
@@ -35,6 +38,9 @@ use crate::ledger::{
 use crate::persist::{
     self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode,
     load_entity, log_key, quarantine_key, snapshot_key,
+};
+use crate::reservation::{
+    Hold, ReservationLine, Settlement, deadline_key, hold_key, load_holds, settlement_key,
 };
 use crate::time::{Clock, Timestamp};
 
@@ -56,6 +62,24 @@ pub struct EntityReport {
     pub quarantined: Vec<QuarantineRecord>,
     /// Log records written for the pair.
     pub log_position: u64,
+    /// Reservations holding units of the pair.
+    pub holds: Vec<Hold>,
+}
+
+/// A shard's answer to a hold request.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum HoldOutcome {
+    /// Every line is held (durably).
+    Held,
+    /// A line cannot be promised; nothing was held.
+    Refused {
+        /// The line's index in the reservation.
+        line: usize,
+        /// Units spare after reservations and safety stock.
+        spare: i64,
+        /// The decision that refused it.
+        decision: Decision,
+    },
 }
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
@@ -111,6 +135,32 @@ pub enum ShardMessage {
         /// The answer.
         reply: Reply<usize>,
     },
+    /// Hold units for a reservation at this shard's pairs: all lines or none.
+    Hold {
+        /// The reservation.
+        reservation_id: Arc<str>,
+        /// The lines owned by this shard, with their index in the reservation.
+        lines: Vec<(usize, ReservationLine)>,
+        /// The surface whose decision must grant every line.
+        surface: Surface,
+        /// When the reaper frees the holds if nothing else does.
+        deadline: Timestamp,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<HoldOutcome>,
+    },
+    /// Free a reservation's holds at these pairs (those it still has).
+    Unhold {
+        /// The reservation.
+        reservation_id: Arc<str>,
+        /// The pairs.
+        pairs: Vec<PairKey>,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<()>,
+    },
     /// How many entities are resident.
     ResidentCount {
         /// Mailbox slot.
@@ -137,6 +187,8 @@ pub struct ShardContext {
     pub clock: Arc<dyn Clock>,
     /// The entries of the `Apply` being handled, for the supervisor if it panics.
     pub in_flight: Mutex<Option<Arc<Vec<ArrivedEntry>>>>,
+    /// The engine's counters.
+    pub counters: Arc<EngineCounters>,
 }
 
 /// One resident entity.
@@ -190,6 +242,9 @@ pub struct ShardState {
     /// Boxed so the map's slots stay small: a map's table is sized in powers of two and can be
     /// half empty, which costs far less on 24-byte slots than on whole entities.
     entities: HashMap<PairKey, Box<Entity>>,
+    /// Reservation holds of resident entities that have any (most have none, so they are
+    /// kept beside the entities rather than in them).
+    holds: HashMap<PairKey, Vec<Hold>>,
 }
 
 impl Actor for Shard {
@@ -206,6 +261,7 @@ impl Actor for Shard {
         Ok(ShardState {
             context,
             entities: HashMap::new(),
+            holds: HashMap::new(),
         })
     }
 
@@ -264,6 +320,26 @@ impl Actor for Shard {
                 let _ = reply.send(state.passivate(idle_before).await);
                 drop(permit);
             }
+            ShardMessage::Hold {
+                reservation_id,
+                lines,
+                surface,
+                deadline,
+                permit,
+                reply,
+            } => {
+                let _ = reply.send(state.hold(&reservation_id, &lines, surface, deadline).await);
+                drop(permit);
+            }
+            ShardMessage::Unhold {
+                reservation_id,
+                pairs,
+                permit,
+                reply,
+            } => {
+                let _ = reply.send(state.unhold(&reservation_id, &pairs).await);
+                drop(permit);
+            }
             ShardMessage::ResidentCount { permit, reply } => {
                 let _ = reply.send(Ok(state.entities.len()));
                 drop(permit);
@@ -304,7 +380,18 @@ impl ShardState {
                     .oldest_log_time
                     .map_or(0, |t| t.to_compact_seconds().max(1)),
             };
-            self.entities.insert(pair, Box::new(entity));
+            let mut entity = Box::new(entity);
+            // Reserved units are the sum of the stored holds, never a snapshot's copy.
+            let holds = if loaded.found {
+                load_holds(self.context.store.as_ref(), pair)?
+            } else {
+                Vec::new()
+            };
+            entity.state.reserved_units = holds.iter().map(|h| h.units).sum();
+            if !holds.is_empty() {
+                self.holds.insert(pair, holds);
+            }
+            self.entities.insert(pair, entity);
         }
         let touched = self.now().to_compact_seconds();
         Ok(self.entities.get_mut(&pair).map(|entity| {
@@ -336,10 +423,7 @@ impl ShardState {
             }
             Err(error) => {
                 // Memory ran ahead of the disk: forget it and reload from the store later.
-                for pair in &touched {
-                    self.entities.remove(pair);
-                    self.context.read_views.remove(pair);
-                }
+                self.forget(&touched);
                 for arrived in entries {
                     self.context.identities.forget(&arrived.entry);
                 }
@@ -423,12 +507,180 @@ impl ShardState {
             if entity.needs_snapshot(config.snapshot_every_records) {
                 write_snapshot(batch, config, pair, entity, now);
             }
+            if outcome == Outcome::Applied
+                && arrived.entry.role == EntryRole::Primary
+                && event.kind == EventKind::Pick
+                && let Some(reservation_id) = event.reservation_id.as_deref()
+            {
+                self.settle_pick(batch, pair, reservation_id, event.quantity);
+            }
             outcomes.push(outcome);
         }
         expiring.write_into(batch);
         touched.sort_unstable();
         touched.dedup();
         Ok(outcomes)
+    }
+
+    /// A pick naming a reservation settles that reservation's hold at the pair; a pick
+    /// naming an unknown or settled reservation applies as a plain delta and is counted.
+    fn settle_pick(
+        &mut self,
+        batch: &mut WriteBatch,
+        pair: PairKey,
+        reservation_id: &str,
+        picked: i64,
+    ) {
+        let counters = Arc::clone(&self.context.counters);
+        match self.take_hold(pair, reservation_id) {
+            Some(hold) => {
+                batch.delete(hold_key(pair, reservation_id));
+                batch.put(
+                    settlement_key(reservation_id, pair),
+                    encode(&Settlement {
+                        picked,
+                        held: hold.units,
+                    }),
+                );
+                counters.settled_picks.fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                counters.unmatched_picks.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    sku = pair.sku,
+                    location = pair.location,
+                    reservation_id,
+                    "pick names no active hold of this pair; applied as a plain delta"
+                );
+            }
+        }
+    }
+
+    /// Removes `reservation_id`'s hold at `pair` from memory, reserved units included.
+    fn take_hold(&mut self, pair: PairKey, reservation_id: &str) -> Option<Hold> {
+        let list = self.holds.get_mut(&pair)?;
+        let position = list
+            .iter()
+            .position(|h| &*h.reservation_id == reservation_id)?;
+        let hold = list.swap_remove(position);
+        if list.is_empty() {
+            self.holds.remove(&pair);
+        }
+        if let Some(entity) = self.entities.get_mut(&pair) {
+            entity.state.reserved_units -= hold.units;
+        }
+        Some(hold)
+    }
+
+    fn holds_reservation(&self, pair: PairKey, reservation_id: &str) -> bool {
+        self.holds
+            .get(&pair)
+            .is_some_and(|list| list.iter().any(|h| &*h.reservation_id == reservation_id))
+    }
+
+    /// Drops entities from memory (and their holds and read views): they reload from the
+    /// store on next touch. Used when memory may have run ahead of the disk.
+    fn forget(&mut self, pairs: &[PairKey]) {
+        for pair in pairs {
+            self.entities.remove(pair);
+            self.holds.remove(pair);
+            self.context.read_views.remove(pair);
+        }
+    }
+
+    /// Grants every line (durably) or none: each line must be available on `surface` for
+    /// its quantity on top of what is reserved. A line this reservation already holds (a
+    /// retried request) counts as granted and is not held twice.
+    async fn hold(
+        &mut self,
+        reservation_id: &Arc<str>,
+        lines: &[(usize, ReservationLine)],
+        surface: Surface,
+        deadline: Timestamp,
+    ) -> Result<HoldOutcome, EngineError> {
+        let context = Arc::clone(&self.context);
+        let now = self.now();
+        let safety = &context.config.safety_stock;
+        let mut to_grant = Vec::with_capacity(lines.len());
+        for &(index, line) in lines {
+            if self.holds_reservation(line.pair, reservation_id) {
+                continue;
+            }
+            let view = self
+                .entity(line.pair, false)?
+                .map(|entity| entity.state.read_view(now, &context.config.ledger));
+            let decision = decide_by_rules(view.as_ref(), line.quantity, surface, safety);
+            if !decision.available {
+                let spare = view.map_or(0, |v| {
+                    i64::from(v.on_hand_units) - i64::from(v.reserved_units) - safety.units(surface)
+                });
+                return Ok(HoldOutcome::Refused {
+                    line: index,
+                    spare,
+                    decision,
+                });
+            }
+            to_grant.push(line);
+        }
+        let mut batch = WriteBatch::new();
+        let mut granted = Vec::with_capacity(to_grant.len());
+        for line in to_grant {
+            let Some(entity) = self.entities.get_mut(&line.pair) else {
+                continue; // Activated above; a pair is only missing if never seen.
+            };
+            entity.state.reserved_units += line.quantity;
+            self.holds.entry(line.pair).or_default().push(Hold {
+                reservation_id: Arc::clone(reservation_id),
+                units: line.quantity,
+            });
+            batch.put(hold_key(line.pair, reservation_id), encode(&line.quantity));
+            batch.put(
+                deadline_key(deadline, reservation_id, line.pair),
+                Vec::new(),
+            );
+            granted.push(line.pair);
+        }
+        self.commit_reservation_change(batch, &granted).await?;
+        Ok(HoldOutcome::Held)
+    }
+
+    /// Frees `reservation_id`'s holds at `pairs` (those it still has), durably.
+    async fn unhold(&mut self, reservation_id: &str, pairs: &[PairKey]) -> Result<(), EngineError> {
+        let mut batch = WriteBatch::new();
+        let mut freed = Vec::new();
+        for &pair in pairs {
+            // Activate, so a hold stored before a restart is known.
+            if self.entity(pair, false)?.is_none() {
+                continue;
+            }
+            if self.take_hold(pair, reservation_id).is_some() {
+                batch.delete(hold_key(pair, reservation_id));
+                freed.push(pair);
+            }
+        }
+        self.commit_reservation_change(batch, &freed).await
+    }
+
+    /// Commits a change of holds and publishes the new views; on failure forgets the pairs so
+    /// they reload from the store.
+    async fn commit_reservation_change(
+        &mut self,
+        batch: WriteBatch,
+        pairs: &[PairKey],
+    ) -> Result<(), EngineError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.context.committer.submit(batch).await.wait().await {
+            Ok(()) => {
+                self.publish(pairs);
+                Ok(())
+            }
+            Err(error) => {
+                self.forget(pairs);
+                Err(error.into())
+            }
+        }
     }
 
     fn publish(&self, pairs: &[PairKey]) {
@@ -489,11 +741,14 @@ impl ShardState {
         let Some(entity) = self.entity(pair, false)? else {
             return Ok(None);
         };
+        let view = entity.state.view(now, &context.config.ledger);
+        let log_position = entity.log_position;
         let quarantined = persist::quarantined_records(context.store.as_ref(), pair, 100)?;
         Ok(Some(EntityReport {
-            view: entity.state.view(now, &context.config.ledger),
+            view,
             quarantined,
-            log_position: entity.log_position,
+            log_position,
+            holds: self.holds.get(&pair).cloned().unwrap_or_default(),
         }))
     }
 
@@ -518,10 +773,7 @@ impl ShardState {
         if !batch.is_empty() {
             self.context.committer.submit(batch).await.wait().await?;
         }
-        for pair in &idle {
-            self.entities.remove(pair);
-            self.context.read_views.remove(pair);
-        }
+        self.forget(&idle);
         // Give memory back after a large passivation: a map keeps its capacity otherwise.
         if self.entities.capacity() > 2 * self.entities.len() + 1024 {
             self.entities.shrink_to_fit();
