@@ -11,6 +11,7 @@ use stockgrid_actors::domain::{PairKey, Surface};
 use stockgrid_actors::replay::{ReplayOptions, ReplayProgress, run_replay};
 use stockgrid_actors::time::WallClock;
 use stockgrid_actors::{Engine, EngineConfig};
+use stockgrid_api::node::{Node, NodeConfig};
 use stockgrid_storage::{EmbeddedStore, Store};
 
 /// Real-time inventory availability: a deterministic ledger per SKU-location.
@@ -23,10 +24,38 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs one node: the gRPC API over an embedded store, until SIGTERM or Ctrl-C.
+    Serve(ServeArgs),
     /// Runs replay files (events, queries) through the engine and writes answers.jsonl.
     Replay(ReplayArgs),
     /// Prints the full state of one SKU-location pair from a data directory.
     Inspect(InspectArgs),
+}
+
+/// `stockgrid serve`: settings come from the TOML file, then the environment, then flags.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see ops/stockgrid.example.toml).
+    #[arg(long, env = "STOCKGRID_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "STOCKGRID_LISTEN")]
+    listen: Option<std::net::SocketAddr>,
+    /// Directory of the embedded store [default: ./data].
+    #[arg(long, env = "STOCKGRID_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Events later than this after their event time are quarantined [default: 86400].
+    #[arg(long, env = "STOCKGRID_LATENESS_BOUND_SECONDS")]
+    lateness_bound_seconds: Option<i64>,
+    /// Safety stock of one surface, e.g. pickup=2 (repeatable).
+    #[arg(long = "surface-safety-stock", value_name = "SURFACE=UNITS")]
+    surface_safety_stock: Vec<String>,
+    /// Shard actors [default: 8].
+    #[arg(long, env = "STOCKGRID_SHARDS")]
+    shards: Option<usize>,
+    /// Calls served at once before shedding load [default: 4096].
+    #[arg(long, env = "STOCKGRID_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -197,6 +226,80 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read config {}", path.display()))?;
+            NodeConfig::from_toml(&text).with_context(|| format!("config {}", path.display()))?
+        }
+        None => NodeConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(bound) = args.lateness_bound_seconds {
+        config.lateness_bound_seconds = bound;
+    }
+    if let Some(shards) = args.shards {
+        config.shards = shards;
+    }
+    if let Some(in_flight) = args.max_in_flight {
+        config.limits.max_in_flight = in_flight;
+    }
+    let defaults = SafetyStock::uniform(0);
+    let safety = parse_surface_safety_stock(0, &args.surface_safety_stock)?;
+    let units = &mut config.safety_stock;
+    for (surface, slot) in [
+        (Surface::ItemPage, &mut units.item_page),
+        (Surface::Pickup, &mut units.pickup),
+        (Surface::Delivery, &mut units.delivery),
+        (Surface::Substitution, &mut units.substitution),
+        (Surface::Replenishment, &mut units.replenishment),
+    ] {
+        if safety.units(surface) != defaults.units(surface) {
+            *slot = safety.units(surface);
+        }
+    }
+    config.engine_config()?;
+    Ok(config)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn termination() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the node");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = node_config(&args)?;
+    let node = Node::start(&config, Arc::new(WallClock)).await?;
+    eprintln!(
+        "stockgrid serving on {} (data in {}); SIGTERM or Ctrl-C stops it",
+        node.address(),
+        config.data_dir.display()
+    );
+    node.run_until(termination()).await?;
+    eprintln!("stockgrid stopped cleanly");
+    Ok(())
+}
+
 async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     if !EmbeddedStore::exists_at(&args.data_dir) {
         bail!(
@@ -264,9 +367,11 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,stockgrid_api=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -275,6 +380,7 @@ fn main() -> anyhow::Result<()> {
         .context("start async runtime")?;
     runtime.block_on(async {
         match cli.command {
+            Command::Serve(args) => serve(args).await,
             Command::Replay(args) => replay(args).await,
             Command::Inspect(args) => inspect(args).await,
         }

@@ -10,6 +10,7 @@
 //! - [`time`]: timestamps, RFC 3339, the injected [`time::Clock`].
 //! - [`domain`]: keys, sources, kinds, surfaces, events and their validation.
 //! - [`ledger`]: the pure core: admission, dedup, ledger arithmetic, anchors, transfers.
+//! - [`catalog`]: locations (kind, region, time zone, hours, expected feeds), stored.
 //! - [`decision`]: the deterministic rules decision per surface.
 //! - [`persist`]: the key layout, log records, snapshots, recovery and the identity tail.
 //! - [`reservation`]: reservations: records, holds, settlements, expiry; the engine's calls.
@@ -20,6 +21,7 @@
 //! - [`replay`]: `stockgrid replay` over the REPLAY.md files.
 //! - [`error`]: the crate's error type, [`EngineError`].
 
+pub mod catalog;
 pub mod config;
 pub mod decision;
 pub mod domain;

@@ -20,9 +20,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
 
+use crate::catalog::{Location, LocationInput};
 use crate::config::EngineConfig;
 use crate::decision::{DecisionMode, SafetyStock};
-use crate::domain::{Arrival, PairKey, RawEvent, Source, Surface};
+use crate::domain::{Arrival, PairKey, RawEvent, Surface};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::ledger::Outcome;
@@ -170,25 +171,6 @@ pub struct Query {
     pub quantity: i64,
     /// Who asks.
     pub surface: Surface,
-}
-
-/// A validated location.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Location {
-    /// Its number.
-    pub location: u32,
-    /// `store`, `fc` or `warehouse`.
-    pub kind: String,
-    /// Its region.
-    pub region: Option<String>,
-    /// IANA time zone name (default UTC).
-    pub timezone: String,
-    /// Opening hour, local time.
-    pub open_hour: u8,
-    /// Closing hour, local time.
-    pub close_hour: u8,
-    /// Feeds it is expected to send.
-    pub sources: Vec<Source>,
 }
 
 struct LineError {
@@ -375,50 +357,13 @@ fn parse_query(fields: Fields<'_>) -> Result<Query, LineError> {
 }
 
 fn parse_location(fields: Fields<'_>) -> Result<Location, LineError> {
-    let location = fields.required_integer("location", "u32")?;
-    let kind = fields.string("kind")?.unwrap_or_else(|| "store".to_owned());
-    if !matches!(kind.as_str(), "store" | "fc" | "warehouse") {
-        return Err(LineError::new(
-            "kind",
-            format!("unknown kind {kind:?}; expected one of store, fc, warehouse"),
-        ));
-    }
-    let timezone = fields
-        .string("timezone")?
-        .unwrap_or_else(|| "UTC".to_owned());
-    if timezone.is_empty() || timezone.len() > 64 || timezone.contains(char::is_whitespace) {
-        return Err(LineError::new(
-            "timezone",
-            format!("{timezone:?} is not an IANA time zone name"),
-        ));
-    }
-    let open_hour: u8 = fields.integer("open_hour", "u8")?.unwrap_or(0);
-    let close_hour: u8 = fields.integer("close_hour", "u8")?.unwrap_or(24);
-    if open_hour > 23 {
-        return Err(LineError::new(
-            "open_hour",
-            format!("must be 0 to 23, got {open_hour}"),
-        ));
-    }
-    if close_hour == 0 || close_hour > 24 || close_hour == open_hour {
-        return Err(LineError::new(
-            "close_hour",
-            format!("must be 1 to 24 and differ from open_hour, got {close_hour}"),
-        ));
-    }
     let sources = match fields.get("sources") {
         None => Vec::new(),
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| {
-                item.as_str().and_then(Source::parse).ok_or_else(|| {
-                    LineError::new(
-                        "sources",
-                        format!(
-                            "{item} is not a source; expected one of {}",
-                            Source::expected()
-                        ),
-                    )
+                item.as_str().map(str::to_owned).ok_or_else(|| {
+                    LineError::new("sources", format!("{item} is not a source name"))
                 })
             })
             .collect::<Result<_, _>>()?,
@@ -429,15 +374,17 @@ fn parse_location(fields: Fields<'_>) -> Result<Location, LineError> {
             ));
         }
     };
-    Ok(Location {
-        location,
-        kind,
+    LocationInput {
+        location: fields.required_integer("location", "u32")?,
+        kind: fields.string("kind")?,
         region: fields.string("region")?,
-        timezone,
-        open_hour,
-        close_hour,
+        timezone: fields.string("timezone")?,
+        open_hour: fields.integer("open_hour", "u8")?,
+        close_hour: fields.integer("close_hour", "u8")?,
         sources,
-    })
+    }
+    .validate()
+    .map_err(|e| LineError::new(e.field, e.reason))
 }
 
 /// Reads and validates an events file, sorted by arrival (file order breaking ties); each

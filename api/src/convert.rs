@@ -1,0 +1,294 @@
+//! Conversions between the generated proto types and the domain types, each naming the
+//! request field it checks.
+
+use stockgrid_actors::catalog::{Location, LocationInput};
+use stockgrid_actors::decision::{Decision, DecisionMode};
+use stockgrid_actors::domain::{Event, PairKey, RawEvent, Surface};
+use stockgrid_actors::ledger::{Outcome, ReadView};
+use stockgrid_actors::reservation::{
+    LineState, ReleaseReason, ReservationLine, ReservationReport, ReservationState,
+};
+use stockgrid_actors::shard::EntityReport;
+use stockgrid_actors::time::Timestamp;
+use tonic::Status;
+
+use crate::proto::v1 as pb;
+use crate::status::invalid;
+
+/// The domain surface of a proto surface; `field` names the request field.
+pub fn surface(value: i32, field: &str) -> Result<Surface, Status> {
+    match pb::Surface::try_from(value) {
+        Ok(pb::Surface::ItemPage) => Ok(Surface::ItemPage),
+        Ok(pb::Surface::Pickup) => Ok(Surface::Pickup),
+        Ok(pb::Surface::Delivery) => Ok(Surface::Delivery),
+        Ok(pb::Surface::Substitution) => Ok(Surface::Substitution),
+        Ok(pb::Surface::Replenishment) => Ok(Surface::Replenishment),
+        Ok(pb::Surface::Unspecified) => Err(invalid(
+            field,
+            "is required (ITEM_PAGE, PICKUP, DELIVERY, SUBSTITUTION or REPLENISHMENT)",
+        )),
+        Err(_) => Err(invalid(field, format!("unknown surface {value}"))),
+    }
+}
+
+/// The proto surface of a domain surface.
+pub fn surface_to_proto(surface: Surface) -> pb::Surface {
+    match surface {
+        Surface::ItemPage => pb::Surface::ItemPage,
+        Surface::Pickup => pb::Surface::Pickup,
+        Surface::Delivery => pb::Surface::Delivery,
+        Surface::Substitution => pb::Surface::Substitution,
+        Surface::Replenishment => pb::Surface::Replenishment,
+    }
+}
+
+/// A checked lookup: pair, quantity, surface. `prefix` is the request path (`""` or
+/// `"items[3]."`).
+pub fn lookup(
+    request: &pb::GetAvailabilityRequest,
+    prefix: &str,
+) -> Result<(PairKey, i64, Surface), Status> {
+    if request.qty < 1 || request.qty > i64::from(i32::MAX) {
+        return Err(invalid(
+            format!("{prefix}qty"),
+            format!("must be 1 to {}, got {}", i32::MAX, request.qty),
+        ));
+    }
+    let surface = surface(request.surface, &format!("{prefix}surface"))?;
+    Ok((
+        PairKey::new(request.sku, request.location),
+        request.qty,
+        surface,
+    ))
+}
+
+/// The answer of a decision.
+pub fn answer(
+    decision: &Decision,
+    view: Option<&ReadView>,
+    decision_id: String,
+) -> pb::AvailabilityAnswer {
+    pb::AvailabilityAnswer {
+        available: decision.available,
+        probability: decision.probability,
+        expected_on_hand: decision.expected_on_hand,
+        mode: match decision.mode {
+            DecisionMode::Rules => pb::DecisionMode::Rules,
+            DecisionMode::Ml => pb::DecisionMode::Ml,
+        } as i32,
+        reason: decision.reason.as_str().to_owned(),
+        state_version: view.map_or(0, |v| u64::from(v.version)),
+        decision_id,
+    }
+}
+
+/// The domain event of a proto event, or the bad field (without the `events[i].` prefix).
+pub fn event(event: pb::Event) -> Result<Event, (&'static str, String)> {
+    let raw = RawEvent {
+        event_id: Some(event.event_id),
+        source: Some(event.source),
+        kind: Some(event.kind),
+        sku: Some(event.sku),
+        location: Some(event.location),
+        qty: Some(event.qty),
+        event_time: Some(event.event_time),
+        ingest_time: None,
+        reservation_id: event.reservation_id,
+        counterparty_location: event.counterparty_location,
+        expected_time: event.expected_time,
+    };
+    raw.validate().map_err(|e| (e.field, e.reason))
+}
+
+/// The proto event of a domain event.
+pub fn event_to_proto(event: &Event) -> pb::Event {
+    pb::Event {
+        event_id: event.event_id.clone(),
+        source: event.source.as_str().to_owned(),
+        kind: event.kind.as_str().to_owned(),
+        sku: event.pair.sku,
+        location: event.pair.location,
+        qty: event.quantity,
+        event_time: event.event_time.to_rfc3339(),
+        reservation_id: event.reservation_id.clone(),
+        counterparty_location: event.counterparty_location,
+        expected_time: event.expected_time.map(Timestamp::to_rfc3339),
+    }
+}
+
+/// The per-event result of an outcome.
+pub fn event_result(outcome: &Outcome) -> pb::EventResult {
+    match outcome {
+        Outcome::Applied => pb::EventResult {
+            status: pb::EventStatus::Accepted as i32,
+            ..Default::default()
+        },
+        Outcome::Duplicate => pb::EventResult {
+            status: pb::EventStatus::Duplicate as i32,
+            ..Default::default()
+        },
+        Outcome::Quarantined(reason) => pb::EventResult {
+            status: pb::EventStatus::Quarantined as i32,
+            reason: reason.code().to_owned(),
+            field: String::new(),
+        },
+    }
+}
+
+/// Reservation lines (checked by the engine, which names `lines[i].qty`).
+pub fn lines(lines: &[pb::ReservationLine]) -> Vec<ReservationLine> {
+    lines
+        .iter()
+        .map(|line| ReservationLine {
+            pair: PairKey::new(line.sku, line.location),
+            quantity: line.qty,
+        })
+        .collect()
+}
+
+/// A checked release reason.
+pub fn release_reason(value: i32) -> Result<ReleaseReason, Status> {
+    match pb::ReleaseReason::try_from(value) {
+        Ok(pb::ReleaseReason::CustomerCancelled) => Ok(ReleaseReason::CustomerCancelled),
+        Ok(pb::ReleaseReason::ItemNotFound) => Ok(ReleaseReason::ItemNotFound),
+        _ => Err(invalid(
+            "reason",
+            "must be CUSTOMER_CANCELLED or ITEM_NOT_FOUND",
+        )),
+    }
+}
+
+/// The proto reservation of a report.
+pub fn reservation(report: &ReservationReport) -> pb::Reservation {
+    let record = &report.record;
+    pb::Reservation {
+        reservation_id: record.reservation_id.clone(),
+        request_id: record.request_id.clone(),
+        state: match record.state {
+            ReservationState::Pending => pb::ReservationState::Pending,
+            ReservationState::Committed => pb::ReservationState::Committed,
+            ReservationState::Fulfilled => pb::ReservationState::Fulfilled,
+            ReservationState::Released => pb::ReservationState::Released,
+            ReservationState::Expired => pb::ReservationState::Expired,
+        } as i32,
+        surface: surface_to_proto(record.surface) as i32,
+        lines: record
+            .lines
+            .iter()
+            .zip(&report.lines)
+            .map(|(line, state)| {
+                let (state, picked_qty) = match *state {
+                    LineState::Held => (pb::LineState::Held, 0),
+                    LineState::Picked { picked } => (pb::LineState::Picked, picked),
+                    LineState::ShortPicked { picked } => (pb::LineState::ShortPicked, picked),
+                    LineState::Freed => (pb::LineState::Freed, 0),
+                };
+                pb::ReservationLineStatus {
+                    line: Some(pb::ReservationLine {
+                        sku: line.pair.sku,
+                        location: line.pair.location,
+                        qty: line.quantity,
+                    }),
+                    state: state as i32,
+                    picked_qty,
+                }
+            })
+            .collect(),
+        created_time: record.created.to_rfc3339(),
+        deadline: record.deadline.to_rfc3339(),
+        release_reason: record
+            .release_reason
+            .map(|r| r.as_str().to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// A checked location; errors name `locations[i].field`.
+pub fn location(index: usize, location: pb::Location) -> Result<Location, Status> {
+    LocationInput {
+        location: location.location,
+        kind: Some(location.kind).filter(|k| !k.is_empty()),
+        region: Some(location.region).filter(|r| !r.is_empty()),
+        timezone: Some(location.timezone).filter(|t| !t.is_empty()),
+        open_hour: Some(i64::from(location.open_hour)),
+        close_hour: Some(i64::from(location.close_hour)).filter(|&h| h != 0),
+        sources: location.sources,
+    }
+    .validate()
+    .map_err(|e| invalid(format!("locations[{index}].{}", e.field), e.reason))
+}
+
+/// The proto location of a stored one.
+pub fn location_to_proto(location: &Location) -> pb::Location {
+    pb::Location {
+        location: location.location,
+        kind: location.kind.clone(),
+        region: location.region.clone().unwrap_or_default(),
+        timezone: location.timezone.clone(),
+        open_hour: u32::from(location.open_hour),
+        close_hour: u32::from(location.close_hour),
+        sources: location
+            .sources
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+    }
+}
+
+fn time_or_empty(time: Option<Timestamp>) -> String {
+    time.map(Timestamp::to_rfc3339).unwrap_or_default()
+}
+
+/// The ops view of an entity, with the reservations holding its units.
+pub fn entity_state(
+    report: &EntityReport,
+    read_view: Option<ReadView>,
+    reservations: Vec<pb::Reservation>,
+) -> pb::EntityState {
+    let view = &report.view;
+    let anchor = view.last_anchor.as_ref();
+    pb::EntityState {
+        on_hand: view.on_hand_units,
+        reserved: view.reserved_units,
+        in_transit: view.in_transit_units,
+        anchor_kind: anchor
+            .map(|a| a.kind.as_str().to_owned())
+            .unwrap_or_default(),
+        anchor_source: anchor
+            .map(|a| a.source.as_str().to_owned())
+            .unwrap_or_default(),
+        anchor_time: time_or_empty(anchor.map(|a| a.event_time)),
+        anchor_units: anchor.map_or(0, |a| a.units),
+        last_sale: time_or_empty(view.last_sale),
+        sources: stockgrid_actors::domain::Source::ALL
+            .iter()
+            .zip(view.source_last_seen.iter())
+            .filter_map(|(source, seen)| {
+                seen.map(|time| pb::SourceLastSeen {
+                    source: source.as_str().to_owned(),
+                    last_seen: time.to_rfc3339(),
+                })
+            })
+            .collect(),
+        applied_entries: u64::from(view.applied_entries),
+        quarantined_entries: u64::from(view.quarantined_entries),
+        log_position: report.log_position,
+        quarantined: report
+            .quarantined
+            .iter()
+            .map(|q| pb::QuarantinedEvent {
+                event: Some(event_to_proto(&q.entry.event)),
+                arrival: q.arrival.to_rfc3339(),
+                reason: q.reason.code().to_owned(),
+            })
+            .collect(),
+        reservations,
+        read_view: read_view.map(|v| pb::ReadViewState {
+            on_hand: i64::from(v.on_hand_units),
+            reserved: i64::from(v.reserved_units),
+            in_transit: i64::from(v.in_transit_units),
+            version: u64::from(v.version),
+        }),
+        overdue_transfers: view.overdue_transfers,
+    }
+}

@@ -1,0 +1,339 @@
+//! One stockgrid node: its configuration, and its life from start to graceful shutdown.
+//!
+//! Start: bind the listener, serve health (NOT_SERVING) at once, then recover (open the
+//! embedded store, start the engine, expire reservations whose deadline passed while the
+//! node was down), then mark SERVING. While running, a background task expires
+//! reservations every second and runs maintenance every minute. Shutdown: NOT_SERVING,
+//! stop accepting, drain in-flight calls, snapshot entities, close the store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use stockgrid_actors::decision::SafetyStock;
+use stockgrid_actors::domain::Surface;
+use stockgrid_actors::time::{Clock, MINUTE_MS};
+use stockgrid_actors::{Engine, EngineConfig, EngineError};
+use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::server::{self, NodeHealth};
+use crate::service::{Api, ServiceLimits};
+
+/// Units held back from promises, per surface.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SurfaceUnits {
+    /// Item and search pages.
+    pub item_page: i64,
+    /// Store pickup promises.
+    pub pickup: i64,
+    /// Delivery promises.
+    pub delivery: i64,
+    /// The substitution engine.
+    pub substitution: i64,
+    /// Replenishment and ops.
+    pub replenishment: i64,
+}
+
+/// A node's configuration: TOML file, then environment, then flags (the binary applies the
+/// last two). Every field has a default.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Address to listen on. Loopback by default until access control exists.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Shard actors.
+    pub shards: usize,
+    /// Events later than this after their event time are quarantined.
+    pub lateness_bound_seconds: i64,
+    /// Events dated further than this in the future are quarantined.
+    pub future_skew_seconds: i64,
+    /// How long a PENDING reservation holds when the client names no TTL.
+    pub reservation_ttl_seconds: i64,
+    /// How long a COMMITTED reservation holds when the client names no pickup window.
+    pub pickup_window_seconds: i64,
+    /// Safety stock per surface.
+    pub safety_stock: SurfaceUnits,
+    /// Request limits.
+    pub limits: ServiceLimits,
+    /// Block cache of the embedded store, in MiB.
+    pub cache_mib: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("./data"),
+            shards: engine.shard_count,
+            lateness_bound_seconds: engine.ledger.lateness_bound_ms / 1000,
+            future_skew_seconds: engine.ledger.future_skew_ms / 1000,
+            reservation_ttl_seconds: engine.reservation_ttl_ms / 1000,
+            pickup_window_seconds: engine.pickup_window_ms / 1000,
+            safety_stock: SurfaceUnits::default(),
+            limits: ServiceLimits::default(),
+            cache_mib: 64,
+        }
+    }
+}
+
+/// Why a node could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The listen address could not be bound.
+    #[error("listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("{0}")]
+    Server(String),
+    /// The store or engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl NodeConfig {
+    /// Parses a TOML configuration file's text; unknown keys are errors.
+    pub fn from_toml(text: &str) -> Result<Self, NodeError> {
+        toml::from_str(text).map_err(|e| NodeError::Config(e.to_string()))
+    }
+
+    /// The engine configuration these settings make, validated.
+    pub fn engine_config(&self) -> Result<EngineConfig, NodeError> {
+        let mut engine = EngineConfig {
+            shard_count: self.shards,
+            reservation_ttl_ms: self.reservation_ttl_seconds.saturating_mul(1000),
+            pickup_window_ms: self.pickup_window_seconds.saturating_mul(1000),
+            ..EngineConfig::default()
+        };
+        engine.ledger.lateness_bound_ms = self.lateness_bound_seconds.saturating_mul(1000);
+        engine.ledger.future_skew_ms = self.future_skew_seconds.saturating_mul(1000);
+        engine.log_retention_ms = engine.identity_retention_ms();
+        let units = self.safety_stock;
+        for (name, value) in [
+            ("safety_stock.item_page", units.item_page),
+            ("safety_stock.pickup", units.pickup),
+            ("safety_stock.delivery", units.delivery),
+            ("safety_stock.substitution", units.substitution),
+            ("safety_stock.replenishment", units.replenishment),
+        ] {
+            if value < 0 {
+                return Err(NodeError::Config(format!(
+                    "{name} must not be negative, got {value}"
+                )));
+            }
+        }
+        engine.safety_stock = SafetyStock::uniform(0)
+            .with(Surface::ItemPage, units.item_page)
+            .with(Surface::Pickup, units.pickup)
+            .with(Surface::Delivery, units.delivery)
+            .with(Surface::Substitution, units.substitution)
+            .with(Surface::Replenishment, units.replenishment);
+        let limits = self.limits;
+        for (name, value) in [
+            ("limits.max_batch_items", limits.max_batch_items),
+            (
+                "limits.max_events_per_request",
+                limits.max_events_per_request,
+            ),
+            ("limits.max_in_flight", limits.max_in_flight),
+            ("limits.max_message_bytes", limits.max_message_bytes),
+        ] {
+            if value == 0 {
+                return Err(NodeError::Config(format!("{name} must be positive")));
+            }
+        }
+        engine.max_events_per_ingest = limits.max_events_per_request;
+        engine.validate().map_err(NodeError::Config)?;
+        Ok(engine)
+    }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    address: SocketAddr,
+    health: NodeHealth,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    recovery: JoinHandle<Result<Engine, NodeError>>,
+}
+
+impl Node {
+    /// Binds, serves health at once (NOT_SERVING), and recovers in the background: opens
+    /// the embedded store under `config.data_dir` and starts the engine on `clock`.
+    pub async fn start(config: &NodeConfig, clock: Arc<dyn Clock>) -> Result<Node, NodeError> {
+        let engine_config = config.engine_config()?;
+        let data_dir = config.data_dir.clone();
+        let options = EmbeddedOptions {
+            cache_bytes: config.cache_mib << 20,
+            ..EmbeddedOptions::default()
+        };
+        Self::start_with(config, async move {
+            let store =
+                tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&data_dir, options))
+                    .await
+                    .map_err(|e| NodeError::Server(format!("open store: {e}")))?
+                    .map_err(EngineError::from)?;
+            let store: Arc<dyn Store> = Arc::new(store);
+            Ok(Engine::start(store, clock, engine_config).await?)
+        })
+        .await
+    }
+
+    /// As [`Node::start`], with the engine made by `recover` (tests use it to hold a node
+    /// in recovery).
+    pub async fn start_with(
+        config: &NodeConfig,
+        recover: impl Future<Output = Result<Engine, NodeError>> + Send + 'static,
+    ) -> Result<Node, NodeError> {
+        config.engine_config()?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| NodeError::Listen {
+                    address: config.listen,
+                    source,
+                })?;
+        let address = listener.local_addr().map_err(|source| NodeError::Listen {
+            address: config.listen,
+            source,
+        })?;
+        let node_tag = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let api = Api::new(config.limits, node_tag);
+        let (stop_server, stopped) = oneshot::channel::<()>();
+        let running = server::start(listener, api.clone(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .map_err(|e| NodeError::Server(e.to_string()))?;
+        let health = running.health.clone();
+        tracing::info!(%address, "listening; recovering");
+        let recovery = tokio::spawn({
+            let health = health.clone();
+            async move {
+                let engine = recover.await?;
+                // Reservations whose deadline passed while the node was down expire first.
+                let expired = engine.expire_reservations().await?;
+                api.set_engine(engine.clone());
+                health.set_serving(true).await;
+                tracing::info!(expired_reservations = expired, "recovered; serving");
+                Ok(engine)
+            }
+        });
+        Ok(Node {
+            address,
+            health,
+            stop_server: Some(stop_server),
+            server: running.task,
+            recovery,
+        })
+    }
+
+    /// The address it listens on (useful with port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Waits for recovery to finish; answers the engine (for in-process drivers).
+    pub async fn recovered(&mut self) -> Result<Engine, NodeError> {
+        match (&mut self.recovery).await {
+            Ok(Ok(engine)) => {
+                // Keep a finished handle so later calls answer the same engine.
+                let again = engine.clone();
+                self.recovery = tokio::spawn(async move { Ok(again) });
+                Ok(engine)
+            }
+            Ok(Err(error)) => Err(error),
+            Err(join) => Err(NodeError::Server(format!("recovery task: {join}"))),
+        }
+    }
+
+    /// Serves until `signal` resolves, with expiry and maintenance in the background, then
+    /// shuts down gracefully.
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) -> Result<(), NodeError> {
+        tokio::pin!(signal);
+        let recovered = tokio::select! {
+            recovered = self.recovered() => recovered,
+            () = &mut signal => return self.shutdown().await,
+        };
+        let engine = match recovered {
+            Ok(engine) => engine,
+            Err(error) => {
+                self.stop_serving().await;
+                return Err(error);
+            }
+        };
+        let background = tokio::spawn(background_work(engine));
+        signal.await;
+        tracing::info!("shutting down: draining calls");
+        background.abort();
+        self.shutdown().await
+    }
+
+    /// NOT_SERVING, stop accepting and wait for in-flight calls to drain.
+    async fn stop_serving(&mut self) {
+        self.health.set_serving(false).await;
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.server).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "gRPC server ended with an error"),
+            Err(join) => tracing::warn!(%join, "gRPC server task failed"),
+        }
+    }
+
+    /// Graceful shutdown: NOT_SERVING, stop accepting, drain in-flight calls, snapshot
+    /// entities, close the store.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        self.stop_serving().await;
+        let engine = match (&mut self.recovery).await {
+            Ok(Ok(engine)) => engine,
+            Ok(Err(error)) => return Err(error),
+            Err(join) => return Err(NodeError::Server(format!("recovery task: {join}"))),
+        };
+        engine.shutdown().await?;
+        tracing::info!("stopped: store closed");
+        Ok(())
+    }
+}
+
+/// Expires reservations every second and runs maintenance every minute (of the engine's
+/// clock), until the task is aborted.
+pub async fn background_work(engine: Engine) {
+    let mut last_maintenance = engine.clock().now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(error) = engine.expire_reservations().await {
+            tracing::warn!(%error, "reservation expiry failed; retrying next second");
+        }
+        let now = engine.clock().now();
+        if now.0 - last_maintenance.0 >= MINUTE_MS {
+            last_maintenance = now;
+            match engine.maintain().await {
+                Ok(report) => tracing::debug!(?report, "maintenance"),
+                Err(error) => tracing::warn!(%error, "maintenance failed"),
+            }
+        }
+    }
+}

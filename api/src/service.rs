@@ -1,0 +1,439 @@
+//! The tonic services of one node: `Availability`, `Ingest`, `Reservations`, `Catalog` and
+//! `Inspect`, all backed by one [`Engine`].
+//!
+//! The node serves before its engine has recovered: until [`Api::set_engine`] is called
+//! every call answers UNAVAILABLE ("recovering") and health says NOT_SERVING. Each call
+//! first takes an admission permit; when `max_in_flight` calls are running, the next is
+//! shed with RESOURCE_EXHAUSTED instead of queueing without bound.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use stockgrid_actors::Engine;
+use stockgrid_actors::catalog::MAX_LOCATIONS_PER_UPSERT;
+use stockgrid_actors::decision::decide_by_rules;
+use stockgrid_actors::domain::{Arrival, PairKey, Surface};
+use stockgrid_actors::reservation::ReserveRequest;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert;
+use crate::proto::v1 as pb;
+use crate::status::{engine_status, reservation_status, too_many};
+
+/// Request limits of the services.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceLimits {
+    /// Most items in one `BatchGetAvailability`.
+    pub max_batch_items: usize,
+    /// Most events in one `IngestEvents` request or stream message.
+    pub max_events_per_request: usize,
+    /// Calls served at once; more are shed with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// Largest request message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for ServiceLimits {
+    fn default() -> Self {
+        Self {
+            max_batch_items: 1_000,
+            max_events_per_request: 10_000,
+            max_in_flight: 4_096,
+            max_message_bytes: 16 << 20,
+        }
+    }
+}
+
+struct ApiInner {
+    engine: OnceLock<Engine>,
+    limits: ServiceLimits,
+    admission: Arc<Semaphore>,
+    decision_prefix: String,
+    decisions: AtomicU64,
+}
+
+/// The services of one node. Cloning shares them.
+#[derive(Clone)]
+pub struct Api {
+    inner: Arc<ApiInner>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("limits", &self.inner.limits)
+            .field("recovered", &self.inner.engine.get().is_some())
+            .finish()
+    }
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+impl Api {
+    /// Services with no engine yet (every call answers UNAVAILABLE until
+    /// [`Api::set_engine`]). `node_tag` makes decision ids unique across nodes and restarts.
+    pub fn new(limits: ServiceLimits, node_tag: u64) -> Self {
+        Self {
+            inner: Arc::new(ApiInner {
+                engine: OnceLock::new(),
+                limits,
+                admission: Arc::new(Semaphore::new(limits.max_in_flight)),
+                decision_prefix: format!("d-{node_tag:x}-"),
+                decisions: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The engine is recovered: serve with it from now on.
+    pub fn set_engine(&self, engine: Engine) {
+        let _ = self.inner.engine.set(engine);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ServiceLimits {
+        self.inner.limits
+    }
+
+    fn engine(&self) -> Result<&Engine, Status> {
+        self.inner
+            .engine
+            .get()
+            .ok_or_else(|| Status::unavailable("node is recovering; retry shortly"))
+    }
+
+    /// Admission: a permit per running call, or RESOURCE_EXHAUSTED when full.
+    fn admit(&self) -> Result<(OwnedSemaphorePermit, &Engine), Status> {
+        let permit = Arc::clone(&self.inner.admission)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "load shed: {} calls in flight; retry with backoff",
+                    self.inner.limits.max_in_flight
+                ))
+            })?;
+        Ok((permit, self.engine()?))
+    }
+
+    fn decision_id(&self) -> String {
+        let n = self.inner.decisions.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:x}", self.inner.decision_prefix)
+    }
+
+    async fn decide(
+        &self,
+        engine: &Engine,
+        pair: PairKey,
+        quantity: i64,
+        surface: Surface,
+    ) -> Result<pb::AvailabilityAnswer, Status> {
+        engine
+            .store()
+            .check_writable()
+            .map_err(|e| engine_status(&e.into()))?;
+        let view = engine
+            .read_view(pair)
+            .await
+            .map_err(|e| engine_status(&e))?;
+        let decision = decide_by_rules(
+            view.as_ref(),
+            quantity,
+            surface,
+            &engine.config().safety_stock,
+        );
+        Ok(convert::answer(
+            &decision,
+            view.as_ref(),
+            self.decision_id(),
+        ))
+    }
+
+    /// Applies one batch of events: a result per event, in order.
+    async fn ingest_batch(
+        &self,
+        engine: &Engine,
+        events: Vec<pb::Event>,
+    ) -> Result<pb::IngestEventsResponse, Status> {
+        let limit = self.inner.limits.max_events_per_request;
+        if events.len() > limit {
+            return Err(too_many("events", events.len(), limit));
+        }
+        let now = engine.clock().now();
+        let mut results: Vec<pb::EventResult> = Vec::with_capacity(events.len());
+        let mut arrivals = Vec::with_capacity(events.len());
+        let mut positions = Vec::with_capacity(events.len());
+        for (index, event) in events.into_iter().enumerate() {
+            match convert::event(event) {
+                Ok(event) => {
+                    positions.push(index);
+                    arrivals.push(Arrival {
+                        event,
+                        arrival_time: now,
+                    });
+                    results.push(pb::EventResult::default());
+                }
+                Err((field, reason)) => results.push(pb::EventResult {
+                    status: pb::EventStatus::Rejected as i32,
+                    reason,
+                    field: format!("events[{index}].{field}"),
+                }),
+            }
+        }
+        if !arrivals.is_empty() {
+            let outcomes = engine
+                .ingest(arrivals)
+                .await
+                .map_err(|e| engine_status(&e))?;
+            for (index, outcome) in positions.into_iter().zip(outcomes) {
+                results[index] = match outcome {
+                    Ok(outcome) => convert::event_result(&outcome),
+                    Err(error) => pb::EventResult {
+                        status: pb::EventStatus::Failed as i32,
+                        reason: error.to_string(),
+                        field: String::new(),
+                    },
+                };
+            }
+        }
+        Ok(pb::IngestEventsResponse { results })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::availability_server::Availability for Api {
+    async fn get_availability(
+        &self,
+        request: Request<pb::GetAvailabilityRequest>,
+    ) -> Answer<pb::AvailabilityAnswer> {
+        let (_permit, engine) = self.admit()?;
+        let (pair, quantity, surface) = convert::lookup(request.get_ref(), "")?;
+        Ok(Response::new(
+            self.decide(engine, pair, quantity, surface).await?,
+        ))
+    }
+
+    async fn batch_get_availability(
+        &self,
+        request: Request<pb::BatchGetAvailabilityRequest>,
+    ) -> Answer<pb::BatchGetAvailabilityResponse> {
+        let (_permit, engine) = self.admit()?;
+        let items = &request.get_ref().items;
+        let limit = self.inner.limits.max_batch_items;
+        if items.len() > limit {
+            return Err(too_many("items", items.len(), limit));
+        }
+        let mut results = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let prefix = format!("items[{index}].");
+            let answer = match convert::lookup(item, &prefix) {
+                Ok((pair, quantity, surface)) => self.decide(engine, pair, quantity, surface).await,
+                Err(status) => Err(status),
+            };
+            results.push(pb::BatchItemResult {
+                result: Some(match answer {
+                    Ok(answer) => pb::batch_item_result::Result::Answer(answer),
+                    Err(status) => pb::batch_item_result::Result::Error(pb::ItemError {
+                        code: status.code() as i32,
+                        field: status
+                            .message()
+                            .split_once(": ")
+                            .filter(|_| status.code() == tonic::Code::InvalidArgument)
+                            .map(|(field, _)| field.to_owned())
+                            .unwrap_or_default(),
+                        message: status.message().to_owned(),
+                    }),
+                }),
+            });
+        }
+        Ok(Response::new(pb::BatchGetAvailabilityResponse { results }))
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<pb::IngestEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::ingest_server::Ingest for Api {
+    async fn ingest_events(
+        &self,
+        request: Request<pb::IngestEventsRequest>,
+    ) -> Answer<pb::IngestEventsResponse> {
+        let (_permit, engine) = self.admit()?;
+        let events = request.into_inner().events;
+        Ok(Response::new(self.ingest_batch(engine, events).await?))
+    }
+
+    type StreamEventsStream = AckStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<Streaming<pb::IngestEventsRequest>>,
+    ) -> Answer<Self::StreamEventsStream> {
+        let (permit, _) = self.admit()?;
+        let mut inbound = request.into_inner();
+        let (sender, receiver) = mpsc::channel(16);
+        let api = self.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            // One batch at a time: each ack is sent once its batch is durable, in order.
+            while let Some(message) = inbound.next().await {
+                let ack = match (message, api.engine()) {
+                    (Ok(batch), Ok(engine)) => api.ingest_batch(engine, batch.events).await,
+                    (Err(status), _) | (_, Err(status)) => Err(status),
+                };
+                let failed = ack.is_err();
+                if sender.send(ack).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::reservations_server::Reservations for Api {
+    async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Answer<pb::Reservation> {
+        let (_permit, engine) = self.admit()?;
+        let request = request.into_inner();
+        let reserve = ReserveRequest {
+            surface: convert::surface(request.surface, "surface")?,
+            lines: convert::lines(&request.lines),
+            request_id: request.request_id,
+            ttl_ms: (request.ttl_seconds > 0).then(|| i64::from(request.ttl_seconds) * 1_000),
+        };
+        let report = engine
+            .reserve(reserve)
+            .await
+            .map_err(|e| reservation_status(&e))?;
+        Ok(Response::new(convert::reservation(&report)))
+    }
+
+    async fn commit(&self, request: Request<pb::CommitRequest>) -> Answer<pb::Reservation> {
+        let (_permit, engine) = self.admit()?;
+        let request = request.get_ref();
+        let window = (request.pickup_window_seconds > 0)
+            .then(|| i64::from(request.pickup_window_seconds) * 1_000);
+        let report = engine
+            .commit_reservation(&request.reservation_id, window)
+            .await
+            .map_err(|e| reservation_status(&e))?;
+        Ok(Response::new(convert::reservation(&report)))
+    }
+
+    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Answer<pb::Reservation> {
+        let (_permit, engine) = self.admit()?;
+        let request = request.get_ref();
+        let reason = convert::release_reason(request.reason)?;
+        let report = engine
+            .release_reservation(&request.reservation_id, reason)
+            .await
+            .map_err(|e| reservation_status(&e))?;
+        Ok(Response::new(convert::reservation(&report)))
+    }
+
+    async fn get_reservation(
+        &self,
+        request: Request<pb::GetReservationRequest>,
+    ) -> Answer<pb::Reservation> {
+        let (_permit, engine) = self.admit()?;
+        let report = engine
+            .get_reservation(&request.get_ref().reservation_id)
+            .await
+            .map_err(|e| reservation_status(&e))?;
+        Ok(Response::new(convert::reservation(&report)))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::catalog_server::Catalog for Api {
+    async fn upsert_locations(
+        &self,
+        request: Request<pb::UpsertLocationsRequest>,
+    ) -> Answer<pb::UpsertLocationsResponse> {
+        let (_permit, engine) = self.admit()?;
+        let locations = request.into_inner().locations;
+        if locations.len() > MAX_LOCATIONS_PER_UPSERT {
+            return Err(too_many(
+                "locations",
+                locations.len(),
+                MAX_LOCATIONS_PER_UPSERT,
+            ));
+        }
+        let locations = locations
+            .into_iter()
+            .enumerate()
+            .map(|(index, location)| convert::location(index, location))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upserted = engine
+            .upsert_locations(&locations)
+            .await
+            .map_err(|e| engine_status(&e))?;
+        Ok(Response::new(pb::UpsertLocationsResponse {
+            upserted: upserted as u32,
+        }))
+    }
+
+    async fn list_locations(
+        &self,
+        request: Request<pb::ListLocationsRequest>,
+    ) -> Answer<pb::ListLocationsResponse> {
+        let (_permit, engine) = self.admit()?;
+        let request = request.get_ref();
+        let page = match request.page_size {
+            0 => stockgrid_actors::catalog::MAX_PAGE,
+            n => (n as usize).min(stockgrid_actors::catalog::MAX_PAGE),
+        };
+        let locations = engine
+            .list_locations(request.after, page)
+            .map_err(|e| engine_status(&e))?;
+        let next_after = (locations.len() == page)
+            .then(|| locations.last().map(|l| l.location))
+            .flatten();
+        Ok(Response::new(pb::ListLocationsResponse {
+            locations: locations.iter().map(convert::location_to_proto).collect(),
+            next_after,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::inspect_server::Inspect for Api {
+    async fn get_entity_state(
+        &self,
+        request: Request<pb::GetEntityStateRequest>,
+    ) -> Answer<pb::EntityState> {
+        let (_permit, engine) = self.admit()?;
+        let pair = PairKey::new(request.get_ref().sku, request.get_ref().location);
+        let report = engine
+            .inspect(pair)
+            .await
+            .map_err(|e| engine_status(&e))?
+            .ok_or_else(|| Status::not_found(format!("{pair} was never seen")))?;
+        let mut reservations = Vec::with_capacity(report.holds.len());
+        for hold in &report.holds {
+            match engine.get_reservation(&hold.reservation_id).await {
+                Ok(found) => reservations.push(convert::reservation(&found)),
+                // A hold whose record was never written (an interrupted Reserve) until the
+                // reaper frees it: shown with what is known.
+                Err(_) => reservations.push(pb::Reservation {
+                    reservation_id: hold.reservation_id.to_string(),
+                    ..Default::default()
+                }),
+            }
+        }
+        let read_view = engine
+            .read_view(pair)
+            .await
+            .map_err(|e| engine_status(&e))?;
+        Ok(Response::new(convert::entity_state(
+            &report,
+            read_view,
+            reservations,
+        )))
+    }
+}
