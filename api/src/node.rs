@@ -66,6 +66,8 @@ pub struct NodeConfig {
     pub limits: ServiceLimits,
     /// Block cache of the embedded store, in MiB.
     pub cache_mib: u64,
+    /// On shutdown, how long in-flight calls and open streams may take to finish.
+    pub drain_timeout_seconds: u64,
 }
 
 impl Default for NodeConfig {
@@ -82,6 +84,7 @@ impl Default for NodeConfig {
             safety_stock: SurfaceUnits::default(),
             limits: ServiceLimits::default(),
             cache_mib: 64,
+            drain_timeout_seconds: 10,
         }
     }
 }
@@ -172,6 +175,7 @@ pub struct Node {
     health: NodeHealth,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    drain_timeout: Duration,
     recovery: JoinHandle<Result<Engine, NodeError>>,
 }
 
@@ -244,6 +248,7 @@ impl Node {
             health,
             stop_server: Some(stop_server),
             server: running.task,
+            drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
             recovery,
         })
     }
@@ -295,10 +300,19 @@ impl Node {
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
-        match (&mut self.server).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::warn!(%error, "gRPC server ended with an error"),
-            Err(join) => tracing::warn!(%join, "gRPC server task failed"),
+        // Long-lived streams (health watches, event streams) would hold the drain open for
+        // ever: past the drain timeout the remaining connections are cut.
+        match tokio::time::timeout(self.drain_timeout, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "gRPC server ended with an error"),
+            Ok(Err(join)) => tracing::warn!(%join, "gRPC server task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    timeout_seconds = self.drain_timeout.as_secs(),
+                    "calls still open after the drain timeout; closing them"
+                );
+                self.server.abort();
+            }
         }
     }
 

@@ -1,0 +1,411 @@
+//! Lookups, ingest, catalog, inspect and health over real gRPC, and the status codes of bad
+//! input.
+
+use std::sync::Arc;
+
+use stockgrid_actors::time::{Clock, HOUR_MS, SimulatedClock};
+use stockgrid_actors::{Engine, EngineConfig};
+use stockgrid_api::node::{Node, NodeConfig};
+use stockgrid_api::proto::v1 as pb;
+use stockgrid_storage::{EmbeddedStore, Store};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::{T0, TestNode, assert_status, event};
+
+fn lookup(sku: u64, location: u32, qty: i64, surface: pb::Surface) -> pb::GetAvailabilityRequest {
+    pb::GetAvailabilityRequest {
+        sku,
+        location,
+        qty,
+        surface: surface as i32,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_and_batch_lookups() {
+    let node = TestNode::start().await;
+    node.stock(1, 10, 5).await;
+    let mut client = node.availability().await;
+
+    let answer = client
+        .get_availability(lookup(1, 10, 5, pb::Surface::Pickup))
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert!(answer.available);
+    assert_eq!(answer.reason, "LEDGER_SUFFICIENT");
+    assert_eq!(answer.mode, pb::DecisionMode::Rules as i32);
+    assert_eq!((answer.probability, answer.expected_on_hand), (1.0, 5.0));
+    assert_eq!(answer.state_version, 1);
+    assert!(!answer.decision_id.is_empty());
+    let too_many = client
+        .get_availability(lookup(1, 10, 6, pb::Surface::Pickup))
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert_eq!(
+        (too_many.available, too_many.reason.as_str()),
+        (false, "LEDGER_INSUFFICIENT")
+    );
+
+    let batch = client
+        .batch_get_availability(pb::BatchGetAvailabilityRequest {
+            items: vec![
+                lookup(1, 10, 2, pb::Surface::ItemPage),
+                lookup(1, 10, 0, pb::Surface::ItemPage),
+                lookup(2, 10, 1, pb::Surface::ItemPage),
+                lookup(1, 10, 1, pb::Surface::Unspecified),
+            ],
+        })
+        .await
+        .expect("batch")
+        .into_inner();
+    use pb::batch_item_result::Result as Item;
+    let results: Vec<Item> = batch
+        .results
+        .into_iter()
+        .map(|r| r.result.expect("a result per item"))
+        .collect();
+    assert_eq!(results.len(), 4);
+    assert!(matches!(&results[0], Item::Answer(a) if a.available));
+    assert!(
+        matches!(&results[1], Item::Error(e) if e.code == Code::InvalidArgument as i32 && e.field == "items[1].qty")
+    );
+    assert!(matches!(&results[2], Item::Answer(a) if !a.available && a.reason == "NO_RECORD"));
+    assert!(matches!(&results[3], Item::Error(e) if e.field == "items[3].surface"));
+
+    let oversized = client
+        .batch_get_availability(pb::BatchGetAvailabilityRequest {
+            items: vec![lookup(1, 10, 1, pb::Surface::ItemPage); 1_001],
+        })
+        .await
+        .expect_err("over the limit");
+    assert_status(&oversized, Code::ResourceExhausted, "items");
+    node.node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_reports_each_event_and_applies_the_good_ones() {
+    let node = TestNode::start().await;
+    let mut ingest = node.ingest().await;
+    let late = T0.plus_ms(-25 * HOUR_MS);
+    let mut no_id = event("", "pos", "sale", 1, 10, 1, T0);
+    no_id.event_id.clear();
+    let batch = vec![
+        event(
+            "c1",
+            "store_inventory",
+            "count",
+            1,
+            10,
+            10,
+            T0.plus_ms(-60_000),
+        ),
+        event("s1", "pos", "sale", 1, 10, 2, T0),
+        event("s1", "pos", "sale", 1, 10, 2, T0),
+        event("s2", "pos", "sale", 1, 10, -1, T0),
+        event("s3", "pos", "sale", 1, 10, 1, late),
+        no_id,
+        event("s4", "fax", "sale", 1, 10, 1, T0),
+        event("s1", "pos", "sale", 1, 10, 3, T0),
+    ];
+    let results = ingest
+        .ingest_events(pb::IngestEventsRequest { events: batch })
+        .await
+        .expect("ingest")
+        .into_inner()
+        .results;
+    let statuses: Vec<(i32, &str)> = results
+        .iter()
+        .map(|r| (r.status, r.field.as_str()))
+        .collect();
+    use pb::EventStatus::*;
+    assert_eq!(
+        statuses,
+        vec![
+            (Accepted as i32, ""),
+            (Accepted as i32, ""),
+            (Duplicate as i32, ""),
+            (Rejected as i32, "events[3].qty"),
+            (Quarantined as i32, ""),
+            (Rejected as i32, "events[5].event_id"),
+            (Rejected as i32, "events[6].source"),
+            (Quarantined as i32, ""),
+        ]
+    );
+    assert_eq!(results[4].reason, "TOO_LATE");
+    assert_eq!(results[7].reason, "CONFLICTING_DUPLICATE");
+
+    let state = node
+        .inspect()
+        .await
+        .get_entity_state(pb::GetEntityStateRequest {
+            sku: 1,
+            location: 10,
+        })
+        .await
+        .expect("inspect")
+        .into_inner();
+    assert_eq!(state.on_hand, 8, "the count and one sale, nothing else");
+    assert_eq!(state.quarantined.len(), 2);
+    assert_eq!(state.anchor_kind, "count");
+    assert_eq!(state.read_view.expect("view").on_hand, 8);
+
+    // A stream of batches is acknowledged batch by batch, in order.
+    let batches: Vec<pb::IngestEventsRequest> = (0..3)
+        .map(|b| pb::IngestEventsRequest {
+            events: (0..50)
+                .map(|i| event(&format!("st-{b}-{i}"), "pos", "sale", 2, 10, 1, T0))
+                .collect(),
+        })
+        .collect();
+    let mut acks = ingest
+        .stream_events(tokio_stream::iter(batches))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut acked = 0;
+    while let Some(ack) = acks.message().await.expect("ack") {
+        assert_eq!(ack.results.len(), 50);
+        assert!(ack.results.iter().all(|r| r.status == Accepted as i32));
+        acked += 1;
+    }
+    assert_eq!(acked, 3);
+
+    let oversized = ingest
+        .ingest_events(pb::IngestEventsRequest {
+            events: vec![event("x", "pos", "sale", 1, 10, 1, T0); 10_001],
+        })
+        .await
+        .expect_err("over the limit");
+    assert_status(&oversized, Code::ResourceExhausted, "events");
+    node.node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_right_code_naming_the_field() {
+    let node = TestNode::start().await;
+    let mut availability = node.availability().await;
+    let status = availability
+        .get_availability(lookup(1, 10, 0, pb::Surface::Pickup))
+        .await
+        .expect_err("qty 0");
+    assert_status(&status, Code::InvalidArgument, "qty: ");
+    let status = availability
+        .get_availability(lookup(1, 10, 1, pb::Surface::Unspecified))
+        .await
+        .expect_err("no surface");
+    assert_status(&status, Code::InvalidArgument, "surface: ");
+
+    let mut reservations = node.reservations().await;
+    let status = reservations
+        .get_reservation(pb::GetReservationRequest {
+            reservation_id: "nope".to_owned(),
+        })
+        .await
+        .expect_err("malformed id");
+    assert_status(&status, Code::InvalidArgument, "reservation_id: ");
+    let unknown = stockgrid_actors::reservation::reservation_id_for("never made");
+    let status = reservations
+        .get_reservation(pb::GetReservationRequest {
+            reservation_id: unknown,
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(status.code(), Code::NotFound);
+    let status = reservations
+        .reserve(pb::ReserveRequest {
+            request_id: "r".to_owned(),
+            lines: vec![pb::ReservationLine {
+                sku: 1,
+                location: 10,
+                qty: -2,
+            }],
+            surface: pb::Surface::Pickup as i32,
+            ttl_seconds: 0,
+        })
+        .await
+        .expect_err("negative qty");
+    assert_status(&status, Code::InvalidArgument, "lines[0].qty: ");
+
+    let mut catalog = node.catalog().await;
+    let status = catalog
+        .upsert_locations(pb::UpsertLocationsRequest {
+            locations: vec![
+                pb::Location {
+                    location: 1,
+                    kind: "store".to_owned(),
+                    ..Default::default()
+                },
+                pb::Location {
+                    location: 2,
+                    kind: "kiosk".to_owned(),
+                    ..Default::default()
+                },
+            ],
+        })
+        .await
+        .expect_err("bad kind");
+    assert_status(&status, Code::InvalidArgument, "locations[1].kind: ");
+    let listed = catalog
+        .list_locations(pb::ListLocationsRequest::default())
+        .await
+        .expect("list")
+        .into_inner();
+    assert!(
+        listed.locations.is_empty(),
+        "nothing of the bad call applied"
+    );
+    node.node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_locations_persist_and_page() {
+    let node = TestNode::start().await;
+    let mut catalog = node.catalog().await;
+    let locations: Vec<pb::Location> = (1..=5)
+        .map(|n| pb::Location {
+            location: n,
+            kind: "fc".to_owned(),
+            region: "us-south".to_owned(),
+            timezone: "America/Chicago".to_owned(),
+            open_hour: 7,
+            close_hour: 22,
+            sources: vec!["wms".to_owned(), "receiving".to_owned()],
+        })
+        .collect();
+    let upserted = catalog
+        .upsert_locations(pb::UpsertLocationsRequest {
+            locations: locations.clone(),
+        })
+        .await
+        .expect("upsert")
+        .into_inner();
+    assert_eq!(upserted.upserted, 5);
+    let first = catalog
+        .list_locations(pb::ListLocationsRequest {
+            page_size: 3,
+            after: None,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(first.locations, locations[..3].to_vec());
+    let rest = catalog
+        .list_locations(pb::ListLocationsRequest {
+            page_size: 3,
+            after: first.next_after,
+        })
+        .await
+        .expect("list")
+        .into_inner();
+    assert_eq!(rest.locations, locations[3..].to_vec());
+    assert_eq!(rest.next_after, None);
+    node.node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_during_recovery_and_shutdown() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        data_dir: dir.path().to_path_buf(),
+        ..NodeConfig::default()
+    };
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let data_dir = dir.path().to_path_buf();
+    let mut node = Node::start_with(&config, async move {
+        // Recovery waits for the test: the node must already answer health meanwhile.
+        let _ = gate.await;
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&data_dir).expect("open store"));
+        let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::starting_at(T0));
+        Ok(Engine::start(store, clock, EngineConfig::default()).await?)
+    })
+    .await
+    .expect("start");
+    let url = format!("http://{}", node.address());
+    let mut health = HealthClient::new(crate::connect(&url).await);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    let status = health.check(check("")).await.expect("health").into_inner();
+    assert_eq!(status.status, ServingStatus::NotServing as i32);
+    let mut availability = pb::availability_client::AvailabilityClient::connect(url.clone())
+        .await
+        .expect("connect");
+    let refused = availability
+        .get_availability(lookup(1, 1, 1, pb::Surface::Pickup))
+        .await
+        .expect_err("recovering");
+    assert_status(&refused, Code::Unavailable, "recovering");
+
+    release.send(()).expect("release recovery");
+    node.recovered().await.expect("recovered");
+    for service in ["", "stockgrid.v1.Availability", "stockgrid.v1.Reservations"] {
+        let status = health
+            .check(check(service))
+            .await
+            .expect("health")
+            .into_inner();
+        assert_eq!(status.status, ServingStatus::Serving as i32, "{service}");
+    }
+    let mut watch = health.watch(check("")).await.expect("watch").into_inner();
+    let first = watch.message().await.expect("watch").expect("status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+    let stopping = tokio::spawn(node.shutdown());
+    let next = watch.message().await.expect("watch").expect("status");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    drop(watch);
+    stopping.await.expect("join").expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_store_answers_unavailable() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        data_dir: dir.path().to_path_buf(),
+        ..NodeConfig::default()
+    };
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
+    let engine_store: Arc<dyn Store> = store.clone();
+    let mut node = Node::start_with(&config, async move {
+        let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::starting_at(T0));
+        Ok(Engine::start(engine_store, clock, EngineConfig::default()).await?)
+    })
+    .await
+    .expect("start");
+    node.recovered().await.expect("recovered");
+    let url = format!("http://{}", node.address());
+    store.inject_write_failures(1);
+    let mut ingest = pb::ingest_client::IngestClient::connect(url.clone())
+        .await
+        .expect("connect");
+    let first = ingest
+        .ingest_events(pb::IngestEventsRequest {
+            events: vec![event("a", "pos", "sale", 1, 1, 1, T0)],
+        })
+        .await
+        .expect("answered per event")
+        .into_inner();
+    assert_eq!(first.results[0].status, pb::EventStatus::Failed as i32);
+    let refused = ingest
+        .ingest_events(pb::IngestEventsRequest {
+            events: vec![event("b", "pos", "sale", 1, 1, 1, T0)],
+        })
+        .await
+        .expect_err("poisoned");
+    assert_status(&refused, Code::Unavailable, "poisoned");
+    let mut availability = pb::availability_client::AvailabilityClient::connect(url)
+        .await
+        .expect("connect");
+    let refused = availability
+        .get_availability(lookup(1, 1, 1, pb::Surface::Pickup))
+        .await
+        .expect_err("poisoned");
+    assert_eq!(refused.code(), Code::Unavailable);
+    let _ = node.shutdown().await;
+}

@@ -1,0 +1,191 @@
+//! Real `stockgrid serve` processes: SIGKILL, then a restart on the same data directory
+//! has every acknowledged event and reservation, and reservations whose TTL passed while
+//! the node was down come back EXPIRED.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use stockgrid_api::proto::v1 as pb;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::{event, wall_now};
+
+/// A `stockgrid serve` child process and its address.
+struct ServeProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServeProcess {
+    fn start(data_dir: &Path) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stockgrid"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn stockgrid serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .expect("read stderr");
+            if let Some(rest) = line.strip_prefix("stockgrid serving on ") {
+                break rest.split_whitespace().next().expect("address").to_owned();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        ServeProcess {
+            child,
+            url: format!("http://{address}"),
+        }
+    }
+
+    async fn wait_serving(&self) {
+        let mut health = HealthClient::new(crate::connect(&self.url).await);
+        for _ in 0..200 {
+            let status = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .expect("health")
+                .into_inner();
+            if status.status == ServingStatus::Serving as i32 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node never became SERVING");
+    }
+
+    fn kill_hard(mut self) {
+        // SIGKILL: no shutdown code runs.
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("send SIGTERM");
+        assert!(status.success());
+        self.child.wait().expect("wait for a clean exit")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_nothing_acknowledged_and_ttls_run_across_the_restart() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let node = ServeProcess::start(dir.path());
+    node.wait_serving().await;
+    let now = wall_now();
+    let mut ingest = pb::ingest_client::IngestClient::connect(node.url.clone())
+        .await
+        .expect("connect");
+    let mut events = vec![event(
+        "count",
+        "store_inventory",
+        "count",
+        5,
+        2,
+        40,
+        now.plus_ms(-60_000),
+    )];
+    events.extend((0..200).map(|i| event(&format!("sale-{i}"), "pos", "sale", 5, 2, 0, now)));
+    events.push(event("sale-last", "pos", "sale", 5, 2, 3, now));
+    let acked = ingest
+        .ingest_events(pb::IngestEventsRequest { events })
+        .await
+        .expect("ingest")
+        .into_inner();
+    assert!(
+        acked
+            .results
+            .iter()
+            .all(|r| r.status == pb::EventStatus::Accepted as i32)
+    );
+    let mut reservations = pb::reservations_client::ReservationsClient::connect(node.url.clone())
+        .await
+        .expect("connect");
+    let request = |id: &str, qty: i64, ttl_seconds: u32| pb::ReserveRequest {
+        request_id: id.to_owned(),
+        lines: vec![pb::ReservationLine {
+            sku: 5,
+            location: 2,
+            qty,
+        }],
+        surface: pb::Surface::Pickup as i32,
+        ttl_seconds,
+    };
+    let long = reservations
+        .reserve(request("long", 4, 3_600))
+        .await
+        .expect("reserve")
+        .into_inner();
+    let short = reservations
+        .reserve(request("short", 6, 1))
+        .await
+        .expect("reserve")
+        .into_inner();
+    node.kill_hard();
+
+    // Down for longer than the short reservation's TTL.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let node = ServeProcess::start(dir.path());
+    node.wait_serving().await;
+    let state = pb::inspect_client::InspectClient::connect(node.url.clone())
+        .await
+        .expect("connect")
+        .get_entity_state(pb::GetEntityStateRequest {
+            sku: 5,
+            location: 2,
+        })
+        .await
+        .expect("inspect")
+        .into_inner();
+    assert_eq!(
+        state.on_hand, 37,
+        "the count and the acknowledged sale survived"
+    );
+    assert_eq!(state.applied_entries, 202);
+    assert_eq!(state.reserved, 4, "only the long reservation still holds");
+    let mut reservations = pb::reservations_client::ReservationsClient::connect(node.url.clone())
+        .await
+        .expect("connect");
+    let get = |id: String| pb::GetReservationRequest { reservation_id: id };
+    let long_now = reservations
+        .get_reservation(get(long.reservation_id))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(long_now.state, pb::ReservationState::Pending as i32);
+    let short_now = reservations
+        .get_reservation(get(short.reservation_id))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(
+        (short_now.state, short_now.release_reason.as_str()),
+        (pb::ReservationState::Expired as i32, "EXPIRED")
+    );
+    // A retried Reserve after the crash answers the same reservation, not a second hold.
+    let retried = reservations
+        .reserve(request("long", 4, 3_600))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(retried.state, pb::ReservationState::Pending as i32);
+    let status = node.terminate();
+    assert!(status.success(), "SIGTERM exits cleanly: {status}");
+}

@@ -1,0 +1,171 @@
+//! Reservations over real gRPC: racing clients never oversell, carts are all-or-nothing,
+//! retries are idempotent, and a pick event settles its reservation.
+
+use stockgrid_actors::time::Clock;
+use stockgrid_api::proto::v1 as pb;
+use tonic::Code;
+
+use crate::{TestNode, assert_status, event};
+
+fn line(sku: u64, location: u32, qty: i64) -> pb::ReservationLine {
+    pb::ReservationLine { sku, location, qty }
+}
+
+fn reserve(request_id: &str, lines: Vec<pb::ReservationLine>) -> pb::ReserveRequest {
+    pb::ReserveRequest {
+        request_id: request_id.to_owned(),
+        lines,
+        surface: pb::Surface::Pickup as i32,
+        ttl_seconds: 0,
+    }
+}
+
+async fn reserved(node: &TestNode, sku: u64, location: u32) -> i64 {
+    node.inspect()
+        .await
+        .get_entity_state(pb::GetEntityStateRequest { sku, location })
+        .await
+        .expect("inspect")
+        .into_inner()
+        .reserved
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_clients_never_oversell_the_last_units() {
+    let node = TestNode::start().await;
+    node.stock(7, 1, 5).await;
+    let mut tasks = Vec::new();
+    for client in 0..30 {
+        let channel = node.channel().await;
+        tasks.push(tokio::spawn(async move {
+            let mut client_api = pb::reservations_client::ReservationsClient::new(channel);
+            client_api
+                .reserve(reserve(&format!("race-{client}"), vec![line(7, 1, 1)]))
+                .await
+        }));
+    }
+    let mut granted = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(reservation) => {
+                assert_eq!(
+                    reservation.into_inner().state,
+                    pb::ReservationState::Pending as i32
+                );
+                granted += 1;
+            }
+            Err(status) => assert_status(&status, Code::FailedPrecondition, "cannot be promised"),
+        }
+    }
+    assert_eq!(granted, 5);
+    assert_eq!(reserved(&node, 7, 1).await, 5);
+    node.node.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carts_are_all_or_nothing_and_retries_idempotent() {
+    let node = TestNode::start().await;
+    node.stock(1, 1, 10).await;
+    node.stock(2, 1, 1).await;
+    let mut client = node.reservations().await;
+    let refused = client
+        .reserve(reserve("cart", vec![line(1, 1, 3), line(2, 1, 2)]))
+        .await
+        .expect_err("second line short");
+    assert_status(&refused, Code::FailedPrecondition, "lines[1]");
+    assert_eq!(
+        reserved(&node, 1, 1).await,
+        0,
+        "the first line was not held"
+    );
+
+    let granted = client
+        .reserve(reserve("cart-2", vec![line(1, 1, 3), line(2, 1, 1)]))
+        .await
+        .expect("granted")
+        .into_inner();
+    let retried = client
+        .reserve(reserve("cart-2", vec![line(1, 1, 3), line(2, 1, 1)]))
+        .await
+        .expect("retry")
+        .into_inner();
+    assert_eq!(granted, retried);
+    assert_eq!(reserved(&node, 1, 1).await, 3);
+    let conflict = client
+        .reserve(reserve("cart-2", vec![line(1, 1, 4)]))
+        .await
+        .expect_err("same id, other lines");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+
+    // Commit, then a pick event naming the reservation settles each line.
+    let committed = client
+        .commit(pb::CommitRequest {
+            reservation_id: granted.reservation_id.clone(),
+            pickup_window_seconds: 3_600,
+        })
+        .await
+        .expect("commit")
+        .into_inner();
+    assert_eq!(committed.state, pb::ReservationState::Committed as i32);
+    let later = node.clock.now().plus_ms(1_000);
+    node.clock.advance_to(later);
+    let mut picks = vec![
+        event("pick-1", "ecom", "pick", 1, 1, 3, later),
+        event("pick-2", "ecom", "pick", 2, 1, 0, later),
+    ];
+    for pick in &mut picks {
+        pick.reservation_id = Some(granted.reservation_id.clone());
+    }
+    node.ingest()
+        .await
+        .ingest_events(pb::IngestEventsRequest { events: picks })
+        .await
+        .expect("picks");
+    let settled = client
+        .get_reservation(pb::GetReservationRequest {
+            reservation_id: granted.reservation_id.clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(settled.state, pb::ReservationState::Fulfilled as i32);
+    let states: Vec<i32> = settled.lines.iter().map(|l| l.state).collect();
+    assert_eq!(
+        states,
+        vec![
+            pb::LineState::Picked as i32,
+            pb::LineState::ShortPicked as i32
+        ]
+    );
+    assert_eq!(reserved(&node, 1, 1).await, 0);
+    assert_eq!(reserved(&node, 2, 1).await, 0);
+
+    // Release of a fulfilled reservation is refused; of a pending one, frees its units.
+    let refused = client
+        .release(pb::ReleaseRequest {
+            reservation_id: granted.reservation_id,
+            reason: pb::ReleaseReason::CustomerCancelled as i32,
+        })
+        .await
+        .expect_err("fulfilled");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let pending = client
+        .reserve(reserve("cart-3", vec![line(1, 1, 2)]))
+        .await
+        .expect("granted")
+        .into_inner();
+    let released = client
+        .release(pb::ReleaseRequest {
+            reservation_id: pending.reservation_id,
+            reason: pb::ReleaseReason::ItemNotFound as i32,
+        })
+        .await
+        .expect("release")
+        .into_inner();
+    assert_eq!(
+        (released.state, released.release_reason.as_str()),
+        (pb::ReservationState::Released as i32, "ITEM_NOT_FOUND")
+    );
+    assert_eq!(reserved(&node, 1, 1).await, 0);
+    node.node.shutdown().await.expect("shutdown");
+}
