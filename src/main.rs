@@ -24,12 +24,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Starts a node with a temporary store and drives a simulated store day through it.
+    Demo(DemoArgs),
     /// Runs one node: the gRPC API over an embedded store, until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
     /// Runs replay files (events, queries) through the engine and writes answers.jsonl.
     Replay(ReplayArgs),
     /// Prints the full state of one SKU-location pair from a data directory.
     Inspect(InspectArgs),
+}
+
+/// `stockgrid demo`.
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Stores in the simulated network.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    stores: u32,
+    /// Items per store.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    skus: u64,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
 }
 
 /// `stockgrid serve`: settings come from the TOML file, then the environment, then flags.
@@ -287,6 +303,31 @@ async fn termination() {
     }
 }
 
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let options = stockgrid_sim::demo::DemoOptions {
+        stores: args.stores,
+        skus: args.skus,
+        seed: args.seed,
+    };
+    let summary = stockgrid_sim::demo::run_demo(&options, |line| eprintln!("{line}")).await?;
+    for line in &summary.lines {
+        println!("{line}");
+    }
+    println!("checks:");
+    for check in &summary.checks {
+        println!(
+            "  [{}] {}",
+            if check.passed { "ok" } else { "FAILED" },
+            check.description
+        );
+    }
+    if !summary.passed() {
+        bail!("a demo check failed");
+    }
+    println!("all checks hold");
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = node_config(&args)?;
     let node = Node::start(&config, Arc::new(WallClock)).await?;
@@ -380,6 +421,7 @@ fn main() -> anyhow::Result<()> {
         .context("start async runtime")?;
     runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo(args).await,
             Command::Serve(args) => serve(args).await,
             Command::Replay(args) => replay(args).await,
             Command::Inspect(args) => inspect(args).await,

@@ -7,5 +7,10 @@
 //! nothing but the binary depends on it.
 //!
 //! # Layout
-//! Empty until the simulator issue: the replay file formats it will write are read today by
-//! `stockgrid_actors::replay`.
+//! - [`demo`]: `stockgrid demo`, a simulated store day through a real node's gRPC API.
+
+//!
+//! The simulator proper comes with the simulator issue; the replay file formats it will
+//! write are read today by `stockgrid_actors::replay`.
+
+pub mod demo;
