@@ -26,12 +26,59 @@ struct Cli {
 enum Command {
     /// Starts a node with a temporary store and drives a simulated store day through it.
     Demo(DemoArgs),
+    /// Sends load to a running node and prints throughput and latency percentiles.
+    Loadgen(LoadgenArgs),
     /// Runs one node: the gRPC API over an embedded store, until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
     /// Runs replay files (events, queries) through the engine and writes answers.jsonl.
     Replay(ReplayArgs),
     /// Prints the full state of one SKU-location pair from a data directory.
     Inspect(InspectArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WorkloadArg {
+    /// One pair per request.
+    Point,
+    /// `--batch-items` pairs per request.
+    Batch,
+    /// `--ingest-events` sales per request, each durable before the answer.
+    Ingest,
+    /// 70% point, 20% batch, 10% ingest.
+    Mixed,
+}
+
+/// `stockgrid loadgen`.
+#[derive(Debug, clap::Args)]
+struct LoadgenArgs {
+    /// The node, e.g. 127.0.0.1:50051.
+    #[arg(long)]
+    target: String,
+    /// What to send.
+    #[arg(long, value_enum)]
+    workload: WorkloadArg,
+    /// Requests per second (open loop, latency from the intended send time); without it,
+    /// closed loop.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    duration: u64,
+    /// Concurrent clients, each with its own connection.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    concurrency: u64,
+    /// Pairs the load is spread over.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pairs: u64,
+    /// Items per batch lookup.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    batch_items: u64,
+    /// Events per ingest request.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    ingest_events: u64,
+    /// Skip counting every pair before measuring.
+    #[arg(long)]
+    no_preload: bool,
 }
 
 /// `stockgrid demo`.
@@ -303,6 +350,56 @@ async fn termination() {
     }
 }
 
+async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
+    use stockgrid_sim::loadgen::{LoadOptions, Workload, preload, run_load};
+    let target = if args.target.contains("://") {
+        args.target.clone()
+    } else {
+        format!("http://{}", args.target)
+    };
+    let options = LoadOptions {
+        target,
+        workload: match args.workload {
+            WorkloadArg::Point => Workload::Point,
+            WorkloadArg::Batch => Workload::Batch,
+            WorkloadArg::Ingest => Workload::Ingest,
+            WorkloadArg::Mixed => Workload::Mixed,
+        },
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration),
+        concurrency: args.concurrency as usize,
+        pairs: args.pairs,
+        batch_items: args.batch_items as usize,
+        ingest_events: args.ingest_events as usize,
+        preload: !args.no_preload,
+    };
+    if options.preload {
+        let mut last = Instant::now();
+        preload(&options, |done| {
+            if last.elapsed() >= Duration::from_secs(2) {
+                eprintln!("preload: {done}/{} pairs counted", args.pairs);
+                last = Instant::now();
+            }
+        })
+        .await
+        .context("preload pairs")?;
+    }
+    eprintln!(
+        "loadgen: {:?} for {} s, {} clients, {}",
+        args.workload,
+        args.duration,
+        args.concurrency,
+        args.rate.map_or("closed loop".to_owned(), |r| format!(
+            "open loop at {r} requests/s"
+        ))
+    );
+    let report = run_load(options).await?;
+    for line in report.lines() {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let options = stockgrid_sim::demo::DemoOptions {
         stores: args.stores,
@@ -422,6 +519,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo(args).await,
+            Command::Loadgen(args) => loadgen(args).await,
             Command::Serve(args) => serve(args).await,
             Command::Replay(args) => replay(args).await,
             Command::Inspect(args) => inspect(args).await,

@@ -351,3 +351,30 @@ pub async fn background_work(engine: Engine) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_file_states_the_defaults() {
+        let text = include_str!("../../ops/stockgrid.example.toml");
+        let parsed = NodeConfig::from_toml(text).expect("example parses");
+        assert_eq!(parsed, NodeConfig::default());
+        parsed.engine_config().expect("defaults are valid");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let unknown = NodeConfig::from_toml("listen_on = \"x\"").expect_err("unknown key");
+        assert!(unknown.to_string().contains("listen_on"), "{unknown}");
+        let negative = NodeConfig::from_toml("[safety_stock]\npickup = -1")
+            .expect("parses")
+            .engine_config()
+            .expect_err("negative");
+        assert!(
+            negative.to_string().contains("safety_stock.pickup"),
+            "{negative}"
+        );
+    }
+}

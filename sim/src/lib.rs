@@ -8,9 +8,11 @@
 //!
 //! # Layout
 //! - [`demo`]: `stockgrid demo`, a simulated store day through a real node's gRPC API.
+//! - [`loadgen`]: `stockgrid loadgen`, open- and closed-loop load against a node.
 
 //!
 //! The simulator proper comes with the simulator issue; the replay file formats it will
 //! write are read today by `stockgrid_actors::replay`.
 
 pub mod demo;
+pub mod loadgen;

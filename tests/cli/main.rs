@@ -1,5 +1,5 @@
 //! The `stockgrid` command as a user runs it: a real process, real files, a real store on
-//! disk. (The gRPC end-to-end tests of the service will live in the `stockgrid-tests` crate.)
+//! disk. (The gRPC end-to-end tests of the service are in `tests/service/`.)
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -150,4 +150,21 @@ fn ml_mode_is_refused_with_a_reason() {
         "ml",
     ]);
     assert_fails_saying(&output, "--mode ml needs the stock-belief model");
+}
+
+#[test]
+fn the_demo_runs_a_store_day_and_its_checks_hold() {
+    let output = stockgrid(&["demo", "--stores", "4", "--skus", "20"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    for needle in [
+        "events/s",
+        "lookups/s",
+        "reservations by final state:",
+        "duplicates",
+        "all checks hold",
+    ] {
+        assert!(stdout.contains(needle), "{stdout} should say {needle}");
+    }
+    assert!(!stdout.contains("FAILED"), "{stdout}");
 }
