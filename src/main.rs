@@ -93,6 +93,10 @@ struct DemoArgs {
     /// Seed of every random choice.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Real sales traces in the M5 layout (e.g. ../shared/data/m5): the network becomes their
+    /// item-store pairs (--stores and --skus are then ignored).
+    #[arg(long)]
+    traces: Option<PathBuf>,
 }
 
 /// `stockgrid serve`: settings come from the TOML file, then the environment, then flags.
@@ -405,6 +409,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         stores: args.stores,
         skus: args.skus,
         seed: args.seed,
+        traces: args.traces,
     };
     let summary = stockgrid_sim::demo::run_demo(&options, |line| eprintln!("{line}")).await?;
     for line in &summary.lines {

@@ -11,6 +11,7 @@
 //! check fails.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,8 @@ use stockgrid_actors::time::{Clock, MINUTE_MS, SimulatedClock, Timestamp};
 use stockgrid_api::node::{Node, NodeConfig};
 use stockgrid_api::proto::v1 as pb;
 use tonic::transport::Channel;
+
+use crate::requests::{Rng, item_page_lookup};
 
 /// What the demo simulates.
 #[derive(Clone, Debug)]
@@ -28,6 +31,9 @@ pub struct DemoOptions {
     pub skus: u64,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Real daily unit sales in the M5 layout (`sales_tiny_m5_wide.csv`): when given, the
+    /// network is its item-store pairs and each pair sells its units of the last day.
+    pub traces: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -36,6 +42,7 @@ impl Default for DemoOptions {
             stores: 20,
             skus: 100,
             seed: 7,
+            traces: None,
         }
     }
 }
@@ -65,22 +72,130 @@ impl DemoSummary {
     }
 }
 
-struct Rng(u64);
+/// The simulated network: its pairs and the sales each makes in each step.
+struct Network {
+    stores: u32,
+    pairs: Vec<(u64, u32)>,
+    /// Units sold per pair per step.
+    sales: Vec<Vec<u32>>,
+    /// Items that get a noon receipt.
+    fast: Vec<bool>,
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+/// Intraday shape: steps from 11:00 to 14:59 sell twice as much.
+fn step_weight(step: i64) -> u64 {
+    let hour = step * STEP_MS / (60 * MINUTE_MS);
+    if (5..=8).contains(&hour) { 2 } else { 1 }
+}
+
+impl Network {
+    /// The built-in demand model: a fifth of the items sell ~3 units an hour, the rest ~0.3.
+    fn built_in(options: &DemoOptions, rng: &mut Rng) -> Network {
+        let pairs: Vec<(u64, u32)> = (1..=options.stores)
+            .flat_map(|store| (1..=options.skus).map(move |sku| (sku, store)))
+            .collect();
+        let fast: Vec<bool> = pairs.iter().map(|&(sku, _)| sku % 5 == 0).collect();
+        let sales = fast
+            .iter()
+            .map(|&fast| {
+                let per_hour_thousandths = if fast { 3_000 } else { 300 };
+                (0..STEPS)
+                    .map(|step| {
+                        let per_step = per_hour_thousandths * step_weight(step) * STEP_MS as u64
+                            / (60 * MINUTE_MS) as u64;
+                        u32::from(rng.below(1000) < per_step)
+                    })
+                    .collect()
+            })
+            .collect();
+        Network {
+            stores: options.stores,
+            pairs,
+            sales,
+            fast,
+        }
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, per_thousand: u64) -> bool {
-        self.below(1000) < per_thousand
+    /// Real traces: every item-store row of the M5 wide file sells its last day's units,
+    /// spread over the open hours with the intraday shape.
+    fn from_traces(dir: &Path, rng: &mut Rng) -> anyhow::Result<Network> {
+        let path = dir.join("sales_tiny_m5_wide.csv");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        let column = |name: &str| header.iter().position(|h| *h == name);
+        let (Some(item_column), Some(store_column)) = (column("item_id"), column("store_id"))
+        else {
+            anyhow::bail!(
+                "{}: expected the M5 columns item_id and store_id",
+                path.display()
+            );
+        };
+        let day_column = header.len() - 1;
+        if !header[day_column].starts_with("d_") {
+            anyhow::bail!(
+                "{}: the last column {:?} is not a day d_N",
+                path.display(),
+                header[day_column]
+            );
+        }
+        let mut items: BTreeMap<String, u64> = BTreeMap::new();
+        let mut stores: BTreeMap<String, u32> = BTreeMap::new();
+        let mut network = Network {
+            stores: 0,
+            pairs: Vec::new(),
+            sales: Vec::new(),
+            fast: Vec::new(),
+        };
+        let total_weight: u64 = (0..STEPS).map(step_weight).sum();
+        for (number, line) in lines.enumerate() {
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.len() != header.len() {
+                anyhow::bail!(
+                    "{}:{}: {} fields, expected {}",
+                    path.display(),
+                    number + 2,
+                    fields.len(),
+                    header.len()
+                );
+            }
+            let units: u64 = fields[day_column].parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "{}:{}: {}: not a unit count: {:?}",
+                    path.display(),
+                    number + 2,
+                    header[day_column],
+                    fields[day_column]
+                )
+            })?;
+            let next_item = items.len() as u64 + 1;
+            let sku = *items
+                .entry(fields[item_column].to_owned())
+                .or_insert(next_item);
+            let next_store = stores.len() as u32 + 1;
+            let store = *stores
+                .entry(fields[store_column].to_owned())
+                .or_insert(next_store);
+            let mut per_step = vec![0u32; STEPS as usize];
+            for _ in 0..units {
+                let mut pick = rng.below(total_weight);
+                let mut step = 0;
+                while pick >= step_weight(step) {
+                    pick -= step_weight(step);
+                    step += 1;
+                }
+                per_step[step as usize] += 1;
+            }
+            network.pairs.push((sku, store));
+            network.fast.push(units >= 10);
+            network.sales.push(per_step);
+        }
+        if network.pairs.is_empty() {
+            anyhow::bail!("{}: no item-store rows", path.display());
+        }
+        network.stores = stores.len() as u32;
+        Ok(network)
     }
 }
 
@@ -171,14 +286,24 @@ pub async fn run_demo(
         data_dir: dir.path().join("data"),
         ..NodeConfig::default()
     };
+    let mut rng = Rng::seeded(options.seed);
+    let network = match &options.traces {
+        Some(dir) => Network::from_traces(dir, &mut rng)?,
+        None => Network::built_in(options, &mut rng),
+    };
     let mut node = Node::start(&config, Arc::clone(&clock) as Arc<dyn Clock>).await?;
     let engine = node.recovered().await?;
     let url = format!("http://{}", node.address());
     progress(&format!(
-        "node serving on {} with a temporary store; simulating {} stores x {} items, 06:00-22:00",
+        "node serving on {} with a temporary store; simulating {} pairs in {} stores ({}), 06:00-22:00",
         node.address(),
-        options.stores,
-        options.skus
+        network.pairs.len(),
+        network.stores,
+        if options.traces.is_some() {
+            "M5 sales of the last day"
+        } else {
+            "built-in demand"
+        }
     ));
     let channel = Channel::from_shared(url)?.connect().await?;
     let mut clients = Clients {
@@ -189,7 +314,7 @@ pub async fn run_demo(
     let mut catalog = pb::catalog_client::CatalogClient::new(channel.clone());
     catalog
         .upsert_locations(pb::UpsertLocationsRequest {
-            locations: (1..=options.stores)
+            locations: (1..=network.stores)
                 .map(|store| pb::Location {
                     location: store,
                     kind: "store".to_owned(),
@@ -212,15 +337,7 @@ pub async fn run_demo(
         })
         .await?;
 
-    let mut rng = Rng(options.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let pairs: Vec<(u64, u32)> = (1..=options.stores)
-        .flat_map(|store| (1..=options.skus).map(move |sku| (sku, store)))
-        .collect();
-    // Sales per pair per hour, in thousandths: a fifth of the items sell fast.
-    let velocity: Vec<u64> = pairs
-        .iter()
-        .map(|&(sku, _)| if sku % 5 == 0 { 3_000 } else { 300 })
-        .collect();
+    let pairs = &network.pairs;
     let mut tally = Tally::default();
     let mut duplicates_sent = 0u64;
     let mut late_sent = 0u64;
@@ -238,9 +355,15 @@ pub async fn run_demo(
     // Opening counts.
     let opening: Vec<pb::Event> = pairs
         .iter()
-        .map(|&pair| {
+        .enumerate()
+        .map(|(index, &pair)| {
             next_event += 1;
-            let units = 5 + rng.below(20) as i64;
+            // Traces: about the day's sales on the shelf, so some pairs run short by evening.
+            let day_units: u32 = match options.traces {
+                Some(_) => network.sales[index].iter().sum(),
+                None => 0,
+            };
+            let units = i64::from(day_units) * 9 / 10 + 5 + rng.below(20) as i64;
             event(
                 format!("count-{next_event}"),
                 "store_inventory",
@@ -261,10 +384,8 @@ pub async fn run_demo(
         let step_start = DAY_START.plus_ms(step * STEP_MS + MINUTE_MS);
         let step_end = step_start.plus_ms(STEP_MS);
         let hour = step * STEP_MS / (60 * MINUTE_MS);
-        let peak = if (5..=8).contains(&hour) { 2 } else { 1 };
         for (index, &pair) in pairs.iter().enumerate() {
-            let per_step = velocity[index] * peak * STEP_MS as u64 / (60 * MINUTE_MS) as u64;
-            if rng.below(1000) < per_step {
+            for _ in 0..network.sales[index][step as usize] {
                 next_event += 1;
                 let at = step_start.plus_ms(rng.below(STEP_MS as u64) as i64);
                 let arrival = at.plus_ms(rng.below(10 * MINUTE_MS as u64) as i64);
@@ -278,7 +399,7 @@ pub async fn run_demo(
                 }
                 delayed.push((arrival, sale));
             }
-            if hour == 6 && step % 12 == 0 && velocity[index] > 1_000 {
+            if hour == 6 && step % 12 == 0 && network.fast[index] {
                 next_event += 1;
                 delayed.push((
                     step_start.plus_ms(MINUTE_MS),
@@ -325,12 +446,7 @@ pub async fn run_demo(
         let page: Vec<pb::GetAvailabilityRequest> = (0..100)
             .map(|_| {
                 let (sku, location) = pairs[rng.below(pairs.len() as u64) as usize];
-                pb::GetAvailabilityRequest {
-                    sku,
-                    location,
-                    qty: 1,
-                    surface: pb::Surface::ItemPage as i32,
-                }
+                item_page_lookup(sku, location)
             })
             .collect();
         let answers = clients
@@ -512,7 +628,7 @@ pub async fn run_demo(
     // Never oversold: no pair holds more than it has.
     let mut inspect = pb::inspect_client::InspectClient::new(channel);
     let mut oversold = 0;
-    for &(sku, location) in &pairs {
+    for &(sku, location) in pairs.iter() {
         let state = inspect
             .get_entity_state(pb::GetEntityStateRequest { sku, location })
             .await?
@@ -621,4 +737,38 @@ pub async fn run_demo(
         ),
     ];
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traces_in_the_m5_layout_become_pairs_selling_their_last_day() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        std::fs::write(
+            dir.path().join("sales_tiny_m5_wide.csv"),
+            "id,item_id,dept_id,cat_id,store_id,state_id,d_1,d_2\n\
+             a,FOODS_1,F,F,CA_1,CA,4,7\n\
+             b,FOODS_1,F,F,TX_1,TX,0,0\n\
+             c,HOBBIES_2,H,H,CA_1,CA,1,12\n",
+        )
+        .expect("write traces");
+        let network = Network::from_traces(dir.path(), &mut Rng::seeded(1)).expect("traces");
+        assert_eq!(network.stores, 2);
+        assert_eq!(network.pairs, vec![(1, 1), (1, 2), (2, 1)]);
+        let daily: Vec<u32> = network.sales.iter().map(|s| s.iter().sum()).collect();
+        assert_eq!(daily, vec![7, 0, 12]);
+        assert_eq!(network.fast, vec![false, false, true]);
+
+        std::fs::write(
+            dir.path().join("sales_tiny_m5_wide.csv"),
+            "id,item_id,store_id,d_1\na,X,S,many\n",
+        )
+        .expect("write traces");
+        let error = Network::from_traces(dir.path(), &mut Rng::seeded(1))
+            .err()
+            .expect("a bad count is an error");
+        assert!(error.to_string().contains(":2: d_1"), "{error}");
+    }
 }

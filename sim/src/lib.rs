@@ -16,3 +16,4 @@
 
 pub mod demo;
 pub mod loadgen;
+mod requests;

@@ -16,6 +16,8 @@ use stockgrid_actors::time::{Clock, WallClock};
 use stockgrid_api::proto::v1 as pb;
 use tonic::transport::Channel;
 
+use crate::requests::{Rng, item_page_lookup};
+
 /// What to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Workload {
@@ -90,17 +92,6 @@ impl LoadReport {
                 self.latency_us.max() as f64 / 1000.0
             ),
         ]
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
     }
 }
 
@@ -188,8 +179,7 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
             let mut ingest = pb::ingest_client::IngestClient::new(channel);
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
-            let mut rng =
-                Rng(0x9e37_79b9_7f4a_7c15 ^ (worker as u64 + 1).wrapping_mul(0x2545_f491));
+            let mut rng = Rng::seeded(worker as u64 + 1);
             let (mut requests, mut items, mut errors) = (0u64, 0u64, 0u64);
             loop {
                 let due = match options.rate {
@@ -214,24 +204,14 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
                 let (ok, count) = match kind {
                     Workload::Point | Workload::Mixed => {
                         let (sku, location) = pair_of(rng.below(options.pairs));
-                        let request = pb::GetAvailabilityRequest {
-                            sku,
-                            location,
-                            qty: 1,
-                            surface: pb::Surface::ItemPage as i32,
-                        };
+                        let request = item_page_lookup(sku, location);
                         (availability.get_availability(request).await.is_ok(), 1)
                     }
                     Workload::Batch => {
                         let items = (0..options.batch_items)
                             .map(|_| {
                                 let (sku, location) = pair_of(rng.below(options.pairs));
-                                pb::GetAvailabilityRequest {
-                                    sku,
-                                    location,
-                                    qty: 1,
-                                    surface: pb::Surface::ItemPage as i32,
-                                }
+                                item_page_lookup(sku, location)
                             })
                             .collect();
                         let answered = availability
