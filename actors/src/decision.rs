@@ -86,6 +86,12 @@ pub struct Decision {
     pub reason: ReasonCode,
 }
 
+/// Units that could still be promised on `surface`: on-hand minus reserved minus the
+/// surface's safety stock.
+pub fn spare_units(view: &ReadView, surface: Surface, safety_stock: &SafetyStock) -> i64 {
+    i64::from(view.on_hand_units) - i64::from(view.reserved_units) - safety_stock.units(surface)
+}
+
 /// The rules decision for `quantity` units on `surface`, given the pair's published view
 /// (`None`: never seen).
 pub fn decide_by_rules(
@@ -103,10 +109,7 @@ pub fn decide_by_rules(
             reason: ReasonCode::NoRecord,
         };
     };
-    let spare = i64::from(view.on_hand_units)
-        - i64::from(view.reserved_units)
-        - safety_stock.units(surface);
-    let available = spare >= quantity;
+    let available = spare_units(view, surface, safety_stock) >= quantity;
     Decision {
         available,
         probability: if available { 1.0 } else { 0.0 },

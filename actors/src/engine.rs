@@ -515,10 +515,7 @@ impl Engine {
         pair: PairKey,
         make: impl FnOnce(OwnedSemaphorePermit, Reply<T>) -> ShardMessage,
     ) -> Result<T, EngineError> {
-        let shard = self.shard_of(pair);
-        self.call(shard, make)
-            .await
-            .map_err(|e| self.call_error(shard, e))
+        self.call_shard(self.shard_of(pair), make).await
     }
 
     /// The rules decision for `quantity` units of `pair` on `surface`. A state that cannot
@@ -530,16 +527,32 @@ impl Engine {
         surface: Surface,
         safety_stock: &SafetyStock,
     ) -> Decision {
-        if self.inner.store.check_writable().is_err() {
-            return unavailable();
-        }
-        match self.read_view(pair).await {
-            Ok(view) => decide_by_rules(view.as_ref(), quantity, surface, safety_stock),
+        match self
+            .rules_decision(pair, quantity, surface, safety_stock)
+            .await
+        {
+            Ok((decision, _)) => decision,
+            Err(error) if error.is_poisoned() => unavailable(),
             Err(error) => {
                 tracing::warn!(sku = pair.sku, location = pair.location, %error, "read view failed; answering not available");
                 unavailable()
             }
         }
+    }
+
+    /// The rules decision and the view it read, or why the state could not be read (a
+    /// poisoned store counts: its state may be behind what was acknowledged).
+    pub async fn rules_decision(
+        &self,
+        pair: PairKey,
+        quantity: i64,
+        surface: Surface,
+        safety_stock: &SafetyStock,
+    ) -> Result<(Decision, Option<ReadView>), EngineError> {
+        self.inner.store.check_writable()?;
+        let view = self.read_view(pair).await?;
+        let decision = decide_by_rules(view.as_ref(), quantity, surface, safety_stock);
+        Ok((decision, view))
     }
 
     /// The full state of a pair for ops (`None`: never seen).
@@ -565,10 +578,7 @@ impl Engine {
     ) -> Result<usize, EngineError> {
         let mut total = 0;
         for shard in 0..self.inner.shards.len() {
-            total += self
-                .call(shard, &make)
-                .await
-                .map_err(|e| self.call_error(shard, e))?;
+            total += self.call_shard(shard, &make).await?;
         }
         Ok(total)
     }
@@ -590,7 +600,7 @@ impl Engine {
             if due == 0 {
                 break;
             }
-            self.inner.committer.submit(batch).await.wait().await?;
+            self.commit_batch(batch).await?;
             report.expired_keys += due;
             if due < EXPIRY_BATCH {
                 break;

@@ -59,7 +59,7 @@ pub enum PersistError {
 }
 
 /// Time as an order-preserving 8-byte key part (sign bit flipped).
-fn time_key(time: Timestamp) -> [u8; 8] {
+pub(crate) fn time_key(time: Timestamp) -> [u8; 8] {
     (time.0 as u64 ^ (1 << 63)).to_be_bytes()
 }
 
@@ -78,7 +78,7 @@ fn positioned_key(prefix: u8, pair: PairKey, arrival: Timestamp, position: u64) 
 }
 
 /// The key right after every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

@@ -30,7 +30,7 @@ use crate::decision::Decision;
 use crate::domain::{PairKey, Surface};
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::persist::{decode, encode};
+use crate::persist::{decode, encode, prefix_end, time_key};
 use crate::shard::{HoldOutcome, ShardMessage};
 use crate::time::Timestamp;
 
@@ -348,7 +348,7 @@ pub fn settlement_key(reservation_id: &str, pair: PairKey) -> Vec<u8> {
 pub fn deadline_key(deadline: Timestamp, reservation_id: &str, pair: PairKey) -> Vec<u8> {
     let mut key = Vec::with_capacity(21 + ID_LEN);
     key.push(DEADLINE_PREFIX);
-    key.extend_from_slice(&((deadline.0 as u64) ^ (1 << 63)).to_be_bytes());
+    key.extend_from_slice(&time_key(deadline));
     key.extend_from_slice(reservation_id.as_bytes());
     key.extend_from_slice(&pair.to_bytes());
     key
@@ -373,7 +373,7 @@ pub fn due_lines(
 ) -> Result<Vec<DueLine>, EngineError> {
     let start = vec![DEADLINE_PREFIX];
     let mut end = vec![DEADLINE_PREFIX];
-    end.extend_from_slice(&((now.0 as u64 ^ (1 << 63)) + 1).to_be_bytes());
+    end.extend_from_slice(&time_key(now.plus_ms(1)));
     let mut due = Vec::new();
     for (key, _) in store.scan(&start, &end, limit)? {
         let rest = &key[9..];
@@ -415,10 +415,8 @@ pub fn put_record(batch: &mut WriteBatch, record: &ReservationRecord) {
 /// The holds stored for a pair: (reservation id, units).
 pub fn load_holds(store: &dyn Store, pair: PairKey) -> Result<Vec<Hold>, EngineError> {
     let start = hold_prefix(pair);
-    let mut end = start.clone();
-    end.push(0xff);
     store
-        .scan(&start, &end, usize::MAX)?
+        .scan(&start, &prefix_end(&start), usize::MAX)?
         .into_iter()
         .map(|(key, value)| {
             let units: i64 = decode("hold", &key, &value)?;

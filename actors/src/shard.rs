@@ -28,7 +28,7 @@ use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::config::EngineConfig;
-use crate::decision::{Decision, decide_by_rules};
+use crate::decision::{Decision, decide_by_rules, spare_units};
 use crate::domain::{EventKind, PairKey, Surface};
 use crate::engine::EngineCounters;
 use crate::error::EngineError;
@@ -611,9 +611,7 @@ impl ShardState {
                 .map(|entity| entity.state.read_view(now, &context.config.ledger));
             let decision = decide_by_rules(view.as_ref(), line.quantity, surface, safety);
             if !decision.available {
-                let spare = view.map_or(0, |v| {
-                    i64::from(v.on_hand_units) - i64::from(v.reserved_units) - safety.units(surface)
-                });
+                let spare = view.map_or(0, |v| spare_units(&v, surface, safety));
                 return Ok(HoldOutcome::Refused {
                     line: index,
                     spare,

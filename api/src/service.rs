@@ -12,7 +12,6 @@ use std::sync::{Arc, OnceLock};
 
 use stockgrid_actors::Engine;
 use stockgrid_actors::catalog::MAX_LOCATIONS_PER_UPSERT;
-use stockgrid_actors::decision::decide_by_rules;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::reservation::ReserveRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -132,20 +131,10 @@ impl Api {
         quantity: i64,
         surface: Surface,
     ) -> Result<pb::AvailabilityAnswer, Status> {
-        engine
-            .store()
-            .check_writable()
-            .map_err(|e| engine_status(&e.into()))?;
-        let view = engine
-            .read_view(pair)
+        let (decision, view) = engine
+            .rules_decision(pair, quantity, surface, &engine.config().safety_stock)
             .await
             .map_err(|e| engine_status(&e))?;
-        let decision = decide_by_rules(
-            view.as_ref(),
-            quantity,
-            surface,
-            &engine.config().safety_stock,
-        );
         Ok(convert::answer(
             &decision,
             view.as_ref(),
