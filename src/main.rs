@@ -34,6 +34,43 @@ enum Command {
     Replay(ReplayArgs),
     /// Prints the full state of one SKU-location pair from a data directory.
     Inspect(InspectArgs),
+    /// The simulator: generate replay files, evaluate answers, drill a node.
+    #[command(subcommand)]
+    Sim(SimCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SimCommand {
+    /// Simulates a scenario and writes the REPLAY.md files (events, queries, truth,
+    /// locations) with realism statistics.
+    Generate(SimGenerateArgs),
+}
+
+/// `stockgrid sim generate`.
+#[derive(Debug, clap::Args)]
+struct SimGenerateArgs {
+    /// A scenario of sim/scenarios by name (baseline, delayed-scans, duplicate-storm,
+    /// stale-warehouse-feed, regional-outage, shrink-drift) or a TOML file.
+    #[arg(long)]
+    scenario: String,
+    /// The run seed (training 1-99, calibration 100-199, evaluation 1000-1099).
+    #[arg(long)]
+    seed: u64,
+    /// Output folder (created; its files are replaced).
+    #[arg(long)]
+    out: PathBuf,
+    /// Real sales traces in the M5 layout (e.g. ../shared/data/m5) drive store demand.
+    #[arg(long)]
+    traces: Option<PathBuf>,
+    /// Overrides the scenario's `network.skus` (for scale runs).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    skus: Option<u32>,
+    /// Worker threads [default: one per core]; the output does not depend on it.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print the statistics as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -507,6 +544,61 @@ async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn sim_generate(args: SimGenerateArgs) -> anyhow::Result<()> {
+    let options = stockgrid_sim::files::GenerateOptions {
+        scenario: args.scenario,
+        seed: args.seed,
+        out: args.out,
+        traces: args.traces,
+        skus: args.skus,
+        threads: args.threads,
+    };
+    eprintln!(
+        "simulating {} with seed {} ({} seed)...",
+        options.scenario,
+        options.seed,
+        stockgrid_sim::seeds::purpose(options.seed)
+    );
+    let report = stockgrid_sim::files::run_generate(&options)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} seed {}{}: {} pairs, {} events, {} queries -> {}",
+        report.scenario,
+        report.seed,
+        if report.traces { " (M5 traces)" } else { "" },
+        report.pairs,
+        report.events,
+        report.queries,
+        options.out.display()
+    );
+    println!(
+        "  wrote in {:.2} s: {:.0} events/s",
+        report.generate_seconds, report.events_per_second
+    );
+    println!(
+        "  record differs from truth at {:.1}% of query moments",
+        100.0 * report.record_differs_share
+    );
+    println!(
+        "  truly out of stock at {:.1}% of queries",
+        100.0 * report.truly_out_of_stock_share
+    );
+    println!(
+        "  lost sales: {:.1}% of demanded units",
+        100.0 * report.lost_sale_share
+    );
+    let sources: Vec<String> = report
+        .events_per_source
+        .iter()
+        .map(|(source, n)| format!("{source} {n}"))
+        .collect();
+    println!("  events per source: {}", sources.join(", "));
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -528,6 +620,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Replay(args) => replay(args).await,
             Command::Inspect(args) => inspect(args).await,
+            Command::Sim(SimCommand::Generate(args)) => sim_generate(args),
         }
     })
 }

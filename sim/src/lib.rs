@@ -1,19 +1,27 @@
 //! The simulator, evaluation harness, training pipeline and drills of stockgrid.
 //!
-//! This crate will own a deterministic (seeded) simulation of a retail network that knows
-//! the true stock, the evaluation of answers against that truth, the training of the models
-//! of `stockgrid-inference`, and drills against a real node through the `stockgrid-api`
-//! client. It may depend on every library crate (`api`, `cluster`, `actors`, `inference`);
-//! nothing but the binary depends on it.
+//! A deterministic (seeded) simulation of a retail network that knows the true stock, the
+//! evaluation of answers against that truth, and drills against a real node through the
+//! `stockgrid-api` client. It may depend on every library crate (`api`, `cluster`, `actors`,
+//! `inference`); nothing but the binary depends on it.
 //!
 //! # Layout
-//! - [`demo`]: `stockgrid demo`, a simulated store day through a real node's gRPC API.
-//! - [`loadgen`]: `stockgrid loadgen`, open- and closed-loop load against a node.
+//! - [`scenario`]: the TOML scenarios (`sim/scenarios/`), every parameter of a world.
+//! - [`world`]: the network laid out from a scenario and seed; [`traces`]: the M5 reader.
+//! - [`generate`]: the day-by-day simulation; [`files`]: `sim generate`, the REPLAY.md files
+//!   and the realism statistics; [`record`]: the rules ledger's record at each query.
+//! - [`rng`], [`civil`], [`seeds`]: pinned random streams, fast time text, the seed split.
+//! - [`demo`]: `stockgrid demo`; [`loadgen`]: `stockgrid loadgen`.
 
-//!
-//! The simulator proper comes with the simulator issue; the replay file formats it will
-//! write are read today by `stockgrid_actors::replay`.
-
+pub mod civil;
 pub mod demo;
+pub mod files;
+pub mod generate;
 pub mod loadgen;
+pub mod record;
 mod requests;
+pub mod rng;
+pub mod scenario;
+pub mod seeds;
+pub mod traces;
+pub mod world;
