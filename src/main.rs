@@ -44,6 +44,24 @@ enum SimCommand {
     /// Simulates a scenario and writes the REPLAY.md files (events, queries, truth,
     /// locations) with realism statistics.
     Generate(SimGenerateArgs),
+    /// Evaluates answers files (and built-in baselines) against a run's truth; writes
+    /// metrics.json and report.html with PNG plots.
+    Evaluate(SimEvaluateArgs),
+}
+
+/// `stockgrid sim evaluate`.
+#[derive(Debug, clap::Args)]
+struct SimEvaluateArgs {
+    /// A folder written by `sim generate` (repeatable: one section per run).
+    #[arg(long, required = true)]
+    dir: Vec<PathBuf>,
+    /// An answers file, as FILE or LABEL=FILE (repeatable); a relative FILE not found as
+    /// given is looked up in each --dir.
+    #[arg(long)]
+    answers: Vec<String>,
+    /// Folder for metrics.json, report.html and the plots (created).
+    #[arg(long)]
+    report: PathBuf,
 }
 
 /// `stockgrid sim generate`.
@@ -599,6 +617,42 @@ fn sim_generate(args: SimGenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn sim_evaluate(args: SimEvaluateArgs) -> anyhow::Result<()> {
+    use stockgrid_sim::evaluate::{AnswersSpec, evaluate};
+    let answers: Vec<AnswersSpec> = args.answers.iter().map(|a| AnswersSpec::parse(a)).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    eprintln!("evaluating {} run(s)...", args.dir.len());
+    let metrics = evaluate(&args.dir, &answers, threads)?;
+    stockgrid_sim::report::write_report(&metrics, &args.report)?;
+    for run in &metrics.runs {
+        println!("{} (seed {}), {} queries:", run.scenario, run.seed, run.queries);
+        println!(
+            "  {:<16} {:>22} {:>22} {:>22}",
+            "method", "item_page broken/recall", "pickup broken/recall", "delivery broken/recall"
+        );
+        for method in &run.methods {
+            let cell = |surface: &str| {
+                method.surfaces.get(surface).map_or("-".to_owned(), |r| {
+                    format!(
+                        "{:.2}% / {:.1}%",
+                        100.0 * r.overall.broken_promise_rate,
+                        100.0 * r.overall.recall
+                    )
+                })
+            };
+            println!(
+                "  {:<16} {:>22} {:>22} {:>22}",
+                method.method,
+                cell("item_page"),
+                cell("pickup"),
+                cell("delivery")
+            );
+        }
+    }
+    println!("report: {}", args.report.join("report.html").display());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -621,6 +675,7 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => replay(args).await,
             Command::Inspect(args) => inspect(args).await,
             Command::Sim(SimCommand::Generate(args)) => sim_generate(args),
+            Command::Sim(SimCommand::Evaluate(args)) => sim_evaluate(args),
         }
     })
 }

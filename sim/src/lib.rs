@@ -10,15 +10,19 @@
 //! - [`world`]: the network laid out from a scenario and seed; [`traces`]: the M5 reader.
 //! - [`generate`]: the day-by-day simulation; [`files`]: `sim generate`, the REPLAY.md files
 //!   and the realism statistics; [`record`]: the rules ledger's record at each query.
+//! - [`evaluate`]: `sim evaluate`, broken promises per method and surface; [`report`]:
+//!   `metrics.json`, `report.html` and its PNG plots.
 //! - [`rng`], [`civil`], [`seeds`]: pinned random streams, fast time text, the seed split.
 //! - [`demo`]: `stockgrid demo`; [`loadgen`]: `stockgrid loadgen`.
 
 pub mod civil;
 pub mod demo;
+pub mod evaluate;
 pub mod files;
 pub mod generate;
 pub mod loadgen;
 pub mod record;
+pub mod report;
 mod requests;
 pub mod rng;
 pub mod scenario;
