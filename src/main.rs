@@ -47,6 +47,35 @@ enum SimCommand {
     /// Evaluates answers files (and built-in baselines) against a run's truth; writes
     /// metrics.json and report.html with PNG plots.
     Evaluate(SimEvaluateArgs),
+    /// Plays a scenario against a real `stockgrid serve` (started on an accelerated clock)
+    /// over gRPC and plots decision quality, ingest lag and health over simulated time.
+    Drill(SimDrillArgs),
+}
+
+/// `stockgrid sim drill`.
+#[derive(Debug, clap::Args)]
+struct SimDrillArgs {
+    /// A scenario by name or a TOML file.
+    #[arg(long)]
+    scenario: String,
+    /// The run seed.
+    #[arg(long, default_value_t = 1000)]
+    seed: u64,
+    /// M5 traces drive store demand.
+    #[arg(long)]
+    traces: Option<PathBuf>,
+    /// Overrides the scenario's `network.skus`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    skus: Option<u32>,
+    /// Recorded days to play (from the first) [default: all].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=366))]
+    days: Option<u32>,
+    /// Simulated seconds per wall-clock second.
+    #[arg(long, default_value_t = 8000.0)]
+    speed: f64,
+    /// Folder for drill.json and drill.png (created).
+    #[arg(long)]
+    report: PathBuf,
 }
 
 /// `stockgrid sim evaluate`.
@@ -178,6 +207,17 @@ struct ServeArgs {
     /// Calls served at once before shedding load [default: 4096].
     #[arg(long, env = "STOCKGRID_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
+    /// Drills: run on simulated time starting at this RFC 3339 instant instead of the wall
+    /// clock (lateness, TTLs and staleness follow it).
+    #[arg(long, requires = "clock_speed")]
+    clock_start: Option<String>,
+    /// Drills: simulated seconds per wall-clock second.
+    #[arg(long, requires = "clock_start")]
+    clock_speed: Option<f64>,
+    /// Drills: the wall-clock instant (RFC 3339) at which the clock reads --clock-start
+    /// [default: now].
+    #[arg(long, requires = "clock_start")]
+    clock_anchor: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -487,7 +527,29 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = node_config(&args)?;
-    let node = Node::start(&config, Arc::new(WallClock)).await?;
+    let clock: Arc<dyn stockgrid_actors::time::Clock> = match (&args.clock_start, args.clock_speed)
+    {
+        (Some(start), Some(speed)) => {
+            if !(speed.is_finite() && speed > 0.0) {
+                bail!("--clock-speed must be a positive number, got {speed}");
+            }
+            let start = stockgrid_actors::time::Timestamp::parse_rfc3339(start)
+                .map_err(|e| anyhow::anyhow!("--clock-start {start:?}: {e}"))?;
+            let anchor = match &args.clock_anchor {
+                Some(text) => stockgrid_actors::time::Timestamp::parse_rfc3339(text)
+                    .map_err(|e| anyhow::anyhow!("--clock-anchor {text:?}: {e}"))?,
+                None => stockgrid_actors::time::Clock::now(&WallClock),
+            };
+            eprintln!("simulated clock from {} at {speed}x", start.to_rfc3339());
+            Arc::new(stockgrid_actors::time::AcceleratedClock {
+                start,
+                anchor_wall_ms: anchor.0,
+                speed,
+            })
+        }
+        _ => Arc::new(WallClock),
+    };
+    let node = Node::start(&config, clock).await?;
     eprintln!(
         "stockgrid serving on {} (data in {}); SIGTERM or Ctrl-C stops it",
         node.address(),
@@ -617,6 +679,57 @@ fn sim_generate(args: SimGenerateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn sim_drill(args: SimDrillArgs) -> anyhow::Result<()> {
+    let options = stockgrid_sim::drill::DrillOptions {
+        generate: stockgrid_sim::files::GenerateOptions {
+            scenario: args.scenario,
+            seed: args.seed,
+            out: args.report.clone(),
+            traces: args.traces,
+            skus: args.skus,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        },
+        days: args.days,
+        speed: args.speed,
+        stockgrid: std::env::current_exe().context("find the stockgrid binary")?,
+    };
+    let report = stockgrid_sim::drill::run_drill(&options, |line| eprintln!("{line}")).await?;
+    stockgrid_sim::drill::write_drill_report(&report, &args.report)?;
+    let total =
+        |f: fn(&stockgrid_sim::drill::Bucket) -> u64| -> u64 { report.buckets.iter().map(f).sum() };
+    let promised = total(|b| b.promised);
+    let broken = total(|b| b.false_positives);
+    let truly = total(|b| b.truly_available);
+    let hits = total(|b| b.true_positives);
+    let checks = total(|b| b.health_checks);
+    let serving = total(|b| b.serving);
+    let worst_lag = report
+        .buckets
+        .iter()
+        .map(|b| b.max_lag_seconds)
+        .fold(0.0f64, f64::max);
+    println!(
+        "{} seed {}: {} events and {} queries in {:.0} s wall at {}x",
+        report.scenario,
+        report.seed,
+        report.events,
+        report.queries,
+        report.wall_seconds,
+        report.speed
+    );
+    println!(
+        "  broken promises {:.2}% of {promised}, recall {:.1}%, errors {}",
+        100.0 * broken as f64 / promised.max(1) as f64,
+        100.0 * hits as f64 / truly.max(1) as f64,
+        total(|b| b.errors)
+    );
+    println!(
+        "  worst ingest lag {worst_lag:.0} simulated s; health SERVING at {serving} of {checks} checks"
+    );
+    println!("report: {}", args.report.join("drill.png").display());
+    Ok(())
+}
+
 fn sim_evaluate(args: SimEvaluateArgs) -> anyhow::Result<()> {
     use stockgrid_sim::evaluate::{AnswersSpec, evaluate};
     let answers: Vec<AnswersSpec> = args.answers.iter().map(|a| AnswersSpec::parse(a)).collect();
@@ -625,7 +738,10 @@ fn sim_evaluate(args: SimEvaluateArgs) -> anyhow::Result<()> {
     let metrics = evaluate(&args.dir, &answers, threads)?;
     stockgrid_sim::report::write_report(&metrics, &args.report)?;
     for run in &metrics.runs {
-        println!("{} (seed {}), {} queries:", run.scenario, run.seed, run.queries);
+        println!(
+            "{} (seed {}), {} queries:",
+            run.scenario, run.seed, run.queries
+        );
         println!(
             "  {:<16} {:>22} {:>22} {:>22}",
             "method", "item_page broken/recall", "pickup broken/recall", "delivery broken/recall"
@@ -676,6 +792,7 @@ fn main() -> anyhow::Result<()> {
             Command::Inspect(args) => inspect(args).await,
             Command::Sim(SimCommand::Generate(args)) => sim_generate(args),
             Command::Sim(SimCommand::Evaluate(args)) => sim_evaluate(args),
+            Command::Sim(SimCommand::Drill(args)) => sim_drill(args).await,
         }
     })
 }

@@ -133,9 +133,55 @@ impl Clock for SimulatedClock {
     }
 }
 
+/// Simulated time running `speed` times faster than the wall clock: it reads `start` at the
+/// wall-clock instant `anchor` and advances `speed` simulated milliseconds per wall
+/// millisecond. Drills run `serve` on it so a simulated month passes in minutes while
+/// lateness, TTLs and staleness follow simulated time; two processes given the same start,
+/// anchor and speed read the same time.
+#[derive(Clone, Copy, Debug)]
+pub struct AcceleratedClock {
+    /// Simulated time at the anchor.
+    pub start: Timestamp,
+    /// Wall-clock time (ms since the epoch) at which the clock reads `start`.
+    pub anchor_wall_ms: i64,
+    /// Simulated milliseconds per wall millisecond (> 0).
+    pub speed: f64,
+}
+
+impl AcceleratedClock {
+    /// The simulated time at wall-clock time `wall`.
+    pub fn at_wall(&self, wall: Timestamp) -> Timestamp {
+        let elapsed = (wall.0 - self.anchor_wall_ms) as f64 * self.speed;
+        Timestamp(self.start.0.saturating_add(elapsed as i64))
+    }
+
+    /// The wall-clock time at which the clock reads `time`.
+    pub fn wall_at(&self, time: Timestamp) -> Timestamp {
+        let elapsed = (time.0 - self.start.0) as f64 / self.speed;
+        Timestamp(self.anchor_wall_ms.saturating_add(elapsed.ceil() as i64))
+    }
+}
+
+impl Clock for AcceleratedClock {
+    fn now(&self) -> Timestamp {
+        self.at_wall(WallClock.now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_accelerated_clock_maps_wall_time_both_ways() {
+        let clock = AcceleratedClock {
+            start: Timestamp(1_000_000),
+            anchor_wall_ms: 5_000,
+            speed: 600.0,
+        };
+        assert_eq!(clock.at_wall(Timestamp(6_000)), Timestamp(1_600_000));
+        assert_eq!(clock.wall_at(Timestamp(1_600_000)), Timestamp(6_000));
+    }
 
     #[test]
     fn rfc3339_round_trip_and_offsets() {

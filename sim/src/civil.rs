@@ -17,9 +17,8 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
     let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5
-        + i64::from(day)
-        - 1;
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -116,7 +115,11 @@ mod tests {
             let mut text = Vec::new();
             push_rfc3339(&mut text, millis);
             let text = String::from_utf8(text).expect("ascii");
-            assert_eq!(Timestamp::parse_rfc3339(&text), Ok(Timestamp(millis)), "{text}");
+            assert_eq!(
+                Timestamp::parse_rfc3339(&text),
+                Ok(Timestamp(millis)),
+                "{text}"
+            );
         }
         let mut number = Vec::new();
         push_i64(&mut number, -1234);

@@ -262,8 +262,7 @@ struct Answer {
 }
 
 fn read_json_lines(path: &Path) -> anyhow::Result<Vec<(usize, serde_json::Value)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
@@ -323,7 +322,10 @@ fn read_answers(path: &Path, query_ids: &[String]) -> anyhow::Result<Vec<Answer>
                 anyhow::anyhow!("{}:{line}: field `{field}`: {reason}", path.display())
             };
             if value["query_id"].as_str() != Some(id) {
-                return Err(at("query_id", &format!("expected {id:?} (answers in query order)")));
+                return Err(at(
+                    "query_id",
+                    &format!("expected {id:?} (answers in query order)"),
+                ));
             }
             let available = value["available"]
                 .as_bool()
@@ -383,7 +385,11 @@ fn default_location(location: u32) -> Location {
 }
 
 /// Evaluates every run folder against every answers file and the baselines.
-pub fn evaluate(dirs: &[PathBuf], answers: &[AnswersSpec], threads: usize) -> anyhow::Result<Metrics> {
+pub fn evaluate(
+    dirs: &[PathBuf],
+    answers: &[AnswersSpec],
+    threads: usize,
+) -> anyhow::Result<Metrics> {
     let mut runs = Vec::new();
     for dir in dirs {
         runs.push(evaluate_run(dir, answers, threads)?);
@@ -400,7 +406,10 @@ fn evaluate_run(dir: &Path, answers: &[AnswersSpec], threads: usize) -> anyhow::
         .with_context(|| format!("{}: not a run manifest", manifest_path.display()))?;
     let scenario_path = dir.join("scenario.toml");
     let scenario = match std::fs::read_to_string(&scenario_path) {
-        Ok(text) => Some(Scenario::parse(&scenario_path.display().to_string(), &text)?),
+        Ok(text) => Some(Scenario::parse(
+            &scenario_path.display().to_string(),
+            &text,
+        )?),
         Err(_) => None,
     };
     let events = read_events(&dir.join("events.jsonl"))?;
@@ -418,19 +427,29 @@ fn evaluate_run(dir: &Path, answers: &[AnswersSpec], threads: usize) -> anyhow::
     let truth = read_truth(&dir.join("truth.jsonl"), &query_ids)?;
     let answer_sets: Vec<(String, Vec<Answer>)> = answers
         .iter()
-        .map(|spec| Ok((spec.label.clone(), read_answers(&spec.resolve(dir), &query_ids)?)))
+        .map(|spec| {
+            Ok((
+                spec.label.clone(),
+                read_answers(&spec.resolve(dir), &query_ids)?,
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
 
     // Velocity: units sold per day over the recorded period, from the events.
-    let (first_ms, last_ms) = events.iter().fold((i64::MAX, i64::MIN), |(lo, hi), (_, a)| {
-        (lo.min(a.event.event_time.0), hi.max(a.event.event_time.0))
-    });
+    let (first_ms, last_ms) = events
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), (_, a)| {
+            (lo.min(a.event.event_time.0), hi.max(a.event.event_time.0))
+        });
     let days = ((last_ms - first_ms) as f64 / DAY_MS as f64).max(1.0);
     let mut sold: HashMap<PairKey, (i64, std::collections::HashSet<String>)> = HashMap::new();
     for (_, arrival) in &events {
         if arrival.event.kind == EventKind::Sale {
             let entry = sold.entry(arrival.event.pair).or_default();
-            if entry.1.insert(format!("{}/{}", arrival.event.source, arrival.event.event_id)) {
+            if entry.1.insert(format!(
+                "{}/{}",
+                arrival.event.source, arrival.event.event_id
+            )) {
                 entry.0 += arrival.event.quantity;
             }
         }
@@ -444,9 +463,9 @@ fn evaluate_run(dir: &Path, answers: &[AnswersSpec], threads: usize) -> anyhow::
         })
         .collect();
     let config = LedgerConfig {
-        lateness_bound_ms: scenario
-            .as_ref()
-            .map_or(24 * HOUR_MS, |s| (s.faults.lateness_bound_hours * HOUR_MS as f64) as i64),
+        lateness_bound_ms: scenario.as_ref().map_or(24 * HOUR_MS, |s| {
+            (s.faults.lateness_bound_hours * HOUR_MS as f64) as i64
+        }),
         ..LedgerConfig::default()
     };
     let records = records_at_queries(&arrivals, &points, &config, threads);
@@ -486,8 +505,10 @@ fn evaluate_run(dir: &Path, answers: &[AnswersSpec], threads: usize) -> anyhow::
 
     let mut methods = Vec::new();
     for (label, set) in &answer_sets {
-        let decisions: Vec<(bool, Option<f64>)> =
-            set.iter().map(|a| (a.available, Some(a.probability))).collect();
+        let decisions: Vec<(bool, Option<f64>)> = set
+            .iter()
+            .map(|a| (a.available, Some(a.probability)))
+            .collect();
         methods.push(method_result(label, false, &cases, &decisions));
     }
     for safety in LEDGER_SAFETY_STOCKS {
@@ -496,7 +517,12 @@ fn evaluate_run(dir: &Path, answers: &[AnswersSpec], threads: usize) -> anyhow::
             .zip(&cases)
             .map(|(record, case)| (record.on_hand - safety >= case.wanted, None))
             .collect();
-        methods.push(method_result(&format!("ledger+ss{safety}"), true, &cases, &decisions));
+        methods.push(method_result(
+            &format!("ledger+ss{safety}"),
+            true,
+            &cases,
+            &decisions,
+        ));
     }
     for cut in NO_SALE_CUTS {
         let decisions: Vec<(bool, Option<f64>)> = records
@@ -512,7 +538,12 @@ fn evaluate_run(dir: &Path, answers: &[AnswersSpec], threads: usize) -> anyhow::
                 (record.on_hand >= case.wanted && probability > cut, None)
             })
             .collect();
-        methods.push(method_result(&format!("no-sale<{cut}"), true, &cases, &decisions));
+        methods.push(method_result(
+            &format!("no-sale<{cut}"),
+            true,
+            &cases,
+            &decisions,
+        ));
     }
     Ok(RunResult {
         scenario: manifest
@@ -539,7 +570,10 @@ fn grouped<'a>(
             .or_default()
             .add(*promised, case.truly_available);
     }
-    groups.iter().map(|(k, c)| (k.clone(), Rates::from(c))).collect()
+    groups
+        .iter()
+        .map(|(k, c)| (k.clone(), Rates::from(c)))
+        .collect()
 }
 
 fn method_result(
@@ -636,7 +670,11 @@ pub fn calibration(scored: &[(f64, bool)]) -> Calibration {
         .map(|(index, (count, p_sum, positives))| CalibrationBin {
             low: index as f64 / CALIBRATION_BINS as f64,
             count: *count,
-            mean_probability: if *count == 0 { 0.0 } else { p_sum / *count as f64 },
+            mean_probability: if *count == 0 {
+                0.0
+            } else {
+                p_sum / *count as f64
+            },
             observed: ratio(*positives, *count),
         })
         .collect();
@@ -665,7 +703,13 @@ mod tests {
         assert_eq!(counts.recall(), 0.5);
         assert_eq!(counts.promised_share(), 0.5);
         // Perfectly calibrated in two bins: ECE 0; Brier by hand.
-        let scored = [(0.25, true), (0.25, false), (0.25, false), (0.25, false), (1.0, true)];
+        let scored = [
+            (0.25, true),
+            (0.25, false),
+            (0.25, false),
+            (0.25, false),
+            (1.0, true),
+        ];
         let result = calibration(&scored);
         assert!(result.ece.abs() < 1e-12, "{}", result.ece);
         let brier = (0.75f64.powi(2) + 3.0 * 0.25f64.powi(2)) / 5.0;

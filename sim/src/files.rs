@@ -345,12 +345,31 @@ pub fn write_files(
     out: &Path,
     threads: usize,
 ) -> anyhow::Result<()> {
-    write_lines(&out.join("events.jsonl"), &generated.events, threads, push_event_line)?;
-    write_lines(&out.join("queries.jsonl"), &generated.queries, threads, push_query_line)?;
-    write_lines(&out.join("truth.jsonl"), &generated.queries, threads, push_truth_line)?;
+    write_lines(
+        &out.join("events.jsonl"),
+        &generated.events,
+        threads,
+        push_event_line,
+    )?;
+    write_lines(
+        &out.join("queries.jsonl"),
+        &generated.queries,
+        threads,
+        push_query_line,
+    )?;
+    write_lines(
+        &out.join("truth.jsonl"),
+        &generated.queries,
+        threads,
+        push_truth_line,
+    )?;
     let mut locations = Vec::new();
     for location in &world.locations {
-        let sources: Vec<&str> = location.sources.iter().map(|s| Source::as_str(*s)).collect();
+        let sources: Vec<&str> = location
+            .sources
+            .iter()
+            .map(|s| Source::as_str(*s))
+            .collect();
         let line = serde_json::json!({
             "location": location.id,
             "kind": location.kind.as_str(),
@@ -379,4 +398,3 @@ pub fn write_files(
     text.push(b'\n');
     write_text(&out.join("manifest.json"), &text)
 }
-

@@ -164,8 +164,7 @@ struct Family<'w> {
 pub fn generate(world: &World, threads: usize) -> Generated {
     let network = &world.scenario.network;
     let families = network.skus.div_ceil(network.family_size) as usize;
-    let slots: Vec<Mutex<Option<FamilyOutput>>> =
-        (0..families).map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<FamilyOutput>>> = (0..families).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
@@ -216,8 +215,7 @@ impl<'w> Family<'w> {
         for (member, sku_index) in (first..last).enumerate() {
             let sku = u64::from(sku_index) + 1;
             let mut layout = SimRng::derive(world.seed, Stream::Layout, sku);
-            let class_weights: Vec<f64> =
-                scenario.demand.classes.iter().map(|c| c.share).collect();
+            let class_weights: Vec<f64> = scenario.demand.classes.iter().map(|c| c.share).collect();
             let class = &scenario.demand.classes[layout.weighted(&class_weights)];
             let item_rate = class.units_per_day;
             let mut by_location = vec![None; world.locations.len()];
@@ -252,7 +250,9 @@ impl<'w> Family<'w> {
                     continue; // not carried here
                 }
                 by_location[at] = Some(pairs.len());
-                pairs.push(Pair::new(world, sku, member, at, rate, trace, physics, class));
+                pairs.push(Pair::new(
+                    world, sku, member, at, rate, trace, physics, class,
+                ));
             }
             // Each region's warehouses carry the item if any location of the region does.
             for (at, location) in world.locations.iter().enumerate() {
@@ -329,13 +329,27 @@ impl<'w> Family<'w> {
             let at = self.world.day_start_ms(location, g);
             let record = self.pairs[p].record;
             match location.kind {
-                LocationKind::Store if record != 0 => {
-                    self.emit(p, at, Source::StoreInventory, EventKind::Adjustment, record, None, 0)
-                }
+                LocationKind::Store if record != 0 => self.emit(
+                    p,
+                    at,
+                    Source::StoreInventory,
+                    EventKind::Adjustment,
+                    record,
+                    None,
+                    0,
+                ),
                 LocationKind::Store => {}
                 _ => {
                     self.pairs[p].last_reported = record.max(0);
-                    self.emit(p, at, Source::Wms, EventKind::Snapshot, record.max(0), None, 0)
+                    self.emit(
+                        p,
+                        at,
+                        Source::Wms,
+                        EventKind::Snapshot,
+                        record.max(0),
+                        None,
+                        0,
+                    )
                 }
             }
         }
@@ -357,7 +371,8 @@ impl<'w> Family<'w> {
         let kind = location.kind;
         let (open, close) = (location.open_hour, location.close_hour);
         let recorded = self.recorded(g);
-        let asks_today = recorded && g >= scenario.calendar.burn_in_days + scenario.calendar.query_warmup_days;
+        let asks_today =
+            recorded && g >= scenario.calendar.burn_in_days + scenario.calendar.query_warmup_days;
         let drift: f64 = scenario
             .faults
             .shrink_drifts
@@ -388,7 +403,11 @@ impl<'w> Family<'w> {
             {
                 pair.promo_until = g + demand.promo_days;
             }
-            let promo = if g < pair.promo_until { demand.promo_lift } else { 1.0 };
+            let promo = if g < pair.promo_until {
+                demand.promo_lift
+            } else {
+                1.0
+            };
             let mut customers: Vec<i64> = Vec::new();
             match &pair.trace {
                 Some(units) => {
@@ -402,7 +421,8 @@ impl<'w> Family<'w> {
                 }
                 None => {
                     let units_per_customer = pair.units_per_customer;
-                    let mean = pair.rate * world.weekday_weight[weekday] * promo / units_per_customer;
+                    let mean =
+                        pair.rate * world.weekday_weight[weekday] * promo / units_per_customer;
                     for _ in 0..pair.physics.poisson(mean) {
                         customers.push(pair.physics.geometric(units_per_customer) as i64);
                     }
@@ -421,11 +441,17 @@ impl<'w> Family<'w> {
                 let at = (pair.physics.unit() * DAY_MS as f64) as i64;
                 happenings.push((day_start + at, Happening::Shrink));
             }
-            if pair.physics.chance(physics.phantom_loss_probability_per_day * drift.min(10.0)) {
+            if pair
+                .physics
+                .chance(physics.phantom_loss_probability_per_day * drift.min(10.0))
+            {
                 let at = (pair.physics.unit() * DAY_MS as f64) as i64;
                 happenings.push((day_start + at, Happening::Phantom));
             }
-            for _ in 0..pair.physics.poisson(physics.returns_per_unit_sold * expected_units) {
+            for _ in 0..pair
+                .physics
+                .poisson(physics.returns_per_unit_sold * expected_units)
+            {
                 let at = Self::moment(&mut pair.physics, &demand.hourly, open, close);
                 happenings.push((day_start + at, Happening::Return));
             }
@@ -454,10 +480,13 @@ impl<'w> Family<'w> {
         if asks_today && kind != LocationKind::Warehouse {
             let queries = &scenario.queries;
             let mut asks = Vec::new();
-            let item_page = queries.item_page_per_pair_day + queries.item_page_per_unit_demand * pair.rate;
+            let item_page =
+                queries.item_page_per_pair_day + queries.item_page_per_unit_demand * pair.rate;
             asks.push((Surface::ItemPage, item_page, 0, 24));
             match kind {
-                LocationKind::Store => asks.push((Surface::Pickup, queries.pickup_per_pair_day, open, close)),
+                LocationKind::Store => {
+                    asks.push((Surface::Pickup, queries.pickup_per_pair_day, open, close))
+                }
                 _ => asks.push((Surface::Delivery, queries.delivery_per_pair_day, 0, 24)),
             }
             for (surface, mean, from, to) in asks {
@@ -504,13 +533,30 @@ impl<'w> Family<'w> {
             Happening::Delivery(at_index) => {
                 let pair = &mut self.pairs[p];
                 let shipment = &pair.pending[at_index];
-                let (paperwork, physical, from) = (shipment.paperwork, shipment.physical, shipment.from);
+                let (paperwork, physical, from) =
+                    (shipment.paperwork, shipment.physical, shipment.from);
                 pair.truth += physical;
                 pair.record += paperwork;
                 pair.on_order -= paperwork;
                 match from {
-                    Some(sender) => self.emit(p, at, Source::Transfer, EventKind::TransferIn, paperwork, Some(sender), 0),
-                    None => self.emit(p, at, Source::Receiving, EventKind::Receipt, paperwork, None, 0),
+                    Some(sender) => self.emit(
+                        p,
+                        at,
+                        Source::Transfer,
+                        EventKind::TransferIn,
+                        paperwork,
+                        Some(sender),
+                        0,
+                    ),
+                    None => self.emit(
+                        p,
+                        at,
+                        Source::Receiving,
+                        EventKind::Receipt,
+                        paperwork,
+                        None,
+                        0,
+                    ),
                 }
             }
             Happening::Customer(wanted) => {
@@ -532,7 +578,8 @@ impl<'w> Family<'w> {
                 } else {
                     Source::Ecom
                 };
-                let miscan = source == Source::Pos && pair.physics.chance(physics.miscan_probability);
+                let miscan =
+                    source == Source::Pos && pair.physics.chance(physics.miscan_probability);
                 let member = pair.family_member;
                 let sibling = if miscan && self.index.len() > 1 {
                     let offset = 1 + pair.physics.below(self.index.len() as u64 - 1) as usize;
@@ -581,8 +628,15 @@ impl<'w> Family<'w> {
                 let pair = &mut self.pairs[p];
                 let mut counted = pair.truth.max(0);
                 if pair.physics.chance(physics.count_error_probability) {
-                    let error = 1 + pair.physics.below(u64::from(physics.count_error_max_units.max(1))) as i64;
-                    counted = if pair.physics.chance(0.5) { counted + error } else { (counted - error).max(0) };
+                    let error = 1 + pair
+                        .physics
+                        .below(u64::from(physics.count_error_max_units.max(1)))
+                        as i64;
+                    counted = if pair.physics.chance(0.5) {
+                        counted + error
+                    } else {
+                        (counted - error).max(0)
+                    };
                 }
                 pair.record = counted;
                 pair.count_due = false;
@@ -590,16 +644,30 @@ impl<'w> Family<'w> {
                 pair.days_since_sale = 0;
                 pair.expected_since_sale = 0.0;
                 if kind == LocationKind::Store {
-                    self.emit(p, at, Source::StoreInventory, EventKind::Count, counted, None, 0);
+                    self.emit(
+                        p,
+                        at,
+                        Source::StoreInventory,
+                        EventKind::Count,
+                        counted,
+                        None,
+                        0,
+                    );
                 }
             }
             Happening::Rfid => {
                 let pair = &mut self.pairs[p];
-                let read = pair.physics.binomial(pair.truth.max(0) as u64, 1.0 - physics.rfid_miss_rate) as i64;
+                let read = pair
+                    .physics
+                    .binomial(pair.truth.max(0) as u64, 1.0 - physics.rfid_miss_rate)
+                    as i64;
                 self.emit(p, at, Source::Rfid, EventKind::RfidRead, read, None, 0);
             }
             Happening::Snapshot => {
-                let stuck = location.wms_stuck.iter().any(|(start, end)| (*start..*end).contains(&at));
+                let stuck = location
+                    .wms_stuck
+                    .iter()
+                    .any(|(start, end)| (*start..*end).contains(&at));
                 let pair = &mut self.pairs[p];
                 if !stuck {
                     pair.last_reported = pair.record.max(0);
@@ -629,7 +697,9 @@ impl<'w> Family<'w> {
         let plan = &world.scenario.replenishment;
         for member in 0..self.index.len() {
             for (at, location) in world.locations.iter().enumerate() {
-                let Some(p) = self.index[member][at] else { continue };
+                let Some(p) = self.index[member][at] else {
+                    continue;
+                };
                 let pair = &self.pairs[p];
                 let cover = if location.kind == LocationKind::Warehouse {
                     plan.warehouse_cover_multiplier
@@ -675,7 +745,9 @@ impl<'w> Family<'w> {
                 }
                 if left > 0
                     && location.kind == LocationKind::Store
-                    && self.pairs[p].physics.chance(plan.fc_fills_store_probability)
+                    && self.pairs[p]
+                        .physics
+                        .chance(plan.fc_fills_store_probability)
                 {
                     let fc = world
                         .locations
@@ -701,9 +773,15 @@ impl<'w> Family<'w> {
         let physics = &self.world.scenario.physics;
         let rng = &mut self.pairs[p].physics;
         let share = if rng.chance(physics.short_shipment_probability) {
-            rng.uniform(physics.short_shipment_share[0], physics.short_shipment_share[1])
+            rng.uniform(
+                physics.short_shipment_share[0],
+                physics.short_shipment_share[1],
+            )
         } else if rng.chance(physics.over_shipment_probability) {
-            1.0 + rng.uniform(physics.over_shipment_share[0], physics.over_shipment_share[1])
+            1.0 + rng.uniform(
+                physics.over_shipment_share[0],
+                physics.over_shipment_share[1],
+            )
         } else {
             1.0
         };
@@ -730,9 +808,8 @@ impl<'w> Family<'w> {
         let to = &world.locations[self.pairs[receiver].location];
         let ship_at = world.day_start_ms(from, g) + i64::from(plan.ship_hour) * HOUR_MS;
         let arrive_day = g + plan.transfer_lead_days;
-        let expected = world.day_start_ms(to, arrive_day)
-            + i64::from(plan.delivery_hour) * HOUR_MS
-            + HOUR_MS;
+        let expected =
+            world.day_start_ms(to, arrive_day) + i64::from(plan.delivery_hour) * HOUR_MS + HOUR_MS;
         self.pairs[sender].truth -= physical;
         self.pairs[sender].record -= paperwork;
         self.emit(
@@ -766,7 +843,10 @@ impl<'w> Family<'w> {
         counterparty: Option<u32>,
         expected_ms: i64,
     ) {
-        let burn_in_end = self.world.day_start_ms(&self.world.locations[self.pairs[p].location], self.world.scenario.calendar.burn_in_days);
+        let burn_in_end = self.world.day_start_ms(
+            &self.world.locations[self.pairs[p].location],
+            self.world.scenario.calendar.burn_in_days,
+        );
         if event_ms < burn_in_end {
             return;
         }
@@ -788,11 +868,19 @@ impl<'w> Family<'w> {
         };
         let faults = &world.scenario.faults;
         let first = arrival(&mut pair.feeds, world, location, source, event_ms);
-        self.out.events.push(SimEvent { ingest_ms: first, ..event });
+        self.out.events.push(SimEvent {
+            ingest_ms: first,
+            ..event
+        });
         if pair.feeds.chance(faults.duplicate_probability) {
-            let gap = pair.feeds.log_normal(faults.duplicate_delay_median_seconds, 1.0);
+            let gap = pair
+                .feeds
+                .log_normal(faults.duplicate_delay_median_seconds, 1.0);
             let again = first + (gap * 1000.0) as i64;
-            self.out.events.push(SimEvent { ingest_ms: again, ..event });
+            self.out.events.push(SimEvent {
+                ingest_ms: again,
+                ..event
+            });
         }
     }
 }

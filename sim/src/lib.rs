@@ -13,10 +13,12 @@
 //! - [`evaluate`]: `sim evaluate`, broken promises per method and surface; [`report`]:
 //!   `metrics.json`, `report.html` and its PNG plots.
 //! - [`rng`], [`civil`], [`seeds`]: pinned random streams, fast time text, the seed split.
+//! - [`drill`]: `sim drill`, a scenario played against a real `stockgrid serve`.
 //! - [`demo`]: `stockgrid demo`; [`loadgen`]: `stockgrid loadgen`.
 
 pub mod civil;
 pub mod demo;
+pub mod drill;
 pub mod evaluate;
 pub mod files;
 pub mod generate;

@@ -73,7 +73,14 @@ pub fn records_at_queries(
                     for (pair, query_indices) in part {
                         let empty = Vec::new();
                         let event_indices = events_by_pair.get(pair).unwrap_or(&empty);
-                        walk_pair(arrivals, event_indices, queries, query_indices, config, &mut out);
+                        walk_pair(
+                            arrivals,
+                            event_indices,
+                            queries,
+                            query_indices,
+                            config,
+                            &mut out,
+                        );
                     }
                     out
                 })

@@ -13,7 +13,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::evaluate::{Metrics, MethodResult, RunResult};
+use crate::evaluate::{MethodResult, Metrics, RunResult};
 
 const SURFACES: [&str; 3] = ["item_page", "pickup", "delivery"];
 const PALETTE: [RGBColor; 6] = [
@@ -93,11 +93,19 @@ fn pr_plot(run: &RunResult, path: &Path) -> anyhow::Result<()> {
                 .label(method.method.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
             chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, style.filled())))
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 4, style.filled())),
+                )
                 .map_err(draw_error)?;
         }
         for (family, prefix, marker_color) in [
-            ("ledger + safety stock 0-5", "ledger+ss", RGBColor(90, 90, 90)),
+            (
+                "ledger + safety stock 0-5",
+                "ledger+ss",
+                RGBColor(90, 90, 90),
+            ),
             ("no-sale rule", "no-sale<", RGBColor(200, 140, 0)),
         ] {
             let points: Vec<(f64, f64)> = run
@@ -108,7 +116,10 @@ fn pr_plot(run: &RunResult, path: &Path) -> anyhow::Result<()> {
                 .map(|r| (r.overall.recall, r.overall.broken_promise_rate))
                 .collect();
             chart
-                .draw_series(LineSeries::new(points.clone(), marker_color.stroke_width(1)))
+                .draw_series(LineSeries::new(
+                    points.clone(),
+                    marker_color.stroke_width(1),
+                ))
                 .map_err(draw_error)?
                 .label(family)
                 .legend(move |(x, y)| {
@@ -187,7 +198,11 @@ fn reliability_plot(run: &RunResult, path: &Path) -> anyhow::Result<()> {
                 .label(format!("{} (ECE {:.3})", method.method, calibration.ece))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
             chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 5, style.filled())))
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(|p| Circle::new(p, 5, style.filled())),
+                )
                 .map_err(draw_error)?;
         }
         chart
@@ -221,7 +236,11 @@ fn methods_table(run: &RunResult, html: &mut String) {
          <th>recall</th><th>promised</th><th>broken</th><th>recall</th><th>promised</th></tr>",
     );
     for method in &run.methods {
-        let class = if method.baseline { "" } else { " class=answers" };
+        let class = if method.baseline {
+            ""
+        } else {
+            " class=answers"
+        };
         let _ = write!(html, "<tr{class}><td>{}</td>", escape(&method.method));
         for surface in SURFACES {
             match method.surfaces.get(surface) {
@@ -304,7 +323,11 @@ pub fn write_report(metrics: &Metrics, out: &Path) -> anyhow::Result<()> {
     }
     html.push_str("</table>");
     for (index, run) in metrics.runs.iter().enumerate() {
-        let stem = format!("{:02}-{}", index + 1, run.scenario.replace(['/', '\\', ' '], "_"));
+        let stem = format!(
+            "{:02}-{}",
+            index + 1,
+            run.scenario.replace(['/', '\\', ' '], "_")
+        );
         let pr = format!("{stem}-pr.png");
         let reliability = format!("{stem}-reliability.png");
         pr_plot(run, &out.join(&pr))?;
@@ -325,7 +348,11 @@ pub fn write_report(metrics: &Metrics, out: &Path) -> anyhow::Result<()> {
         html.push_str("<table><tr><th>answers</th><th>surface</th><th>ECE</th><th>Brier</th></tr>");
         for method in run.methods.iter().filter(|m| !m.baseline) {
             for surface in SURFACES {
-                if let Some(c) = method.surfaces.get(surface).and_then(|r| r.calibration.as_ref()) {
+                if let Some(c) = method
+                    .surfaces
+                    .get(surface)
+                    .and_then(|r| r.calibration.as_ref())
+                {
                     let _ = write!(
                         html,
                         "<tr><td>{}</td><td>{surface}</td><td>{:.4}</td><td>{:.4}</td></tr>",
@@ -337,7 +364,11 @@ pub fn write_report(metrics: &Metrics, out: &Path) -> anyhow::Result<()> {
             }
         }
         html.push_str("</table>");
-        for method in run.methods.iter().filter(|m| !m.baseline || m.method == "ledger+ss0") {
+        for method in run
+            .methods
+            .iter()
+            .filter(|m| !m.baseline || m.method == "ledger+ss0")
+        {
             let _ = write!(html, "<h3>Breakdown: {}</h3>", escape(&method.method));
             breakdown_table(method, &mut html);
         }

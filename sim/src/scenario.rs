@@ -31,7 +31,10 @@ pub const BUILT_IN: &[(&str, &str)] = &[
         "regional-outage",
         include_str!("../scenarios/regional-outage.toml"),
     ),
-    ("shrink-drift", include_str!("../scenarios/shrink-drift.toml")),
+    (
+        "shrink-drift",
+        include_str!("../scenarios/shrink-drift.toml"),
+    ),
 ];
 
 /// A whole simulated world.
@@ -382,9 +385,8 @@ impl Scenario {
         let (origin, text) = match BUILT_IN.iter().find(|(name, _)| *name == name_or_file) {
             Some((name, text)) => ((*name).to_owned(), (*text).to_owned()),
             None => {
-                let text = std::fs::read_to_string(Path::new(name_or_file)).map_err(|e| {
-                    ScenarioError::NotFound(name_or_file.to_owned(), e.to_string())
-                })?;
+                let text = std::fs::read_to_string(Path::new(name_or_file))
+                    .map_err(|e| ScenarioError::NotFound(name_or_file.to_owned(), e.to_string()))?;
                 (name_or_file.to_owned(), text)
             }
         };
@@ -421,7 +423,10 @@ impl Scenario {
             if (0.0..=1.0).contains(&value) {
                 Ok(())
             } else {
-                Err(self.invalid(field, format!("must be a probability in [0, 1], got {value}")))
+                Err(self.invalid(
+                    field,
+                    format!("must be a probability in [0, 1], got {value}"),
+                ))
             }
         };
         let non_negative = |field: &str, value: f64| {
@@ -565,8 +570,14 @@ impl Scenario {
                 "physics.wms_stuck_probability_per_day",
                 physics.wms_stuck_probability_per_day,
             ),
-            ("faults.duplicate_probability", self.faults.duplicate_probability),
-            ("faults.reorder_probability", self.faults.reorder_probability),
+            (
+                "faults.duplicate_probability",
+                self.faults.duplicate_probability,
+            ),
+            (
+                "faults.reorder_probability",
+                self.faults.reorder_probability,
+            ),
             (
                 "faults.beyond_bound_probability",
                 self.faults.beyond_bound_probability,
@@ -586,8 +597,14 @@ impl Scenario {
                 return Err(self.invalid(field, "must be [low, high] with 0 <= low <= high <= 1"));
             }
         }
-        non_negative("physics.returns_per_unit_sold", physics.returns_per_unit_sold)?;
-        non_negative("physics.wms_stuck_median_hours", physics.wms_stuck_median_hours)?;
+        non_negative(
+            "physics.returns_per_unit_sold",
+            physics.returns_per_unit_sold,
+        )?;
+        non_negative(
+            "physics.wms_stuck_median_hours",
+            physics.wms_stuck_median_hours,
+        )?;
         non_negative("physics.opening_cover_days", physics.opening_cover_days)?;
         hour("physics.rfid_sweep_hour", physics.rfid_sweep_hour)?;
         if !(1..=24).contains(&physics.wms_snapshot_interval_hours) {
@@ -669,18 +686,27 @@ impl Scenario {
         }
         let queries = &self.queries;
         for (field, value) in [
-            ("queries.item_page_per_pair_day", queries.item_page_per_pair_day),
+            (
+                "queries.item_page_per_pair_day",
+                queries.item_page_per_pair_day,
+            ),
             (
                 "queries.item_page_per_unit_demand",
                 queries.item_page_per_unit_demand,
             ),
             ("queries.pickup_per_pair_day", queries.pickup_per_pair_day),
-            ("queries.delivery_per_pair_day", queries.delivery_per_pair_day),
+            (
+                "queries.delivery_per_pair_day",
+                queries.delivery_per_pair_day,
+            ),
         ] {
             non_negative(field, value)?;
         }
         if queries.quantity_weights.is_empty()
-            || queries.quantity_weights.iter().any(|w| !(*w >= 0.0))
+            || queries
+                .quantity_weights
+                .iter()
+                .any(|w| w.is_nan() || *w < 0.0)
             || queries.quantity_weights.iter().sum::<f64>() <= 0.0
         {
             return Err(self.invalid(

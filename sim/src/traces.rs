@@ -48,7 +48,12 @@ impl Traces {
         let calendar = std::fs::read_to_string(&calendar_path)
             .with_context(|| format!("read {}", calendar_path.display()))?;
         let mut lines = calendar.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').map(unquote).collect();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(unquote)
+            .collect();
         let date_column = header
             .iter()
             .position(|h| *h == "date")
@@ -86,7 +91,12 @@ impl Traces {
         let text = std::fs::read_to_string(&sales_path)
             .with_context(|| format!("read {}", sales_path.display()))?;
         let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').map(unquote).collect();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(unquote)
+            .collect();
         let column = |name: &str| {
             header
                 .iter()
@@ -105,9 +115,9 @@ impl Traces {
         }
         let mut day_numbers = Vec::with_capacity(day_columns.len());
         for (_, d) in &day_columns {
-            let date = dates_by_day.get(d).with_context(|| {
-                format!("{}: no date for d_{d}", calendar_path.display())
-            })?;
+            let date = dates_by_day
+                .get(d)
+                .with_context(|| format!("{}: no date for d_{d}", calendar_path.display()))?;
             day_numbers.push(*date);
         }
         if day_numbers.windows(2).any(|w| w[1] != w[0] + 1) {

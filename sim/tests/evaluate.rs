@@ -82,14 +82,24 @@ async fn rules_answers_are_the_ledger_baseline_and_the_report_has_its_plots() {
     let report = scratch.path().join("report");
     stockgrid_sim::report::write_report(&metrics, &report).expect("report");
     let html = std::fs::read_to_string(report.join("report.html")).expect("html");
-    for image in ["01-regional-outage-pr.png", "01-regional-outage-reliability.png"] {
+    for image in [
+        "01-regional-outage-pr.png",
+        "01-regional-outage-reliability.png",
+    ] {
         assert!(html.contains(image), "the page shows {image}");
         let png = std::fs::read(report.join(image)).expect("png");
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "{image} is a PNG");
-        assert!(png.len() > 10_000, "{image} has a drawing ({} bytes)", png.len());
+        assert!(
+            png.len() > 10_000,
+            "{image} has a drawing ({} bytes)",
+            png.len()
+        );
     }
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("metrics.json")).expect("json"))
             .expect("metrics.json parses");
-    assert_eq!(json["runs"][0]["methods"].as_array().map(Vec::len), Some(11));
+    assert_eq!(
+        json["runs"][0]["methods"].as_array().map(Vec::len),
+        Some(11)
+    );
 }

@@ -53,12 +53,18 @@ fn the_same_seed_gives_byte_identical_files_whatever_the_threads() {
             let a = std::fs::read(one.join(file)).expect("read");
             let b = std::fs::read(three.join(file)).expect("read");
             assert!(!a.is_empty(), "{scenario}: {file} is empty");
-            assert!(a == b, "{scenario}: {file} differs between two runs of one seed");
+            assert!(
+                a == b,
+                "{scenario}: {file} differs between two runs of one seed"
+            );
         }
         for file in ["events.jsonl", "queries.jsonl", "truth.jsonl"] {
             let a = std::fs::read(one.join(file)).expect("read");
             let c = std::fs::read(other_seed.join(file)).expect("read");
-            assert!(a != c, "{scenario}: {file} is the same for seeds 1000 and 1001");
+            assert!(
+                a != c,
+                "{scenario}: {file} is the same for seeds 1000 and 1001"
+            );
         }
     }
 }
@@ -75,7 +81,11 @@ fn the_files_follow_the_replay_format() {
         stockgrid_actors::replay::read_locations(&out.join("locations.jsonl")).expect("locations");
     assert_eq!(events.len(), report.events);
     assert_eq!(queries.len(), report.queries);
-    assert_eq!(locations.len(), (4 + 3 + 3) + 3 + 3, "stores, FCs and warehouses");
+    assert_eq!(
+        locations.len(),
+        (4 + 3 + 3) + 3 + 3,
+        "stores, FCs and warehouses"
+    );
     assert!(
         events
             .windows(2)
