@@ -168,3 +168,56 @@ fn the_demo_runs_a_store_day_and_its_checks_hold() {
     }
     assert!(!stdout.contains("FAILED"), "{stdout}");
 }
+
+#[test]
+fn sim_generate_names_a_bad_scenario_and_a_drill_plays_against_a_real_node() {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let unknown = stockgrid(&[
+        "sim",
+        "generate",
+        "--scenario",
+        "no-such-scenario",
+        "--seed",
+        "1",
+        "--out",
+        &scratch.path().join("x").display().to_string(),
+    ]);
+    assert_fails_saying(&unknown, "not a built-in scenario (baseline, delayed-scans");
+
+    let report = scratch.path().join("drill");
+    let output = stockgrid(&[
+        "sim",
+        "drill",
+        "--scenario",
+        "regional-outage",
+        "--skus",
+        "3",
+        "--days",
+        "4",
+        "--speed",
+        "40000",
+        "--report",
+        &report.display().to_string(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("drill.json")).expect("drill.json"))
+            .expect("json");
+    let buckets = json["buckets"].as_array().expect("buckets");
+    let sum = |field: &str| {
+        buckets
+            .iter()
+            .map(|b| b[field].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert_eq!(sum("errors"), 0, "{}", text(&output.stdout));
+    assert!(
+        sum("queries") > 50,
+        "queries were answered: {}",
+        sum("queries")
+    );
+    assert!(sum("events") > 500, "events were acked: {}", sum("events"));
+    assert!(sum("health_checks") > 0 && sum("serving") == sum("health_checks"));
+    let png = std::fs::read(report.join("drill.png")).expect("drill.png");
+    assert!(png.starts_with(b"\x89PNG"));
+}
