@@ -655,8 +655,11 @@ fn sim_generate(args: SimGenerateArgs) -> anyhow::Result<()> {
         options.out.display()
     );
     println!(
-        "  wrote in {:.2} s: {:.0} events/s",
-        report.generate_seconds, report.events_per_second
+        "  wrote in {:.2} s ({:.2} s simulating, {:.2} s writing): {:.0} events/s",
+        report.generate_seconds,
+        report.simulate_seconds,
+        report.write_seconds,
+        report.events_per_second
     );
     println!(
         "  record differs from truth at {:.1}% of query moments",

@@ -54,17 +54,30 @@ fn push_digits(out: &mut Vec<u8>, value: u32, width: usize) {
     out.extend_from_slice(&buffer[..width]);
 }
 
+thread_local! {
+    /// The last day formatted on this thread and its `YYYY-MM-DDT` text: consecutive
+    /// timestamps mostly share a day, and the calendar conversion is the costly part.
+    static LAST_DAY: std::cell::Cell<(i64, [u8; 11])> = const { std::cell::Cell::new((i64::MIN, [0; 11])) };
+}
+
 /// Appends `millis` (since the epoch, UTC) as RFC 3339 with milliseconds.
 pub fn push_rfc3339(out: &mut Vec<u8>, millis: i64) {
     let days = millis.div_euclid(DAY_MS);
     let in_day = millis.rem_euclid(DAY_MS);
-    let (year, month, day) = civil_from_days(days);
-    push_digits(out, year.clamp(0, 9999) as u32, 4);
-    out.push(b'-');
-    push_digits(out, month, 2);
-    out.push(b'-');
-    push_digits(out, day, 2);
-    out.push(b'T');
+    let (cached_day, mut prefix) = LAST_DAY.get();
+    if cached_day != days {
+        let (year, month, day) = civil_from_days(days);
+        let mut text = Vec::with_capacity(11);
+        push_digits(&mut text, year.clamp(0, 9999) as u32, 4);
+        text.push(b'-');
+        push_digits(&mut text, month, 2);
+        text.push(b'-');
+        push_digits(&mut text, day, 2);
+        text.push(b'T');
+        prefix.copy_from_slice(&text);
+        LAST_DAY.set((days, prefix));
+    }
+    out.extend_from_slice(&prefix);
     push_digits(out, (in_day / HOUR_MS) as u32, 2);
     out.push(b':');
     push_digits(out, (in_day / 60_000 % 60) as u32, 2);

@@ -25,7 +25,7 @@ use tonic::transport::Channel;
 use crate::civil::{DAY_MS, HOUR_MS};
 use crate::files::{GenerateOptions, build_world, event_id};
 use crate::generate::{NO_COUNTERPARTY, SimEvent, generate};
-use crate::report::register_font;
+use crate::report::{draw_error, draw_legend, register_font};
 
 /// Simulated length of one bucket of the report.
 pub const BUCKET_MS: i64 = 6 * HOUR_MS;
@@ -414,10 +414,6 @@ type Panel<'a> = (
     Vec<(&'a str, &'a Vec<(f64, f64)>, RGBColor)>,
 );
 
-fn draw_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
-    anyhow::anyhow!("draw plot: {error:?}")
-}
-
 /// Writes `drill.json` and `drill.png` into `out`.
 pub fn write_drill_report(report: &DrillReport, out: &Path) -> anyhow::Result<()> {
     register_font();
@@ -513,14 +509,7 @@ pub fn write_drill_report(report: &DrillReport, out: &Path) -> anyhow::Result<()
                 .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(draw_error)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     root.present().map_err(draw_error)?;
     Ok(())

@@ -274,26 +274,36 @@ fn read_json_lines(path: &Path) -> anyhow::Result<Vec<(usize, serde_json::Value)
         .collect()
 }
 
-fn read_truth(path: &Path, query_ids: &[String]) -> anyhow::Result<Vec<i64>> {
+/// The lines of a file holding one object per query, in query order (checked by
+/// `query_id`), each with its line number.
+fn read_in_query_order(
+    path: &Path,
+    query_ids: &[String],
+) -> anyhow::Result<Vec<(usize, serde_json::Value)>> {
     let lines = read_json_lines(path)?;
     if lines.len() != query_ids.len() {
         bail!(
-            "{}: {} lines for {} queries",
+            "{}: {} lines for {} queries (one per query, in query order)",
             path.display(),
             lines.len(),
             query_ids.len()
         );
     }
-    lines
+    for ((line, value), id) in lines.iter().zip(query_ids) {
+        if value["query_id"].as_str() != Some(id) {
+            bail!(
+                "{}:{line}: field `query_id`: expected {id:?} (one line per query, in query order)",
+                path.display()
+            );
+        }
+    }
+    Ok(lines)
+}
+
+fn read_truth(path: &Path, query_ids: &[String]) -> anyhow::Result<Vec<i64>> {
+    read_in_query_order(path, query_ids)?
         .iter()
-        .zip(query_ids)
-        .map(|((line, value), id)| {
-            if value["query_id"].as_str() != Some(id) {
-                bail!(
-                    "{}:{line}: field `query_id`: expected {id:?} (truth in query order)",
-                    path.display()
-                );
-            }
+        .map(|(line, value)| {
             value["true_on_hand"].as_i64().with_context(|| {
                 format!(
                     "{}:{line}: field `true_on_hand`: must be an integer",
@@ -305,28 +315,12 @@ fn read_truth(path: &Path, query_ids: &[String]) -> anyhow::Result<Vec<i64>> {
 }
 
 fn read_answers(path: &Path, query_ids: &[String]) -> anyhow::Result<Vec<Answer>> {
-    let lines = read_json_lines(path)?;
-    if lines.len() != query_ids.len() {
-        bail!(
-            "{}: {} answers for {} queries (one answer per query, in query order)",
-            path.display(),
-            lines.len(),
-            query_ids.len()
-        );
-    }
-    lines
+    read_in_query_order(path, query_ids)?
         .iter()
-        .zip(query_ids)
-        .map(|((line, value), id)| {
+        .map(|(line, value)| {
             let at = |field: &str, reason: &str| {
                 anyhow::anyhow!("{}:{line}: field `{field}`: {reason}", path.display())
             };
-            if value["query_id"].as_str() != Some(id) {
-                return Err(at(
-                    "query_id",
-                    &format!("expected {id:?} (answers in query order)"),
-                ));
-            }
             let available = value["available"]
                 .as_bool()
                 .ok_or_else(|| at("available", "must be true or false"))?;

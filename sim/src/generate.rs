@@ -195,8 +195,14 @@ pub fn generate(world: &World, threads: usize) -> Generated {
         tally.shrunk_units += output.tally.shrunk_units;
         tally.pairs += output.tally.pairs;
     }
-    generated.events.sort_by_key(|event| event.ingest_ms);
-    generated.queries.sort_by_key(|query| query.time_ms);
+    // Full keys make the unstable (faster) sorts deterministic: two arrivals equal in every
+    // key field are the same event delivered twice at the same instant, identical lines.
+    generated
+        .events
+        .sort_unstable_by_key(|e| (e.ingest_ms, e.location, e.sku, e.seq, e.source));
+    generated
+        .queries
+        .sort_unstable_by_key(|q| (q.time_ms, q.location, q.sku, q.seq));
     generated
 }
 

@@ -38,8 +38,28 @@ pub fn register_font() {
     });
 }
 
-fn draw_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
+/// A plotters failure as an error.
+pub(crate) fn draw_error<E: std::fmt::Debug>(error: E) -> anyhow::Error {
     anyhow::anyhow!("draw plot: {error:?}")
+}
+
+/// Draws a chart's legend in the house style.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(draw_error)
 }
 
 /// Precision-recall of every answers file (a curve over its probability) and of the
@@ -133,14 +153,7 @@ fn pr_plot(run: &RunResult, path: &Path) -> anyhow::Result<()> {
                 )
                 .map_err(draw_error)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(draw_error)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(draw_error)?;
     Ok(())
@@ -205,14 +218,7 @@ fn reliability_plot(run: &RunResult, path: &Path) -> anyhow::Result<()> {
                 )
                 .map_err(draw_error)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(draw_error)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
     }
     root.present().map_err(draw_error)?;
     Ok(())

@@ -30,6 +30,11 @@ fn unquote(field: &str) -> &str {
     field.trim().trim_matches('"')
 }
 
+/// The fields of one CSV row (the M5 files quote no commas).
+fn split_row(line: &str) -> Vec<&str> {
+    line.split(',').map(unquote).collect()
+}
+
 impl Traces {
     /// Reads the M5 files of `dir`.
     pub fn read(dir: &Path) -> anyhow::Result<Traces> {
@@ -48,12 +53,7 @@ impl Traces {
         let calendar = std::fs::read_to_string(&calendar_path)
             .with_context(|| format!("read {}", calendar_path.display()))?;
         let mut lines = calendar.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .split(',')
-            .map(unquote)
-            .collect();
+        let header = split_row(lines.next().unwrap_or_default());
         let date_column = header
             .iter()
             .position(|h| *h == "date")
@@ -61,7 +61,7 @@ impl Traces {
         let d_column = header.iter().position(|h| *h == "d");
         let mut dates_by_day: BTreeMap<usize, i64> = BTreeMap::new();
         for (row, line) in lines.enumerate() {
-            let fields: Vec<&str> = line.split(',').map(unquote).collect();
+            let fields = split_row(line);
             let date = fields.get(date_column).copied().unwrap_or_default();
             let day_number = crate::scenario::parse_date(date).with_context(|| {
                 format!(
@@ -91,12 +91,7 @@ impl Traces {
         let text = std::fs::read_to_string(&sales_path)
             .with_context(|| format!("read {}", sales_path.display()))?;
         let mut lines = text.lines();
-        let header: Vec<&str> = lines
-            .next()
-            .unwrap_or_default()
-            .split(',')
-            .map(unquote)
-            .collect();
+        let header = split_row(lines.next().unwrap_or_default());
         let column = |name: &str| {
             header
                 .iter()
@@ -135,7 +130,7 @@ impl Traces {
         let mut item_index: BTreeMap<String, usize> = BTreeMap::new();
         for (row, line) in lines.enumerate() {
             let line_number = row + 2;
-            let fields: Vec<&str> = line.split(',').map(unquote).collect();
+            let fields = split_row(line);
             if fields.len() != header.len() {
                 bail!(
                     "{}:{line_number}: {} fields, expected {}",

@@ -140,60 +140,57 @@ impl World {
                     (stores[(index % n) as usize].clone(), index / n)
                 })
             };
+            let new_location = |id: u32, kind: LocationKind, sources: Vec<Source>| {
+                let (open_hour, close_hour) = match kind {
+                    LocationKind::Store => (
+                        scenario.network.store_open_hour,
+                        scenario.network.store_close_hour,
+                    ),
+                    _ => (0, 24),
+                };
+                LocationSpec {
+                    id,
+                    kind,
+                    region: region_index,
+                    utc_offset_ms,
+                    open_hour,
+                    close_hour,
+                    rfid: sources.contains(&Source::Rfid),
+                    sources,
+                    m5_store: None,
+                    wms_stuck: Vec::new(),
+                    backlogs: Vec::new(),
+                }
+            };
             for store in 0..region.stores {
-                let rfid = store < rfid_stores;
                 let mut sources = vec![
                     Source::Pos,
                     Source::Ecom,
                     Source::StoreInventory,
                     Source::Transfer,
                 ];
-                if rfid {
+                if store < rfid_stores {
                     sources.push(Source::Rfid);
                 }
                 locations.push(LocationSpec {
-                    id: base + 1 + store,
-                    kind: LocationKind::Store,
-                    region: region_index,
-                    utc_offset_ms,
-                    open_hour: scenario.network.store_open_hour,
-                    close_hour: scenario.network.store_close_hour,
-                    rfid,
-                    sources,
                     m5_store: m5_for(store),
-                    wms_stuck: Vec::new(),
-                    backlogs: Vec::new(),
+                    ..new_location(base + 1 + store, LocationKind::Store, sources)
                 });
             }
             for fc in 0..region.fcs {
+                let sources = vec![Source::Ecom, Source::Wms, Source::Transfer];
                 locations.push(LocationSpec {
-                    id: base + 50 + fc,
-                    kind: LocationKind::Fc,
-                    region: region_index,
-                    utc_offset_ms,
-                    open_hour: 0,
-                    close_hour: 24,
-                    rfid: false,
-                    sources: vec![Source::Ecom, Source::Wms, Source::Transfer],
                     m5_store: m5_for(fc + 1),
-                    wms_stuck: Vec::new(),
-                    backlogs: Vec::new(),
+                    ..new_location(base + 50 + fc, LocationKind::Fc, sources)
                 });
             }
             for warehouse in 0..region.warehouses {
-                locations.push(LocationSpec {
-                    id: base + 90 + warehouse,
-                    kind: LocationKind::Warehouse,
-                    region: region_index,
-                    utc_offset_ms,
-                    open_hour: 0,
-                    close_hour: 24,
-                    rfid: false,
-                    sources: vec![Source::Wms, Source::Receiving, Source::Transfer],
-                    m5_store: None,
-                    wms_stuck: Vec::new(),
-                    backlogs: Vec::new(),
-                });
+                let sources = vec![Source::Wms, Source::Receiving, Source::Transfer];
+                locations.push(new_location(
+                    base + 90 + warehouse,
+                    LocationKind::Warehouse,
+                    sources,
+                ));
             }
         }
         let recorded_start_ms = first_recorded * DAY_MS;
