@@ -486,6 +486,7 @@ pub fn write_drill_report(report: &DrillReport, out: &Path) -> anyhow::Result<()
             .map_err(draw_error)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
             .x_desc("simulated hours")
             .y_desc(unit)
             .label_style(("sans-serif", 13))

@@ -90,6 +90,7 @@ fn pr_plot(run: &RunResult, path: &Path) -> anyhow::Result<()> {
             .map_err(draw_error)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
             .x_desc("recall")
             .y_desc("broken-promise rate")
             .label_style(("sans-serif", 13))
@@ -177,6 +178,7 @@ fn reliability_plot(run: &RunResult, path: &Path) -> anyhow::Result<()> {
             .map_err(draw_error)?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
             .x_desc("probability answered")
             .y_desc("share truly available")
             .label_style(("sans-serif", 13))
