@@ -6,9 +6,9 @@
 //! simulated pace, sped up: each event is sent once the clock reaches its `ingest_time`, each
 //! query asked at its time and its answer compared with the truth. A second task polls the
 //! node's health. The report (`drill.json`, `drill.png`) shows per six simulated hours the
-//! broken-promise rate and recall, the ingest lag (simulated seconds from an event's arrival
-//! time to the node's durable ack), and the share of health checks answered SERVING, with the
-//! scenario's fault windows shaded.
+//! broken-promise rate (overall, and in the regions a fault touches) and recall, the ingest
+//! lag (simulated seconds from an event's arrival time to the node's durable ack), and the
+//! share of health checks answered SERVING, with the scenario's fault windows shaded.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -60,6 +60,10 @@ pub struct Bucket {
     pub truly_available: u64,
     /// Promised and truly available.
     pub true_positives: u64,
+    /// Of the promises, those at locations of a region with a fault window.
+    pub fault_region_promised: u64,
+    /// Of the broken promises, those at locations of a region with a fault window.
+    pub fault_region_false_positives: u64,
     /// Events acked.
     pub events: u64,
     /// Mean ingest lag, simulated seconds.
@@ -197,6 +201,27 @@ pub async fn run_drill(
         .last()
         .map_or(start.0, |e| e.ingest_ms)
         .max(queries.last().map_or(start.0, |q| q.time_ms));
+    let fault_regions: Vec<&str> = world
+        .scenario
+        .faults
+        .outages
+        .iter()
+        .map(|o| o.region.as_str())
+        .chain(
+            world
+                .scenario
+                .faults
+                .shrink_drifts
+                .iter()
+                .map(|d| d.region.as_str()),
+        )
+        .collect();
+    let fault_locations: std::collections::HashSet<u32> = world
+        .locations
+        .iter()
+        .filter(|l| fault_regions.contains(&world.scenario.network.regions[l.region].name.as_str()))
+        .map(|l| l.id)
+        .collect();
     let fault_windows: Vec<(f64, f64)> = world
         .scenario
         .faults
@@ -365,6 +390,10 @@ pub async fn run_drill(
                     bucket.promised += u64::from(promised);
                     bucket.true_positives += u64::from(promised && truly);
                     bucket.false_positives += u64::from(promised && !truly);
+                    if fault_locations.contains(&query.location) {
+                        bucket.fault_region_promised += u64::from(promised);
+                        bucket.fault_region_false_positives += u64::from(promised && !truly);
+                    }
                 }
                 Err(_) => bucket.errors += 1,
             }
@@ -441,6 +470,7 @@ pub fn write_drill_report(report: &DrillReport, out: &Path) -> anyhow::Result<()
     };
     let broken = series(&|b| ratio(b.false_positives, b.promised));
     let recall = series(&|b| ratio(b.true_positives, b.truly_available));
+    let fault_broken = series(&|b| ratio(b.fault_region_false_positives, b.fault_region_promised));
     let mean_lag = series(&|b| (b.events > 0).then_some(b.mean_lag_seconds));
     let max_lag = series(&|b| (b.events > 0).then_some(b.max_lag_seconds));
     let serving = series(&|b| ratio(b.serving, b.health_checks));
@@ -450,6 +480,11 @@ pub fn write_drill_report(report: &DrillReport, out: &Path) -> anyhow::Result<()
             "share",
             vec![
                 ("broken-promise rate", &broken, RGBColor(214, 39, 40)),
+                (
+                    "broken-promise rate, fault region",
+                    &fault_broken,
+                    RGBColor(255, 127, 14),
+                ),
                 ("recall", &recall, RGBColor(31, 119, 180)),
             ],
         ),
