@@ -21,6 +21,7 @@ use stockgrid_api::proto::v1 as pb;
 use tonic::transport::Channel;
 
 use crate::requests::{Rng, item_page_lookup};
+use crate::traces::Traces;
 
 /// What the demo simulates.
 #[derive(Clone, Debug)]
@@ -116,67 +117,24 @@ impl Network {
         }
     }
 
-    /// Real traces: every item-store row of the M5 wide file sells its last day's units,
-    /// spread over the open hours with the intraday shape.
+    /// Real traces: every item-store row of the M5 files ([`Traces`]) sells its last day's
+    /// units, spread over the open hours with the intraday shape.
     fn from_traces(dir: &Path, rng: &mut Rng) -> anyhow::Result<Network> {
-        let path = dir.join("sales_tiny_m5_wide.csv");
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("read {}: {e}", path.display()))?;
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-        let column = |name: &str| header.iter().position(|h| *h == name);
-        let (Some(item_column), Some(store_column)) = (column("item_id"), column("store_id"))
-        else {
-            anyhow::bail!(
-                "{}: expected the M5 columns item_id and store_id",
-                path.display()
-            );
-        };
-        let day_column = header.len() - 1;
-        if !header[day_column].starts_with("d_") {
-            anyhow::bail!(
-                "{}: the last column {:?} is not a day d_N",
-                path.display(),
-                header[day_column]
-            );
+        let traces = Traces::read(dir)?;
+        let mut store_numbers: BTreeMap<&str, u32> = BTreeMap::new();
+        for store in traces.stores_by_state.values().flatten() {
+            let next = store_numbers.len() as u32 + 1;
+            store_numbers.entry(store.as_str()).or_insert(next);
         }
-        let mut items: BTreeMap<String, u64> = BTreeMap::new();
-        let mut stores: BTreeMap<String, u32> = BTreeMap::new();
         let mut network = Network {
-            stores: 0,
+            stores: store_numbers.len() as u32,
             pairs: Vec::new(),
             sales: Vec::new(),
             fast: Vec::new(),
         };
         let total_weight: u64 = (0..STEPS).map(step_weight).sum();
-        for (number, line) in lines.enumerate() {
-            let fields: Vec<&str> = line.split(',').collect();
-            if fields.len() != header.len() {
-                anyhow::bail!(
-                    "{}:{}: {} fields, expected {}",
-                    path.display(),
-                    number + 2,
-                    fields.len(),
-                    header.len()
-                );
-            }
-            let units: u64 = fields[day_column].parse().map_err(|_| {
-                anyhow::anyhow!(
-                    "{}:{}: {}: not a unit count: {:?}",
-                    path.display(),
-                    number + 2,
-                    header[day_column],
-                    fields[day_column]
-                )
-            })?;
-            let next_item = items.len() as u64 + 1;
-            let sku = *items
-                .entry(fields[item_column].to_owned())
-                .or_insert(next_item);
-            let next_store = stores.len() as u32 + 1;
-            let store = *stores
-                .entry(fields[store_column].to_owned())
-                .or_insert(next_store);
+        for ((item, store), units) in &traces.sales {
+            let units = units.last().copied().unwrap_or(0);
             let mut per_step = vec![0u32; STEPS as usize];
             for _ in 0..units {
                 let mut pick = rng.below(total_weight);
@@ -187,14 +145,12 @@ impl Network {
                 }
                 per_step[step as usize] += 1;
             }
-            network.pairs.push((sku, store));
+            network
+                .pairs
+                .push((*item as u64 + 1, store_numbers[store.as_str()]));
             network.fast.push(units >= 10);
             network.sales.push(per_step);
         }
-        if network.pairs.is_empty() {
-            anyhow::bail!("{}: no item-store rows", path.display());
-        }
-        network.stores = stores.len() as u32;
         Ok(network)
     }
 }
@@ -747,6 +703,11 @@ mod tests {
     fn traces_in_the_m5_layout_become_pairs_selling_their_last_day() {
         let dir = tempfile::tempdir().expect("temporary directory");
         std::fs::write(
+            dir.path().join("calendar.csv"),
+            "date,wm_yr_wk\n2011-01-29,11101\n2011-01-30,11101\n",
+        )
+        .expect("write calendar");
+        std::fs::write(
             dir.path().join("sales_tiny_m5_wide.csv"),
             "id,item_id,dept_id,cat_id,store_id,state_id,d_1,d_2\n\
              a,FOODS_1,F,F,CA_1,CA,4,7\n\
@@ -763,12 +724,12 @@ mod tests {
 
         std::fs::write(
             dir.path().join("sales_tiny_m5_wide.csv"),
-            "id,item_id,store_id,d_1\na,X,S,many\n",
+            "id,item_id,store_id,state_id,d_1,d_2\na,X,S,CA,many,1\n",
         )
         .expect("write traces");
         let error = Network::from_traces(dir.path(), &mut Rng::seeded(1))
             .err()
             .expect("a bad count is an error");
-        assert!(error.to_string().contains(":2: d_1"), "{error}");
+        assert!(error.to_string().contains(":2: field `d_1`"), "{error}");
     }
 }

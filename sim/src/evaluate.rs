@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use stockgrid_actors::catalog::Location;
+use stockgrid_actors::catalog::{Location, LocationInput};
 use stockgrid_actors::domain::{EventKind, PairKey, Surface};
 use stockgrid_actors::ledger::LedgerConfig;
 use stockgrid_actors::replay::{read_events, read_locations, read_queries};
@@ -366,16 +366,14 @@ fn no_sale_probability(record: &RecordAt, location: &Location, now_ms: i64) -> f
     (-rate * open_hours_between(location, since, now_ms)).exp()
 }
 
+/// A location missing from locations.jsonl: the catalog's defaults (a store open all day, UTC).
 fn default_location(location: u32) -> Location {
-    Location {
+    LocationInput {
         location,
-        kind: "store".to_owned(),
-        region: None,
-        timezone: "UTC".to_owned(),
-        open_hour: 0,
-        close_hour: 24,
-        sources: Vec::new(),
+        ..LocationInput::default()
     }
+    .validate()
+    .unwrap_or_else(|_| unreachable!("the catalog's defaults are valid"))
 }
 
 /// Evaluates every run folder against every answers file and the baselines.
