@@ -191,9 +191,21 @@ pub fn realism(world: &World, generated: &Generated, threads: usize) -> Generate
     }
 }
 
+/// Appends `location-sku-seq`: the id of a pair's `seq`-th event (and, after a `q`, of its
+/// `seq`-th query).
+fn push_pair_id(out: &mut Vec<u8>, location: u32, sku: u64, seq: u32) {
+    push_u64(out, u64::from(location));
+    out.push(b'-');
+    push_u64(out, sku);
+    out.push(b'-');
+    push_u64(out, u64::from(seq));
+}
+
 /// The event id the files give an arrival.
 pub fn event_id(event: &SimEvent) -> String {
-    format!("{}-{}-{}", event.location, event.sku, event.seq)
+    let mut id = Vec::with_capacity(24);
+    push_pair_id(&mut id, event.location, event.sku, event.seq);
+    String::from_utf8(id).unwrap_or_default()
 }
 
 fn to_arrival(event: &SimEvent) -> Arrival {
@@ -228,11 +240,7 @@ fn push_str_field(out: &mut Vec<u8>, name: &str, value: &str) {
 /// Appends one events.jsonl line.
 pub fn push_event_line(out: &mut Vec<u8>, event: &SimEvent) {
     out.extend_from_slice(b"{\"event_id\":\"");
-    push_u64(out, u64::from(event.location));
-    out.push(b'-');
-    push_u64(out, event.sku);
-    out.push(b'-');
-    push_u64(out, u64::from(event.seq));
+    push_pair_id(out, event.location, event.sku, event.seq);
     out.extend_from_slice(b"\",");
     push_str_field(out, "source", event.source.as_str());
     out.push(b',');
@@ -262,11 +270,7 @@ pub fn push_event_line(out: &mut Vec<u8>, event: &SimEvent) {
 
 fn query_id(out: &mut Vec<u8>, query: &SimQuery) {
     out.extend_from_slice(b"{\"query_id\":\"q");
-    push_u64(out, u64::from(query.location));
-    out.push(b'-');
-    push_u64(out, query.sku);
-    out.push(b'-');
-    push_u64(out, u64::from(query.seq));
+    push_pair_id(out, query.location, query.sku, query.seq);
     out.extend_from_slice(b"\",");
 }
 
