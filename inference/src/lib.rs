@@ -1,12 +1,27 @@
 //! Pure math of stockgrid's belief about the true sellable quantity.
 //!
-//! This crate owns the Bayesian stock belief, the ranking of conflicting candidate claims and
-//! the per-surface decision thresholds. It has its own small vocabulary of observations
-//! ("sold k at t", "counted c at t") and must not depend on any other stockgrid crate, on
-//! tokio, or on any I/O: it is called from inside an entity's handler and must run in
-//! microseconds on a CPU core.
+//! This crate owns the Bayesian stock belief, the shared feature definition, the learned
+//! scorer and the per-surface decision. It has its own small vocabulary of observations
+//! ("sold k", "observed c", "received r", "not found") and must not depend on any other
+//! stockgrid crate, on tokio, or on any I/O beyond reading and writing model files: it is
+//! called from inside an entity's handler and runs in microseconds on a CPU core.
 //!
 //! # Layout
-//! Empty until the inference issue lands: the rules decision of the ledger lives in
-//! `stockgrid-actors` (module `decision`) and is the fallback this crate's decisions will
-//! always be switchable back to.
+//! - [`hours`]: opening hours and open-hour counting (no-sale evidence counts open hours).
+//! - [`belief`]: per-pair sufficient statistics and the posterior over the truth.
+//! - [`feeds`]: per-location feed health (last seen, typical gap, staleness).
+//! - [`features`]: the one feature definition, online and offline.
+//! - [`model`]: the model file (belief parameters, scorer, thresholds, metadata) and fitting.
+//! - [`decide`]: the ml decision with its reason code.
+//! - [`stats`]: the normal tail and logistic helpers.
+//!
+//! The rules decision of the ledger lives in `stockgrid-actors` (module `decision`) and is the
+//! fallback every decision here can be switched back to.
+
+pub mod belief;
+pub mod decide;
+pub mod features;
+pub mod feeds;
+pub mod hours;
+pub mod model;
+pub mod stats;

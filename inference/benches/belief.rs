@@ -1,0 +1,85 @@
+//! Belief update per event and the ml decision per point, on one core.
+//!
+//! `cargo bench -p stockgrid-inference --bench belief`
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use stockgrid_inference::belief::{BeliefStats, LedgerFacts, Observation, ObservationKind};
+use stockgrid_inference::decide::decide;
+use stockgrid_inference::features::{LocationFacts, Question};
+use stockgrid_inference::hours::OpeningHours;
+use stockgrid_inference::model::Model;
+
+const NOW: i64 = 1_772_409_600_000;
+const HOUR: i64 = 3_600_000;
+
+fn bench(c: &mut Criterion) {
+    c.bench_function("belief update (one sale)", |b| {
+        let mut stats = BeliefStats::default();
+        let mut time = NOW;
+        b.iter(|| {
+            time += 60_000;
+            stats.observe(
+                black_box(Observation::Sold {
+                    units: 1,
+                    record_before: 12,
+                }),
+                black_box(time),
+                true,
+            );
+        });
+        black_box(stats);
+    });
+
+    let model = Model::shipped().unwrap_or_else(|_| Model::prior());
+    let mut stats = BeliefStats::default();
+    for hour in 0..200 {
+        stats.observe(
+            Observation::Sold {
+                units: 1,
+                record_before: 20,
+            },
+            NOW - 400 * HOUR + hour * HOUR,
+            true,
+        );
+    }
+    let facts = LedgerFacts {
+        record: 7,
+        reserved: 1,
+        anchor: Some((ObservationKind::Count, 12, NOW - 300 * HOUR)),
+        last_sale_ms: Some(NOW - 201 * HOUR),
+    };
+    let mut location = LocationFacts {
+        hours: OpeningHours::new("America/Chicago", 8, 22),
+        expected_sources: 0b111,
+        ..LocationFacts::default()
+    };
+    for day in 0..30 {
+        for source in 0..3 {
+            location
+                .feeds
+                .heard(source, NOW - (30 - day) * 24 * HOUR, &location.hours);
+        }
+    }
+    c.bench_function("ml decision (one point)", |b| {
+        b.iter(|| {
+            decide(
+                black_box(&model),
+                black_box(&stats),
+                black_box(&facts),
+                black_box(&location),
+                Question {
+                    quantity: 2,
+                    now_ms: NOW,
+                },
+                Some(0.9),
+            )
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,534 @@
+//! The Bayesian stock belief of one pair: what the events say about the true sellable
+//! quantity, beyond the ledger's arithmetic.
+//!
+//! # The model (its assumptions, stated)
+//! The ledger's record `R` is exact arithmetic over what was reported. The truth differs:
+//! - **Anchor noise.** The latest absolute observation (count, RFID read, feed snapshot) is a
+//!   noisy reading of the truth at its time: counts are nearly exact, RFID under-reads by a
+//!   fraction, a snapshot is only as good as its age.
+//! - **Drift.** After the anchor, unrecorded losses (shrink) take units away at a rate per
+//!   unit sold and per day; short receipts take a fraction of what was received. Both move
+//!   the mean down and widen the spread (Poisson-like: variance grows with the mean loss).
+//! - **Sales bound it from below.** A sale of `k` means at least `k` were there: the truth is
+//!   at least `k` more than the record before it, a bound carried to now.
+//! - **Nil picks bound it from above.** A pick that found fewer than `q` says the truth was
+//!   below `q` then.
+//! - **Phantom inventory.** Separately from the drift, the pair may be *phantom*: recorded but
+//!   not sellable (lost, misplaced) - truth 0. It becomes likelier with the days since the
+//!   pair's presence was last confirmed (a sale, a positive observation, a receipt), and
+//!   **no-sale evidence** updates it: if the pair's demand rate says sales were expected in
+//!   the open hours since, and none came, "phantom" explains the silence better. The demand
+//!   rate is a Gamma posterior of sales per open hour (conjugate to Poisson counts); the chance
+//!   of a silent stretch of `h` open hours under it is the negative binomial's zero term.
+//!
+//! The state kept per pair is only **sufficient statistics** ([`BeliefStats`], 32 bytes);
+//! every parameter ([`BeliefParams`]) is applied when a question is asked. So the belief is a
+//! pure function of the event log (rebuilt bit-identically by replaying it), and a new model
+//! takes effect at once without rebuilding any state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::hours::OpeningHours;
+use crate::stats::probability_from;
+
+const EPOCH_2020_MS: i64 = 1_577_836_800_000;
+const DAY_HOURS: f64 = 24.0;
+const HOUR_MS: f64 = 3_600_000.0;
+
+/// Milliseconds since the Unix epoch to whole seconds since 2020-01-01Z (0 = never), the
+/// compact time the belief stores (the ledger uses the same).
+pub fn compact_seconds(time_ms: i64) -> u32 {
+    ((time_ms - EPOCH_2020_MS).div_euclid(1_000)).clamp(1, i64::from(u32::MAX)) as u32
+}
+
+/// Compact seconds back to milliseconds since the Unix epoch.
+pub fn millis_of(compact: u32) -> i64 {
+    EPOCH_2020_MS + i64::from(compact) * 1_000
+}
+
+/// The kinds of absolute observation, each with its own error model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObservationKind {
+    /// An associate's cycle count.
+    Count,
+    /// An RFID sweep (under-reads).
+    RfidRead,
+    /// A warehouse or WMS feed's claim (ages).
+    Snapshot,
+}
+
+/// What the ledger tells the belief about one applied event, in the belief's own vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Observation {
+    /// Customers took `units` (a sale, or a pick of an order); the record was `record_before`.
+    Sold {
+        /// Units sold.
+        units: u32,
+        /// The ledger's on-hand just before.
+        record_before: i64,
+    },
+    /// The anchor moved to a new absolute observation of `units`.
+    Observed {
+        /// Units observed.
+        units: i64,
+        /// Its kind.
+        kind: ObservationKind,
+    },
+    /// `units` were received (possibly short).
+    Received {
+        /// Units on the receipt.
+        units: u32,
+    },
+    /// A pick for `units` found fewer (ITEM_NOT_FOUND); the record was `record_before`.
+    NotFound {
+        /// Units the pick asked for.
+        units: u32,
+        /// The ledger's on-hand just before.
+        record_before: i64,
+    },
+    /// Any other change the ledger applied (returns, adjustments, transfers).
+    Moved,
+}
+
+/// The per-pair sufficient statistics: 32 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeliefStats {
+    /// Sale events ever applied (the demand rate's count).
+    pub sale_events: u32,
+    /// Units in those sales.
+    pub units_sold: u32,
+    /// First event applied, compact seconds (the demand rate's exposure start; 0: none).
+    pub first_seen: u32,
+    /// Latest confirmation that units were there (sale, positive observation, receipt).
+    pub presence_confirmed: u32,
+    /// Units sold after the anchor.
+    pub units_sold_since_anchor: u32,
+    /// Units received after the anchor.
+    pub units_received_since_anchor: u32,
+    /// Lower bound on truth - record from sales after the anchor (`i32::MIN`: none).
+    pub floor_since_anchor: i32,
+    /// Upper bound on truth - record from nil picks after the anchor (`i32::MAX`: none).
+    pub ceiling_since_anchor: i32,
+}
+
+impl Default for BeliefStats {
+    fn default() -> Self {
+        Self {
+            sale_events: 0,
+            units_sold: 0,
+            first_seen: 0,
+            presence_confirmed: 0,
+            units_sold_since_anchor: 0,
+            units_received_since_anchor: 0,
+            floor_since_anchor: i32::MIN,
+            ceiling_since_anchor: i32::MAX,
+        }
+    }
+}
+
+fn clamp_i32(value: i64) -> i32 {
+    value.clamp(i64::from(i32::MIN + 1), i64::from(i32::MAX - 1)) as i32
+}
+
+impl BeliefStats {
+    /// Folds one applied event dated `event_time_ms` in. `after_anchor`: the event is dated
+    /// after the ledger's anchor (earlier ones are already inside the anchor's reading and
+    /// only teach the demand rate).
+    pub fn observe(&mut self, observation: Observation, event_time_ms: i64, after_anchor: bool) {
+        let at = compact_seconds(event_time_ms);
+        if self.first_seen == 0 || at < self.first_seen {
+            self.first_seen = at;
+        }
+        match observation {
+            Observation::Sold {
+                units,
+                record_before,
+            } => {
+                self.sale_events = self.sale_events.saturating_add(1);
+                self.units_sold = self.units_sold.saturating_add(units);
+                self.presence_confirmed = self.presence_confirmed.max(at);
+                if after_anchor {
+                    self.units_sold_since_anchor =
+                        self.units_sold_since_anchor.saturating_add(units);
+                    let bound = clamp_i32(i64::from(units) - record_before);
+                    self.floor_since_anchor = self.floor_since_anchor.max(bound);
+                }
+            }
+            Observation::Observed { units, .. } => {
+                // The ledger moved its anchor: everything "since the anchor" starts over.
+                self.units_sold_since_anchor = 0;
+                self.units_received_since_anchor = 0;
+                self.floor_since_anchor = i32::MIN;
+                self.ceiling_since_anchor = i32::MAX;
+                if units > 0 {
+                    self.presence_confirmed = self.presence_confirmed.max(at);
+                }
+            }
+            Observation::Received { units } => {
+                if units > 0 {
+                    self.presence_confirmed = self.presence_confirmed.max(at);
+                }
+                if after_anchor {
+                    self.units_received_since_anchor =
+                        self.units_received_since_anchor.saturating_add(units);
+                }
+            }
+            Observation::NotFound {
+                units,
+                record_before,
+            } => {
+                if after_anchor {
+                    let bound = clamp_i32(i64::from(units) - 1 - record_before);
+                    self.ceiling_since_anchor = self.ceiling_since_anchor.min(bound);
+                }
+            }
+            Observation::Moved => {}
+        }
+    }
+}
+
+/// The belief's noise and drift parameters: fitted by `stockgrid train`, shipped in a model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BeliefParams {
+    /// Standard deviation of a cycle count, units.
+    pub count_sd: f64,
+    /// Fraction of the truth an RFID sweep misses on average.
+    pub rfid_under_read: f64,
+    /// Standard deviation of an RFID read, units.
+    pub rfid_sd: f64,
+    /// Standard deviation of a fresh feed snapshot, units.
+    pub snapshot_sd: f64,
+    /// Standard deviation of the record of a pair never observed, units.
+    pub unanchored_sd: f64,
+    /// Extra relative spread of any reading (times the units read).
+    pub relative_sd: f64,
+    /// Units lost unrecorded per unit sold.
+    pub shrink_per_unit_sold: f64,
+    /// Units lost unrecorded per day.
+    pub shrink_per_day: f64,
+    /// Fraction of received units that were not there.
+    pub receipt_short_rate: f64,
+    /// Variance added per day since the anchor (unit^2).
+    pub drift_variance_per_day: f64,
+    /// P(phantom) just after presence was confirmed.
+    pub phantom_base: f64,
+    /// Phantom hazard per day without confirmed presence.
+    pub phantom_per_day: f64,
+    /// Gamma prior of the demand rate: shape (pseudo sales).
+    pub rate_prior_sales: f64,
+    /// Gamma prior of the demand rate: rate (pseudo open hours).
+    pub rate_prior_hours: f64,
+}
+
+impl Default for BeliefParams {
+    fn default() -> Self {
+        Self {
+            count_sd: 0.7,
+            rfid_under_read: 0.05,
+            rfid_sd: 1.0,
+            snapshot_sd: 1.5,
+            unanchored_sd: 2.0,
+            relative_sd: 0.05,
+            shrink_per_unit_sold: 0.01,
+            shrink_per_day: 0.005,
+            receipt_short_rate: 0.01,
+            drift_variance_per_day: 0.02,
+            phantom_base: 0.01,
+            phantom_per_day: 0.003,
+            rate_prior_sales: 0.5,
+            rate_prior_hours: 100.0,
+        }
+    }
+}
+
+/// The ledger's facts about a pair at the moment of a question.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LedgerFacts {
+    /// Recorded on-hand.
+    pub record: i64,
+    /// Units held by active reservations.
+    pub reserved: i64,
+    /// The anchor: kind, units read and event time in milliseconds.
+    pub anchor: Option<(ObservationKind, i64, i64)>,
+    /// Event time of the latest sale, milliseconds.
+    pub last_sale_ms: Option<i64>,
+}
+
+/// The belief brought to one moment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Posterior {
+    /// P(phantom: truth 0 whatever the record).
+    pub phantom: f64,
+    /// Mean of the truth if not phantom (before truncation).
+    pub mean: f64,
+    /// Its standard deviation.
+    pub sd: f64,
+    /// Truth is at least this if not phantom.
+    pub lower: f64,
+    /// Truth is at most this (infinite: no bound).
+    pub upper: f64,
+    /// Sales the demand rate expected in the open hours since presence was confirmed.
+    pub expected_silent_sales: f64,
+    /// Demand rate, sales per open hour (posterior mean).
+    pub rate_per_open_hour: f64,
+    /// Open hours since presence was confirmed.
+    pub silent_open_hours: f64,
+    /// Days since the anchor (or since first seen without one).
+    pub days_since_anchor: f64,
+}
+
+impl Posterior {
+    /// P(truth >= units).
+    pub fn probability_at_least(&self, units: i64) -> f64 {
+        if units <= 0 {
+            return 1.0;
+        }
+        let present = probability_from(
+            units as f64,
+            self.mean,
+            self.sd,
+            self.lower.max(0.0),
+            self.upper,
+        );
+        (1.0 - self.phantom) * present
+    }
+
+    /// Expected truth (the not-phantom mean clipped into its bounds, times P(not phantom)).
+    pub fn expected_units(&self) -> f64 {
+        (1.0 - self.phantom) * self.mean.clamp(self.lower.max(0.0), self.upper.max(0.0))
+    }
+}
+
+/// The belief of a pair at `now_ms`, given its statistics, the ledger's facts, its location's
+/// opening hours and the parameters.
+pub fn posterior(
+    stats: &BeliefStats,
+    facts: &LedgerFacts,
+    hours: &OpeningHours,
+    params: &BeliefParams,
+    now_ms: i64,
+) -> Posterior {
+    let record = facts.record as f64;
+    let (mut mean, mut variance, since_ms) = match facts.anchor {
+        Some((kind, units, time_ms)) => {
+            let read = units.max(0) as f64;
+            let relative = params.relative_sd * read;
+            let (bias, sd) = match kind {
+                ObservationKind::Count => (0.0, params.count_sd),
+                ObservationKind::RfidRead => {
+                    let under = params.rfid_under_read.clamp(0.0, 0.9);
+                    (read * under / (1.0 - under), params.rfid_sd)
+                }
+                ObservationKind::Snapshot => (0.0, params.snapshot_sd),
+            };
+            (record + bias, sd * sd + relative * relative, time_ms)
+        }
+        None => (
+            record,
+            params.unanchored_sd * params.unanchored_sd,
+            if stats.first_seen == 0 {
+                now_ms
+            } else {
+                millis_of(stats.first_seen)
+            },
+        ),
+    };
+    let days = ((now_ms - since_ms) as f64 / HOUR_MS / DAY_HOURS).max(0.0);
+    let loss = params.shrink_per_unit_sold * f64::from(stats.units_sold_since_anchor)
+        + params.shrink_per_day * days
+        + params.receipt_short_rate * f64::from(stats.units_received_since_anchor);
+    mean -= loss;
+    variance += loss + params.drift_variance_per_day * days;
+
+    let lower = if stats.floor_since_anchor == i32::MIN {
+        0.0
+    } else {
+        (record + f64::from(stats.floor_since_anchor)).max(0.0)
+    };
+    let upper = if stats.ceiling_since_anchor == i32::MAX {
+        f64::INFINITY
+    } else {
+        (record + f64::from(stats.ceiling_since_anchor)).max(0.0)
+    };
+
+    // Demand rate per open hour, learned over the stretch up to the latest confirmation.
+    let first_ms = if stats.first_seen == 0 {
+        now_ms
+    } else {
+        millis_of(stats.first_seen)
+    };
+    let confirmed_ms = if stats.presence_confirmed == 0 {
+        first_ms
+    } else {
+        millis_of(stats.presence_confirmed)
+    };
+    let shape = params.rate_prior_sales + f64::from(stats.sale_events);
+    let rate_hours = params.rate_prior_hours + hours.open_hours_between(first_ms, confirmed_ms);
+    let silent_hours = hours.open_hours_between(confirmed_ms, now_ms);
+    // P(no sale in the silent stretch | present): the negative binomial's zero term.
+    let silent_if_present = (rate_hours / (rate_hours + silent_hours)).powf(shape);
+    let days_unconfirmed = ((now_ms - confirmed_ms) as f64 / HOUR_MS / DAY_HOURS).max(0.0);
+    let prior =
+        1.0 - (1.0 - params.phantom_base) * (-params.phantom_per_day * days_unconfirmed).exp();
+    let phantom = if record <= 0.0 {
+        0.0 // Nothing recorded: the record itself already says zero.
+    } else {
+        prior / (prior + (1.0 - prior) * silent_if_present)
+    };
+    Posterior {
+        phantom,
+        mean,
+        sd: variance.max(1e-6).sqrt(),
+        lower,
+        upper,
+        expected_silent_sales: shape / rate_hours * silent_hours,
+        rate_per_open_hour: shape / rate_hours,
+        silent_open_hours: silent_hours,
+        days_since_anchor: days,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const NOW: i64 = 1_772_409_600_000;
+    const DAY: i64 = 86_400_000;
+
+    fn counted(units: i64, days_ago: i64) -> LedgerFacts {
+        LedgerFacts {
+            record: units,
+            reserved: 0,
+            anchor: Some((ObservationKind::Count, units, NOW - days_ago * DAY)),
+            last_sale_ms: None,
+        }
+    }
+
+    fn at(stats: &BeliefStats, facts: &LedgerFacts, now: i64) -> Posterior {
+        posterior(
+            stats,
+            facts,
+            &OpeningHours::default(),
+            &BeliefParams::default(),
+            now,
+        )
+    }
+
+    #[test]
+    fn silence_of_a_seller_raises_phantom() {
+        // A pair that sold every 2 hours for 20 days, counted at 5.
+        let mut stats = BeliefStats::default();
+        for hour in 0..240 {
+            let time = NOW - 30 * DAY + hour * 2 * 3_600_000;
+            stats.observe(
+                Observation::Sold {
+                    units: 1,
+                    record_before: 6,
+                },
+                time,
+                true,
+            );
+        }
+        let facts = counted(5, 30);
+        let last_sale = NOW - 30 * DAY + 239 * 2 * 3_600_000;
+        let soon = at(&stats, &facts, last_sale + 3_600_000);
+        let later = at(&stats, &facts, last_sale + 3 * DAY);
+        assert!(soon.phantom < 0.05, "{soon:?}");
+        assert!(later.phantom > 0.9, "{later:?}");
+        assert!(later.probability_at_least(1) < 0.1);
+        // A slow seller's silence says little: known for 60 days, one sale 30 days ago.
+        let mut slow = BeliefStats::default();
+        slow.observe(
+            Observation::Observed {
+                units: 6,
+                kind: ObservationKind::Count,
+            },
+            NOW - 60 * DAY,
+            false,
+        );
+        slow.observe(
+            Observation::Sold {
+                units: 1,
+                record_before: 6,
+            },
+            NOW - 30 * DAY,
+            true,
+        );
+        assert!(at(&slow, &facts, NOW).phantom < 0.3);
+    }
+
+    #[test]
+    fn sales_bound_from_below_and_nil_picks_from_above() {
+        let mut stats = BeliefStats::default();
+        // The record said 1 but 3 were sold at once: at least 2 more than recorded.
+        stats.observe(
+            Observation::Sold {
+                units: 3,
+                record_before: 1,
+            },
+            NOW - 3_600_000,
+            true,
+        );
+        let facts = LedgerFacts {
+            record: -2,
+            ..counted(-2, 1)
+        };
+        let posterior = at(&stats, &facts, NOW);
+        assert_eq!(posterior.lower, 0.0);
+        let mut stats = BeliefStats::default();
+        stats.observe(
+            Observation::NotFound {
+                units: 1,
+                record_before: 4,
+            },
+            NOW - 3_600_000,
+            true,
+        );
+        let posterior = at(&stats, &counted(4, 1), NOW);
+        assert_eq!(posterior.upper, 0.0);
+        assert_eq!(posterior.probability_at_least(1), 0.0);
+    }
+
+    #[test]
+    fn rfid_reads_are_corrected_upward_and_age_widens() {
+        let stats = BeliefStats::default();
+        let rfid = LedgerFacts {
+            anchor: Some((ObservationKind::RfidRead, 19, NOW - DAY)),
+            ..counted(19, 1)
+        };
+        assert!(at(&stats, &rfid, NOW).mean > 19.5);
+        let fresh = at(&stats, &counted(10, 1), NOW);
+        let old = at(&stats, &counted(10, 300), NOW);
+        assert!(old.sd > fresh.sd && old.mean < fresh.mean);
+    }
+
+    proptest! {
+        /// Probabilities are probabilities, fall as more units are asked, and the statistics
+        /// do not depend on the order the same events arrive in.
+        #[test]
+        fn probabilities_are_monotone_and_stats_order_free(
+            sales in proptest::collection::vec((1u32..4, -3i64..30, 0i64..(40 * DAY)), 0..12),
+            record in -5i64..40, anchor_days in 0i64..100, now_offset in 0i64..(10 * DAY),
+        ) {
+            let mut forward = BeliefStats::default();
+            for &(units, before, ago) in &sales {
+                forward.observe(Observation::Sold { units, record_before: before }, NOW - ago, true);
+            }
+            let mut backward = BeliefStats::default();
+            for &(units, before, ago) in sales.iter().rev() {
+                backward.observe(Observation::Sold { units, record_before: before }, NOW - ago, true);
+            }
+            prop_assert_eq!(forward, backward);
+            let facts = LedgerFacts { record, ..counted(record, anchor_days) };
+            let posterior = at(&forward, &facts, NOW + now_offset);
+            let mut previous = 1.0;
+            for units in 0..45 {
+                let p = posterior.probability_at_least(units);
+                prop_assert!((0.0..=1.0).contains(&p));
+                prop_assert!(p <= previous + 1e-12);
+                previous = p;
+            }
+        }
+    }
+}

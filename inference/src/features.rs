@@ -1,0 +1,149 @@
+//! The one feature definition: what the scorer sees of a pair at the moment of a question.
+//!
+//! Called online by the entity at decision time and offline by the training export, which
+//! replays the event log through the same entity code, so a feature cannot differ between the
+//! two (point-in-time by construction). Candidates - each source's claim of the quantity,
+//! brought to now, with its age - are part of it: the ledger's record, the anchor's reading
+//! plus the deltas since (with its kind and age), the belief's mean, and zero (phantom).
+
+use serde::{Deserialize, Serialize};
+
+use crate::belief::{
+    BeliefParams, BeliefStats, LedgerFacts, ObservationKind, Posterior, posterior,
+};
+use crate::feeds::{FeedHealth, StalenessPolicy};
+use crate::hours::OpeningHours;
+use crate::stats::logit;
+
+/// What a location is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LocationKind {
+    /// A store (the default).
+    #[default]
+    Store,
+    /// A fulfillment center.
+    FulfillmentCenter,
+    /// A warehouse.
+    Warehouse,
+}
+
+/// The location-level facts an entity reads (shared by every pair of the location).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LocationFacts {
+    /// Its opening hours.
+    pub hours: OpeningHours,
+    /// Its kind.
+    pub kind: LocationKind,
+    /// Sources it is expected to send, one bit per source index.
+    pub expected_sources: u8,
+    /// Its feeds' health.
+    pub feeds: FeedHealth,
+}
+
+/// Names of the features, in vector order (a model's file repeats them and is refused when
+/// they differ).
+pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
+    "belief_logit",
+    "phantom_logit",
+    "record_margin",
+    "log_record_margin",
+    "belief_z",
+    "log_hours_since_sale",
+    "log_silent_open_hours",
+    "log_expected_silent_sales",
+    "log_sales_per_day",
+    "log_days_since_anchor",
+    "anchor_count",
+    "anchor_rfid",
+    "anchor_snapshot",
+    "log_units_sold_since_anchor",
+    "log_quantity",
+    "kind_fc",
+    "kind_warehouse",
+    "stale_expected_feed",
+    "log_feed_silence_ratio",
+];
+
+/// Number of features.
+pub const FEATURE_COUNT: usize = 19;
+
+/// The features of one question, with the posterior they were computed from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FeatureVector {
+    /// The values, in [`FEATURE_NAMES`] order.
+    pub values: [f64; FEATURE_COUNT],
+    /// The belief at that moment.
+    pub posterior: Posterior,
+    /// P(truth - reserved >= quantity) by the belief alone.
+    pub belief_probability: f64,
+    /// An expected source is silent past the staleness policy.
+    pub stale_feed: bool,
+}
+
+/// One question: `quantity` units at `now_ms`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Question {
+    /// Units wanted.
+    pub quantity: i64,
+    /// When it is asked.
+    pub now_ms: i64,
+}
+
+fn ln1p_hours(ms: i64) -> f64 {
+    (ms.max(0) as f64 / 3_600_000.0).ln_1p()
+}
+
+/// Computes the features of `question` for a pair.
+pub fn features(
+    stats: &BeliefStats,
+    facts: &LedgerFacts,
+    location: &LocationFacts,
+    params: &BeliefParams,
+    staleness: &StalenessPolicy,
+    question: Question,
+) -> FeatureVector {
+    let now = question.now_ms;
+    let belief = posterior(stats, facts, &location.hours, params, now);
+    let need = question.quantity + facts.reserved.max(0);
+    let belief_probability = belief.probability_at_least(need);
+    let margin = (facts.record - need).clamp(-5, 30) as f64;
+    let z = ((belief.mean - need as f64 + 0.5) / belief.sd).clamp(-10.0, 10.0);
+    let since_sale_ms = match (facts.last_sale_ms, stats.first_seen) {
+        (Some(sale), _) => now - sale,
+        (None, 0) => 0,
+        (None, _) => now - crate::belief::millis_of(stats.first_seen),
+    };
+    let anchor_kind = facts.anchor.map(|(kind, _, _)| kind);
+    let (silence_ratio, stale_feed) =
+        location
+            .feeds
+            .worst_expected(location.expected_sources, now, &location.hours, staleness);
+    let flag = |on: bool| if on { 1.0 } else { 0.0 };
+    let values = [
+        logit(belief_probability),
+        logit(belief.phantom),
+        margin,
+        (margin + 1.0).max(0.0).ln_1p(),
+        z,
+        ln1p_hours(since_sale_ms),
+        belief.silent_open_hours.ln_1p(),
+        belief.expected_silent_sales.ln_1p(),
+        (belief.rate_per_open_hour * 24.0).ln_1p(),
+        belief.days_since_anchor.ln_1p(),
+        flag(anchor_kind == Some(ObservationKind::Count)),
+        flag(anchor_kind == Some(ObservationKind::RfidRead)),
+        flag(anchor_kind == Some(ObservationKind::Snapshot)),
+        f64::from(stats.units_sold_since_anchor).ln_1p(),
+        (question.quantity.max(1) as f64).ln(),
+        flag(location.kind == LocationKind::FulfillmentCenter),
+        flag(location.kind == LocationKind::Warehouse),
+        flag(stale_feed),
+        silence_ratio.ln_1p().min(10.0),
+    ];
+    FeatureVector {
+        values,
+        posterior: belief,
+        belief_probability,
+        stale_feed,
+    }
+}
