@@ -12,6 +12,7 @@ use stockgrid_actors::replay::{ReplayOptions, ReplayProgress, run_replay};
 use stockgrid_actors::time::WallClock;
 use stockgrid_actors::{Engine, EngineConfig};
 use stockgrid_api::node::{Node, NodeConfig};
+use stockgrid_inference::model::Model;
 use stockgrid_storage::{EmbeddedStore, Store};
 
 /// Real-time inventory availability: a deterministic ledger per SKU-location.
@@ -34,6 +35,8 @@ enum Command {
     Replay(ReplayArgs),
     /// Prints the full state of one SKU-location pair from a data directory.
     Inspect(InspectArgs),
+    /// Trains a model (belief parameters, scorer, per-surface thresholds) from simulator runs.
+    Train(TrainArgs),
     /// The simulator: generate replay files, evaluate answers, drill a node.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -224,8 +227,16 @@ struct ServeArgs {
 enum Mode {
     /// The deterministic ledger rule.
     Rules,
-    /// The learned stock belief (not available yet).
+    /// The stock belief and the learned scorer (the model of --model, or the shipped one).
     Ml,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ReplayEngine {
+    /// The pure entity code in memory: the same ledger and belief, no store, no actors.
+    Memory,
+    /// Shard actors over the embedded store, as a node runs them.
+    Durable,
 }
 
 #[derive(Debug, clap::Args)]
@@ -251,18 +262,43 @@ struct ReplayArgs {
     /// Safety stock of one surface, as SURFACE=UNITS (repeatable; overrides --safety-stock).
     #[arg(long = "surface-safety-stock", value_name = "SURFACE=UNITS")]
     surface_safety_stock: Vec<String>,
-    /// Keep the engine's store here (default: a temporary directory, removed afterwards).
+    /// Where the entities live while replaying.
+    #[arg(long, value_enum, default_value = "memory")]
+    engine: ReplayEngine,
+    /// Model file for --mode ml (default: the model shipped with this build).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// With --engine durable: keep the engine's store here (default: a temporary directory,
+    /// removed afterwards).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Lateness bound in hours: later events are quarantined.
     #[arg(long, default_value_t = 24)]
     lateness_bound_hours: i64,
-    /// Shard actors.
+    /// With --engine durable: shard actors.
     #[arg(long, default_value_t = 8)]
     shards: usize,
     /// Also write the quarantined events, with their reasons, to this JSON Lines file.
     #[arg(long)]
     quarantine_out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// A simulator run folder (`sim generate --out`); runs on training seeds fit the model,
+    /// runs on calibration seeds tune the thresholds (repeatable).
+    #[arg(long, required = true)]
+    dir: Vec<PathBuf>,
+    /// Where to write the model.
+    #[arg(long)]
+    out: PathBuf,
+    /// Broken-promise target of a surface, as SURFACE=RATE (repeatable; defaults: pickup=0.01,
+    /// delivery=0.02, others 0.03).
+    #[arg(long = "target", value_name = "SURFACE=RATE")]
+    targets: Vec<String>,
+    /// Also export the training rows (features and labels) as CSV here.
+    #[arg(long)]
+    export: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -329,6 +365,12 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         safety_stock: parse_surface_safety_stock(args.safety_stock, &args.surface_safety_stock)?,
         data_dir: args.data_dir,
         engine,
+        in_memory: matches!(args.engine, ReplayEngine::Memory),
+        model: match (&args.mode, &args.model) {
+            (Mode::Rules, _) => None,
+            (Mode::Ml, Some(path)) => Some(Arc::new(Model::load(path)?)),
+            (Mode::Ml, None) => Some(Arc::new(Model::shipped()?)),
+        },
     };
     let mut last_report = Instant::now();
     let show = |p: &ReplayProgress| {
@@ -733,6 +775,68 @@ async fn sim_drill(args: SimDrillArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn recorded_command() -> String {
+    let mut words = vec!["stockgrid".to_owned()];
+    let mut arguments = std::env::args().skip(1);
+    while let Some(word) = arguments.next() {
+        if word == "--out" {
+            arguments.next();
+        } else if !word.starts_with("--out=") {
+            words.push(word);
+        }
+    }
+    words.join(" ")
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    use stockgrid_sim::train::{TrainOptions, default_targets, run_train};
+    let mut targets = default_targets();
+    for item in &args.targets {
+        let (surface, rate) = item
+            .split_once('=')
+            .with_context(|| format!("--target {item:?}: expected SURFACE=RATE"))?;
+        let surface = Surface::parse(surface).with_context(|| {
+            format!(
+                "--target {item:?}: unknown surface {surface:?}; expected one of {}",
+                Surface::expected()
+            )
+        })?;
+        let rate: f64 = rate
+            .parse()
+            .ok()
+            .filter(|rate| (0.0..1.0).contains(rate))
+            .with_context(|| format!("--target {item:?}: the rate must be a number in [0, 1)"))?;
+        targets.insert(surface, rate);
+    }
+    let options = TrainOptions {
+        dirs: args.dir,
+        out: args.out,
+        targets,
+        export: args.export,
+        // The arguments without the output path, so the same training gives the same bytes
+        // wherever the model is written.
+        command: recorded_command(),
+    };
+    let report = run_train(&options, |line| eprintln!("train: {line}"))?;
+    let model = &report.model;
+    println!(
+        "model {} written to {}",
+        model.version,
+        options.out.display()
+    );
+    for (surface, tuned) in &model.training.surfaces {
+        println!(
+            "  {surface:<14} threshold {:.4}  calibration broken {:.2}% (target {:.1}%) recall {:.1}%  c_FP/c_FN {:.1}",
+            tuned.threshold,
+            100.0 * tuned.broken_rate,
+            100.0 * tuned.target_broken_rate,
+            100.0 * tuned.recall,
+            tuned.cost_ratio
+        );
+    }
+    Ok(())
+}
+
 fn sim_evaluate(args: SimEvaluateArgs) -> anyhow::Result<()> {
     use stockgrid_sim::evaluate::{AnswersSpec, evaluate};
     let answers: Vec<AnswersSpec> = args.answers.iter().map(|a| AnswersSpec::parse(a)).collect();
@@ -793,6 +897,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve(args).await,
             Command::Replay(args) => replay(args).await,
             Command::Inspect(args) => inspect(args).await,
+            Command::Train(args) => train(args),
             Command::Sim(SimCommand::Generate(args)) => sim_generate(args),
             Command::Sim(SimCommand::Evaluate(args)) => sim_evaluate(args),
             Command::Sim(SimCommand::Drill(args)) => sim_drill(args).await,

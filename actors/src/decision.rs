@@ -1,13 +1,21 @@
-//! The deterministic rules decision: the answer stockgrid can always fall back to.
+//! The decisions of a pair: the deterministic rules answer stockgrid can always fall back to,
+//! and the ml answer of the stock belief, both from the same entity state.
 //!
-//! `available = on_hand - reserved - safety_stock(surface) >= qty`, probability 1 or 0,
-//! expected on-hand = recorded on-hand. A pair never seen, or a store that cannot be read,
-//! answers "not available" with the reason: doubt never becomes "in stock".
+//! Rules: `available = on_hand - reserved - safety_stock(surface) >= qty`, probability 1 or 0,
+//! expected on-hand = recorded on-hand. Ml: the model's P(truth - reserved >= qty) against the
+//! surface's threshold ([`decide_by_model`]). A pair never seen, or a store that cannot be
+//! read, answers "not available" with the reason: doubt never becomes "in stock".
 
 use serde::{Deserialize, Serialize};
 
+use stockgrid_inference::belief::LedgerFacts;
+use stockgrid_inference::decide::{MlReason, decide};
+use stockgrid_inference::features::{FeatureVector, LocationFacts, Question};
+use stockgrid_inference::model::Model;
+
 use crate::domain::Surface;
-use crate::ledger::ReadView;
+use crate::ledger::{EntityState, ReadView, observation_kind};
+use crate::time::Timestamp;
 
 /// Units held back from promises, per surface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +49,7 @@ impl SafetyStock {
 pub enum DecisionMode {
     /// The deterministic ledger rule.
     Rules,
-    /// The learned belief (not yet available).
+    /// The stock belief and the learned scorer.
     Ml,
 }
 
@@ -57,6 +65,20 @@ pub enum ReasonCode {
     NoRecord,
     /// The pair's state could not be read (store poisoned or unreachable).
     StateUnavailable,
+    /// Ml, promised: the anchor is a recent observation.
+    CountRecent,
+    /// Ml, promised on the belief.
+    BeliefConfident,
+    /// Ml, not promised: an expected feed of the location is silent past the staleness policy.
+    StaleFeed,
+    /// Ml, not promised: the silence of a seller makes phantom stock likely.
+    PhantomSuspected,
+    /// Ml, not promised: the record itself does not cover the quantity.
+    RecordShort,
+    /// Ml, not promised: the probability is under the surface's threshold.
+    LowConfidence,
+    /// Ml, not promised: the model has no threshold for the surface.
+    NoThreshold,
 }
 
 impl ReasonCode {
@@ -67,6 +89,13 @@ impl ReasonCode {
             ReasonCode::LedgerInsufficient => "LEDGER_INSUFFICIENT",
             ReasonCode::NoRecord => "NO_RECORD",
             ReasonCode::StateUnavailable => "STATE_UNAVAILABLE",
+            ReasonCode::CountRecent => "COUNT_RECENT",
+            ReasonCode::BeliefConfident => "BELIEF_CONFIDENT",
+            ReasonCode::StaleFeed => "STALE_FEED",
+            ReasonCode::PhantomSuspected => "PHANTOM_SUSPECTED",
+            ReasonCode::RecordShort => "RECORD_SHORT",
+            ReasonCode::LowConfidence => "LOW_CONFIDENCE",
+            ReasonCode::NoThreshold => "NO_THRESHOLD",
         }
     }
 }
@@ -121,6 +150,79 @@ pub fn decide_by_rules(
             ReasonCode::LedgerInsufficient
         },
     }
+}
+
+impl From<MlReason> for ReasonCode {
+    fn from(reason: MlReason) -> Self {
+        match reason {
+            MlReason::CountRecent => ReasonCode::CountRecent,
+            MlReason::BeliefConfident => ReasonCode::BeliefConfident,
+            MlReason::StaleFeed => ReasonCode::StaleFeed,
+            MlReason::PhantomSuspected => ReasonCode::PhantomSuspected,
+            MlReason::RecordShort => ReasonCode::RecordShort,
+            MlReason::LowConfidence => ReasonCode::LowConfidence,
+            MlReason::NoThreshold => ReasonCode::NoThreshold,
+        }
+    }
+}
+
+/// What the ledger knows of a pair, in the belief's vocabulary.
+pub fn ledger_facts(state: &EntityState) -> LedgerFacts {
+    LedgerFacts {
+        record: state.on_hand_units,
+        reserved: state.reserved_units,
+        anchor: state.anchor.as_deref().map(|anchor| {
+            (
+                observation_kind(anchor.kind),
+                anchor.units,
+                anchor.event_time.0,
+            )
+        }),
+        last_sale_ms: Timestamp::from_compact_seconds(state.last_sale_seconds).map(|t| t.0),
+    }
+}
+
+/// The ml decision for `quantity` units on `surface` at `now`, from a pair's state (`None`:
+/// never seen) and its location's shared facts; with the features it saw (`None` when the
+/// pair was never seen: there is nothing to score).
+pub fn decide_by_model(
+    state: Option<&EntityState>,
+    location: &LocationFacts,
+    model: &Model,
+    quantity: i64,
+    surface: Surface,
+    now: Timestamp,
+) -> (Decision, Option<FeatureVector>) {
+    let Some(state) = state else {
+        return (
+            Decision {
+                mode: DecisionMode::Ml,
+                ..decide_by_rules(None, quantity, surface, &SafetyStock::default())
+            },
+            None,
+        );
+    };
+    let answer = decide(
+        model,
+        &state.belief,
+        &ledger_facts(state),
+        location,
+        Question {
+            quantity,
+            now_ms: now.0,
+        },
+        model.threshold(surface.as_str()),
+    );
+    (
+        Decision {
+            available: answer.available,
+            probability: answer.probability,
+            expected_on_hand: answer.expected_units,
+            mode: DecisionMode::Ml,
+            reason: answer.reason.into(),
+        },
+        Some(answer.features),
+    )
 }
 
 /// The answer when the pair's state cannot be read: not available, with the reason.

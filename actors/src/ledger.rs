@@ -31,6 +31,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use stockgrid_inference::belief::{BeliefStats, Observation, ObservationKind};
+
 use crate::domain::{Event, EventKind, PairKey, SOURCE_COUNT, Source};
 use crate::time::{HOUR_MS, MINUTE_MS, Timestamp, human_duration};
 
@@ -274,6 +276,16 @@ impl IdentityIndex for std::collections::HashMap<Identity, u128> {
     }
 }
 
+/// The belief's name for an observation kind (`count`, `rfid_read`; anything else anchoring is
+/// a feed snapshot).
+pub fn observation_kind(kind: EventKind) -> ObservationKind {
+    match kind {
+        EventKind::Count => ObservationKind::Count,
+        EventKind::RfidRead => ObservationKind::RfidRead,
+        _ => ObservationKind::Snapshot,
+    }
+}
+
 /// The latest anchor: an absolute observation on-hand is measured from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Anchor {
@@ -393,6 +405,9 @@ pub struct EntityState {
     pub applied_entries: u32,
     /// Entries quarantined.
     pub quarantined_entries: u32,
+    /// The stock belief's sufficient statistics (rebuilt by replaying the log like the rest).
+    #[serde(default)]
+    pub belief: BeliefStats,
 }
 
 /// The ledger's figures at one moment: what lookups and tests compare.
@@ -534,12 +549,35 @@ impl EntityState {
                 lane.expected_by = lane.expected_by.max(expected_by);
             }
             EntryRole::Primary => {
-                if event.kind.is_observation() {
-                    if config.anchors(event.source) {
-                        self.consider_anchor(event, history)?;
-                    }
+                let after_anchor = self
+                    .anchor
+                    .as_ref()
+                    .is_none_or(|anchor| event.event_time > anchor.event_time);
+                let record_before = self.on_hand_units;
+                let observation = if event.kind.is_observation() {
+                    let moved =
+                        config.anchors(event.source) && self.consider_anchor(event, history)?;
+                    moved.then_some(Observation::Observed {
+                        units: event.quantity,
+                        kind: observation_kind(event.kind),
+                    })
                 } else {
                     self.apply_delta(event);
+                    let units = u32::try_from(event.quantity.max(0)).unwrap_or(u32::MAX);
+                    Some(match event.kind {
+                        EventKind::Sale | EventKind::Pick => Observation::Sold {
+                            units,
+                            record_before,
+                        },
+                        EventKind::Receipt | EventKind::TransferIn => {
+                            Observation::Received { units }
+                        }
+                        _ => Observation::Moved,
+                    })
+                };
+                if let Some(observation) = observation {
+                    self.belief
+                        .observe(observation, event.event_time.0, after_anchor);
                 }
                 let seen = &mut self.source_last_seen[event.source.index()];
                 *seen = (*seen).max(event.event_time.to_compact_seconds().max(1));
@@ -594,11 +632,12 @@ impl EntityState {
         self.latest_delta_time = self.latest_delta_time.max(Some(event.event_time));
     }
 
+    /// Makes `event` the anchor if it takes precedence; says whether it did.
     fn consider_anchor(
         &mut self,
         event: &Event,
         history: &mut impl DeltaHistory,
-    ) -> Result<(), LookupFailed> {
+    ) -> Result<bool, LookupFailed> {
         let candidate = Anchor {
             event_time: event.event_time,
             kind: event.kind,
@@ -611,7 +650,7 @@ impl EntityState {
             .as_ref()
             .is_some_and(|current| current.precedence() >= candidate.precedence())
         {
-            return Ok(()); // An older observation: kept by the log, no effect on on-hand.
+            return Ok(false); // An older observation: kept by the log, no effect on on-hand.
         }
         // Deltas dated after the anchor apply on top of it; only the log knows them, and it is
         // asked only when some applied delta is dated after the anchor.
@@ -626,7 +665,7 @@ impl EntityState {
         };
         self.on_hand_units = candidate.units + after;
         self.anchor = Some(Box::new(candidate));
-        Ok(())
+        Ok(true)
     }
 
     /// In-transit units at `now` and the count of overdue lanes.

@@ -28,6 +28,8 @@ pub mod domain;
 pub mod engine;
 pub mod error;
 pub mod ledger;
+pub mod locations;
+pub mod offline;
 pub mod persist;
 pub mod replay;
 pub mod reservation;

@@ -28,8 +28,12 @@ use crate::ledger::{
 };
 use crate::time::{MINUTE_MS, Timestamp};
 
-/// The on-disk format version written first in every value.
-pub const FORMAT_VERSION: u8 = 1;
+/// The on-disk format version written first in every value. Version 2 added the belief
+/// statistics at the end of a snapshot's entity state.
+pub const FORMAT_VERSION: u8 = 2;
+/// Versions still read: a version-1 snapshot decodes with empty belief statistics (the
+/// fields added since take their defaults), every other version-1 value is unchanged.
+const READABLE_VERSIONS: std::ops::RangeInclusive<u8> = 1..=FORMAT_VERSION;
 
 const LOG_PREFIX: u8 = b'e';
 const SNAPSHOT_PREFIX: u8 = b's';
@@ -146,7 +150,7 @@ pub fn decode<T: DeserializeOwned>(
         message,
     };
     match bytes.split_first() {
-        Some((&FORMAT_VERSION, body)) => {
+        Some((version, body)) if READABLE_VERSIONS.contains(version) => {
             rmp_serde::from_slice(body).map_err(|e| corrupt(e.to_string()))
         }
         Some((version, _)) => Err(corrupt(format!("unknown format version {version}"))),
@@ -521,9 +525,9 @@ pub struct StoreIdentityIndex<'a> {
 
 fn decode_digest(key: &[u8], bytes: &[u8]) -> Result<u128, LookupFailed> {
     match bytes {
-        [FORMAT_VERSION, digest @ ..] if digest.len() == 16 => Ok(u128::from_le_bytes(
-            digest.try_into().expect("16 bytes checked"),
-        )),
+        [version, digest @ ..] if READABLE_VERSIONS.contains(version) && digest.len() == 16 => Ok(
+            u128::from_le_bytes(digest.try_into().expect("16 bytes checked")),
+        ),
         _ => Err(LookupFailed {
             what: "event identity",
             message: format!("identity record under key {key:?} is malformed"),
@@ -635,7 +639,7 @@ mod tests {
 
     #[test]
     fn on_disk_format_matches_the_fixture() {
-        let fixture = include_str!("../fixtures/format-v1.txt");
+        let fixture = include_str!("../fixtures/format-v2.txt");
         let mut lines = fixture.lines().filter(|l| !l.starts_with('#'));
         let (snapshot, record) = fixture_records();
         assert_eq!(
@@ -648,6 +652,27 @@ mod tests {
             Some(hex(&encode(&record)).as_str()),
             "log record bytes changed: raise FORMAT_VERSION"
         );
+    }
+
+    #[test]
+    fn version_one_values_still_decode() {
+        let fixture = include_str!("../fixtures/format-v1.txt");
+        let mut lines = fixture.lines().filter(|l| !l.starts_with('#'));
+        let unhex = |text: &str| -> Vec<u8> {
+            (0..text.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
+                .collect()
+        };
+        let (mut expected, record) = fixture_records();
+        let snapshot: Snapshot =
+            decode("snapshot", b"s", &unhex(lines.next().expect("snapshot"))).expect("v1");
+        // Everything but the belief statistics, which version 1 did not keep.
+        expected.state.belief = Default::default();
+        assert_eq!(snapshot, expected);
+        let decoded: LogRecord =
+            decode("log record", b"e", &unhex(lines.next().expect("record"))).expect("v1");
+        assert_eq!(decoded, record);
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! `stockgrid replay`: the REPLAY.md files through the same engine as the service.
+//! `stockgrid replay`: the REPLAY.md files through the same entity code as the service,
+//! either in memory ([`crate::offline`], the default: the pure ledger core and belief, millions
+//! of events per second) or through the durable engine (shard actors and the embedded store,
+//! as a node runs them).
 //!
 //! Events are fed in `ingest_time` order (file order breaking ties), each with its
 //! `ingest_time` as its arrival, on a simulated clock; each query is answered after every
@@ -21,12 +24,15 @@ use serde_json::{Map, Value};
 use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
 
 use crate::catalog::{Location, LocationInput};
+use stockgrid_inference::model::Model;
+
 use crate::config::EngineConfig;
-use crate::decision::{DecisionMode, SafetyStock};
+use crate::decision::{Decision, DecisionMode, SafetyStock, decide_by_model, decide_by_rules};
 use crate::domain::{Arrival, PairKey, RawEvent, Surface};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::ledger::Outcome;
+use crate::offline::{InMemoryLedger, replay_in_memory};
 use crate::time::{Clock, MINUTE_MS, SimulatedClock, Timestamp};
 
 /// Events handed to the engine per ingest call.
@@ -90,6 +96,10 @@ pub struct ReplayOptions {
     pub data_dir: Option<PathBuf>,
     /// The engine's configuration.
     pub engine: EngineConfig,
+    /// Replay in memory (true) or through the durable engine.
+    pub in_memory: bool,
+    /// The model `ml` mode decides with.
+    pub model: Option<Arc<Model>>,
 }
 
 /// A quarantined arrival, for the summary.
@@ -432,12 +442,14 @@ pub fn read_locations(path: &Path) -> Result<Vec<Location>, ReplayError> {
 /// Runs a replay and writes the answers; `progress` is called as work advances.
 pub async fn run_replay(
     options: &ReplayOptions,
-    mut progress: impl FnMut(ReplayProgress),
+    progress: impl FnMut(ReplayProgress),
 ) -> Result<ReplaySummary, ReplayError> {
-    if options.mode == DecisionMode::Ml {
+    if options.mode == DecisionMode::Ml && options.model.is_none() {
+        return Err(ReplayError::Usage("--mode ml needs a model".to_owned()));
+    }
+    if options.mode == DecisionMode::Ml && !options.in_memory {
         return Err(ReplayError::Usage(
-            "--mode ml needs the stock-belief model, which is not built yet; use --mode rules"
-                .to_owned(),
+            "--mode ml replays in memory only for now; leave out --engine durable".to_owned(),
         ));
     }
     let started = std::time::Instant::now();
@@ -447,7 +459,141 @@ pub async fn run_replay(
         Some(path) => read_locations(path)?,
         None => Vec::new(),
     };
+    let mut summary = ReplaySummary {
+        events: events.len(),
+        queries: queries.len(),
+        locations: locations.len(),
+        ..ReplaySummary::default()
+    };
+    let answers = if options.in_memory {
+        answer_in_memory(
+            options,
+            &events,
+            &queries,
+            &locations,
+            &mut summary,
+            progress,
+        )?
+    } else {
+        answer_durably(options, &events, &queries, &mut summary, progress).await?
+    };
+    summary.available_answers = answers.iter().filter(|a| a.available).count();
+    write_answers(&options.out, answers.into_iter())?;
+    summary.elapsed_seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
 
+impl ReplaySummary {
+    fn count(&mut self, line: usize, arrival: &Arrival, outcome: Outcome) {
+        match outcome {
+            Outcome::Applied => self.applied += 1,
+            Outcome::Duplicate => self.duplicates += 1,
+            Outcome::Quarantined(reason) => {
+                *self
+                    .quarantined_by_reason
+                    .entry(reason.code().to_owned())
+                    .or_default() += 1;
+                if self.quarantined.len() < MAX_LISTED_QUARANTINES {
+                    self.quarantined.push(QuarantinedArrival {
+                        line,
+                        event_id: arrival.event.event_id.clone(),
+                        source: arrival.event.source.to_string(),
+                        sku: arrival.event.pair.sku,
+                        location: arrival.event.pair.location,
+                        reason: reason.code().to_owned(),
+                        detail: reason.to_string(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn answer_of(query: &Query, decision: &Decision) -> Answer {
+    Answer {
+        query_id: query.query_id.clone(),
+        available: decision.available,
+        probability: decision.probability,
+        expected_on_hand: decision.expected_on_hand,
+        mode: decision.mode,
+        reason: decision.reason.as_str(),
+    }
+}
+
+/// Events handled between two progress reports of the in-memory replay.
+const PROGRESS_EVERY_EVENTS: usize = 100_000;
+
+fn answer_in_memory(
+    options: &ReplayOptions,
+    events: &[(usize, Arrival)],
+    queries: &[Query],
+    locations: &[Location],
+    summary: &mut ReplaySummary,
+    mut progress: impl FnMut(ReplayProgress),
+) -> Result<Vec<Answer>, ReplayError> {
+    let mut ledger = InMemoryLedger::new(options.engine.ledger.clone(), locations);
+    let mut answers: Vec<Option<Answer>> = vec![None; queries.len()];
+    let mut events_done = 0;
+    let queries_done = std::cell::Cell::new(0);
+    let report = |events_done, queries_done| ReplayProgress {
+        events_done,
+        events_total: events.len(),
+        queries_done,
+        queries_total: queries.len(),
+    };
+    replay_in_memory(
+        &mut ledger,
+        events,
+        queries,
+        |line, arrival, outcome| {
+            summary.count(line, arrival, outcome);
+            events_done += 1;
+            if events_done % PROGRESS_EVERY_EVENTS == 0 {
+                progress(report(events_done, queries_done.get()));
+            }
+        },
+        |index, ledger| {
+            let query = &queries[index];
+            let state = ledger.state(query.pair);
+            let decision = match (&options.mode, &options.model) {
+                (DecisionMode::Ml, Some(model)) => {
+                    let location = ledger.locations().facts(query.pair.location);
+                    decide_by_model(
+                        state,
+                        &location,
+                        model,
+                        query.quantity,
+                        query.surface,
+                        query.time,
+                    )
+                    .0
+                }
+                _ => {
+                    let view = state.map(|state| state.read_view(query.time, ledger.config()));
+                    decide_by_rules(
+                        view.as_ref(),
+                        query.quantity,
+                        query.surface,
+                        &options.safety_stock,
+                    )
+                }
+            };
+            answers[index] = Some(answer_of(query, &decision));
+            queries_done.set(queries_done.get() + 1);
+        },
+    )
+    .map_err(|e| ReplayError::Engine(EngineError::Corrupt(e.to_string())))?;
+    progress(report(events.len(), queries.len()));
+    Ok(answers.into_iter().flatten().collect())
+}
+
+async fn answer_durably(
+    options: &ReplayOptions,
+    events: &[(usize, Arrival)],
+    queries: &[Query],
+    summary: &mut ReplaySummary,
+    mut progress: impl FnMut(ReplayProgress),
+) -> Result<Vec<Answer>, ReplayError> {
     let temporary_dir;
     let data_dir = match &options.data_dir {
         Some(dir) => dir.clone(),
@@ -482,12 +628,6 @@ pub async fn run_replay(
     let mut query_order: Vec<usize> = (0..queries.len()).collect();
     query_order.sort_by_key(|&index| queries[index].time); // Stable: file order breaks ties.
     let mut answers: Vec<Option<Answer>> = vec![None; queries.len()];
-    let mut summary = ReplaySummary {
-        events: events.len(),
-        queries: queries.len(),
-        locations: locations.len(),
-        ..ReplaySummary::default()
-    };
     let mut next_event = 0;
     let mut next_maintenance = first_time.plus_ms(MAINTENANCE_INTERVAL_MS);
     let mut queries_done = 0;
@@ -518,27 +658,7 @@ pub async fn run_replay(
                 .ingest(chunk.iter().map(|(_, arrival)| arrival.clone()).collect())
                 .await?;
             for ((line, arrival), result) in chunk.iter().zip(results) {
-                match result? {
-                    Outcome::Applied => summary.applied += 1,
-                    Outcome::Duplicate => summary.duplicates += 1,
-                    Outcome::Quarantined(reason) => {
-                        *summary
-                            .quarantined_by_reason
-                            .entry(reason.code().to_owned())
-                            .or_default() += 1;
-                        if summary.quarantined.len() < MAX_LISTED_QUARANTINES {
-                            summary.quarantined.push(QuarantinedArrival {
-                                line: *line,
-                                event_id: arrival.event.event_id.clone(),
-                                source: arrival.event.source.to_string(),
-                                sku: arrival.event.pair.sku,
-                                location: arrival.event.pair.location,
-                                reason: reason.code().to_owned(),
-                                detail: reason.to_string(),
-                            });
-                        }
-                    }
-                }
+                summary.count(*line, arrival, result?);
             }
             next_event = end;
             if clock.now() >= next_maintenance {
@@ -563,15 +683,7 @@ pub async fn run_replay(
                 &options.safety_stock,
             )
             .await;
-        summary.available_answers += usize::from(decision.available);
-        answers[index] = Some(Answer {
-            query_id: query.query_id.clone(),
-            available: decision.available,
-            probability: decision.probability,
-            expected_on_hand: decision.expected_on_hand,
-            mode: decision.mode,
-            reason: decision.reason.as_str(),
-        });
+        answers[index] = Some(answer_of(query, &decision));
         queries_done += 1;
     }
     progress(ReplayProgress {
@@ -582,9 +694,7 @@ pub async fn run_replay(
     });
     engine.shutdown().await?;
     store_handle.sync().map_err(EngineError::from)?;
-    write_answers(&options.out, answers.into_iter().flatten())?;
-    summary.elapsed_seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(answers.into_iter().flatten().collect())
 }
 
 fn write_answers(path: &Path, answers: impl Iterator<Item = Answer>) -> Result<(), ReplayError> {

@@ -19,7 +19,17 @@ fn options(dir: &Path, events: &str, queries: &str) -> ReplayOptions {
         safety_stock: SafetyStock::uniform(0),
         data_dir: Some(dir.join("data")),
         engine: EngineConfig::default(),
+        in_memory: false,
+        model: None,
     }
+}
+
+fn read_answers(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("answers")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("answer json"))
+        .collect()
 }
 
 /// The hand-checked sequence, from the example files the README points at.
@@ -143,10 +153,51 @@ async fn input_errors_name_file_line_and_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ml_mode_says_it_is_not_available_yet() {
+async fn in_memory_replay_answers_as_the_durable_engine_does() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut options = options(dir.path(), HAND_CHECKED_EVENTS, HAND_CHECKED_QUERIES);
+    let durable = run_replay(&options, |_| {}).await.expect("durable replay");
+    let durable_answers = read_answers(&options.out);
+    options.in_memory = true;
+    options.out = dir.path().join("memory.jsonl");
+    let memory = run_replay(&options, |_| {})
+        .await
+        .expect("in-memory replay");
+    assert_eq!(read_answers(&options.out), durable_answers);
+    assert_eq!(
+        (
+            memory.applied,
+            memory.duplicates,
+            memory.quarantined_by_reason
+        ),
+        (
+            durable.applied,
+            durable.duplicates,
+            durable.quarantined_by_reason
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ml_mode_answers_with_the_shipped_model_and_needs_one() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut options = options(dir.path(), HAND_CHECKED_EVENTS, HAND_CHECKED_QUERIES);
     options.mode = DecisionMode::Ml;
-    let error = run_replay(&options, |_| {}).await.expect_err("ml mode");
-    assert!(error.to_string().contains("--mode ml"), "{error}");
+    options.in_memory = true;
+    let error = run_replay(&options, |_| {}).await.expect_err("no model");
+    assert!(error.to_string().contains("needs a model"), "{error}");
+
+    let model = stockgrid_inference::model::Model::shipped().expect("shipped model");
+    options.model = Some(std::sync::Arc::new(model));
+    run_replay(&options, |_| {}).await.expect("ml replay");
+    let answers = read_answers(&options.out);
+    assert_eq!(answers.len(), 3);
+    for answer in &answers {
+        assert_eq!(answer["mode"], "ml");
+        let probability = answer["probability"].as_f64().expect("probability");
+        assert!((0.0..=1.0).contains(&probability), "{answer}");
+    }
+    // 14 units asked of a record of 13: the belief does not promise what was never there.
+    assert_eq!(answers[1]["available"], false, "{}", answers[1]);
+    assert_eq!(answers[2]["reason"], "NO_RECORD");
 }

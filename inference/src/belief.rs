@@ -21,7 +21,7 @@
 //!   rate is a Gamma posterior of sales per open hour (conjugate to Poisson counts); the chance
 //!   of a silent stretch of `h` open hours under it is the negative binomial's zero term.
 //!
-//! The state kept per pair is only **sufficient statistics** ([`BeliefStats`], 32 bytes);
+//! The state kept per pair is only **sufficient statistics** ([`BeliefStats`], 28 bytes);
 //! every parameter ([`BeliefParams`]) is applied when a question is asked. So the belief is a
 //! pure function of the event log (rebuilt bit-identically by replaying it), and a new model
 //! takes effect at once without rebuilding any state.
@@ -90,13 +90,11 @@ pub enum Observation {
     Moved,
 }
 
-/// The per-pair sufficient statistics: 32 bytes.
+/// The per-pair sufficient statistics: 28 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BeliefStats {
     /// Sale events ever applied (the demand rate's count).
     pub sale_events: u32,
-    /// Units in those sales.
-    pub units_sold: u32,
     /// First event applied, compact seconds (the demand rate's exposure start; 0: none).
     pub first_seen: u32,
     /// Latest confirmation that units were there (sale, positive observation, receipt).
@@ -115,7 +113,6 @@ impl Default for BeliefStats {
     fn default() -> Self {
         Self {
             sale_events: 0,
-            units_sold: 0,
             first_seen: 0,
             presence_confirmed: 0,
             units_sold_since_anchor: 0,
@@ -145,7 +142,6 @@ impl BeliefStats {
                 record_before,
             } => {
                 self.sale_events = self.sale_events.saturating_add(1);
-                self.units_sold = self.units_sold.saturating_add(units);
                 self.presence_confirmed = self.presence_confirmed.max(at);
                 if after_anchor {
                     self.units_sold_since_anchor =

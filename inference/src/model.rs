@@ -43,8 +43,12 @@ impl Scorer {
         let m = ArrayView1::from(&self.means[..]);
         let s = ArrayView1::from(&self.scales[..]);
         let w = ArrayView1::from(&self.weights[..]);
-        let standardized = (&x - &m) / &s;
-        sigmoid(standardized.dot(&w) + self.intercept)
+        let score = ndarray::Zip::from(&x)
+            .and(&m)
+            .and(&s)
+            .and(&w)
+            .fold(self.intercept, |sum, x, m, s, w| sum + (x - m) / s * w);
+        sigmoid(score)
     }
 
     /// Fits by Newton's method (iteratively reweighted least squares) with an L2 penalty of
@@ -79,9 +83,20 @@ impl Scorer {
                 hessian[[j, j]] += l2;
                 gradient[j] -= l2 * beta[j];
             }
-            let step = solve_spd(&hessian, &gradient)?;
-            beta += &step;
-            if step.iter().map(|s| s.abs()).fold(0.0, f64::max) < 1e-8 {
+            let mut step = solve_spd(&hessian, &gradient)?;
+            // Damped Newton: halve the step until the penalized likelihood does not fall.
+            let current = penalized_log_likelihood(&design, labels, &beta, l2);
+            let mut accepted = false;
+            for _ in 0..30 {
+                let trial = &beta + &step;
+                if penalized_log_likelihood(&design, labels, &trial, l2) >= current - 1e-12 {
+                    beta = trial;
+                    accepted = true;
+                    break;
+                }
+                step *= 0.5;
+            }
+            if !accepted || step.iter().map(|s| s.abs()).fold(0.0, f64::max) < 1e-8 {
                 break;
             }
         }
@@ -92,6 +107,27 @@ impl Scorer {
             intercept: beta[0],
         })
     }
+}
+
+/// Sum of log P(label) minus the L2 penalty (the intercept is not penalized).
+fn penalized_log_likelihood(
+    design: &Array2<f64>,
+    labels: &Array1<f64>,
+    beta: &Array1<f64>,
+    l2: f64,
+) -> f64 {
+    let eta = design.dot(beta);
+    let likelihood: f64 = eta
+        .iter()
+        .zip(labels)
+        .map(|(&eta, &label)| {
+            // log sigmoid(eta) for label 1, log sigmoid(-eta) for label 0, computed stably.
+            let signed = if label > 0.5 { eta } else { -eta };
+            -(1.0 + (-signed.abs()).exp()).ln() + signed.min(0.0)
+        })
+        .sum();
+    let penalty: f64 = beta.iter().skip(1).map(|b| b * b).sum::<f64>() * l2 / 2.0;
+    likelihood - penalty
 }
 
 /// Solves `a x = b` for a symmetric positive definite `a` (Cholesky).

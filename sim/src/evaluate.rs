@@ -300,7 +300,7 @@ fn read_in_query_order(
     Ok(lines)
 }
 
-fn read_truth(path: &Path, query_ids: &[String]) -> anyhow::Result<Vec<i64>> {
+pub(crate) fn read_truth(path: &Path, query_ids: &[String]) -> anyhow::Result<Vec<i64>> {
     read_in_query_order(path, query_ids)?
         .iter()
         .map(|(line, value)| {

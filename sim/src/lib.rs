@@ -13,6 +13,7 @@
 //! - [`evaluate`]: `sim evaluate`, broken promises per method and surface; [`report`]:
 //!   `metrics.json`, `report.html` and its PNG plots.
 //! - [`rng`], [`civil`], [`seeds`]: pinned random streams, fast time text, the seed split.
+//! - [`train`]: `stockgrid train`, the model from training and calibration runs.
 //! - [`drill`]: `sim drill`, a scenario played against a real `stockgrid serve`.
 //! - [`demo`]: `stockgrid demo`; [`loadgen`]: `stockgrid loadgen`.
 
@@ -30,4 +31,5 @@ pub mod rng;
 pub mod scenario;
 pub mod seeds;
 pub mod traces;
+pub mod train;
 pub mod world;

@@ -32,6 +32,8 @@ async fn rules_answers_are_the_ledger_baseline_and_the_report_has_its_plots() {
             safety_stock: SafetyStock::uniform(0),
             data_dir: None,
             engine,
+            in_memory: false,
+            model: None,
         },
         |_| {},
     )

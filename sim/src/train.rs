@@ -1,0 +1,467 @@
+//! `stockgrid train`: a model from simulator runs.
+//!
+//! 1. Every run folder is replayed in memory through the entity code
+//!    ([`stockgrid_actors::offline`]); at each query the inputs of the one feature definition
+//!    are kept (belief statistics, ledger facts, location facts, the question) with the
+//!    truth's label (true on-hand >= quantity). Point-in-time by construction.
+//! 2. Runs on training seeds fit the model: first the belief's parameters (coordinate search
+//!    on the log loss of the belief's own probability), then the logistic scorer on the
+//!    features computed with them.
+//! 3. Runs on calibration seeds tune one threshold per surface: the lowest probability at
+//!    which the surface's broken-promise rate still meets its target, i.e. the most recall
+//!    the target allows. The equivalent cost ratio c_FP / c_FN = t / (1 - t) is reported.
+//! 4. The training rows are exported (CSV) for inspection; the model is written with its
+//!    metadata and a version derived from its content.
+//!
+//! Runs on evaluation seeds are refused: nothing is fitted on them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use ndarray::{Array1, Array2};
+use stockgrid_actors::decision::ledger_facts;
+use stockgrid_actors::domain::Surface;
+use stockgrid_actors::ledger::LedgerConfig;
+use stockgrid_actors::offline::{InMemoryLedger, replay_in_memory};
+use stockgrid_actors::replay::{read_events, read_locations, read_queries};
+use stockgrid_inference::belief::{BeliefParams, BeliefStats, LedgerFacts};
+use stockgrid_inference::features::{FEATURE_NAMES, LocationFacts, Question, features};
+use stockgrid_inference::feeds::StalenessPolicy;
+use stockgrid_inference::model::{
+    MODEL_FORMAT, Model, Scorer, SurfaceCalibration, TrainingMetadata,
+};
+
+use crate::evaluate::read_truth;
+use crate::files::Manifest;
+use crate::seeds;
+
+/// Rows used to fit the belief's parameters (an even subsample of the training rows).
+const BELIEF_FIT_ROWS: usize = 200_000;
+/// Rows used to fit the scorer.
+const SCORER_FIT_ROWS: usize = 2_000_000;
+/// L2 penalty on the standardized scorer weights.
+const SCORER_L2: f64 = 1.0;
+
+/// What to train on and where the model goes.
+#[derive(Clone, Debug)]
+pub struct TrainOptions {
+    /// Simulator run folders (training and calibration seeds).
+    pub dirs: Vec<PathBuf>,
+    /// The model file to write.
+    pub out: PathBuf,
+    /// Broken-promise target per surface.
+    pub targets: BTreeMap<Surface, f64>,
+    /// Where to export the training rows (CSV), if anywhere.
+    pub export: Option<PathBuf>,
+    /// The command line, recorded in the model.
+    pub command: String,
+}
+
+/// The broken-promise targets of the issue: pickup 1%, delivery 2%, the rest 3%.
+pub fn default_targets() -> BTreeMap<Surface, f64> {
+    Surface::ALL
+        .iter()
+        .map(|&surface| {
+            let target = match surface {
+                Surface::Pickup => 0.01,
+                Surface::Delivery => 0.02,
+                _ => 0.03,
+            };
+            (surface, target)
+        })
+        .collect()
+}
+
+/// One query's inputs to the feature definition, with its label.
+#[derive(Clone, Copy, Debug)]
+pub struct Case {
+    /// The pair's belief statistics at the query.
+    pub stats: BeliefStats,
+    /// The ledger's facts at the query (`None`: pair never seen).
+    pub facts: Option<LedgerFacts>,
+    /// Its location's shared facts.
+    pub location: LocationFacts,
+    /// The question.
+    pub question: Question,
+    /// The surface asking.
+    pub surface: Surface,
+    /// True on-hand >= quantity.
+    pub label: bool,
+}
+
+/// A run's cases.
+#[derive(Debug)]
+pub struct RunCases {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// One case per query, in query order.
+    pub cases: Vec<Case>,
+}
+
+/// Replays a run folder in memory and keeps every query's feature inputs and label.
+pub fn run_cases(dir: &Path) -> anyhow::Result<RunCases> {
+    let manifest_path = dir.join("manifest.json");
+    let manifest: Manifest = serde_json::from_str(
+        &std::fs::read_to_string(&manifest_path)
+            .with_context(|| format!("read {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("{}: not a simulator manifest", manifest_path.display()))?;
+    let events = read_events(&dir.join("events.jsonl"))?;
+    let queries = read_queries(&dir.join("queries.jsonl"))?;
+    let locations_path = dir.join("locations.jsonl");
+    let locations = if locations_path.exists() {
+        read_locations(&locations_path)?
+    } else {
+        Vec::new()
+    };
+    let ids: Vec<String> = queries.iter().map(|q| q.query_id.clone()).collect();
+    let truth = read_truth(&dir.join("truth.jsonl"), &ids)?;
+    let mut ledger = InMemoryLedger::new(LedgerConfig::default(), &locations);
+    let mut cases: Vec<Option<Case>> = vec![None; queries.len()];
+    replay_in_memory(
+        &mut ledger,
+        &events,
+        &queries,
+        |_, _, _| {},
+        |index, ledger| {
+            let query = &queries[index];
+            let state = ledger.state(query.pair);
+            cases[index] = Some(Case {
+                stats: state.map(|s| s.belief).unwrap_or_default(),
+                facts: state.map(ledger_facts),
+                location: ledger.locations().facts(query.pair.location),
+                question: Question {
+                    quantity: query.quantity,
+                    now_ms: query.time.0,
+                },
+                surface: query.surface,
+                label: truth[index] >= query.quantity,
+            });
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{}: replay: {e}", dir.display()))?;
+    Ok(RunCases {
+        manifest,
+        dir: dir.to_path_buf(),
+        cases: cases.into_iter().flatten().collect(),
+    })
+}
+
+fn belief_probability(case: &Case, params: &BeliefParams) -> Option<f64> {
+    let facts = case.facts.as_ref()?;
+    let posterior = stockgrid_inference::belief::posterior(
+        &case.stats,
+        facts,
+        &case.location.hours,
+        params,
+        case.question.now_ms,
+    );
+    Some(posterior.probability_at_least(case.question.quantity + facts.reserved.max(0)))
+}
+
+fn log_loss(cases: &[&Case], params: &BeliefParams) -> f64 {
+    let mut total = 0.0;
+    let mut count = 0usize;
+    for case in cases {
+        if let Some(p) = belief_probability(case, params) {
+            let p = p.clamp(1e-4, 1.0 - 1e-4);
+            total -= if case.label { p.ln() } else { (1.0 - p).ln() };
+            count += 1;
+        }
+    }
+    total / count.max(1) as f64
+}
+
+type ParamField = (&'static str, fn(&mut BeliefParams) -> &mut f64);
+
+const FITTED_PARAMS: [ParamField; 10] = [
+    ("phantom_per_day", |p| &mut p.phantom_per_day),
+    ("phantom_base", |p| &mut p.phantom_base),
+    ("shrink_per_unit_sold", |p| &mut p.shrink_per_unit_sold),
+    ("shrink_per_day", |p| &mut p.shrink_per_day),
+    ("count_sd", |p| &mut p.count_sd),
+    ("snapshot_sd", |p| &mut p.snapshot_sd),
+    ("unanchored_sd", |p| &mut p.unanchored_sd),
+    ("rfid_under_read", |p| &mut p.rfid_under_read),
+    ("drift_variance_per_day", |p| &mut p.drift_variance_per_day),
+    ("rate_prior_hours", |p| &mut p.rate_prior_hours),
+];
+
+/// Fits the belief's parameters by coordinate search on the log loss: each parameter in turn
+/// is scaled by factors around its value, keeping the best, for a few rounds.
+pub fn fit_belief(cases: &[&Case], progress: &mut impl FnMut(String)) -> BeliefParams {
+    let mut params = BeliefParams::default();
+    let mut best = log_loss(cases, &params);
+    progress(format!("belief: start log loss {best:.5}"));
+    for round in 0..3 {
+        for (name, field) in FITTED_PARAMS {
+            for factor in [0.25, 0.5, 0.8, 1.25, 2.0, 4.0] {
+                let mut trial = params;
+                *field(&mut trial) *= factor;
+                let loss = log_loss(cases, &trial);
+                if loss < best - 1e-7 {
+                    best = loss;
+                    params = trial;
+                }
+            }
+            progress(format!(
+                "belief: round {} {name} = {:.5} (log loss {best:.5})",
+                round + 1,
+                *field(&mut params)
+            ));
+        }
+    }
+    params
+}
+
+/// The features of a case under `params` (`None` for a pair never seen: rules answer those).
+fn case_features(
+    case: &Case,
+    params: &BeliefParams,
+    staleness: &StalenessPolicy,
+) -> Option<stockgrid_inference::features::FeatureVector> {
+    let facts = case.facts.as_ref()?;
+    Some(features(
+        &case.stats,
+        facts,
+        &case.location,
+        params,
+        staleness,
+        case.question,
+    ))
+}
+
+/// The threshold that maximizes promises kept while the broken-promise rate stays at or under
+/// `target`; with its rate and recall. `scored`: (probability, truly available).
+pub fn tune_threshold(scored: &[(f64, bool)], target: f64) -> SurfaceCalibration {
+    let mut sorted: Vec<(f64, bool)> = scored.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let positives = sorted.iter().filter(|(_, label)| *label).count();
+    let mut best = SurfaceCalibration {
+        target_broken_rate: target,
+        threshold: 1.0 + f64::EPSILON, // promise nothing unless some cut meets the target
+        broken_rate: 0.0,
+        recall: 0.0,
+        queries: scored.len(),
+        cost_ratio: f64::INFINITY,
+    };
+    let (mut promised, mut broken) = (0usize, 0usize);
+    let mut index = 0;
+    while index < sorted.len() {
+        let threshold = sorted[index].0;
+        while index < sorted.len() && sorted[index].0 == threshold {
+            promised += 1;
+            broken += usize::from(!sorted[index].1);
+            index += 1;
+        }
+        let rate = broken as f64 / promised as f64;
+        let recall = (promised - broken) as f64 / positives.max(1) as f64;
+        if rate <= target && recall > best.recall {
+            best.threshold = threshold;
+            best.broken_rate = rate;
+            best.recall = recall;
+            best.cost_ratio = threshold / (1.0 - threshold).max(1e-12);
+        }
+    }
+    best.threshold = best.threshold.min(1.0);
+    best
+}
+
+/// What training did.
+#[derive(Debug)]
+pub struct TrainReport {
+    /// The model written.
+    pub model: Model,
+}
+
+/// Trains a model from run folders and writes it.
+pub fn run_train(
+    options: &TrainOptions,
+    mut progress: impl FnMut(String),
+) -> anyhow::Result<TrainReport> {
+    if options.dirs.is_empty() {
+        bail!(
+            "--dir: give at least one simulator run on a training seed and one on a calibration seed"
+        );
+    }
+    let mut training = Vec::new();
+    let mut calibration = Vec::new();
+    for dir in &options.dirs {
+        let run = run_cases(dir)?;
+        let label = format!("{}/{}", run.manifest.scenario, run.manifest.seed);
+        match seeds::purpose(run.manifest.seed) {
+            "training" => training.push(run),
+            "calibration" => calibration.push(run),
+            purpose => bail!(
+                "--dir {}: seed {} is a{} {purpose} seed; train uses training seeds {:?} and calibration seeds {:?} only",
+                dir.display(),
+                run.manifest.seed,
+                if purpose.starts_with(['a', 'e', 'u']) {
+                    "n"
+                } else {
+                    ""
+                },
+                seeds::TRAINING,
+                seeds::CALIBRATION
+            ),
+        }
+        progress(format!("read {label}"));
+    }
+    if training.is_empty() || calibration.is_empty() {
+        bail!(
+            "--dir: need runs on both training seeds {:?} and calibration seeds {:?} (got {} and {})",
+            seeds::TRAINING,
+            seeds::CALIBRATION,
+            training.len(),
+            calibration.len()
+        );
+    }
+    let training_cases: Vec<&Case> = training.iter().flat_map(|run| &run.cases).collect();
+    let calibration_cases: Vec<&Case> = calibration.iter().flat_map(|run| &run.cases).collect();
+
+    let stride = training_cases.len().div_ceil(BELIEF_FIT_ROWS).max(1);
+    let belief_sample: Vec<&Case> = training_cases.iter().step_by(stride).copied().collect();
+    let params = fit_belief(&belief_sample, &mut progress);
+    let staleness = StalenessPolicy::default();
+
+    let stride = training_cases.len().div_ceil(SCORER_FIT_ROWS).max(1);
+    let rows: Vec<([f64; FEATURE_NAMES.len()], bool)> = training_cases
+        .iter()
+        .step_by(stride)
+        .filter_map(|case| case_features(case, &params, &staleness).map(|f| (f.values, case.label)))
+        .collect();
+    let mut design = Array2::<f64>::zeros((rows.len(), FEATURE_NAMES.len()));
+    let mut labels = Array1::<f64>::zeros(rows.len());
+    for (index, (values, label)) in rows.iter().enumerate() {
+        design
+            .row_mut(index)
+            .assign(&ndarray::ArrayView1::from(&values[..]));
+        labels[index] = f64::from(u8::from(*label));
+    }
+    progress(format!("scorer: fitting on {} rows", rows.len()));
+    let scorer = Scorer::fit(&design, &labels, SCORER_L2).map_err(anyhow::Error::msg)?;
+    let training_log_loss = rows
+        .iter()
+        .map(|(values, label)| {
+            let p = scorer.probability(values).clamp(1e-6, 1.0 - 1e-6);
+            if *label { -p.ln() } else { -(1.0 - p).ln() }
+        })
+        .sum::<f64>()
+        / rows.len().max(1) as f64;
+    progress(format!("scorer: training log loss {training_log_loss:.5}"));
+
+    let mut model = Model {
+        format: MODEL_FORMAT,
+        version: String::new(),
+        feature_names: FEATURE_NAMES
+            .iter()
+            .map(|name| (*name).to_owned())
+            .collect(),
+        belief: params,
+        scorer,
+        staleness,
+        thresholds: BTreeMap::new(),
+        training: TrainingMetadata {
+            command: options.command.clone(),
+            training_runs: run_labels(&training),
+            calibration_runs: run_labels(&calibration),
+            training_rows: rows.len(),
+            calibration_rows: calibration_cases.len(),
+            training_log_loss,
+            surfaces: BTreeMap::new(),
+        },
+    };
+    // Thresholds on the calibration runs, scored as the decision scores them (a stale feed
+    // is never promised; a pair never seen neither).
+    let mut by_surface: BTreeMap<Surface, Vec<(f64, bool)>> = BTreeMap::new();
+    for case in &calibration_cases {
+        let score = case_features(case, &params, &staleness)
+            .filter(|f| !f.stale_feed)
+            .map_or(0.0, |f| model.scorer.probability(&f.values));
+        by_surface
+            .entry(case.surface)
+            .or_default()
+            .push((score, case.label));
+    }
+    let everything: Vec<(f64, bool)> = by_surface.values().flatten().copied().collect();
+    for (&surface, &target) in &options.targets {
+        let scored = by_surface.get(&surface).unwrap_or(&everything);
+        let tuned = tune_threshold(scored, target);
+        progress(format!(
+            "threshold {surface}: {:.4} for broken {:.4} (target {target}) at recall {:.4} over {} queries; c_FP/c_FN = {:.1}",
+            tuned.threshold, tuned.broken_rate, tuned.recall, tuned.queries, tuned.cost_ratio
+        ));
+        model
+            .thresholds
+            .insert(surface.as_str().to_owned(), tuned.threshold);
+        model
+            .training
+            .surfaces
+            .insert(surface.as_str().to_owned(), tuned);
+    }
+    model.version = format!(
+        "sg{MODEL_FORMAT}-{:016x}",
+        xxhash_rust::xxh3::xxh3_64(&model.to_bytes())
+    );
+    if let Some(path) = &options.export {
+        export_csv(path, &training, &params, &staleness)?;
+        progress(format!("training rows exported to {}", path.display()));
+    }
+    model.save(&options.out)?;
+    Ok(TrainReport { model })
+}
+
+fn run_labels(runs: &[RunCases]) -> Vec<String> {
+    runs.iter()
+        .map(|run| format!("{} seed {}", run.manifest.scenario, run.manifest.seed))
+        .collect()
+}
+
+/// Writes every training case as a CSV row: run, surface, quantity, label, the features and
+/// the belief's own probability.
+fn export_csv(
+    path: &Path,
+    runs: &[RunCases],
+    params: &BeliefParams,
+    staleness: &StalenessPolicy,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let write = |out: &mut std::io::BufWriter<std::fs::File>, text: &str| {
+        out.write_all(text.as_bytes())
+            .with_context(|| format!("write {}", path.display()))
+    };
+    write(
+        &mut out,
+        &format!(
+            "scenario,seed,surface,quantity,label,{},belief_probability\n",
+            FEATURE_NAMES.join(",")
+        ),
+    )?;
+    for run in runs {
+        for case in &run.cases {
+            let Some(vector) = case_features(case, params, staleness) else {
+                continue;
+            };
+            let mut line = format!(
+                "{},{},{},{},{}",
+                run.manifest.scenario,
+                run.manifest.seed,
+                case.surface,
+                case.question.quantity,
+                u8::from(case.label)
+            );
+            for value in vector.values {
+                line.push_str(&format!(",{value}"));
+            }
+            line.push_str(&format!(",{}\n", vector.belief_probability));
+            write(&mut out, &line)?;
+        }
+    }
+    out.flush()
+        .with_context(|| format!("write {}", path.display()))
+}
