@@ -42,6 +42,19 @@ enum Command {
     Sim(SimCommand),
 }
 
+#[derive(Debug, clap::Args)]
+struct SimFeaturesArgs {
+    /// A simulator run folder (repeatable).
+    #[arg(long, required = true)]
+    dir: Vec<PathBuf>,
+    /// The CSV file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// The model whose belief parameters compute the features (default: the shipped one).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum SimCommand {
     /// Simulates a scenario and writes the REPLAY.md files (events, queries, truth,
@@ -53,6 +66,9 @@ enum SimCommand {
     /// Plays a scenario against a real `stockgrid serve` (started on an accelerated clock)
     /// over gRPC and plots decision quality, ingest lag and health over simulated time.
     Drill(SimDrillArgs),
+    /// Replays runs in memory and writes every query's features and label as CSV (for
+    /// offline analysis and comparison classifiers).
+    Features(SimFeaturesArgs),
 }
 
 /// `stockgrid sim drill`.
@@ -299,6 +315,17 @@ struct TrainArgs {
     /// Also export the training rows (features and labels) as CSV here.
     #[arg(long)]
     export: Option<PathBuf>,
+    /// The scorer to fit: small gradient-boosted trees, or logistic regression.
+    #[arg(long, value_enum, default_value = "trees")]
+    scorer: TrainScorer,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum TrainScorer {
+    /// Gradient-boosted trees (150 trees of depth 4).
+    Trees,
+    /// Logistic regression on standardized features.
+    Logistic,
 }
 
 #[derive(Debug, clap::Args)]
@@ -816,6 +843,10 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         // The arguments without the output path, so the same training gives the same bytes
         // wherever the model is written.
         command: recorded_command(),
+        scorer: match args.scorer {
+            TrainScorer::Trees => stockgrid_sim::train::ScorerKind::BoostedTrees,
+            TrainScorer::Logistic => stockgrid_sim::train::ScorerKind::Logistic,
+        },
     };
     let report = run_train(&options, |line| eprintln!("train: {line}"))?;
     let model = &report.model;
@@ -837,6 +868,16 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn sim_features(args: SimFeaturesArgs) -> anyhow::Result<()> {
+    let model = match &args.model {
+        Some(path) => Model::load(path)?,
+        None => Model::shipped()?,
+    };
+    let rows = stockgrid_sim::train::export_features(&args.dir, &model, &args.out)?;
+    println!("{rows} queries' features written to {}", args.out.display());
+    Ok(())
+}
+
 fn sim_evaluate(args: SimEvaluateArgs) -> anyhow::Result<()> {
     use stockgrid_sim::evaluate::{AnswersSpec, evaluate};
     let answers: Vec<AnswersSpec> = args.answers.iter().map(|a| AnswersSpec::parse(a)).collect();
@@ -850,8 +891,12 @@ fn sim_evaluate(args: SimEvaluateArgs) -> anyhow::Result<()> {
             run.scenario, run.seed, run.queries
         );
         println!(
-            "  {:<16} {:>22} {:>22} {:>22}",
-            "method", "item_page broken/recall", "pickup broken/recall", "delivery broken/recall"
+            "  {:<16} {:>22} {:>22} {:>22} {:>30}",
+            "method",
+            "item_page broken/recall",
+            "pickup broken/recall",
+            "delivery broken/recall",
+            "pickup R@1% / B@95% / ECE"
         );
         for method in &run.methods {
             let cell = |surface: &str| {
@@ -863,12 +908,24 @@ fn sim_evaluate(args: SimEvaluateArgs) -> anyhow::Result<()> {
                     )
                 })
             };
+            let pickup = method.surfaces.get("pickup").map_or("-".to_owned(), |r| {
+                format!(
+                    "{:.1}% / {} / {}",
+                    100.0 * r.recall_at_1pct_broken,
+                    r.broken_at_95pct_recall
+                        .map_or("-".to_owned(), |b| format!("{:.2}%", 100.0 * b)),
+                    r.calibration
+                        .as_ref()
+                        .map_or("-".to_owned(), |c| format!("{:.4}", c.ece))
+                )
+            });
             println!(
-                "  {:<16} {:>22} {:>22} {:>22}",
+                "  {:<16} {:>22} {:>22} {:>22} {:>30}",
                 method.method,
                 cell("item_page"),
                 cell("pickup"),
-                cell("delivery")
+                cell("delivery"),
+                pickup
             );
         }
     }
@@ -900,6 +957,7 @@ fn main() -> anyhow::Result<()> {
             Command::Train(args) => train(args),
             Command::Sim(SimCommand::Generate(args)) => sim_generate(args),
             Command::Sim(SimCommand::Evaluate(args)) => sim_evaluate(args),
+            Command::Sim(SimCommand::Features(args)) => sim_features(args),
             Command::Sim(SimCommand::Drill(args)) => sim_drill(args).await,
         }
     })

@@ -13,6 +13,7 @@
 //! - [`features`]: the one feature definition, online and offline.
 //! - [`model`]: the model file (belief parameters, scorer, thresholds, metadata) and fitting.
 //! - [`decide`]: the ml decision with its reason code.
+//! - [`trees`]: small gradient-boosted trees, the default scorer.
 //! - [`stats`]: the normal tail and logistic helpers.
 //!
 //! The rules decision of the ledger lives in `stockgrid-actors` (module `decision`) and is the
@@ -25,3 +26,4 @@ pub mod feeds;
 pub mod hours;
 pub mod model;
 pub mod stats;
+pub mod trees;

@@ -15,6 +15,7 @@ use crate::belief::BeliefParams;
 use crate::features::{FEATURE_COUNT, FEATURE_NAMES};
 use crate::feeds::StalenessPolicy;
 use crate::stats::sigmoid;
+use crate::trees::TreeEnsemble;
 
 /// The file format this build reads and writes.
 pub const MODEL_FORMAT: u32 = 1;
@@ -23,9 +24,35 @@ pub const MAX_MODEL_BYTES: u64 = 16 << 20;
 
 const SHIPPED: &[u8] = include_bytes!("../models/default.model");
 
+/// What turns a feature vector into P(truth - reserved >= quantity).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Scorer {
+    /// Logistic regression on standardized features (every weight readable).
+    Logistic(LogisticScorer),
+    /// Small gradient-boosted trees (the default: interactions a line cannot draw).
+    BoostedTrees(TreeEnsemble),
+}
+
+impl Scorer {
+    /// P(truth - reserved >= quantity) for a feature vector.
+    pub fn probability(&self, values: &[f64; FEATURE_COUNT]) -> f64 {
+        match self {
+            Scorer::Logistic(scorer) => scorer.probability(values),
+            Scorer::BoostedTrees(trees) => trees.probability(values),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            Scorer::Logistic(scorer) => scorer.validate(),
+            Scorer::BoostedTrees(trees) => trees.validate(FEATURE_COUNT),
+        }
+    }
+}
+
 /// A logistic scorer over standardized features: P(available) = sigmoid(w . (x - m) / s + b).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Scorer {
+pub struct LogisticScorer {
     /// Feature means (training set).
     pub means: Vec<f64>,
     /// Feature scales (training set standard deviations, 1 where constant).
@@ -36,7 +63,23 @@ pub struct Scorer {
     pub intercept: f64,
 }
 
-impl Scorer {
+impl LogisticScorer {
+    fn validate(&self) -> Result<(), String> {
+        for (field, values) in [
+            ("scorer.means", &self.means),
+            ("scorer.scales", &self.scales),
+            ("scorer.weights", &self.weights),
+        ] {
+            if values.len() != FEATURE_COUNT || values.iter().any(|v| !v.is_finite()) {
+                return Err(format!("{field}: need {FEATURE_COUNT} finite numbers"));
+            }
+        }
+        if self.scales.iter().any(|s| *s <= 0.0) || !self.intercept.is_finite() {
+            return Err("scorer: scales must be positive and the intercept finite".to_owned());
+        }
+        Ok(())
+    }
+
     /// P(truth - reserved >= quantity) for a feature vector.
     pub fn probability(&self, values: &[f64; FEATURE_COUNT]) -> f64 {
         let x = ArrayView1::from(&values[..]);
@@ -257,12 +300,12 @@ impl Model {
                 .map(|name| (*name).to_owned())
                 .collect(),
             belief: BeliefParams::default(),
-            scorer: Scorer {
+            scorer: Scorer::Logistic(LogisticScorer {
                 means: vec![0.0; FEATURE_COUNT],
                 scales: vec![1.0; FEATURE_COUNT],
                 weights,
                 intercept: 0.0,
-            },
+            }),
             staleness: StalenessPolicy::default(),
             thresholds: BTreeMap::new(),
             training: TrainingMetadata::default(),
@@ -318,19 +361,7 @@ impl Model {
                 self.feature_names, FEATURE_NAMES
             ));
         }
-        let scorer = &self.scorer;
-        for (field, values) in [
-            ("scorer.means", &scorer.means),
-            ("scorer.scales", &scorer.scales),
-            ("scorer.weights", &scorer.weights),
-        ] {
-            if values.len() != FEATURE_COUNT || values.iter().any(|v| !v.is_finite()) {
-                return Err(format!("{field}: need {FEATURE_COUNT} finite numbers"));
-            }
-        }
-        if scorer.scales.iter().any(|s| *s <= 0.0) || !scorer.intercept.is_finite() {
-            return Err("scorer: scales must be positive and the intercept finite".to_owned());
-        }
+        self.scorer.validate()?;
         for (surface, threshold) in &self.thresholds {
             if !(0.0..=1.0).contains(threshold) {
                 return Err(format!(
@@ -382,7 +413,7 @@ mod tests {
                 0.0
             };
         }
-        let scorer = Scorer::fit(&rows, &labels, 1.0).expect("fits");
+        let scorer = LogisticScorer::fit(&rows, &labels, 1.0).expect("fits");
         assert!(scorer.weights[2] > 1.0, "{scorer:?}");
         let mut high = [0.0; FEATURE_COUNT];
         high[2] = 2.0;

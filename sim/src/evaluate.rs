@@ -175,6 +175,11 @@ pub struct SurfaceResult {
     pub overall: Rates,
     /// The precision-recall curve (answers with probabilities only).
     pub curve: Vec<CurvePoint>,
+    /// The most recall at a broken-promise rate of at most 1% (an exact sweep of the
+    /// probability; a method without probabilities has only its own operating point).
+    pub recall_at_1pct_broken: f64,
+    /// The least broken-promise rate at a recall of at least 95% (`None`: not reachable).
+    pub broken_at_95pct_recall: Option<f64>,
     /// Calibration (answers files only).
     pub calibration: Option<Calibration>,
     /// By item velocity (`fast`, `medium`, `slow`).
@@ -594,16 +599,33 @@ fn method_result(
             .zip(&chosen)
             .filter_map(|(case, (_, p))| p.map(|p| (p, case.truly_available)))
             .collect();
-        let (curve, calibration) = if scored.len() == selected.len() {
-            (pr_curve(&scored), Some(calibration(&scored)))
+        let (curve, calibration, points) = if scored.len() == selected.len() {
+            (
+                pr_curve(&scored),
+                Some(calibration(&scored)),
+                operating_points(&scored),
+            )
         } else {
-            (Vec::new(), None)
+            let own = (overall.broken_promise_rate(), overall.recall());
+            (Vec::new(), None, vec![(0.0, 0.0), own])
         };
+        let recall_at_1pct_broken = points
+            .iter()
+            .filter(|(broken, _)| *broken <= 0.01)
+            .map(|(_, recall)| *recall)
+            .fold(0.0, f64::max);
+        let broken_at_95pct_recall = points
+            .iter()
+            .filter(|(_, recall)| *recall >= 0.95)
+            .map(|(broken, _)| *broken)
+            .reduce(f64::min);
         surfaces.insert(
             surface.as_str().to_owned(),
             SurfaceResult {
                 overall: Rates::from(&overall),
                 curve,
+                recall_at_1pct_broken,
+                broken_at_95pct_recall,
                 calibration,
                 by_velocity: grouped(&selected, &chosen, |c| c.velocity.to_owned()),
                 by_source_mix: grouped(&selected, &chosen, |c| c.source_mix.clone()),
@@ -641,6 +663,30 @@ pub fn pr_curve(scored: &[(f64, bool)]) -> Vec<CurvePoint> {
             }
         })
         .collect()
+}
+
+/// (broken-promise rate, recall) at every distinct probability, promising at `p >= it`:
+/// the exact curve, with "promise nothing" as its first point.
+pub fn operating_points(scored: &[(f64, bool)]) -> Vec<(f64, f64)> {
+    let mut sorted = scored.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let positives = sorted.iter().filter(|(_, truly)| *truly).count().max(1) as f64;
+    let mut points = vec![(0.0, 0.0)];
+    let (mut promised, mut broken) = (0usize, 0usize);
+    let mut index = 0;
+    while index < sorted.len() {
+        let threshold = sorted[index].0;
+        while index < sorted.len() && sorted[index].0 == threshold {
+            promised += 1;
+            broken += usize::from(!sorted[index].1);
+            index += 1;
+        }
+        points.push((
+            broken as f64 / promised as f64,
+            (promised - broken) as f64 / positives,
+        ));
+    }
+    points
 }
 
 /// Reliability diagram, ECE and Brier score.

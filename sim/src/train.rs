@@ -30,8 +30,9 @@ use stockgrid_inference::belief::{BeliefParams, BeliefStats, LedgerFacts};
 use stockgrid_inference::features::{FEATURE_NAMES, LocationFacts, Question, features};
 use stockgrid_inference::feeds::StalenessPolicy;
 use stockgrid_inference::model::{
-    MODEL_FORMAT, Model, Scorer, SurfaceCalibration, TrainingMetadata,
+    LogisticScorer, MODEL_FORMAT, Model, Scorer, SurfaceCalibration, TrainingMetadata,
 };
+use stockgrid_inference::trees::{BoostingOptions, TreeEnsemble};
 
 use crate::evaluate::read_truth;
 use crate::files::Manifest;
@@ -39,8 +40,8 @@ use crate::seeds;
 
 /// Rows used to fit the belief's parameters (an even subsample of the training rows).
 const BELIEF_FIT_ROWS: usize = 200_000;
-/// Rows used to fit the scorer.
-const SCORER_FIT_ROWS: usize = 2_000_000;
+/// Rows used to fit the scorer (an even subsample of the training rows).
+const SCORER_FIT_ROWS: usize = 600_000;
 /// L2 penalty on the standardized scorer weights.
 const SCORER_L2: f64 = 1.0;
 
@@ -57,6 +58,17 @@ pub struct TrainOptions {
     pub export: Option<PathBuf>,
     /// The command line, recorded in the model.
     pub command: String,
+    /// Which scorer to fit.
+    pub scorer: ScorerKind,
+}
+
+/// The scorer `stockgrid train` fits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScorerKind {
+    /// Gradient-boosted trees (the default).
+    BoostedTrees,
+    /// Logistic regression.
+    Logistic,
 }
 
 /// The broken-promise targets of the issue: pickup 1%, delivery 2%, the rest 3%.
@@ -343,7 +355,18 @@ pub fn run_train(
         labels[index] = f64::from(u8::from(*label));
     }
     progress(format!("scorer: fitting on {} rows", rows.len()));
-    let scorer = Scorer::fit(&design, &labels, SCORER_L2).map_err(anyhow::Error::msg)?;
+    let scorer = match options.scorer {
+        ScorerKind::Logistic => Scorer::Logistic(
+            LogisticScorer::fit(&design, &labels, SCORER_L2).map_err(anyhow::Error::msg)?,
+        ),
+        ScorerKind::BoostedTrees => {
+            let flags: Vec<bool> = rows.iter().map(|(_, label)| *label).collect();
+            Scorer::BoostedTrees(
+                TreeEnsemble::fit(&design, &flags, &BoostingOptions::default())
+                    .map_err(anyhow::Error::msg)?,
+            )
+        }
+    };
     let training_log_loss = rows
         .iter()
         .map(|(values, label)| {
@@ -421,8 +444,19 @@ fn run_labels(runs: &[RunCases]) -> Vec<String> {
         .collect()
 }
 
-/// Writes every training case as a CSV row: run, surface, quantity, label, the features and
-/// the belief's own probability.
+/// Replays run folders and writes their feature rows (CSV) under a model's belief parameters:
+/// `stockgrid sim features`, for offline analysis and the comparison classifiers.
+pub fn export_features(dirs: &[PathBuf], model: &Model, path: &Path) -> anyhow::Result<usize> {
+    let runs = dirs
+        .iter()
+        .map(|dir| run_cases(dir))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    export_csv(path, &runs, &model.belief, &model.staleness)?;
+    Ok(runs.iter().map(|run| run.cases.len()).sum())
+}
+
+/// Writes every case as a CSV row: run, surface, quantity, label, the features and the
+/// belief's own probability (pairs never seen have no features and no row).
 fn export_csv(
     path: &Path,
     runs: &[RunCases],
