@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/stockgrid/v1/reservations.proto",
     "proto/stockgrid/v1/catalog.proto",
     "proto/stockgrid/v1/inspect.proto",
+    "proto/stockgrid/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

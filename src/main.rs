@@ -371,6 +371,9 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             args.lateness_bound_hours
         );
     }
+    if args.data_dir.is_some() && matches!(args.engine, ReplayEngine::Memory) {
+        bail!("--data-dir keeps the durable engine's store; add --engine durable");
+    }
     let mut engine = EngineConfig {
         shard_count: args.shards,
         ..EngineConfig::default()

@@ -166,6 +166,19 @@ pub fn list_locations(
         .collect()
 }
 
+/// Every stored location, ascending (page by page).
+pub fn all_locations(store: &dyn Store) -> Result<Vec<Location>, EngineError> {
+    let mut all: Vec<Location> = Vec::new();
+    loop {
+        let page = list_locations(store, all.last().map(|l| l.location), MAX_PAGE)?;
+        let done = page.len() < MAX_PAGE;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
 impl Engine {
     /// Inserts or replaces locations, all or none, durably.
     pub async fn upsert_locations(&self, locations: &[Location]) -> Result<usize, EngineError> {
@@ -179,6 +192,7 @@ impl Engine {
         let mut batch = WriteBatch::new();
         put_locations(&mut batch, locations);
         self.commit_batch(batch).await?;
+        self.decisions().locations.upsert(locations);
         Ok(locations.len())
     }
 

@@ -79,6 +79,8 @@ pub enum ReasonCode {
     LowConfidence,
     /// Ml, not promised: the model has no threshold for the surface.
     NoThreshold,
+    /// Ml, not promised: no model is loaded.
+    ModelMissing,
 }
 
 impl ReasonCode {
@@ -96,6 +98,7 @@ impl ReasonCode {
             ReasonCode::RecordShort => "RECORD_SHORT",
             ReasonCode::LowConfidence => "LOW_CONFIDENCE",
             ReasonCode::NoThreshold => "NO_THRESHOLD",
+            ReasonCode::ModelMissing => "MODEL_MISSING",
         }
     }
 }

@@ -17,11 +17,14 @@ use stockgrid_storage::{GroupCommitConfig, GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::config::EngineConfig;
-use crate::decision::{Decision, SafetyStock, decide_by_rules, unavailable};
+use stockgrid_inference::features::FeatureVector;
+
+use crate::decision::{Decision, DecisionMode, SafetyStock, decide_by_rules, unavailable};
 use crate::domain::{Arrival, PairKey, Source, Surface};
 use crate::error::EngineError;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
 use crate::persist::{self, IdentityTail};
+use crate::policy::DecisionContext;
 use crate::reservation::ReservationLocks;
 use crate::shard::{ArrivedEntry, EntityReport, ShardContext, ShardMessage};
 use crate::supervision::{PanicReport, ShardSupervisor, SupervisorArguments};
@@ -78,6 +81,7 @@ struct EngineInner {
     reports: Arc<Mutex<Vec<PanicReport>>>,
     counters: Arc<EngineCounters>,
     reservation_locks: ReservationLocks,
+    decisions: Arc<DecisionContext>,
 }
 
 /// A running engine. Cloning shares it.
@@ -123,6 +127,10 @@ impl Engine {
         let identities = Arc::new(IdentityTail::new(config.identity_tail_capacity));
         let reports = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(EngineCounters::default());
+        let decisions = Arc::new(DecisionContext::default());
+        decisions
+            .locations
+            .upsert(&crate::catalog::all_locations(store.as_ref())?);
         let mut contexts = Vec::with_capacity(config.shard_count);
         let mut publishers = Vec::with_capacity(config.shard_count);
         let mut shards = Vec::with_capacity(config.shard_count);
@@ -136,6 +144,7 @@ impl Engine {
                 clock: Arc::clone(&clock),
                 in_flight: Mutex::new(None),
                 counters: Arc::clone(&counters),
+                decisions: Arc::clone(&decisions),
             }));
             let (publisher, actor) = watch::channel(None);
             publishers.push(publisher);
@@ -164,6 +173,7 @@ impl Engine {
                 reports,
                 counters,
                 reservation_locks: ReservationLocks::default(),
+                decisions,
             }),
         })
     }
@@ -224,6 +234,11 @@ impl Engine {
             });
         }
         self.inner.store.check_writable()?;
+        // Location feed health follows the arrival sequence, before dispatch to the shards,
+        // so it is the same whatever the shards' scheduling (and in an audit replay).
+        for arrival in &arrivals {
+            self.inner.decisions.locations.heard(&arrival.event);
+        }
         let event_count = arrivals.len();
         // The shards of one round run in parallel, so two events of one identity must not
         // share a round: the n-th arrival of an identity in this batch goes to round n. The
@@ -553,6 +568,37 @@ impl Engine {
         let view = self.read_view(pair).await?;
         let decision = decide_by_rules(view.as_ref(), quantity, surface, safety_stock);
         Ok((decision, view))
+    }
+
+    /// The decision policy and the location facts decisions read.
+    pub fn decisions(&self) -> &DecisionContext {
+        &self.inner.decisions
+    }
+
+    /// The decision for `quantity` units of `pair` on `surface` by the mode the policy gives
+    /// now (rules or ml), with the state version it reflects (0: never seen) and, in ml mode,
+    /// the features it saw.
+    pub async fn decide(
+        &self,
+        pair: PairKey,
+        quantity: i64,
+        surface: Surface,
+    ) -> Result<(Decision, u32, Option<FeatureVector>), EngineError> {
+        self.inner.store.check_writable()?;
+        if self.decisions().mode_for(surface, pair.location).0 == DecisionMode::Rules {
+            let (decision, view) = self
+                .rules_decision(pair, quantity, surface, &self.inner.config.safety_stock)
+                .await?;
+            return Ok((decision, view.map_or(0, |v| v.version), None));
+        }
+        self.call_for_pair(pair, |permit, reply| ShardMessage::Decide {
+            pair,
+            quantity,
+            surface,
+            permit,
+            reply,
+        })
+        .await
     }
 
     /// The full state of a pair for ops (`None`: never seen).

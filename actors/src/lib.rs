@@ -11,7 +11,10 @@
 //! - [`domain`]: keys, sources, kinds, surfaces, events and their validation.
 //! - [`ledger`]: the pure core: admission, dedup, ledger arithmetic, anchors, transfers.
 //! - [`catalog`]: locations (kind, region, time zone, hours, expected feeds), stored.
-//! - [`decision`]: the deterministic rules decision per surface.
+//! - [`decision`]: the rules decision and the ml decision of one pair.
+//! - [`policy`]: which mode answers each surface and region, switchable at runtime.
+//! - [`locations`]: location-level facts entities read (hours, kind, feeds, region).
+//! - [`offline`]: the event log through the entity code in memory (replay, training, audit).
 //! - [`persist`]: the key layout, log records, snapshots, recovery and the identity tail.
 //! - [`reservation`]: reservations: records, holds, settlements, expiry; the engine's calls.
 //! - [`shard`]: the shard actor owning many virtual entities; its runtime semantics.
@@ -31,6 +34,7 @@ pub mod ledger;
 pub mod locations;
 pub mod offline;
 pub mod persist;
+pub mod policy;
 pub mod replay;
 pub mod reservation;
 pub mod shard;

@@ -6,6 +6,8 @@
 //! nothing), which makes it a function of the arrival sequence alone, the same online and in
 //! an audit replay.
 
+use std::sync::Arc;
+
 use dashmap::DashMap;
 use stockgrid_inference::features::{LocationFacts, LocationKind};
 use stockgrid_inference::hours::OpeningHours;
@@ -17,6 +19,7 @@ use crate::domain::Event;
 #[derive(Debug, Default)]
 pub struct LocationDirectory {
     facts: DashMap<u32, LocationFacts>,
+    regions: DashMap<u32, Arc<str>>,
 }
 
 /// The catalog's description of a location, in the belief's vocabulary.
@@ -52,7 +55,23 @@ impl LocationDirectory {
                 described.feeds = known.feeds;
             }
             self.facts.insert(location.location, described);
+            match &location.region {
+                Some(region) => {
+                    self.regions
+                        .insert(location.location, Arc::from(region.as_str()));
+                }
+                None => {
+                    self.regions.remove(&location.location);
+                }
+            }
         }
+    }
+
+    /// The region of a location, if the catalog names one.
+    pub fn region(&self, location: u32) -> Option<Arc<str>> {
+        self.regions
+            .get(&location)
+            .map(|region| Arc::clone(&region))
     }
 
     /// Records an admitted event's source and time at its location.

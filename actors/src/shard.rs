@@ -24,11 +24,12 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use stockgrid_inference::features::FeatureVector;
 use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::config::EngineConfig;
-use crate::decision::{Decision, decide_by_rules, spare_units};
+use crate::decision::{Decision, spare_units};
 use crate::domain::{EventKind, PairKey, Surface};
 use crate::engine::EngineCounters;
 use crate::error::EngineError;
@@ -39,6 +40,7 @@ use crate::persist::{
     self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode,
     load_entity, log_key, quarantine_key, snapshot_key,
 };
+use crate::policy::DecisionContext;
 use crate::reservation::{
     Hold, ReservationLine, Settlement, deadline_key, hold_key, load_holds, settlement_key,
 };
@@ -117,6 +119,20 @@ pub enum ShardMessage {
         /// The answer.
         reply: Reply<Option<ReadView>>,
     },
+    /// The decision of the policy's mode for a pair (activating it if needed), with the
+    /// state version and the features it saw.
+    Decide {
+        /// The pair.
+        pair: PairKey,
+        /// Units wanted.
+        quantity: i64,
+        /// The surface asking.
+        surface: Surface,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<(Decision, u32, Option<FeatureVector>)>,
+    },
     /// The full state of a pair for ops (`None`: never seen).
     Inspect {
         /// The pair.
@@ -189,6 +205,8 @@ pub struct ShardContext {
     pub in_flight: Mutex<Option<Arc<Vec<ArrivedEntry>>>>,
     /// The engine's counters.
     pub counters: Arc<EngineCounters>,
+    /// The decision policy and location facts.
+    pub decisions: Arc<DecisionContext>,
 }
 
 /// One resident entity.
@@ -302,6 +320,16 @@ impl Actor for Shard {
                 reply,
             } => {
                 let _ = reply.send(state.read(pair));
+                drop(permit);
+            }
+            ShardMessage::Decide {
+                pair,
+                quantity,
+                surface,
+                permit,
+                reply,
+            } => {
+                let _ = reply.send(state.decide(pair, quantity, surface));
                 drop(permit);
             }
             ShardMessage::Inspect {
@@ -606,10 +634,19 @@ impl ShardState {
             if self.holds_reservation(line.pair, reservation_id) {
                 continue;
             }
-            let view = self
-                .entity(line.pair, false)?
+            let entity = self.entity(line.pair, false)?;
+            let view = entity
+                .as_ref()
                 .map(|entity| entity.state.read_view(now, &context.config.ledger));
-            let decision = decide_by_rules(view.as_ref(), line.quantity, surface, safety);
+            // Reservations decide as lookups do: the policy's mode for the surface and region.
+            let (decision, _) = context.decisions.decide(
+                entity.map(|entity| &entity.state),
+                line.pair,
+                line.quantity,
+                surface,
+                now,
+                &context.config,
+            );
             if !decision.available {
                 let spare = view.map_or(0, |v| spare_units(&v, surface, safety));
                 return Ok(HoldOutcome::Refused {
@@ -720,6 +757,27 @@ impl ShardState {
             self.entities.remove(&pair);
         }
         committed.map_err(EngineError::from)
+    }
+
+    fn decide(
+        &mut self,
+        pair: PairKey,
+        quantity: i64,
+        surface: Surface,
+    ) -> Result<(Decision, u32, Option<FeatureVector>), EngineError> {
+        let now = self.now();
+        let context = Arc::clone(&self.context);
+        let entity = self.entity(pair, false)?;
+        let state = entity.map(|entity| &entity.state);
+        let (decision, features) =
+            context
+                .decisions
+                .decide(state, pair, quantity, surface, now, &context.config);
+        Ok((
+            decision,
+            state.map_or(0, |state| state.applied_entries),
+            features,
+        ))
     }
 
     fn read(&mut self, pair: PairKey) -> Result<Option<ReadView>, EngineError> {

@@ -5,6 +5,7 @@ use stockgrid_actors::catalog::{Location, LocationInput};
 use stockgrid_actors::decision::{Decision, DecisionMode};
 use stockgrid_actors::domain::{Event, PairKey, RawEvent, Surface};
 use stockgrid_actors::ledger::{Outcome, ReadView};
+use stockgrid_actors::policy::PolicySnapshot;
 use stockgrid_actors::reservation::{
     LineState, ReleaseReason, ReservationLine, ReservationReport, ReservationState,
 };
@@ -65,20 +66,39 @@ pub fn lookup(
 /// The answer of a decision.
 pub fn answer(
     decision: &Decision,
-    view: Option<&ReadView>,
+    state_version: u32,
     decision_id: String,
 ) -> pb::AvailabilityAnswer {
     pb::AvailabilityAnswer {
         available: decision.available,
         probability: decision.probability,
         expected_on_hand: decision.expected_on_hand,
-        mode: match decision.mode {
-            DecisionMode::Rules => pb::DecisionMode::Rules,
-            DecisionMode::Ml => pb::DecisionMode::Ml,
-        } as i32,
+        mode: mode_to_proto(decision.mode) as i32,
         reason: decision.reason.as_str().to_owned(),
-        state_version: view.map_or(0, |v| u64::from(v.version)),
+        state_version: u64::from(state_version),
         decision_id,
+    }
+}
+
+/// The proto decision mode of a domain one.
+pub fn mode_to_proto(mode: DecisionMode) -> pb::DecisionMode {
+    match mode {
+        DecisionMode::Rules => pb::DecisionMode::Rules,
+        DecisionMode::Ml => pb::DecisionMode::Ml,
+    }
+}
+
+/// The proto form of a decision policy.
+pub fn policy(snapshot: &PolicySnapshot) -> pb::DecisionPolicy {
+    pb::DecisionPolicy {
+        default_mode: mode_to_proto(snapshot.default_mode) as i32,
+        model_version: snapshot.model_version.clone().unwrap_or_default(),
+        rules_surfaces: snapshot
+            .rules_surfaces
+            .iter()
+            .map(|surface| surface_to_proto(*surface) as i32)
+            .collect(),
+        rules_regions: snapshot.rules_regions.clone(),
     }
 }
 

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stockgrid_actors::decision::SafetyStock;
+use stockgrid_actors::decision::{DecisionMode, SafetyStock};
 use stockgrid_actors::domain::Surface;
 use stockgrid_actors::time::{Clock, MINUTE_MS};
 use stockgrid_actors::{Engine, EngineConfig, EngineError};
+use stockgrid_inference::model::Model;
 use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -68,6 +69,59 @@ pub struct NodeConfig {
     pub cache_mib: u64,
     /// On shutdown, how long in-flight calls and open streams may take to finish.
     pub drain_timeout_seconds: u64,
+    /// How availability and reservations are decided.
+    pub decisions: DecisionSettings,
+}
+
+/// How availability and reservations are decided (the `[decisions]` table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecisionSettings {
+    /// `ml` (the stock belief, default) or `rules` (the ledger rule everywhere).
+    pub mode: DecisionMode,
+    /// Model file (default: the model shipped with this build).
+    pub model: Option<PathBuf>,
+    /// Surfaces answered by rules from the start (e.g. `["pickup"]`).
+    pub rules_surfaces: Vec<Surface>,
+    /// Regions answered by rules from the start.
+    pub rules_regions: Vec<String>,
+}
+
+impl Default for DecisionSettings {
+    fn default() -> Self {
+        Self {
+            mode: DecisionMode::Ml,
+            model: None,
+            rules_surfaces: Vec::new(),
+            rules_regions: Vec::new(),
+        }
+    }
+}
+
+impl DecisionSettings {
+    /// Loads the model and applies the settings to an engine's policy.
+    fn apply(&self, engine: &Engine, model: Option<Arc<Model>>) {
+        let decisions = engine.decisions();
+        decisions.configure(self.mode, model);
+        for surface in &self.rules_surfaces {
+            decisions.switch_to_rules(Some(*surface), None, true);
+        }
+        for region in &self.rules_regions {
+            decisions.switch_to_rules(None, Some(region), true);
+        }
+    }
+
+    fn load_model(&self) -> Result<Option<Arc<Model>>, NodeError> {
+        if self.mode == DecisionMode::Rules {
+            return Ok(None);
+        }
+        let model = match &self.model {
+            Some(path) => Model::load(path),
+            None => Model::shipped(),
+        }
+        .map_err(|e| NodeError::Config(format!("decisions.model: {e}")))?;
+        Ok(Some(Arc::new(model)))
+    }
 }
 
 impl Default for NodeConfig {
@@ -85,6 +139,7 @@ impl Default for NodeConfig {
             limits: ServiceLimits::default(),
             cache_mib: 64,
             drain_timeout_seconds: 10,
+            decisions: DecisionSettings::default(),
         }
     }
 }
@@ -208,6 +263,8 @@ impl Node {
         recover: impl Future<Output = Result<Engine, NodeError>> + Send + 'static,
     ) -> Result<Node, NodeError> {
         config.engine_config()?;
+        let model = config.decisions.load_model()?;
+        let decisions = config.decisions.clone();
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -235,6 +292,7 @@ impl Node {
             let health = health.clone();
             async move {
                 let engine = recover.await?;
+                decisions.apply(&engine, model);
                 // Reservations whose deadline passed while the node was down expire first.
                 let expired = engine.expire_reservations().await?;
                 api.set_engine(engine.clone());

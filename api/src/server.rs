@@ -100,6 +100,11 @@ pub async fn start(
                 .max_encoding_message_size(limit),
         )
         .add_service(
+            pb::admin_server::AdminServer::new(api.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
             pb::inspect_server::InspectServer::new(api)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),

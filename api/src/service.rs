@@ -131,15 +131,11 @@ impl Api {
         quantity: i64,
         surface: Surface,
     ) -> Result<pb::AvailabilityAnswer, Status> {
-        let (decision, view) = engine
-            .rules_decision(pair, quantity, surface, &engine.config().safety_stock)
+        let (decision, version, _features) = engine
+            .decide(pair, quantity, surface)
             .await
             .map_err(|e| engine_status(&e))?;
-        Ok(convert::answer(
-            &decision,
-            view.as_ref(),
-            self.decision_id(),
-        ))
+        Ok(convert::answer(&decision, version, self.decision_id()))
     }
 
     /// Applies one batch of events: a result per event, in order.
@@ -240,6 +236,52 @@ impl pb::availability_server::Availability for Api {
             });
         }
         Ok(Response::new(pb::BatchGetAvailabilityResponse { results }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for Api {
+    async fn set_rules_fallback(
+        &self,
+        request: Request<pb::SetRulesFallbackRequest>,
+    ) -> Answer<pb::DecisionPolicy> {
+        let engine = self.engine()?;
+        let request = request.into_inner();
+        let surface = match pb::Surface::try_from(request.surface) {
+            Ok(pb::Surface::Unspecified) => None,
+            _ => Some(convert::surface(request.surface, "surface")?),
+        };
+        let region = Some(request.region.trim()).filter(|region| !region.is_empty());
+        if surface.is_none() && region.is_none() {
+            return Err(Status::invalid_argument(
+                "surface: name a surface, a region, or both",
+            ));
+        }
+        if region.is_some_and(|region| region.len() > 128) {
+            return Err(Status::invalid_argument("region: longer than 128 bytes"));
+        }
+        engine
+            .decisions()
+            .switch_to_rules(surface, region, request.rules_only);
+        tracing::warn!(
+            surface = surface.map(|s| s.as_str()),
+            region,
+            rules_only = request.rules_only,
+            "decision policy changed"
+        );
+        Ok(Response::new(convert::policy(
+            &engine.decisions().snapshot(),
+        )))
+    }
+
+    async fn get_decision_policy(
+        &self,
+        _request: Request<pb::GetDecisionPolicyRequest>,
+    ) -> Answer<pb::DecisionPolicy> {
+        let engine = self.engine()?;
+        Ok(Response::new(convert::policy(
+            &engine.decisions().snapshot(),
+        )))
     }
 }
 

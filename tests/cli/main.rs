@@ -46,6 +46,8 @@ fn replay_then_inspect_the_hand_checked_example() {
         &example("locations.jsonl"),
         "--out",
         answers.to_str().expect("utf-8 path"),
+        "--engine",
+        "durable",
         "--data-dir",
         data.to_str().expect("utf-8 path"),
         "--quarantine-out",
@@ -135,21 +137,37 @@ fn inspect_refuses_a_directory_without_a_store() {
 }
 
 #[test]
-fn ml_mode_is_refused_with_a_reason() {
+fn ml_mode_answers_with_the_shipped_model_and_a_bad_model_file_is_refused() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let answers = dir.path().join("answers.jsonl");
-    let output = stockgrid(&[
-        "replay",
-        "--events",
-        &example("events.jsonl"),
-        "--queries",
-        &example("queries.jsonl"),
-        "--out",
-        answers.to_str().expect("utf-8 path"),
-        "--mode",
-        "ml",
-    ]);
-    assert_fails_saying(&output, "--mode ml needs the stock-belief model");
+    let (events, queries) = (example("events.jsonl"), example("queries.jsonl"));
+    let replay = |extra: &[&str]| {
+        let mut arguments = vec![
+            "replay",
+            "--events",
+            &events,
+            "--queries",
+            &queries,
+            "--out",
+            answers.to_str().expect("utf-8 path"),
+            "--mode",
+            "ml",
+        ];
+        arguments.extend_from_slice(extra);
+        stockgrid(&arguments)
+    };
+    let output = replay(&[]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let answers_text = std::fs::read_to_string(&answers).expect("answers");
+    assert_eq!(answers_text.lines().count(), 3);
+    assert!(answers_text.contains("\"mode\":\"ml\""), "{answers_text}");
+
+    let bad = dir.path().join("bad.model");
+    std::fs::write(&bad, b"not a model").expect("write");
+    let output = replay(&["--model", bad.to_str().expect("utf-8 path")]);
+    assert_fails_saying(&output, "not a stockgrid model");
+    let output = replay(&["--engine", "durable"]);
+    assert_fails_saying(&output, "in memory only");
 }
 
 #[test]

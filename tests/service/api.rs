@@ -409,3 +409,108 @@ async fn a_poisoned_store_answers_unavailable() {
     assert_eq!(refused.code(), Code::Unavailable);
     let _ = node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_fallback_switches_over_grpc_on_the_next_request() {
+    // The default node decides with the shipped model.
+    let node = TestNode::start_configured(|_| {}).await;
+    let mut catalog = node.catalog().await;
+    catalog
+        .upsert_locations(pb::UpsertLocationsRequest {
+            locations: vec![pb::Location {
+                location: 10,
+                kind: "store".to_owned(),
+                region: "us-south".to_owned(),
+                close_hour: 24,
+                ..Default::default()
+            }],
+        })
+        .await
+        .expect("upsert location");
+    node.stock(1, 10, 20).await;
+    let mut client = node.availability().await;
+    let mut admin = node.admin().await;
+    let ask = |surface| lookup(1, 10, 2, surface);
+    let mode_of = |answer: &pb::AvailabilityAnswer| pb::DecisionMode::try_from(answer.mode);
+
+    let policy = admin
+        .get_decision_policy(pb::GetDecisionPolicyRequest {})
+        .await
+        .expect("policy")
+        .into_inner();
+    assert_eq!(policy.default_mode, pb::DecisionMode::Ml as i32);
+    assert!(policy.model_version.starts_with("sg1-"), "{policy:?}");
+    let before = client
+        .get_availability(ask(pb::Surface::Pickup))
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert_eq!(mode_of(&before), Ok(pb::DecisionMode::Ml), "{before:?}");
+
+    // Pickup to rules: the very next pickup request is answered by rules, item page is not.
+    let policy = admin
+        .set_rules_fallback(pb::SetRulesFallbackRequest {
+            surface: pb::Surface::Pickup as i32,
+            region: String::new(),
+            rules_only: true,
+        })
+        .await
+        .expect("switch")
+        .into_inner();
+    assert_eq!(policy.rules_surfaces, vec![pb::Surface::Pickup as i32]);
+    let pickup = client
+        .get_availability(ask(pb::Surface::Pickup))
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert_eq!(mode_of(&pickup), Ok(pb::DecisionMode::Rules));
+    assert_eq!(pickup.reason, "LEDGER_SUFFICIENT");
+    let item_page = client
+        .get_availability(ask(pb::Surface::ItemPage))
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert_eq!(mode_of(&item_page), Ok(pb::DecisionMode::Ml));
+
+    // A region switch covers every surface of its locations; switching back restores ml.
+    admin
+        .set_rules_fallback(pb::SetRulesFallbackRequest {
+            surface: pb::Surface::Unspecified as i32,
+            region: "us-south".to_owned(),
+            rules_only: true,
+        })
+        .await
+        .expect("switch region");
+    let item_page = client
+        .get_availability(ask(pb::Surface::ItemPage))
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert_eq!(mode_of(&item_page), Ok(pb::DecisionMode::Rules));
+    for (surface, region) in [
+        (pb::Surface::Pickup, ""),
+        (pb::Surface::Unspecified, "us-south"),
+    ] {
+        admin
+            .set_rules_fallback(pb::SetRulesFallbackRequest {
+                surface: surface as i32,
+                region: region.to_owned(),
+                rules_only: false,
+            })
+            .await
+            .expect("switch back");
+    }
+    let pickup = client
+        .get_availability(ask(pb::Surface::Pickup))
+        .await
+        .expect("lookup")
+        .into_inner();
+    assert_eq!(mode_of(&pickup), Ok(pb::DecisionMode::Ml));
+
+    // Naming neither a surface nor a region is an error that says so.
+    let status = admin
+        .set_rules_fallback(pb::SetRulesFallbackRequest::default())
+        .await
+        .expect_err("nothing to switch");
+    assert_status(&status, Code::InvalidArgument, "surface");
+}

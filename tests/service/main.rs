@@ -26,15 +26,25 @@ pub struct TestNode {
 }
 
 impl TestNode {
-    /// A node on a fresh temporary store, with a simulated clock at [`T0`], recovered.
+    /// A node on a fresh temporary store, with a simulated clock at [`T0`], recovered,
+    /// deciding by the ledger rules (the tests of ledger and reservation semantics).
     pub async fn start() -> TestNode {
+        Self::start_configured(|config| {
+            config.decisions.mode = stockgrid_actors::decision::DecisionMode::Rules;
+        })
+        .await
+    }
+
+    /// As [`TestNode::start`], with the default configuration changed by `configure`.
+    pub async fn start_configured(configure: impl FnOnce(&mut NodeConfig)) -> TestNode {
         let dir = tempfile::tempdir().expect("temporary directory");
         let clock = Arc::new(SimulatedClock::starting_at(T0));
-        let config = NodeConfig {
+        let mut config = NodeConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.path().join("data"),
             ..NodeConfig::default()
         };
+        configure(&mut config);
         let mut node = Node::start(&config, Arc::clone(&clock) as Arc<dyn Clock>)
             .await
             .expect("start node");
@@ -66,6 +76,10 @@ impl TestNode {
 
     pub async fn inspect(&self) -> pb::inspect_client::InspectClient<Channel> {
         pb::inspect_client::InspectClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> pb::admin_client::AdminClient<Channel> {
+        pb::admin_client::AdminClient::new(self.channel().await)
     }
 
     pub async fn catalog(&self) -> pb::catalog_client::CatalogClient<Channel> {
