@@ -37,6 +37,9 @@ enum Command {
     Inspect(InspectArgs),
     /// Trains a model (belief parameters, scorer, per-surface thresholds) from simulator runs.
     Train(TrainArgs),
+    /// Decision audit: replay a recorded decision from the event log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// The simulator: generate replay files, evaluate answers, drill a node.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -297,6 +300,38 @@ struct ReplayArgs {
     /// Also write the quarantined events, with their reasons, to this JSON Lines file.
     #[arg(long)]
     quarantine_out: Option<PathBuf>,
+    /// Write an audit record of every pickup and delivery decision (and the sampled
+    /// item-page ones) to this JSON Lines file, for `stockgrid audit replay`.
+    #[arg(long)]
+    audit_out: Option<PathBuf>,
+    /// Share of item-page decisions audited, 0 to 1.
+    #[arg(long, default_value_t = 0.01)]
+    audit_item_page_rate: f64,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Rebuilds the entities from the event log alone up to a decision's moment, recomputes
+    /// its features and answer, and shows they are bit-identical to the record.
+    Replay(AuditReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditReplayArgs {
+    /// The decision to check (`all`: every record of the file).
+    decision_id: String,
+    /// The audit records (`replay --audit-out`).
+    #[arg(long)]
+    audit: PathBuf,
+    /// The event log the decisions were made on (events.jsonl).
+    #[arg(long)]
+    events: PathBuf,
+    /// locations.jsonl, if the replay had one.
+    #[arg(long)]
+    locations: Option<PathBuf>,
+    /// The model of ml records (default: the shipped one).
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -401,6 +436,8 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             (Mode::Ml, Some(path)) => Some(Arc::new(Model::load(path)?)),
             (Mode::Ml, None) => Some(Arc::new(Model::shipped()?)),
         },
+        audit_out: args.audit_out,
+        audit_item_page_rate: args.audit_item_page_rate,
     };
     let mut last_report = Instant::now();
     let show = |p: &ReplayProgress| {
@@ -805,6 +842,93 @@ async fn sim_drill(args: SimDrillArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn audit_replay(args: AuditReplayArgs) -> anyhow::Result<()> {
+    use stockgrid_actors::audit::{AuditRecord, audit_replay};
+    let text = std::fs::read_to_string(&args.audit)
+        .with_context(|| format!("read {}", args.audit.display()))?;
+    let mut records = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let record: AuditRecord = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}:{}: not an audit record",
+                args.audit.display(),
+                index + 1
+            )
+        })?;
+        if args.decision_id == "all" || record.decision_id == args.decision_id {
+            records.push(record);
+        }
+    }
+    if records.is_empty() {
+        bail!(
+            "decision {:?} is not in {}",
+            args.decision_id,
+            args.audit.display()
+        );
+    }
+    let events = stockgrid_actors::replay::read_events(&args.events)?;
+    let locations = match &args.locations {
+        Some(path) => stockgrid_actors::replay::read_locations(path)?,
+        None => Vec::new(),
+    };
+    let model = match &args.model {
+        Some(path) => Model::load(path)?,
+        None => Model::shipped()?,
+    };
+    let checks = audit_replay(
+        &records,
+        &events,
+        &locations,
+        &EngineConfig::default().ledger,
+        Some(&model),
+        &SafetyStock::uniform(0),
+    )
+    .map_err(|e| anyhow::anyhow!("rebuild from the event log: {e}"))?;
+    let mut differing = 0;
+    for (record, check) in records.iter().zip(&checks) {
+        if check.differences.is_empty() {
+            if records.len() == 1 {
+                println!(
+                    "decision {}: {} of sku {} at location {} for {} unit(s) at {}, after {} arrivals",
+                    record.decision_id,
+                    record.surface,
+                    record.sku,
+                    record.location,
+                    record.quantity,
+                    stockgrid_actors::time::Timestamp(record.time_ms),
+                    record.arrivals_applied
+                );
+                println!(
+                    "  recorded and recomputed: available {}, probability {}, reason {}, mode {:?}, {} features, inputs {}",
+                    record.decision.available,
+                    record.decision.probability,
+                    record.decision.reason.as_str(),
+                    record.decision.mode,
+                    record.features.len(),
+                    record.inputs_digest
+                );
+            }
+        } else {
+            differing += 1;
+            println!("decision {}: DIFFERS", check.decision_id);
+            for difference in &check.differences {
+                println!("  {difference}");
+            }
+        }
+    }
+    if differing > 0 {
+        bail!(
+            "{differing} of {} decision(s) differ from their records",
+            records.len()
+        );
+    }
+    println!(
+        "bit-identical: {} decision(s) recomputed from the event log",
+        records.len()
+    );
+    Ok(())
+}
+
 fn recorded_command() -> String {
     let mut words = vec!["stockgrid".to_owned()];
     let mut arguments = std::env::args().skip(1);
@@ -958,6 +1082,7 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => replay(args).await,
             Command::Inspect(args) => inspect(args).await,
             Command::Train(args) => train(args),
+            Command::Audit(AuditCommand::Replay(args)) => audit_replay(args),
             Command::Sim(SimCommand::Generate(args)) => sim_generate(args),
             Command::Sim(SimCommand::Evaluate(args)) => sim_evaluate(args),
             Command::Sim(SimCommand::Features(args)) => sim_features(args),

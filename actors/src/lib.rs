@@ -24,6 +24,7 @@
 //! - [`replay`]: `stockgrid replay` over the REPLAY.md files.
 //! - [`error`]: the crate's error type, [`EngineError`].
 
+pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod decision;

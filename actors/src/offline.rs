@@ -89,14 +89,14 @@ impl InMemoryLedger {
 
 /// Replays `events` (in arrival order, as read by `read_events`) and asks every query at its
 /// moment: `on_arrival` sees each arrival's outcome, `on_query` each query (by its index in
-/// `queries`) with the ledger as of its time. Queries are taken in time order, file order
+/// `queries`) with the number of arrivals applied before it and the ledger as of its time. Queries are taken in time order, file order
 /// breaking ties.
 pub fn replay_in_memory(
     ledger: &mut InMemoryLedger,
     events: &[(usize, Arrival)],
     queries: &[Query],
     mut on_arrival: impl FnMut(usize, &Arrival, Outcome),
-    mut on_query: impl FnMut(usize, &InMemoryLedger),
+    mut on_query: impl FnMut(usize, u64, &InMemoryLedger),
 ) -> Result<(), LookupFailed> {
     let mut order: Vec<usize> = (0..queries.len()).collect();
     order.sort_by_key(|&index| queries[index].time);
@@ -109,7 +109,7 @@ pub fn replay_in_memory(
             on_arrival(*line, arrival, outcome);
             next_event += 1;
         }
-        on_query(index, ledger);
+        on_query(index, next_event as u64, ledger);
     }
     for (line, arrival) in &events[next_event..] {
         let outcome = ledger.apply(arrival)?;

@@ -26,8 +26,9 @@ use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
 use crate::catalog::{Location, LocationInput};
 use stockgrid_inference::model::Model;
 
+use crate::audit::{AuditRecord, decide_and_record, is_promise, sampled};
 use crate::config::EngineConfig;
-use crate::decision::{Decision, DecisionMode, SafetyStock, decide_by_model, decide_by_rules};
+use crate::decision::{Decision, DecisionMode, SafetyStock};
 use crate::domain::{Arrival, PairKey, RawEvent, Surface};
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -100,6 +101,10 @@ pub struct ReplayOptions {
     pub in_memory: bool,
     /// The model `ml` mode decides with.
     pub model: Option<Arc<Model>>,
+    /// Where to write the audit records (in-memory replay only), if anywhere.
+    pub audit_out: Option<PathBuf>,
+    /// Share of item-page decisions audited (pickup and delivery always are).
+    pub audit_item_page_rate: f64,
 }
 
 /// A quarantined arrival, for the summary.
@@ -447,6 +452,11 @@ pub async fn run_replay(
     if options.mode == DecisionMode::Ml && options.model.is_none() {
         return Err(ReplayError::Usage("--mode ml needs a model".to_owned()));
     }
+    if options.audit_out.is_some() && !options.in_memory {
+        return Err(ReplayError::Usage(
+            "--audit-out is written by the in-memory replay; leave out --engine durable".to_owned(),
+        ));
+    }
     if options.mode == DecisionMode::Ml && !options.in_memory {
         return Err(ReplayError::Usage(
             "--mode ml replays in memory only for now; leave out --engine durable".to_owned(),
@@ -533,6 +543,7 @@ fn answer_in_memory(
 ) -> Result<Vec<Answer>, ReplayError> {
     let mut ledger = InMemoryLedger::new(options.engine.ledger.clone(), locations);
     let mut answers: Vec<Option<Answer>> = vec![None; queries.len()];
+    let mut audit: Vec<Option<AuditRecord>> = vec![None; queries.len()];
     let mut events_done = 0;
     let queries_done = std::cell::Cell::new(0);
     let report = |events_done, queries_done| ReplayProgress {
@@ -552,38 +563,40 @@ fn answer_in_memory(
                 progress(report(events_done, queries_done.get()));
             }
         },
-        |index, ledger| {
+        |index, applied, ledger| {
             let query = &queries[index];
-            let state = ledger.state(query.pair);
-            let decision = match (&options.mode, &options.model) {
-                (DecisionMode::Ml, Some(model)) => {
-                    let location = ledger.locations().facts(query.pair.location);
-                    decide_by_model(
-                        state,
-                        &location,
-                        model,
-                        query.quantity,
-                        query.surface,
-                        query.time,
-                    )
-                    .0
-                }
-                _ => {
-                    let view = state.map(|state| state.read_view(query.time, ledger.config()));
-                    decide_by_rules(
-                        view.as_ref(),
-                        query.quantity,
-                        query.surface,
-                        &options.safety_stock,
-                    )
-                }
+            let model = match options.mode {
+                DecisionMode::Ml => options.model.as_deref(),
+                DecisionMode::Rules => None,
             };
+            let record = decide_and_record(
+                ledger,
+                query.query_id.clone(),
+                query.pair,
+                query.quantity,
+                query.surface,
+                query.time,
+                applied,
+                model,
+                &options.safety_stock,
+            );
+            let decision = record.decision;
+            if options.audit_out.is_some()
+                && (is_promise(query.surface)
+                    || query.surface == Surface::ItemPage
+                        && sampled(&record.decision_id, options.audit_item_page_rate))
+            {
+                audit[index] = Some(record);
+            }
             answers[index] = Some(answer_of(query, &decision));
             queries_done.set(queries_done.get() + 1);
         },
     )
     .map_err(|e| ReplayError::Engine(EngineError::Corrupt(e.to_string())))?;
     progress(report(events.len(), queries.len()));
+    if let Some(path) = &options.audit_out {
+        write_json_lines(path, audit.into_iter().flatten())?;
+    }
     Ok(answers.into_iter().flatten().collect())
 }
 
@@ -698,6 +711,15 @@ async fn answer_durably(
 }
 
 fn write_answers(path: &Path, answers: impl Iterator<Item = Answer>) -> Result<(), ReplayError> {
+    write_json_lines(path, answers)
+}
+
+/// Writes one JSON object per line to a temporary file beside `path`, syncs it and renames it
+/// into place: a reader never sees half a file.
+pub fn write_json_lines<T: Serialize>(
+    path: &Path,
+    items: impl Iterator<Item = T>,
+) -> Result<(), ReplayError> {
     let io = |context: &'static str| {
         let path = path.display().to_string();
         move |source| ReplayError::Io {
@@ -713,9 +735,8 @@ fn write_answers(path: &Path, answers: impl Iterator<Item = Answer>) -> Result<(
     let temporary =
         tempfile::NamedTempFile::new_in(directory).map_err(io("create answers file beside"))?;
     let mut writer = BufWriter::new(temporary);
-    for answer in answers {
-        serde_json::to_writer(&mut writer, &answer)
-            .map_err(|e| io("write answers to")(e.into()))?;
+    for item in items {
+        serde_json::to_writer(&mut writer, &item).map_err(|e| io("write answers to")(e.into()))?;
         writer.write_all(b"\n").map_err(io("write answers to"))?;
     }
     let temporary = writer

@@ -21,6 +21,8 @@ fn options(dir: &Path, events: &str, queries: &str) -> ReplayOptions {
         engine: EngineConfig::default(),
         in_memory: false,
         model: None,
+        audit_out: None,
+        audit_item_page_rate: 0.0,
     }
 }
 

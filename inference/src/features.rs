@@ -28,7 +28,7 @@ pub enum LocationKind {
 }
 
 /// The location-level facts an entity reads (shared by every pair of the location).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LocationFacts {
     /// Its opening hours.
     pub hours: OpeningHours,

@@ -139,7 +139,7 @@ pub fn run_cases(dir: &Path) -> anyhow::Result<RunCases> {
         &events,
         &queries,
         |_, _, _| {},
-        |index, ledger| {
+        |index, _, ledger| {
             let query = &queries[index];
             let state = ledger.state(query.pair);
             cases[index] = Some(Case {

@@ -34,6 +34,8 @@ async fn rules_answers_are_the_ledger_baseline_and_the_report_has_its_plots() {
             engine,
             in_memory: false,
             model: None,
+            audit_out: None,
+            audit_item_page_rate: 0.0,
         },
         |_| {},
     )

@@ -1,0 +1,227 @@
+//! Decision audit: a record of every promise with what it was computed from, and the replay
+//! that proves it (the training-serving skew check).
+//!
+//! A record holds the decision id, the pair, the question, the moment in the event log (how
+//! many arrivals had been applied), a digest of the inputs (the entity's state and its
+//! location's facts), the feature vector, the model and mode, and the answer. Every pickup,
+//! delivery and reservation decision is recorded; item-page decisions are counted and sampled
+//! at a configurable rate (a deterministic hash of the decision id, so a rerun samples the
+//! same ones).
+//!
+//! [`audit_replay`] rebuilds the entities from the event log alone - the same arrivals, in
+//! the same order, through the same entity code ([`crate::offline`]) - up to each record's
+//! moment, recomputes features and answer, and compares them bit for bit with the record.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use stockgrid_inference::model::Model;
+
+use crate::catalog::Location;
+use crate::decision::{Decision, DecisionMode, SafetyStock, decide_by_model, decide_by_rules};
+use crate::domain::{Arrival, PairKey, Surface};
+use crate::ledger::{EntityState, LedgerConfig, LookupFailed};
+use crate::offline::InMemoryLedger;
+use crate::time::Timestamp;
+
+/// One audited decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Unique id of the decision.
+    pub decision_id: String,
+    /// The pair.
+    pub sku: u64,
+    /// The pair.
+    pub location: u32,
+    /// The surface asking.
+    pub surface: Surface,
+    /// Units asked.
+    pub quantity: i64,
+    /// When it was asked (milliseconds since the Unix epoch).
+    pub time_ms: i64,
+    /// Arrivals of the event log applied before it.
+    pub arrivals_applied: u64,
+    /// xxh3-64 of the entity's state and its location's facts (MessagePack), hex.
+    pub inputs_digest: String,
+    /// The features the scorer saw (empty in rules mode or for a pair never seen).
+    pub features: Vec<f64>,
+    /// Model version (empty in rules mode).
+    pub model_version: String,
+    /// The answer.
+    pub decision: Decision,
+}
+
+/// Whether a decision id is in the item-page sample at `rate` (deterministic).
+pub fn sampled(decision_id: &str, rate: f64) -> bool {
+    let hash = xxhash_rust::xxh3::xxh3_64(decision_id.as_bytes());
+    (hash as f64 / u64::MAX as f64) < rate
+}
+
+/// Whether a surface's decisions are promises (always recorded).
+pub fn is_promise(surface: Surface) -> bool {
+    matches!(surface, Surface::Pickup | Surface::Delivery)
+}
+
+fn inputs_digest(state: Option<&EntityState>, ledger: &InMemoryLedger, pair: PairKey) -> String {
+    let mut bytes = rmp_serde::to_vec(&state).unwrap_or_default();
+    bytes.extend(rmp_serde::to_vec(&ledger.locations().facts(pair.location)).unwrap_or_default());
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// Decides one question on an in-memory ledger by `mode` (the one path replay, audit and
+/// audit replay share), and the record of it.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_and_record(
+    ledger: &InMemoryLedger,
+    decision_id: String,
+    pair: PairKey,
+    quantity: i64,
+    surface: Surface,
+    time: Timestamp,
+    arrivals_applied: u64,
+    model: Option<&Model>,
+    safety_stock: &SafetyStock,
+) -> AuditRecord {
+    let state = ledger.state(pair);
+    let (decision, features) = match model {
+        Some(model) => {
+            let location = ledger.locations().facts(pair.location);
+            let (decision, features) =
+                decide_by_model(state, &location, model, quantity, surface, time);
+            (
+                decision,
+                features.map(|f| f.values.to_vec()).unwrap_or_default(),
+            )
+        }
+        None => {
+            let view = state.map(|state| state.read_view(time, ledger.config()));
+            (
+                decide_by_rules(view.as_ref(), quantity, surface, safety_stock),
+                Vec::new(),
+            )
+        }
+    };
+    AuditRecord {
+        decision_id,
+        sku: pair.sku,
+        location: pair.location,
+        surface,
+        quantity,
+        time_ms: time.0,
+        arrivals_applied,
+        inputs_digest: inputs_digest(state, ledger, pair),
+        features,
+        model_version: model.map(|m| m.version.clone()).unwrap_or_default(),
+        decision,
+    }
+}
+
+/// The outcome of replaying one record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditCheck {
+    /// The record's decision id.
+    pub decision_id: String,
+    /// What differs (empty: bit-identical).
+    pub differences: Vec<String>,
+}
+
+/// Rebuilds the entities from `events` (in arrival order, as `read_events` returns them)
+/// up to each record's moment and recomputes it. `model` must be the record's model for
+/// ml records (checked by version).
+pub fn audit_replay(
+    records: &[AuditRecord],
+    events: &[(usize, Arrival)],
+    locations: &[Location],
+    config: &LedgerConfig,
+    model: Option<&Model>,
+    safety_stock: &SafetyStock,
+) -> Result<Vec<AuditCheck>, LookupFailed> {
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_by_key(|&index| records[index].arrivals_applied);
+    let mut ledger = InMemoryLedger::new(config.clone(), locations);
+    let mut applied = 0u64;
+    let mut checks: HashMap<usize, AuditCheck> = HashMap::new();
+    for index in order {
+        let record = &records[index];
+        while applied < record.arrivals_applied {
+            let Some((_, arrival)) = events.get(applied as usize) else {
+                break;
+            };
+            ledger.apply(arrival)?;
+            applied += 1;
+        }
+        let mut differences = Vec::new();
+        if applied != record.arrivals_applied {
+            differences.push(format!(
+                "the event log has {applied} arrivals; the record was made after {}",
+                record.arrivals_applied
+            ));
+        }
+        let record_model = match record.decision.mode {
+            DecisionMode::Ml => match model {
+                Some(model) if model.version == record.model_version => Some(model),
+                Some(model) => {
+                    differences.push(format!(
+                        "model: the record used {}, the replay has {}",
+                        record.model_version, model.version
+                    ));
+                    Some(model)
+                }
+                None => {
+                    differences.push("model: the record is ml; no model given".to_owned());
+                    None
+                }
+            },
+            DecisionMode::Rules => None,
+        };
+        let again = decide_and_record(
+            &ledger,
+            record.decision_id.clone(),
+            PairKey::new(record.sku, record.location),
+            record.quantity,
+            record.surface,
+            Timestamp(record.time_ms),
+            record.arrivals_applied,
+            record_model,
+            safety_stock,
+        );
+        if again.inputs_digest != record.inputs_digest {
+            differences.push(format!(
+                "inputs digest: recorded {}, rebuilt {}",
+                record.inputs_digest, again.inputs_digest
+            ));
+        }
+        let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        if bits(&again.features) != bits(&record.features) {
+            differences.push(format!(
+                "features: recorded {:?}, recomputed {:?}",
+                record.features, again.features
+            ));
+        }
+        let answer_bits = |d: &Decision| {
+            (
+                d.available,
+                d.probability.to_bits(),
+                d.expected_on_hand.to_bits(),
+                d.mode,
+                d.reason,
+            )
+        };
+        if answer_bits(&again.decision) != answer_bits(&record.decision) {
+            differences.push(format!(
+                "answer: recorded {:?}, recomputed {:?}",
+                record.decision, again.decision
+            ));
+        }
+        checks.insert(
+            index,
+            AuditCheck {
+                decision_id: record.decision_id.clone(),
+                differences,
+            },
+        );
+    }
+    Ok((0..records.len())
+        .filter_map(|index| checks.remove(&index))
+        .collect())
+}
