@@ -28,7 +28,7 @@ use stockgrid_inference::model::Model;
 
 use crate::audit::{AuditRecord, decide_and_record, is_promise, sampled};
 use crate::config::EngineConfig;
-use crate::decision::{Decision, DecisionMode, SafetyStock};
+use crate::decision::{Decision, DecisionMode, SafetyStock, unavailable};
 use crate::domain::{Arrival, PairKey, RawEvent, Surface};
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -457,11 +457,6 @@ pub async fn run_replay(
             "--audit-out is written by the in-memory replay; leave out --engine durable".to_owned(),
         ));
     }
-    if options.mode == DecisionMode::Ml && !options.in_memory {
-        return Err(ReplayError::Usage(
-            "--mode ml replays in memory only for now; leave out --engine durable".to_owned(),
-        ));
-    }
     let started = std::time::Instant::now();
     let events = read_events(&options.events)?;
     let queries = read_queries(&options.queries)?;
@@ -485,7 +480,15 @@ pub async fn run_replay(
             progress,
         )?
     } else {
-        answer_durably(options, &events, &queries, &mut summary, progress).await?
+        answer_durably(
+            options,
+            &events,
+            &queries,
+            &locations,
+            &mut summary,
+            progress,
+        )
+        .await?
     };
     summary.available_answers = answers.iter().filter(|a| a.available).count();
     write_answers(&options.out, answers.into_iter())?;
@@ -604,6 +607,7 @@ async fn answer_durably(
     options: &ReplayOptions,
     events: &[(usize, Arrival)],
     queries: &[Query],
+    locations: &[Location],
     summary: &mut ReplaySummary,
     mut progress: impl FnMut(ReplayProgress),
 ) -> Result<Vec<Answer>, ReplayError> {
@@ -636,7 +640,13 @@ async fn answer_durably(
         .unwrap_or_default();
     let clock = SimulatedClock::starting_at(first_time);
     let store_handle = Arc::clone(&store);
-    let engine = Engine::start(store, Arc::new(clock.clone()), options.engine.clone()).await?;
+    let mut config = options.engine.clone();
+    config.safety_stock = options.safety_stock;
+    let engine = Engine::start(store, Arc::new(clock.clone()), config).await?;
+    engine
+        .decisions()
+        .configure(options.mode, options.model.clone());
+    engine.decisions().locations.upsert(locations);
 
     let mut query_order: Vec<usize> = (0..queries.len()).collect();
     query_order.sort_by_key(|&index| queries[index].time); // Stable: file order breaks ties.
@@ -688,14 +698,16 @@ async fn answer_durably(
         let Some(index) = query_index else { break };
         let query = &queries[index];
         clock.advance_to(query.time);
-        let decision = engine
-            .decide_by_rules(
-                query.pair,
-                query.quantity,
-                query.surface,
-                &options.safety_stock,
-            )
-            .await;
+        let decision = match engine
+            .decide(query.pair, query.quantity, query.surface)
+            .await
+        {
+            Ok((decision, _, _)) => decision,
+            Err(error) => {
+                tracing::warn!(%error, query = query.query_id, "decision failed; answering not available");
+                unavailable()
+            }
+        };
         answers[index] = Some(answer_of(query, &decision));
         queries_done += 1;
     }

@@ -166,8 +166,14 @@ fn ml_mode_answers_with_the_shipped_model_and_a_bad_model_file_is_refused() {
     std::fs::write(&bad, b"not a model").expect("write");
     let output = replay(&["--model", bad.to_str().expect("utf-8 path")]);
     assert_fails_saying(&output, "not a stockgrid model");
-    let output = replay(&["--engine", "durable"]);
-    assert_fails_saying(&output, "in memory only");
+    let audit = dir.path().join("audit.jsonl");
+    let output = replay(&[
+        "--engine",
+        "durable",
+        "--audit-out",
+        audit.to_str().expect("utf-8 path"),
+    ]);
+    assert_fails_saying(&output, "written by the in-memory replay");
 }
 
 #[test]
