@@ -3,14 +3,18 @@
 //!
 //! The default mode is configuration (`ml` or `rules`); on top of it, surfaces and regions can
 //! be switched to the rules fallback (ops, through the `Admin` gRPC service) - a rules switch
-//! always wins. `ml` without a loaded model answers "not promised" with `MODEL_MISSING`: doubt
+//! always wins. A region whose live features drift from the model's training distribution
+//! (PSI over a window of its ml decisions above [`DRIFT_PSI_THRESHOLD`]) falls back to rules
+//! on its own, says so in the log and in the policy, and stays there until ops switches the
+//! region back. `ml` without a loaded model answers "not promised" with `MODEL_MISSING`: doubt
 //! never becomes a promise. Lookups, reservations and the service all decide through
 //! [`DecisionContext::decide`], so one switch moves them together.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use stockgrid_inference::features::FeatureVector;
+use stockgrid_inference::drift::DriftWindow;
+use stockgrid_inference::features::{FEATURE_COUNT, FeatureVector};
 use stockgrid_inference::model::Model;
 
 use crate::config::EngineConfig;
@@ -20,16 +24,38 @@ use crate::ledger::EntityState;
 use crate::locations::LocationDirectory;
 use crate::time::Timestamp;
 
+/// Ml decisions per region between two drift measurements.
+pub const DRIFT_WINDOW_DECISIONS: u64 = 2_000;
+/// PSI above which a region falls back to rules on its own.
+pub const DRIFT_PSI_THRESHOLD: f64 = 0.25;
+
 #[derive(Debug, Default)]
 struct Switches {
     default_mode: Option<DecisionMode>,
     model: Option<Arc<Model>>,
     rules_surfaces: BTreeSet<Surface>,
     rules_regions: BTreeSet<String>,
+    /// Regions that fell back to rules because their features drifted.
+    drifted_regions: BTreeSet<String>,
+}
+
+/// The latest drift measurement of a region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegionDrift {
+    /// The region.
+    pub region: String,
+    /// The monitored feature with the largest PSI.
+    pub feature: &'static str,
+    /// Its PSI.
+    pub psi: f64,
+    /// Ml decisions measured.
+    pub decisions: u64,
+    /// Whether the region fell back to rules for it.
+    pub fallback: bool,
 }
 
 /// What the policy is now, for ops.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PolicySnapshot {
     /// The mode where no switch applies.
     pub default_mode: DecisionMode,
@@ -39,6 +65,8 @@ pub struct PolicySnapshot {
     pub rules_surfaces: Vec<Surface>,
     /// Regions switched to rules.
     pub rules_regions: Vec<String>,
+    /// The latest drift measurement per region.
+    pub drift: Vec<RegionDrift>,
 }
 
 /// The policy plus the location-level facts decisions read: shared by the engine and its
@@ -46,6 +74,7 @@ pub struct PolicySnapshot {
 #[derive(Debug, Default)]
 pub struct DecisionContext {
     switches: RwLock<Switches>,
+    drift: std::sync::Mutex<HashMap<String, (DriftWindow, Option<RegionDrift>)>>,
     /// Location facts (hours, kind, expected feeds, feed health, region).
     pub locations: LocationDirectory,
 }
@@ -86,7 +115,67 @@ impl DecisionContext {
                 switches.rules_regions.insert(region.to_owned());
             } else {
                 switches.rules_regions.remove(region);
+                // Switching a region back also lifts a drift fallback: ops has looked.
+                switches.drifted_regions.remove(region);
+                if let Some((window, latest)) = self.drift_windows().get_mut(region) {
+                    *window = DriftWindow::default();
+                    if let Some(latest) = latest {
+                        latest.fallback = false;
+                    }
+                }
             }
+        }
+    }
+
+    fn drift_windows(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (DriftWindow, Option<RegionDrift>)>> {
+        self.drift
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts an ml decision's features in its region's window; every
+    /// [`DRIFT_WINDOW_DECISIONS`] it measures the PSI and, above [`DRIFT_PSI_THRESHOLD`],
+    /// switches the region to rules and says so.
+    fn watch_drift(&self, model: &Model, location: u32, values: &[f64; FEATURE_COUNT]) {
+        if model.drift.features.is_empty() {
+            return;
+        }
+        let Some(region) = self.locations.region(location) else {
+            return;
+        };
+        let measured = {
+            let mut windows = self.drift_windows();
+            let (window, latest) = windows
+                .entry(region.to_string())
+                .or_insert_with(|| (DriftWindow::default(), None));
+            window.add(&model.drift, values);
+            if window.total < DRIFT_WINDOW_DECISIONS {
+                return;
+            }
+            let Some((feature, psi)) = window.worst(&model.drift) else {
+                return;
+            };
+            let drift = RegionDrift {
+                region: region.to_string(),
+                feature,
+                psi,
+                decisions: window.total,
+                fallback: psi > DRIFT_PSI_THRESHOLD,
+            };
+            *window = DriftWindow::default();
+            *latest = Some(drift.clone());
+            drift
+        };
+        if measured.fallback {
+            tracing::warn!(
+                region = measured.region,
+                feature = measured.feature,
+                psi = measured.psi,
+                "feature drift above {DRIFT_PSI_THRESHOLD}: the region falls back to rules"
+            );
+            self.write().drifted_regions.insert(measured.region);
         }
     }
 
@@ -98,6 +187,15 @@ impl DecisionContext {
             model_version: switches.model.as_ref().map(|m| m.version.clone()),
             rules_surfaces: switches.rules_surfaces.iter().copied().collect(),
             rules_regions: switches.rules_regions.iter().cloned().collect(),
+            drift: {
+                let windows = self.drift_windows();
+                let mut drift: Vec<RegionDrift> = windows
+                    .values()
+                    .filter_map(|(_, latest)| latest.clone())
+                    .collect();
+                drift.sort_by(|a, b| a.region.cmp(&b.region));
+                drift
+            },
         }
     }
 
@@ -106,11 +204,11 @@ impl DecisionContext {
         let switches = self.read();
         let rules = switches.default_mode.unwrap_or(DecisionMode::Rules) == DecisionMode::Rules
             || switches.rules_surfaces.contains(&surface)
-            || (!switches.rules_regions.is_empty()
-                && self
-                    .locations
-                    .region(location)
-                    .is_some_and(|region| switches.rules_regions.contains(&*region)));
+            || ((!switches.rules_regions.is_empty() || !switches.drifted_regions.is_empty())
+                && self.locations.region(location).is_some_and(|region| {
+                    switches.rules_regions.contains(&*region)
+                        || switches.drifted_regions.contains(&*region)
+                }));
         if rules {
             (DecisionMode::Rules, None)
         } else {
@@ -139,7 +237,11 @@ impl DecisionContext {
             }
             (DecisionMode::Ml, Some(model)) => {
                 let location = self.locations.facts(pair.location);
-                decide_by_model(state, &location, &model, quantity, surface, now)
+                let decided = decide_by_model(state, &location, &model, quantity, surface, now);
+                if let Some(features) = &decided.1 {
+                    self.watch_drift(&model, pair.location, &features.values);
+                }
+                decided
             }
             (DecisionMode::Ml, None) => (
                 Decision {
@@ -152,5 +254,68 @@ impl DecisionContext {
                 None,
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stockgrid_inference::drift::DriftBaseline;
+
+    use super::*;
+    use crate::catalog::LocationInput;
+
+    fn row(i: usize, shift: f64) -> [f64; FEATURE_COUNT] {
+        let mut row = [0.0; FEATURE_COUNT];
+        for (k, value) in row.iter_mut().enumerate() {
+            *value = ((i * (k + 3) * 7_919) % 1_000) as f64 / 100.0 + shift;
+        }
+        row
+    }
+
+    #[test]
+    fn a_drifting_region_falls_back_to_rules_until_switched_back() {
+        let mut model = Model::prior();
+        let training: Vec<_> = (0..10_000).map(|i| row(i, 0.0)).collect();
+        model.drift = DriftBaseline::from_rows(&training);
+        let model = Arc::new(model);
+        let context = DecisionContext::default();
+        context.configure(DecisionMode::Ml, Some(Arc::clone(&model)));
+        let location = |number: u32, region: &str| {
+            LocationInput {
+                location: number,
+                region: Some(region.to_owned()),
+                ..LocationInput::default()
+            }
+            .validate()
+            .expect("valid")
+        };
+        context
+            .locations
+            .upsert(&[location(1, "steady"), location(2, "moving")]);
+        for i in 0..DRIFT_WINDOW_DECISIONS as usize {
+            context.watch_drift(&model, 1, &row(i, 0.0));
+            context.watch_drift(&model, 2, &row(i, 5.0));
+        }
+        assert_eq!(context.mode_for(Surface::Pickup, 1).0, DecisionMode::Ml);
+        assert_eq!(context.mode_for(Surface::Pickup, 2).0, DecisionMode::Rules);
+        let snapshot = context.snapshot();
+        let moving = snapshot
+            .drift
+            .iter()
+            .find(|d| d.region == "moving")
+            .expect("measured");
+        assert!(
+            moving.fallback && moving.psi > DRIFT_PSI_THRESHOLD,
+            "{moving:?}"
+        );
+        let steady = snapshot
+            .drift
+            .iter()
+            .find(|d| d.region == "steady")
+            .expect("measured");
+        assert!(!steady.fallback && steady.psi < 0.1, "{steady:?}");
+        // Ops switches the region back: ml again, with a fresh window.
+        context.switch_to_rules(None, Some("moving"), false);
+        assert_eq!(context.mode_for(Surface::Pickup, 2).0, DecisionMode::Ml);
     }
 }

@@ -99,6 +99,17 @@ pub fn policy(snapshot: &PolicySnapshot) -> pb::DecisionPolicy {
             .map(|surface| surface_to_proto(*surface) as i32)
             .collect(),
         rules_regions: snapshot.rules_regions.clone(),
+        drift: snapshot
+            .drift
+            .iter()
+            .map(|drift| pb::RegionDrift {
+                region: drift.region.clone(),
+                feature: drift.feature.to_owned(),
+                psi: drift.psi,
+                decisions: drift.decisions,
+                fallback: drift.fallback,
+            })
+            .collect(),
     }
 }
 

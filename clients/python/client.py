@@ -48,11 +48,14 @@ def main(target: str) -> None:
     print("ingest:", statuses, "rejected field:", answer.results[2].field)
 
     availability = availability_pb2_grpc.AvailabilityStub(channel)
+    # The node decides with the stock belief (mode ML): 2 of the 8 recorded units, just
+    # counted, is a promise; the reason says why.
     point = availability.GetAvailability(availability_pb2.GetAvailabilityRequest(
-        sku=42, location=7, qty=8, surface=common_pb2.SURFACE_PICKUP))
-    assert point.available and point.reason == "LEDGER_SUFFICIENT", point
-    print(f"lookup: 8 units for pickup -> available={point.available} reason={point.reason}"
-          f" expected_on_hand={point.expected_on_hand}")
+        sku=42, location=7, qty=2, surface=common_pb2.SURFACE_PICKUP))
+    assert point.available and point.mode == common_pb2.DECISION_MODE_ML, point
+    assert point.reason in ("COUNT_RECENT", "BELIEF_CONFIDENT"), point
+    print(f"lookup: 2 units for pickup -> available={point.available} reason={point.reason}"
+          f" probability={point.probability:.3f} expected_on_hand={point.expected_on_hand:.2f}")
     batch = availability.BatchGetAvailability(availability_pb2.BatchGetAvailabilityRequest(items=[
         availability_pb2.GetAvailabilityRequest(sku=42, location=7, qty=9,
                                                 surface=common_pb2.SURFACE_ITEM_PAGE),

@@ -13,6 +13,7 @@
 //! - [`features`]: the one feature definition, online and offline.
 //! - [`model`]: the model file (belief parameters, scorer, thresholds, metadata) and fitting.
 //! - [`decide`]: the ml decision with its reason code.
+//! - [`drift`]: PSI of live features against the model's training distribution.
 //! - [`trees`]: small gradient-boosted trees, the default scorer.
 //! - [`stats`]: the normal tail and logistic helpers.
 //!
@@ -21,6 +22,7 @@
 
 pub mod belief;
 pub mod decide;
+pub mod drift;
 pub mod features;
 pub mod feeds;
 pub mod hours;

@@ -12,6 +12,7 @@ use ndarray::{Array1, Array2, ArrayView1, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::belief::BeliefParams;
+use crate::drift::DriftBaseline;
 use crate::features::{FEATURE_COUNT, FEATURE_NAMES};
 use crate::feeds::StalenessPolicy;
 use crate::stats::sigmoid;
@@ -263,6 +264,9 @@ pub struct Model {
     pub thresholds: BTreeMap<String, f64>,
     /// How it was made.
     pub training: TrainingMetadata,
+    /// Training distributions of the monitored features, for drift (PSI).
+    #[serde(default)]
+    pub drift: DriftBaseline,
 }
 
 /// Why a model file was refused.
@@ -309,6 +313,7 @@ impl Model {
             staleness: StalenessPolicy::default(),
             thresholds: BTreeMap::new(),
             training: TrainingMetadata::default(),
+            drift: DriftBaseline::default(),
         }
     }
 

@@ -27,6 +27,7 @@ use stockgrid_actors::ledger::LedgerConfig;
 use stockgrid_actors::offline::{InMemoryLedger, replay_in_memory};
 use stockgrid_actors::replay::{read_events, read_locations, read_queries};
 use stockgrid_inference::belief::{BeliefParams, BeliefStats, LedgerFacts};
+use stockgrid_inference::drift::DriftBaseline;
 use stockgrid_inference::features::{FEATURE_NAMES, LocationFacts, Question, features};
 use stockgrid_inference::feeds::StalenessPolicy;
 use stockgrid_inference::model::{
@@ -397,6 +398,9 @@ pub fn run_train(
             training_log_loss,
             surfaces: BTreeMap::new(),
         },
+        drift: DriftBaseline::from_rows(
+            &rows.iter().map(|(values, _)| *values).collect::<Vec<_>>(),
+        ),
     };
     // Thresholds on the calibration runs, scored as the decision scores them (a stale feed
     // is never promised; a pair never seen neither).
