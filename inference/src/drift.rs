@@ -49,10 +49,10 @@ impl DriftBaseline {
                 values.sort_by(f64::total_cmp);
                 let mut edges: Vec<f64> = Vec::new();
                 for bin in 1..DRIFT_BINS {
-                    if let Some(&edge) = values.get(bin * values.len() / DRIFT_BINS) {
-                        if edges.last().is_none_or(|last| edge > *last) {
-                            edges.push(edge);
-                        }
+                    if let Some(&edge) = values.get(bin * values.len() / DRIFT_BINS)
+                        && edges.last().is_none_or(|last| edge > *last)
+                    {
+                        edges.push(edge);
                     }
                 }
                 let mut counts = vec![0u64; edges.len() + 1];
