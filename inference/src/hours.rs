@@ -2,8 +2,9 @@
 //!
 //! No-sale evidence counts open hours only (DESIGN.md "Time"), and a pair's demand rate is per
 //! open hour. Time zones are fixed UTC offsets: `UTC`, `Etc/GMT±N`, and the standard-time
-//! offsets of the common North American zone names (daylight saving is not modelled; an hour
-//! of error twice a year moves an open-hour count by at most one hour).
+//! offsets of the common zone names of the Americas, Europe, Asia and Oceania (daylight saving
+//! is not modelled: an hour of error for half the year moves an open-hour count by at most one
+//! hour a day). An unknown name counts as UTC.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,8 +14,8 @@ const DAY_MS: i64 = 24 * HOUR_MS;
 /// When a location is open, in its own local time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpeningHours {
-    /// Local time = UTC + this many hours.
-    pub utc_offset_hours: i8,
+    /// Local time = UTC + this many minutes.
+    pub utc_offset_minutes: i16,
     /// Opening hour, local (0-23).
     pub open_hour: u8,
     /// Closing hour, local (1-24, after `open_hour`).
@@ -25,27 +26,46 @@ impl Default for OpeningHours {
     /// Open all day, UTC: the catalog's default for a location it does not know.
     fn default() -> Self {
         Self {
-            utc_offset_hours: 0,
+            utc_offset_minutes: 0,
             open_hour: 0,
             close_hour: 24,
         }
     }
 }
 
-/// The standard-time UTC offset of a time zone name, if known.
-pub fn utc_offset_hours(timezone: &str) -> Option<i8> {
-    let named = match timezone {
-        "UTC" | "Etc/UTC" | "Etc/GMT" | "GMT" => Some(0),
-        "America/New_York" | "America/Detroit" | "America/Indiana/Indianapolis" => Some(-5),
-        "America/Chicago" | "America/Mexico_City" => Some(-6),
-        "America/Denver" | "America/Phoenix" | "America/Boise" => Some(-7),
-        "America/Los_Angeles" => Some(-8),
-        "America/Anchorage" => Some(-9),
-        "Pacific/Honolulu" => Some(-10),
-        _ => None,
-    };
-    if named.is_some() {
-        return named;
+/// Standard-time offsets of common zone names, in minutes.
+#[rustfmt::skip]
+const NAMED_ZONES: &[(&str, i16)] = &[
+    ("UTC", 0), ("Etc/UTC", 0), ("Etc/GMT", 0), ("GMT", 0),
+    ("America/New_York", -300), ("America/Detroit", -300), ("America/Toronto", -300),
+    ("America/Indiana/Indianapolis", -300), ("America/Chicago", -360),
+    ("America/Mexico_City", -360), ("America/Denver", -420), ("America/Phoenix", -420),
+    ("America/Boise", -420), ("America/Los_Angeles", -480), ("America/Vancouver", -480),
+    ("America/Anchorage", -540), ("Pacific/Honolulu", -600), ("America/Halifax", -240),
+    ("America/Puerto_Rico", -240), ("America/Bogota", -300), ("America/Lima", -300),
+    ("America/Guayaquil", -300), ("America/Caracas", -240), ("America/Santiago", -240),
+    ("America/Sao_Paulo", -180), ("America/Argentina/Buenos_Aires", -180),
+    ("Europe/London", 0), ("Europe/Dublin", 0), ("Europe/Lisbon", 0),
+    ("Europe/Berlin", 60), ("Europe/Paris", 60), ("Europe/Madrid", 60), ("Europe/Rome", 60),
+    ("Europe/Amsterdam", 60), ("Europe/Brussels", 60), ("Europe/Vienna", 60),
+    ("Europe/Zurich", 60), ("Europe/Stockholm", 60), ("Europe/Oslo", 60),
+    ("Europe/Copenhagen", 60), ("Europe/Warsaw", 60), ("Europe/Prague", 60),
+    ("Europe/Budapest", 60), ("Europe/Athens", 120), ("Europe/Helsinki", 120),
+    ("Europe/Bucharest", 120), ("Europe/Kiev", 120), ("Europe/Kyiv", 120),
+    ("Europe/Istanbul", 180), ("Europe/Moscow", 180), ("Africa/Johannesburg", 120),
+    ("Africa/Cairo", 120), ("Africa/Lagos", 60), ("Africa/Nairobi", 180),
+    ("Asia/Dubai", 240), ("Asia/Karachi", 300), ("Asia/Kolkata", 330), ("Asia/Dhaka", 360),
+    ("Asia/Bangkok", 420), ("Asia/Jakarta", 420), ("Asia/Shanghai", 480),
+    ("Asia/Hong_Kong", 480), ("Asia/Singapore", 480), ("Asia/Taipei", 480),
+    ("Asia/Manila", 480), ("Asia/Seoul", 540), ("Asia/Tokyo", 540),
+    ("Australia/Perth", 480), ("Australia/Brisbane", 600), ("Australia/Sydney", 600),
+    ("Australia/Melbourne", 600), ("Pacific/Auckland", 720),
+];
+
+/// The standard-time UTC offset of a time zone name in minutes, if known.
+pub fn utc_offset_minutes(timezone: &str) -> Option<i16> {
+    if let Some((_, minutes)) = NAMED_ZONES.iter().find(|(name, _)| *name == timezone) {
+        return Some(*minutes);
     }
     let rest = timezone.strip_prefix("Etc/GMT")?;
     let (sign, digits) = match rest.as_bytes().first()? {
@@ -53,15 +73,15 @@ pub fn utc_offset_hours(timezone: &str) -> Option<i8> {
         b'-' => (1, &rest[1..]),
         _ => return None,
     };
-    let hours: i8 = digits.parse().ok()?;
-    (0..=14).contains(&hours).then_some(sign * hours)
+    let hours: i16 = digits.parse().ok()?;
+    (0..=14).contains(&hours).then_some(sign * hours * 60)
 }
 
 impl OpeningHours {
     /// Hours for a named time zone (unknown names count as UTC) and local opening hours.
     pub fn new(timezone: &str, open_hour: u8, close_hour: u8) -> Self {
         Self {
-            utc_offset_hours: utc_offset_hours(timezone).unwrap_or(0),
+            utc_offset_minutes: utc_offset_minutes(timezone).unwrap_or(0),
             open_hour: open_hour.min(23),
             close_hour: close_hour.clamp(open_hour.min(23) + 1, 24),
         }
@@ -72,7 +92,7 @@ impl OpeningHours {
         if to_ms <= from_ms {
             return 0.0;
         }
-        let offset = i64::from(self.utc_offset_hours) * HOUR_MS;
+        let offset = i64::from(self.utc_offset_minutes) * 60_000;
         let open = i64::from(self.open_hour) * HOUR_MS;
         let close = i64::from(self.close_hour) * HOUR_MS;
         let per_day = close - open;
@@ -111,8 +131,12 @@ mod tests {
             1.0
         );
         assert_eq!(chicago.open_hours_between(T0 + HOUR_MS, T0), 0.0);
-        assert_eq!(utc_offset_hours("Etc/GMT+6"), Some(-6));
-        assert_eq!(utc_offset_hours("Mars/Olympus"), None);
+        assert_eq!(utc_offset_minutes("Etc/GMT+6"), Some(-360));
+        assert_eq!(utc_offset_minutes("Asia/Kolkata"), Some(330));
+        assert_eq!(utc_offset_minutes("Mars/Olympus"), None);
+        // Half-hour zones count half hours: 08:00-20:00 in Kolkata is 02:30-14:30 UTC.
+        let kolkata = OpeningHours::new("Asia/Kolkata", 8, 20);
+        assert_eq!(kolkata.open_hours_between(T0, T0 + 3 * HOUR_MS), 0.5);
     }
 
     proptest! {
@@ -122,7 +146,7 @@ mod tests {
             offset in -10i8..=10, open in 0u8..23, span in 1u8..=24,
             start in 0i64..(40 * DAY_MS), cut in 0i64..(20 * DAY_MS), rest in 0i64..(20 * DAY_MS),
         ) {
-            let hours = OpeningHours { utc_offset_hours: offset, open_hour: open,
+            let hours = OpeningHours { utc_offset_minutes: i16::from(offset) * 30, open_hour: open,
                 close_hour: (open + span).min(24) };
             let (a, b, c) = (T0 + start, T0 + start + cut, T0 + start + cut + rest);
             let whole = hours.open_hours_between(a, c);
