@@ -668,10 +668,22 @@ pub fn pr_curve(scored: &[(f64, bool)]) -> Vec<CurvePoint> {
 /// (broken-promise rate, recall) at every distinct probability, promising at `p >= it`:
 /// the exact curve, with "promise nothing" as its first point.
 pub fn operating_points(scored: &[(f64, bool)]) -> Vec<(f64, f64)> {
+    std::iter::once((0.0, 0.0))
+        .chain(
+            sweep(scored)
+                .into_iter()
+                .map(|(_, broken, recall)| (broken, recall)),
+        )
+        .collect()
+}
+
+/// (threshold, broken-promise rate, recall) for every distinct probability, highest first:
+/// promising every answer with `probability >= threshold`.
+pub fn sweep(scored: &[(f64, bool)]) -> Vec<(f64, f64, f64)> {
     let mut sorted = scored.to_vec();
     sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
     let positives = sorted.iter().filter(|(_, truly)| *truly).count().max(1) as f64;
-    let mut points = vec![(0.0, 0.0)];
+    let mut points = Vec::new();
     let (mut promised, mut broken) = (0usize, 0usize);
     let mut index = 0;
     while index < sorted.len() {
@@ -682,6 +694,7 @@ pub fn operating_points(scored: &[(f64, bool)]) -> Vec<(f64, f64)> {
             index += 1;
         }
         points.push((
+            threshold,
             broken as f64 / promised as f64,
             (promised - broken) as f64 / positives,
         ));

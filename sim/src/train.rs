@@ -35,7 +35,7 @@ use stockgrid_inference::model::{
 };
 use stockgrid_inference::trees::{BoostingOptions, TreeEnsemble};
 
-use crate::evaluate::read_truth;
+use crate::evaluate::{read_truth, sweep};
 use crate::files::Manifest;
 use crate::seeds;
 
@@ -251,28 +251,15 @@ fn case_features(
 /// The threshold that maximizes promises kept while the broken-promise rate stays at or under
 /// `target`; with its rate and recall. `scored`: (probability, truly available).
 pub fn tune_threshold(scored: &[(f64, bool)], target: f64) -> SurfaceCalibration {
-    let mut sorted: Vec<(f64, bool)> = scored.to_vec();
-    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let positives = sorted.iter().filter(|(_, label)| *label).count();
     let mut best = SurfaceCalibration {
         target_broken_rate: target,
-        threshold: 1.0 + f64::EPSILON, // promise nothing unless some cut meets the target
+        threshold: 1.0, // promise nothing unless some cut meets the target
         broken_rate: 0.0,
         recall: 0.0,
         queries: scored.len(),
         cost_ratio: f64::INFINITY,
     };
-    let (mut promised, mut broken) = (0usize, 0usize);
-    let mut index = 0;
-    while index < sorted.len() {
-        let threshold = sorted[index].0;
-        while index < sorted.len() && sorted[index].0 == threshold {
-            promised += 1;
-            broken += usize::from(!sorted[index].1);
-            index += 1;
-        }
-        let rate = broken as f64 / promised as f64;
-        let recall = (promised - broken) as f64 / positives.max(1) as f64;
+    for (threshold, rate, recall) in sweep(scored) {
         if rate <= target && recall > best.recall {
             best.threshold = threshold;
             best.broken_rate = rate;
@@ -280,7 +267,6 @@ pub fn tune_threshold(scored: &[(f64, bool)], target: f64) -> SurfaceCalibration
             best.cost_ratio = threshold / (1.0 - threshold).max(1e-12);
         }
     }
-    best.threshold = best.threshold.min(1.0);
     best
 }
 
@@ -502,4 +488,25 @@ fn export_csv(
     }
     out.flush()
         .with_context(|| format!("write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_threshold_keeps_the_most_recall_the_target_allows() {
+        // 100 answers: probability i/100, truly available unless i is 10, 20, 30, 40 or 95.
+        let scored: Vec<(f64, bool)> = (0..100)
+            .map(|i| (f64::from(i) / 100.0, ![10, 20, 30, 40, 95].contains(&i)))
+            .collect();
+        // Promising p >= 0.41 breaks 1 of 59 (1.7%); p >= 0.31 breaks 2 of 69 (2.9%).
+        let tuned = tune_threshold(&scored, 0.02);
+        assert_eq!(tuned.threshold, 0.41);
+        assert!((tuned.broken_rate - 1.0 / 59.0).abs() < 1e-12);
+        assert!((tuned.recall - 58.0 / 95.0).abs() < 1e-12);
+        // No cut meets an impossible target: nothing is promised.
+        let tuned = tune_threshold(&[(0.9, false), (0.8, true)], 0.0);
+        assert_eq!((tuned.threshold, tuned.recall), (1.0, 0.0));
+    }
 }
