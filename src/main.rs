@@ -40,6 +40,9 @@ enum Command {
     /// Decision audit: replay a recorded decision from the event log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Online experiments of a running node.
+    #[command(subcommand)]
+    Experiment(ExperimentCommand),
     /// The simulator: generate replay files, evaluate answers, drill a node.
     #[command(subcommand)]
     Sim(SimCommand),
@@ -307,6 +310,20 @@ struct ReplayArgs {
     /// Share of item-page decisions audited, 0 to 1.
     #[arg(long, default_value_t = 0.01)]
     audit_item_page_rate: f64,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExperimentCommand {
+    /// Per arm: decisions, promised share, outcomes of promised reservation lines, the
+    /// broken-promise rate and the recall estimate with Wilson 95% intervals.
+    Report(ExperimentReportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExperimentReportArgs {
+    /// The node's address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    target: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -842,6 +859,71 @@ async fn sim_drill(args: SimDrillArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn experiment_report(args: ExperimentReportArgs) -> anyhow::Result<()> {
+    use stockgrid_api::proto::v1 as pb;
+    let address = format!("http://{}", args.target);
+    let channel = tonic::transport::Channel::from_shared(address.clone())
+        .with_context(|| format!("--target {:?}: not an address", args.target))?
+        .connect()
+        .await
+        .with_context(|| format!("connect to {address}"))?;
+    let report = pb::admin_client::AdminClient::new(channel)
+        .get_experiment_report(pb::GetExperimentReportRequest {})
+        .await
+        .map_err(|status| anyhow::anyhow!("GetExperimentReport: {}", status.message()))?
+        .into_inner();
+    if report.name.is_empty() {
+        println!("no experiment is running on {}", args.target);
+        return Ok(());
+    }
+    let interval = |estimate: Option<pb::Estimate>| {
+        estimate.map_or("-".to_owned(), |e| {
+            format!(
+                "{:.2}% [{:.2}%, {:.2}%]",
+                100.0 * e.value,
+                100.0 * e.low,
+                100.0 * e.high
+            )
+        })
+    };
+    println!(
+        "experiment {} ({}shadow answers)",
+        report.name,
+        if report.shadow { "" } else { "no " }
+    );
+    println!(
+        "  {:<12} {:>6} {:>10} {:>9} {:>8} {:>7} {:>28} {:>8} {:>28}",
+        "arm",
+        "weight",
+        "decisions",
+        "promised",
+        "settled",
+        "broken",
+        "broken rate (95%)",
+        "sample",
+        "recall estimate (95%)"
+    );
+    for arm in report.arms {
+        println!(
+            "  {:<12} {:>6} {:>10} {:>9} {:>8} {:>7} {:>28} {:>8} {:>28}",
+            arm.name,
+            arm.weight,
+            arm.decisions,
+            arm.promised,
+            arm.settled,
+            arm.broken,
+            interval(arm.broken_rate),
+            arm.recall_sample,
+            if arm.recall_sample == 0 {
+                "- (no shadow sample)".to_owned()
+            } else {
+                interval(arm.recall)
+            }
+        );
+    }
+    Ok(())
+}
+
 fn audit_replay(args: AuditReplayArgs) -> anyhow::Result<()> {
     use stockgrid_actors::audit::{AuditRecord, audit_replay};
     let text = std::fs::read_to_string(&args.audit)
@@ -1083,6 +1165,7 @@ fn main() -> anyhow::Result<()> {
             Command::Inspect(args) => inspect(args).await,
             Command::Train(args) => train(args),
             Command::Audit(AuditCommand::Replay(args)) => audit_replay(args),
+            Command::Experiment(ExperimentCommand::Report(args)) => experiment_report(args).await,
             Command::Sim(SimCommand::Generate(args)) => sim_generate(args),
             Command::Sim(SimCommand::Evaluate(args)) => sim_evaluate(args),
             Command::Sim(SimCommand::Features(args)) => sim_features(args),

@@ -196,6 +196,20 @@ pub fn decide_by_model(
     surface: Surface,
     now: Timestamp,
 ) -> (Decision, Option<FeatureVector>) {
+    let threshold = model.threshold(surface.as_str());
+    decide_by_model_at(state, location, model, quantity, surface, now, threshold)
+}
+
+/// As [`decide_by_model`], against `threshold` instead of the model's (an experiment arm's).
+pub fn decide_by_model_at(
+    state: Option<&EntityState>,
+    location: &LocationFacts,
+    model: &Model,
+    quantity: i64,
+    surface: Surface,
+    now: Timestamp,
+    threshold: Option<f64>,
+) -> (Decision, Option<FeatureVector>) {
     let Some(state) = state else {
         return (
             Decision {
@@ -214,7 +228,7 @@ pub fn decide_by_model(
             quantity,
             now_ms: now.0,
         },
-        model.threshold(surface.as_str()),
+        threshold,
     );
     (
         Decision {

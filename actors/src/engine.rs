@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use crate::config::EngineConfig;
 use stockgrid_inference::features::FeatureVector;
 
-use crate::decision::{Decision, DecisionMode, SafetyStock, decide_by_rules, unavailable};
+use crate::decision::{Decision, SafetyStock, decide_by_rules, unavailable};
 use crate::domain::{Arrival, PairKey, Source, Surface};
 use crate::error::EngineError;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
@@ -585,7 +585,7 @@ impl Engine {
         surface: Surface,
     ) -> Result<(Decision, u32, Option<FeatureVector>), EngineError> {
         self.inner.store.check_writable()?;
-        if self.decisions().mode_for(surface, pair.location).0 == DecisionMode::Rules {
+        if !self.decisions().needs_entity(surface, pair.location) {
             let (decision, view) = self
                 .rules_decision(pair, quantity, surface, &self.inner.config.safety_stock)
                 .await?;

@@ -13,6 +13,7 @@
 //! - [`catalog`]: locations (kind, region, time zone, hours, expected feeds), stored.
 //! - [`decision`]: the rules decision and the ml decision of one pair.
 //! - [`policy`]: which mode answers each surface and region, switchable at runtime.
+//! - [`experiment`]: arms, deterministic assignment, shadow answers, per-arm outcomes.
 //! - [`locations`]: location-level facts entities read (hours, kind, feeds, region).
 //! - [`offline`]: the event log through the entity code in memory (replay, training, audit).
 //! - [`persist`]: the key layout, log records, snapshots, recovery and the identity tail.
@@ -31,6 +32,7 @@ pub mod decision;
 pub mod domain;
 pub mod engine;
 pub mod error;
+pub mod experiment;
 pub mod ledger;
 pub mod locations;
 pub mod offline;

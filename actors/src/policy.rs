@@ -18,8 +18,9 @@ use stockgrid_inference::features::{FEATURE_COUNT, FeatureVector};
 use stockgrid_inference::model::Model;
 
 use crate::config::EngineConfig;
-use crate::decision::{Decision, DecisionMode, ReasonCode, decide_by_model, decide_by_rules};
+use crate::decision::{Decision, DecisionMode, ReasonCode, decide_by_model_at, decide_by_rules};
 use crate::domain::{PairKey, Surface};
+use crate::experiment::Experiment;
 use crate::ledger::EntityState;
 use crate::locations::LocationDirectory;
 use crate::time::Timestamp;
@@ -74,6 +75,7 @@ pub struct PolicySnapshot {
 #[derive(Debug, Default)]
 pub struct DecisionContext {
     switches: RwLock<Switches>,
+    experiment: RwLock<Option<Arc<Experiment>>>,
     drift: std::sync::Mutex<HashMap<String, (DriftWindow, Option<RegionDrift>)>>,
     /// Location facts (hours, kind, expected feeds, feed health, region).
     pub locations: LocationDirectory,
@@ -179,6 +181,34 @@ impl DecisionContext {
         }
     }
 
+    /// Starts (or, with `None`, ends) an experiment.
+    pub fn set_experiment(&self, experiment: Option<Arc<Experiment>>) {
+        *self
+            .experiment
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = experiment;
+    }
+
+    /// The running experiment, if any.
+    pub fn experiment(&self) -> Option<Arc<Experiment>> {
+        self.experiment
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether a rules switch (surface, region, or a region's drift) covers this decision:
+    /// switches win over the default mode and over experiment arms.
+    fn switched_to_rules(&self, surface: Surface, location: u32) -> bool {
+        let switches = self.read();
+        switches.rules_surfaces.contains(&surface)
+            || ((!switches.rules_regions.is_empty() || !switches.drifted_regions.is_empty())
+                && self.locations.region(location).is_some_and(|region| {
+                    switches.rules_regions.contains(&*region)
+                        || switches.drifted_regions.contains(&*region)
+                }))
+    }
+
     /// The policy now.
     pub fn snapshot(&self) -> PolicySnapshot {
         let switches = self.read();
@@ -199,47 +229,62 @@ impl DecisionContext {
         }
     }
 
-    /// The mode and model for a surface at a location (the model only in ml mode).
+    /// The mode and model for a surface at a location (the model only in ml mode), outside
+    /// any experiment.
     pub fn mode_for(&self, surface: Surface, location: u32) -> (DecisionMode, Option<Arc<Model>>) {
+        if self.switched_to_rules(surface, location) {
+            return (DecisionMode::Rules, None);
+        }
         let switches = self.read();
-        let rules = switches.default_mode.unwrap_or(DecisionMode::Rules) == DecisionMode::Rules
-            || switches.rules_surfaces.contains(&surface)
-            || ((!switches.rules_regions.is_empty() || !switches.drifted_regions.is_empty())
-                && self.locations.region(location).is_some_and(|region| {
-                    switches.rules_regions.contains(&*region)
-                        || switches.drifted_regions.contains(&*region)
-                }));
-        if rules {
-            (DecisionMode::Rules, None)
-        } else {
-            (DecisionMode::Ml, switches.model.clone())
+        match switches.default_mode.unwrap_or(DecisionMode::Rules) {
+            DecisionMode::Rules => (DecisionMode::Rules, None),
+            DecisionMode::Ml => (DecisionMode::Ml, switches.model.clone()),
         }
     }
 
-    /// The decision for `quantity` units of `pair` on `surface` at `now`, from its state
-    /// (`None`: never seen), by the mode the policy gives; with the features in ml mode.
-    pub fn decide(
+    /// Whether a decision must go to the owning shard (ml, or an experiment that may need
+    /// ml): rules alone are answered from the read view.
+    pub fn needs_entity(&self, surface: Surface, location: u32) -> bool {
+        self.mode_for(surface, location).0 == DecisionMode::Ml
+            || (self.experiment().is_some() && !self.switched_to_rules(surface, location))
+    }
+
+    fn decide_as(
         &self,
         state: Option<&EntityState>,
-        pair: PairKey,
-        quantity: i64,
-        surface: Surface,
-        now: Timestamp,
+        ask: &Ask,
         config: &EngineConfig,
+        mode: DecisionMode,
+        model: Option<&Arc<Model>>,
+        threshold: Option<Option<f64>>,
     ) -> (Decision, Option<FeatureVector>) {
-        match self.mode_for(surface, pair.location) {
+        match (mode, model) {
             (DecisionMode::Rules, _) => {
-                let view = state.map(|state| state.read_view(now, &config.ledger));
+                let view = state.map(|state| state.read_view(ask.now, &config.ledger));
                 (
-                    decide_by_rules(view.as_ref(), quantity, surface, &config.safety_stock),
+                    decide_by_rules(
+                        view.as_ref(),
+                        ask.quantity,
+                        ask.surface,
+                        &config.safety_stock,
+                    ),
                     None,
                 )
             }
             (DecisionMode::Ml, Some(model)) => {
-                let location = self.locations.facts(pair.location);
-                let decided = decide_by_model(state, &location, &model, quantity, surface, now);
+                let location = self.locations.facts(ask.pair.location);
+                let threshold = threshold.unwrap_or_else(|| model.threshold(ask.surface.as_str()));
+                let decided = decide_by_model_at(
+                    state,
+                    &location,
+                    model,
+                    ask.quantity,
+                    ask.surface,
+                    ask.now,
+                    threshold,
+                );
                 if let Some(features) = &decided.1 {
-                    self.watch_drift(&model, pair.location, &features.values);
+                    self.watch_drift(model, ask.pair.location, &features.values);
                 }
                 decided
             }
@@ -255,6 +300,63 @@ impl DecisionContext {
             ),
         }
     }
+
+    /// The decision of `ask` from the pair's state (`None`: never seen), by the mode the
+    /// policy gives - or, in a running experiment, the location's arm (counted, with every
+    /// arm's shadow answer when configured; `reservation` names the reservation a hold
+    /// decides for, so its outcome can be credited) - with the features in ml mode.
+    pub fn decide(
+        &self,
+        state: Option<&EntityState>,
+        ask: Ask,
+        config: &EngineConfig,
+        reservation: Option<&Arc<str>>,
+    ) -> (Decision, Option<FeatureVector>) {
+        if let Some(experiment) = self.experiment()
+            && !self.switched_to_rules(ask.surface, ask.pair.location)
+        {
+            let model = self.read().model.clone();
+            let arm_answer = |arm: usize| {
+                let spec = &experiment.spec().arms[arm];
+                let threshold = spec.thresholds.get(&ask.surface).copied().map(Some);
+                self.decide_as(state, &ask, config, spec.mode, model.as_ref(), threshold)
+            };
+            let arm = experiment.arm_of(ask.pair.location);
+            let served = arm_answer(arm);
+            let shadow = experiment.spec().shadow.then(|| {
+                (0..experiment.spec().arms.len()).fold(0u32, |bits, other| {
+                    let available = if other == arm {
+                        served.0.available
+                    } else {
+                        arm_answer(other).0.available
+                    };
+                    bits | (u32::from(available) << other)
+                })
+            });
+            experiment.record_decision(
+                arm,
+                served.0.available,
+                shadow,
+                reservation.map(|id| (id, ask.pair)),
+            );
+            return served;
+        }
+        let (mode, model) = self.mode_for(ask.surface, ask.pair.location);
+        self.decide_as(state, &ask, config, mode, model.as_ref(), None)
+    }
+}
+
+/// One question to decide.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ask {
+    /// The pair.
+    pub pair: PairKey,
+    /// Units wanted.
+    pub quantity: i64,
+    /// The surface asking.
+    pub surface: Surface,
+    /// When.
+    pub now: Timestamp,
 }
 
 #[cfg(test)]

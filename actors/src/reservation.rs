@@ -766,6 +766,20 @@ impl Engine {
         state: ReservationState,
         reason: ReleaseReason,
     ) -> Result<ReservationReport, ReservationError> {
+        if let Some(experiment) = self.decisions().experiment() {
+            // Lines still held end here: an ITEM_NOT_FOUND release is a broken promise, a
+            // cancellation or an expiry is no outcome.
+            let before = report(self.store().as_ref(), record.clone())?;
+            for (line, line_state) in record.lines.iter().zip(&before.lines) {
+                if *line_state == LineState::Held {
+                    if reason == ReleaseReason::ItemNotFound {
+                        experiment.record_settlement(&record.reservation_id, line.pair, false);
+                    } else {
+                        experiment.forget(&record.reservation_id, line.pair);
+                    }
+                }
+            }
+        }
         record.state = state;
         record.release_reason = Some(reason);
         let mut batch = WriteBatch::new();

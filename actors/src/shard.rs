@@ -40,7 +40,7 @@ use crate::persist::{
     self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode,
     load_entity, log_key, quarantine_key, snapshot_key,
 };
-use crate::policy::DecisionContext;
+use crate::policy::{Ask, DecisionContext};
 use crate::reservation::{
     Hold, ReservationLine, Settlement, deadline_key, hold_key, load_holds, settlement_key,
 };
@@ -562,6 +562,9 @@ impl ShardState {
         let counters = Arc::clone(&self.context.counters);
         match self.take_hold(pair, reservation_id) {
             Some(hold) => {
+                if let Some(experiment) = self.context.decisions.experiment() {
+                    experiment.record_settlement(reservation_id, pair, picked >= hold.units);
+                }
                 batch.delete(hold_key(pair, reservation_id));
                 batch.put(
                     settlement_key(reservation_id, pair),
@@ -641,11 +644,14 @@ impl ShardState {
             // Reservations decide as lookups do: the policy's mode for the surface and region.
             let (decision, _) = context.decisions.decide(
                 entity.map(|entity| &entity.state),
-                line.pair,
-                line.quantity,
-                surface,
-                now,
+                Ask {
+                    pair: line.pair,
+                    quantity: line.quantity,
+                    surface,
+                    now,
+                },
                 &context.config,
+                Some(reservation_id),
             );
             if !decision.available {
                 let spare = view.map_or(0, |v| spare_units(&v, surface, safety));
@@ -769,10 +775,17 @@ impl ShardState {
         let context = Arc::clone(&self.context);
         let entity = self.entity(pair, false)?;
         let state = entity.map(|entity| &entity.state);
-        let (decision, features) =
-            context
-                .decisions
-                .decide(state, pair, quantity, surface, now, &context.config);
+        let (decision, features) = context.decisions.decide(
+            state,
+            Ask {
+                pair,
+                quantity,
+                surface,
+                now,
+            },
+            &context.config,
+            None,
+        );
         Ok((
             decision,
             state.map_or(0, |state| state.applied_entries),

@@ -4,6 +4,7 @@
 use stockgrid_actors::catalog::{Location, LocationInput};
 use stockgrid_actors::decision::{Decision, DecisionMode};
 use stockgrid_actors::domain::{Event, PairKey, RawEvent, Surface};
+use stockgrid_actors::experiment::Experiment;
 use stockgrid_actors::ledger::{Outcome, ReadView};
 use stockgrid_actors::policy::PolicySnapshot;
 use stockgrid_actors::reservation::{
@@ -108,6 +109,31 @@ pub fn policy(snapshot: &PolicySnapshot) -> pb::DecisionPolicy {
                 psi: drift.psi,
                 decisions: drift.decisions,
                 fallback: drift.fallback,
+            })
+            .collect(),
+    }
+}
+
+/// The proto report of a running experiment.
+pub fn experiment_report(experiment: &Experiment) -> pb::ExperimentReport {
+    let estimate = |(value, low, high): (f64, f64, f64)| pb::Estimate { value, low, high };
+    pb::ExperimentReport {
+        name: experiment.spec().name.clone(),
+        shadow: experiment.spec().shadow,
+        arms: experiment
+            .report()
+            .into_iter()
+            .map(|arm| pb::ArmReport {
+                name: arm.name,
+                mode: mode_to_proto(arm.mode) as i32,
+                weight: arm.weight,
+                decisions: arm.decisions,
+                promised: arm.promised,
+                settled: arm.settled,
+                broken: arm.broken,
+                broken_rate: Some(estimate(arm.broken_rate)),
+                recall_sample: arm.recall_sample,
+                recall: Some(estimate(arm.recall)),
             })
             .collect(),
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use stockgrid_actors::decision::{DecisionMode, SafetyStock};
 use stockgrid_actors::domain::Surface;
+use stockgrid_actors::experiment::{Experiment, ExperimentSpec};
 use stockgrid_actors::time::{Clock, MINUTE_MS};
 use stockgrid_actors::{Engine, EngineConfig, EngineError};
 use stockgrid_inference::model::Model;
@@ -44,7 +45,7 @@ pub struct SurfaceUnits {
 
 /// A node's configuration: TOML file, then environment, then flags (the binary applies the
 /// last two). Every field has a default.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Address to listen on. Loopback by default until access control exists.
@@ -74,7 +75,7 @@ pub struct NodeConfig {
 }
 
 /// How availability and reservations are decided (the `[decisions]` table).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecisionSettings {
     /// `ml` (the stock belief, default) or `rules` (the ledger rule everywhere).
@@ -85,6 +86,8 @@ pub struct DecisionSettings {
     pub rules_surfaces: Vec<Surface>,
     /// Regions answered by rules from the start.
     pub rules_regions: Vec<String>,
+    /// An online experiment (arms, assignment salt, shadow), if one runs.
+    pub experiment: Option<ExperimentSpec>,
 }
 
 impl Default for DecisionSettings {
@@ -94,6 +97,7 @@ impl Default for DecisionSettings {
             model: None,
             rules_surfaces: Vec::new(),
             rules_regions: Vec::new(),
+            experiment: None,
         }
     }
 }
@@ -109,10 +113,24 @@ impl DecisionSettings {
         for region in &self.rules_regions {
             decisions.switch_to_rules(None, Some(region), true);
         }
+        decisions.set_experiment(
+            self.experiment
+                .clone()
+                .map(|spec| Arc::new(Experiment::new(spec))),
+        );
     }
 
     fn load_model(&self) -> Result<Option<Arc<Model>>, NodeError> {
-        if self.mode == DecisionMode::Rules {
+        if let Some(experiment) = &self.experiment {
+            experiment
+                .validate()
+                .map_err(|e| NodeError::Config(format!("decisions.{e}")))?;
+        }
+        let experiment_uses_ml = self
+            .experiment
+            .as_ref()
+            .is_some_and(|e| e.arms.iter().any(|arm| arm.mode == DecisionMode::Ml));
+        if self.mode == DecisionMode::Rules && !experiment_uses_ml {
             return Ok(None);
         }
         let model = match &self.model {

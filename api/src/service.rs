@@ -274,6 +274,17 @@ impl pb::admin_server::Admin for Api {
         )))
     }
 
+    async fn get_experiment_report(
+        &self,
+        _request: Request<pb::GetExperimentReportRequest>,
+    ) -> Answer<pb::ExperimentReport> {
+        let engine = self.engine()?;
+        Ok(Response::new(match engine.decisions().experiment() {
+            Some(experiment) => convert::experiment_report(&experiment),
+            None => pb::ExperimentReport::default(),
+        }))
+    }
+
     async fn get_decision_policy(
         &self,
         _request: Request<pb::GetDecisionPolicyRequest>,

@@ -169,3 +169,126 @@ async fn carts_are_all_or_nothing_and_retries_idempotent() {
     assert_eq!(reserved(&node, 1, 1).await, 0);
     node.node.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_assigns_stores_to_arms_and_reports_outcomes_per_arm() {
+    use stockgrid_actors::decision::DecisionMode;
+    use stockgrid_actors::experiment::{ArmSpec, Experiment, ExperimentSpec};
+    let arm = |name: &str, mode| ArmSpec {
+        name: name.to_owned(),
+        mode,
+        weight: 1,
+        thresholds: Default::default(),
+    };
+    let spec = ExperimentSpec {
+        name: "rules-vs-ml".to_owned(),
+        salt: "test".to_owned(),
+        shadow: true,
+        arms: vec![
+            arm("rules", DecisionMode::Rules),
+            arm("ml", DecisionMode::Ml),
+        ],
+    };
+    let node = TestNode::start_configured({
+        let spec = spec.clone();
+        |config| config.decisions.experiment = Some(spec)
+    })
+    .await;
+    let assignment = Experiment::new(spec);
+    let mut client = node.reservations().await;
+    // One reservation of 2 units per store; outcomes by store number: picked in full,
+    // short-picked, released ITEM_NOT_FOUND, or cancelled (no outcome).
+    let stores: Vec<u32> = (1..=24).collect();
+    for &store in &stores {
+        node.stock(5, store, 10).await;
+    }
+    let mut expected = [[0u64; 2]; 2]; // [arm][settled, broken]
+    let mut kept_in = [0u64; 2];
+    let mut picks = Vec::new();
+    let later = node.clock.now().plus_ms(1_000);
+    for &store in &stores {
+        let granted = client
+            .reserve(reserve(&format!("exp-{store}"), vec![line(5, store, 2)]))
+            .await
+            .expect("both arms promise 2 of 10 just counted")
+            .into_inner();
+        let arm = assignment.arm_of(store);
+        match store % 4 {
+            0 | 1 => {
+                let units = if store % 4 == 0 { 2 } else { 1 };
+                let mut pick = event(
+                    &format!("pick-{store}"),
+                    "ecom",
+                    "pick",
+                    5,
+                    store,
+                    units,
+                    later,
+                );
+                pick.reservation_id = Some(granted.reservation_id.clone());
+                picks.push(pick);
+                expected[arm][0] += 1;
+                if units < 2 {
+                    expected[arm][1] += 1;
+                } else {
+                    kept_in[arm] += 1;
+                }
+            }
+            2 => {
+                client
+                    .release(pb::ReleaseRequest {
+                        reservation_id: granted.reservation_id,
+                        reason: pb::ReleaseReason::ItemNotFound as i32,
+                    })
+                    .await
+                    .expect("release");
+                expected[arm][0] += 1;
+                expected[arm][1] += 1;
+            }
+            _ => {
+                client
+                    .release(pb::ReleaseRequest {
+                        reservation_id: granted.reservation_id,
+                        reason: pb::ReleaseReason::CustomerCancelled as i32,
+                    })
+                    .await
+                    .expect("release");
+            }
+        }
+    }
+    assert!(
+        expected[0][0] > 0 && expected[1][0] > 0,
+        "both arms get stores: {expected:?}"
+    );
+    node.clock.advance_to(later);
+    node.ingest()
+        .await
+        .ingest_events(pb::IngestEventsRequest { events: picks })
+        .await
+        .expect("picks");
+
+    let report = node
+        .admin()
+        .await
+        .get_experiment_report(pb::GetExperimentReportRequest {})
+        .await
+        .expect("report")
+        .into_inner();
+    assert_eq!(report.name, "rules-vs-ml");
+    assert_eq!(report.arms.len(), 2);
+    for (index, arm) in report.arms.iter().enumerate() {
+        assert_eq!(
+            (arm.settled, arm.broken),
+            (expected[index][0], expected[index][1]),
+            "{arm:?}"
+        );
+        let rate = arm.broken_rate.as_ref().expect("rate");
+        assert!((rate.value - arm.broken as f64 / arm.settled as f64).abs() < 1e-12);
+        assert!(rate.low <= rate.value && rate.value <= rate.high);
+        // Lines kept under the other arm teach this arm's recall (its shadow answers).
+        assert_eq!(arm.recall_sample, kept_in[1 - index], "{arm:?}");
+        assert_eq!(arm.promised, arm.decisions, "every hold was granted");
+    }
+    assert_eq!(report.arms[0].mode, pb::DecisionMode::Rules as i32);
+    assert_eq!(report.arms[1].mode, pb::DecisionMode::Ml as i32);
+}
