@@ -234,25 +234,24 @@ async fn an_experiment_assigns_stores_to_arms_and_reports_outcomes_per_arm() {
                     kept_in[arm] += 1;
                 }
             }
-            2 => {
+            outcome => {
+                let not_found = outcome == 2;
+                let reason = if not_found {
+                    pb::ReleaseReason::ItemNotFound
+                } else {
+                    pb::ReleaseReason::CustomerCancelled
+                };
                 client
                     .release(pb::ReleaseRequest {
                         reservation_id: granted.reservation_id,
-                        reason: pb::ReleaseReason::ItemNotFound as i32,
+                        reason: reason as i32,
                     })
                     .await
                     .expect("release");
-                expected[arm][0] += 1;
-                expected[arm][1] += 1;
-            }
-            _ => {
-                client
-                    .release(pb::ReleaseRequest {
-                        reservation_id: granted.reservation_id,
-                        reason: pb::ReleaseReason::CustomerCancelled as i32,
-                    })
-                    .await
-                    .expect("release");
+                if not_found {
+                    expected[arm][0] += 1;
+                    expected[arm][1] += 1;
+                }
             }
         }
     }
