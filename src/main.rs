@@ -53,7 +53,7 @@ struct SimFeaturesArgs {
     /// A simulator run folder (repeatable).
     #[arg(long, required = true)]
     dir: Vec<PathBuf>,
-    /// The CSV file to write.
+    /// The file to write: `.parquet` or `.csv`.
     #[arg(long)]
     out: PathBuf,
     /// The model whose belief parameters compute the features (default: the shipped one).
@@ -72,8 +72,8 @@ enum SimCommand {
     /// Plays a scenario against a real `stockgrid serve` (started on an accelerated clock)
     /// over gRPC and plots decision quality, ingest lag and health over simulated time.
     Drill(SimDrillArgs),
-    /// Replays runs in memory and writes every query's features and label as CSV (for
-    /// offline analysis and comparison classifiers).
+    /// Replays runs in memory and writes every query's features and label as Parquet or CSV
+    /// (for offline analysis and comparison classifiers).
     Features(SimFeaturesArgs),
 }
 
@@ -364,7 +364,7 @@ struct TrainArgs {
     /// delivery=0.02, others 0.03).
     #[arg(long = "target", value_name = "SURFACE=RATE")]
     targets: Vec<String>,
-    /// Also export the training rows (features and labels) as CSV here.
+    /// Also export the training rows (features and labels) here: a `.parquet` or `.csv` file.
     #[arg(long)]
     export: Option<PathBuf>,
     /// The scorer to fit: small gradient-boosted trees, or logistic regression.

@@ -55,7 +55,7 @@ pub struct TrainOptions {
     pub out: PathBuf,
     /// Broken-promise target per surface.
     pub targets: BTreeMap<Surface, f64>,
-    /// Where to export the training rows (CSV), if anywhere.
+    /// Where to export the training rows (`.parquet` or `.csv`), if anywhere.
     pub export: Option<PathBuf>,
     /// The command line, recorded in the model.
     pub command: String,
@@ -421,7 +421,7 @@ pub fn run_train(
         xxhash_rust::xxh3::xxh3_64(&model.to_bytes())
     );
     if let Some(path) = &options.export {
-        export_csv(path, &training, &params, &staleness)?;
+        export_rows(path, &training, &params, &staleness)?;
         progress(format!("training rows exported to {}", path.display()));
     }
     model.save(&options.out)?;
@@ -441,12 +441,133 @@ pub fn export_features(dirs: &[PathBuf], model: &Model, path: &Path) -> anyhow::
         .iter()
         .map(|dir| run_cases(dir))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    export_csv(path, &runs, &model.belief, &model.staleness)?;
+    export_rows(path, &runs, &model.belief, &model.staleness)?;
     Ok(runs.iter().map(|run| run.cases.len()).sum())
 }
 
-/// Writes every case as a CSV row: run, surface, quantity, label, the features and the
-/// belief's own probability (pairs never seen have no features and no row).
+/// Writes every case as a row - run, surface, quantity, label, the features and the belief's
+/// own probability (pairs never seen have no features and no row) - as Parquet (a `.parquet`
+/// path, for pandas or polars) or CSV (a `.csv` path).
+pub fn export_rows(
+    path: &Path,
+    runs: &[RunCases],
+    params: &BeliefParams,
+    staleness: &StalenessPolicy,
+) -> anyhow::Result<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => export_parquet(path, runs, params, staleness),
+        Some("csv") => export_csv(path, runs, params, staleness),
+        _ => bail!(
+            "export {}: the file name must end in .parquet or .csv",
+            path.display()
+        ),
+    }
+}
+
+fn export_parquet(
+    path: &Path,
+    runs: &[RunCases],
+    params: &BeliefParams,
+    staleness: &StalenessPolicy,
+) -> anyhow::Result<()> {
+    use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::parser::parse_message_type;
+
+    let mut schema = String::from(
+        "message training_rows { REQUIRED BYTE_ARRAY scenario (UTF8); REQUIRED INT64 seed; \
+         REQUIRED BYTE_ARRAY surface (UTF8); REQUIRED INT64 quantity; REQUIRED BOOLEAN label; ",
+    );
+    for name in FEATURE_NAMES {
+        schema.push_str(&format!("REQUIRED DOUBLE {name}; "));
+    }
+    schema.push_str("REQUIRED DOUBLE belief_probability; }");
+    let schema = std::sync::Arc::new(parse_message_type(&schema)?);
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let temporary = tempfile::NamedTempFile::new_in(directory)
+        .with_context(|| format!("create a file beside {}", path.display()))?;
+    let mut writer = SerializedFileWriter::new(
+        temporary.reopen()?,
+        schema,
+        std::sync::Arc::new(WriterProperties::builder().build()),
+    )?;
+    for run in runs {
+        let rows: Vec<(&Case, stockgrid_inference::features::FeatureVector)> = run
+            .cases
+            .iter()
+            .filter_map(|case| case_features(case, params, staleness).map(|f| (case, f)))
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let text = |values: Vec<&str>| values.into_iter().map(ByteArray::from).collect::<Vec<_>>();
+        let mut group = writer.next_row_group()?;
+        let mut index = 0usize;
+        while let Some(mut column) = group.next_column()? {
+            match index {
+                0 => column.typed::<ByteArrayType>().write_batch(
+                    &text(vec![run.manifest.scenario.as_str(); rows.len()]),
+                    None,
+                    None,
+                )?,
+                1 => column.typed::<Int64Type>().write_batch(
+                    &vec![i64::try_from(run.manifest.seed).unwrap_or(i64::MAX); rows.len()],
+                    None,
+                    None,
+                )?,
+                2 => column.typed::<ByteArrayType>().write_batch(
+                    &text(rows.iter().map(|(case, _)| case.surface.as_str()).collect()),
+                    None,
+                    None,
+                )?,
+                3 => column.typed::<Int64Type>().write_batch(
+                    &rows
+                        .iter()
+                        .map(|(case, _)| case.question.quantity)
+                        .collect::<Vec<_>>(),
+                    None,
+                    None,
+                )?,
+                4 => column.typed::<BoolType>().write_batch(
+                    &rows.iter().map(|(case, _)| case.label).collect::<Vec<_>>(),
+                    None,
+                    None,
+                )?,
+                feature if feature < 5 + FEATURE_NAMES.len() => {
+                    column.typed::<DoubleType>().write_batch(
+                        &rows
+                            .iter()
+                            .map(|(_, f)| f.values[feature - 5])
+                            .collect::<Vec<_>>(),
+                        None,
+                        None,
+                    )?
+                }
+                _ => column.typed::<DoubleType>().write_batch(
+                    &rows
+                        .iter()
+                        .map(|(_, f)| f.belief_probability)
+                        .collect::<Vec<_>>(),
+                    None,
+                    None,
+                )?,
+            };
+            column.close()?;
+            index += 1;
+        }
+        group.close()?;
+    }
+    writer.close()?;
+    temporary
+        .persist(path)
+        .map_err(|e| anyhow::anyhow!("move into place at {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
 fn export_csv(
     path: &Path,
     runs: &[RunCases],
