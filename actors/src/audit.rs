@@ -8,6 +8,11 @@
 //! at a configurable rate (a deterministic hash of the decision id, so a rerun samples the
 //! same ones).
 //!
+//! A running node writes the same records durably in its store (key `a` + decision id) for
+//! every pickup and delivery decision and every reservation line it grants, and for the
+//! sampled item-page decisions; [`Engine::decision_record`] reads one back by id. There
+//! `arrivals_applied` is the pair's state version (entries applied).
+//!
 //! [`audit_replay`] rebuilds the entities from the event log alone - the same arrivals, in
 //! the same order, through the same entity code ([`crate::offline`]) - up to each record's
 //! moment, recomputes features and answer, and compares them bit for bit with the record.
@@ -20,9 +25,14 @@ use stockgrid_inference::model::Model;
 use crate::catalog::Location;
 use crate::decision::{Decision, DecisionMode, SafetyStock, decide_by_model, decide_by_rules};
 use crate::domain::{Arrival, PairKey, Surface};
-use crate::ledger::{EntityState, LedgerConfig, LookupFailed};
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::ledger::{EntityState, LedgerConfig, LookupFailed, ReadView};
 use crate::offline::InMemoryLedger;
+use crate::persist::{decode, encode};
 use crate::time::Timestamp;
+use stockgrid_inference::features::LocationFacts;
+use stockgrid_storage::WriteBatch;
 
 /// One audited decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -62,10 +72,57 @@ pub fn is_promise(surface: Surface) -> bool {
     matches!(surface, Surface::Pickup | Surface::Delivery)
 }
 
-fn inputs_digest(state: Option<&EntityState>, ledger: &InMemoryLedger, pair: PairKey) -> String {
+/// xxh3-64 of an entity's state and its location's facts (MessagePack), hex: what a
+/// decision read.
+pub fn digest_inputs(state: Option<&EntityState>, location: &LocationFacts) -> String {
     let mut bytes = rmp_serde::to_vec(&state).unwrap_or_default();
-    bytes.extend(rmp_serde::to_vec(&ledger.locations().facts(pair.location)).unwrap_or_default());
+    bytes.extend(rmp_serde::to_vec(location).unwrap_or_default());
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+/// xxh3-64 of a published read view (what a rules decision from the view read), hex.
+pub fn digest_view(view: Option<&ReadView>) -> String {
+    let bytes = rmp_serde::to_vec(&view).unwrap_or_default();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+fn inputs_digest(state: Option<&EntityState>, ledger: &InMemoryLedger, pair: PairKey) -> String {
+    digest_inputs(state, &ledger.locations().facts(pair.location))
+}
+
+const AUDIT_PREFIX: u8 = b'a';
+
+/// The store key of a decision record.
+pub fn audit_key(decision_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + decision_id.len());
+    key.push(AUDIT_PREFIX);
+    key.extend_from_slice(decision_id.as_bytes());
+    key
+}
+
+/// Adds a decision record to a batch (durable with it).
+pub fn put_record(batch: &mut WriteBatch, record: &AuditRecord) {
+    batch.put(audit_key(&record.decision_id), encode(record));
+}
+
+impl Engine {
+    /// Writes decision records durably, in one group commit, before returning.
+    pub async fn record_decisions(&self, records: &[AuditRecord]) -> Result<(), EngineError> {
+        let mut batch = WriteBatch::new();
+        for record in records {
+            put_record(&mut batch, record);
+        }
+        self.commit_batch(batch).await
+    }
+
+    /// A decision record by its id (`None`: no such decision was recorded).
+    pub fn decision_record(&self, decision_id: &str) -> Result<Option<AuditRecord>, EngineError> {
+        let key = audit_key(decision_id);
+        match self.store().get(&key)? {
+            Some(bytes) => Ok(Some(decode("decision record", &key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Decides one question on an in-memory ledger by `mode` (the one path replay, audit and

@@ -84,6 +84,19 @@ struct EngineInner {
     decisions: Arc<DecisionContext>,
 }
 
+/// A decision with what it was made from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decided {
+    /// The answer.
+    pub decision: Decision,
+    /// The pair's state version (entries applied; 0: never seen).
+    pub version: u32,
+    /// The features, in ml mode.
+    pub features: Option<FeatureVector>,
+    /// xxh3-64 of the inputs (state and location facts, or the read view), hex.
+    pub inputs_digest: String,
+}
+
 /// A running engine. Cloning shares it.
 #[derive(Clone)]
 pub struct Engine {
@@ -576,20 +589,25 @@ impl Engine {
     }
 
     /// The decision for `quantity` units of `pair` on `surface` by the mode the policy gives
-    /// now (rules or ml), with the state version it reflects (0: never seen) and, in ml mode,
-    /// the features it saw.
+    /// now (rules or ml, or the location's experiment arm), with the state version it
+    /// reflects (0: never seen), the features it saw in ml mode and a digest of its inputs.
     pub async fn decide(
         &self,
         pair: PairKey,
         quantity: i64,
         surface: Surface,
-    ) -> Result<(Decision, u32, Option<FeatureVector>), EngineError> {
+    ) -> Result<Decided, EngineError> {
         self.inner.store.check_writable()?;
         if !self.decisions().needs_entity(surface, pair.location) {
             let (decision, view) = self
                 .rules_decision(pair, quantity, surface, &self.inner.config.safety_stock)
                 .await?;
-            return Ok((decision, view.map_or(0, |v| v.version), None));
+            return Ok(Decided {
+                decision,
+                version: view.map_or(0, |v| v.version),
+                features: None,
+                inputs_digest: crate::audit::digest_view(view.as_ref()),
+            });
         }
         self.call_for_pair(pair, |permit, reply| ShardMessage::Decide {
             pair,

@@ -11,12 +11,14 @@
 //! [`DecisionContext::decide`], so one switch moves them together.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use stockgrid_inference::drift::DriftWindow;
 use stockgrid_inference::features::{FEATURE_COUNT, FeatureVector};
 use stockgrid_inference::model::Model;
 
+use crate::audit::{is_promise, sampled};
 use crate::config::EngineConfig;
 use crate::decision::{Decision, DecisionMode, ReasonCode, decide_by_model_at, decide_by_rules};
 use crate::domain::{PairKey, Surface};
@@ -68,6 +70,10 @@ pub struct PolicySnapshot {
     pub rules_regions: Vec<String>,
     /// The latest drift measurement per region.
     pub drift: Vec<RegionDrift>,
+    /// Item-page decisions answered.
+    pub item_page_decisions: u64,
+    /// Item-page decisions recorded (the sample).
+    pub item_page_audited: u64,
 }
 
 /// The policy plus the location-level facts decisions read: shared by the engine and its
@@ -75,6 +81,12 @@ pub struct PolicySnapshot {
 #[derive(Debug, Default)]
 pub struct DecisionContext {
     switches: RwLock<Switches>,
+    /// Share of item-page decisions recorded, in millionths.
+    audit_item_page_millionths: AtomicU64,
+    /// Item-page decisions answered, and how many of them were recorded.
+    pub item_page_decisions: AtomicU64,
+    /// Item-page decisions recorded (the sample).
+    pub item_page_audited: AtomicU64,
     experiment: RwLock<Option<Arc<Experiment>>>,
     drift: std::sync::Mutex<HashMap<String, (DriftWindow, Option<RegionDrift>)>>,
     /// Location facts (hours, kind, expected feeds, feed health, region).
@@ -209,6 +221,38 @@ impl DecisionContext {
                 }))
     }
 
+    /// Sets the share of item-page decisions recorded (0 to 1).
+    pub fn set_audit_item_page_rate(&self, rate: f64) {
+        self.audit_item_page_millionths
+            .store((rate.clamp(0.0, 1.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Whether a decision is recorded: always for pickup and delivery, for the item page in
+    /// the configured sample (counted either way).
+    pub fn audits(&self, surface: Surface, decision_id: &str) -> bool {
+        if is_promise(surface) {
+            return true;
+        }
+        if surface != Surface::ItemPage {
+            return false;
+        }
+        self.item_page_decisions.fetch_add(1, Ordering::Relaxed);
+        let rate = self.audit_item_page_millionths.load(Ordering::Relaxed) as f64 / 1e6;
+        let chosen = sampled(decision_id, rate);
+        if chosen {
+            self.item_page_audited.fetch_add(1, Ordering::Relaxed);
+        }
+        chosen
+    }
+
+    /// The loaded model's version, if any.
+    pub fn model_version(&self) -> Option<String> {
+        self.read()
+            .model
+            .as_ref()
+            .map(|model| model.version.clone())
+    }
+
     /// The policy now.
     pub fn snapshot(&self) -> PolicySnapshot {
         let switches = self.read();
@@ -226,6 +270,8 @@ impl DecisionContext {
                 drift.sort_by(|a, b| a.region.cmp(&b.region));
                 drift
             },
+            item_page_decisions: self.item_page_decisions.load(Ordering::Relaxed),
+            item_page_audited: self.item_page_audited.load(Ordering::Relaxed),
         }
     }
 

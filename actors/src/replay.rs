@@ -702,7 +702,7 @@ async fn answer_durably(
             .decide(query.pair, query.quantity, query.surface)
             .await
         {
-            Ok((decision, _, _)) => decision,
+            Ok(decided) => decided.decision,
             Err(error) => {
                 tracing::warn!(%error, query = query.query_id, "decision failed; answering not available");
                 unavailable()

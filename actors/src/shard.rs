@@ -24,13 +24,14 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use stockgrid_inference::features::FeatureVector;
 use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use crate::audit::{AuditRecord, digest_inputs, put_record};
 use crate::config::EngineConfig;
-use crate::decision::{Decision, spare_units};
+use crate::decision::{Decision, DecisionMode, spare_units};
 use crate::domain::{EventKind, PairKey, Surface};
+use crate::engine::Decided;
 use crate::engine::EngineCounters;
 use crate::error::EngineError;
 use crate::ledger::{
@@ -131,7 +132,7 @@ pub enum ShardMessage {
         /// Mailbox slot.
         permit: OwnedSemaphorePermit,
         /// The answer.
-        reply: Reply<(Decision, u32, Option<FeatureVector>)>,
+        reply: Reply<Decided>,
     },
     /// The full state of a pair for ops (`None`: never seen).
     Inspect {
@@ -641,9 +642,13 @@ impl ShardState {
             let view = entity
                 .as_ref()
                 .map(|entity| entity.state.read_view(now, &context.config.ledger));
+            let state = entity.map(|entity| &entity.state);
+            let location = context.decisions.locations.facts(line.pair.location);
+            let inputs_digest = digest_inputs(state, &location);
+            let version = state.map_or(0, |state| state.applied_entries);
             // Reservations decide as lookups do: the policy's mode for the surface and region.
-            let (decision, _) = context.decisions.decide(
-                entity.map(|entity| &entity.state),
+            let (decision, features) = context.decisions.decide(
+                state,
                 Ask {
                     pair: line.pair,
                     quantity: line.quantity,
@@ -661,11 +666,34 @@ impl ShardState {
                     decision,
                 });
             }
-            to_grant.push(line);
+            to_grant.push((
+                line,
+                AuditRecord {
+                    decision_id: format!(
+                        "{reservation_id}/{}-{}",
+                        line.pair.sku, line.pair.location
+                    ),
+                    sku: line.pair.sku,
+                    location: line.pair.location,
+                    surface,
+                    quantity: line.quantity,
+                    time_ms: now.0,
+                    arrivals_applied: u64::from(version),
+                    inputs_digest,
+                    features: features.map(|f| f.values.to_vec()).unwrap_or_default(),
+                    model_version: match decision.mode {
+                        DecisionMode::Ml => context.decisions.model_version().unwrap_or_default(),
+                        DecisionMode::Rules => String::new(),
+                    },
+                    decision,
+                },
+            ));
         }
         let mut batch = WriteBatch::new();
         let mut granted = Vec::with_capacity(to_grant.len());
-        for line in to_grant {
+        for (line, record) in to_grant {
+            // Every granted line is a promise: its decision record is durable with the hold.
+            put_record(&mut batch, &record);
             let Some(entity) = self.entities.get_mut(&line.pair) else {
                 continue; // Activated above; a pair is only missing if never seen.
             };
@@ -770,7 +798,7 @@ impl ShardState {
         pair: PairKey,
         quantity: i64,
         surface: Surface,
-    ) -> Result<(Decision, u32, Option<FeatureVector>), EngineError> {
+    ) -> Result<Decided, EngineError> {
         let now = self.now();
         let context = Arc::clone(&self.context);
         let entity = self.entity(pair, false)?;
@@ -786,11 +814,12 @@ impl ShardState {
             &context.config,
             None,
         );
-        Ok((
+        Ok(Decided {
             decision,
-            state.map_or(0, |state| state.applied_entries),
+            version: state.map_or(0, |state| state.applied_entries),
             features,
-        ))
+            inputs_digest: digest_inputs(state, &context.decisions.locations.facts(pair.location)),
+        })
     }
 
     fn read(&mut self, pair: PairKey) -> Result<Option<ReadView>, EngineError> {

@@ -1,6 +1,7 @@
 //! Conversions between the generated proto types and the domain types, each naming the
 //! request field it checks.
 
+use stockgrid_actors::audit::AuditRecord;
 use stockgrid_actors::catalog::{Location, LocationInput};
 use stockgrid_actors::decision::{Decision, DecisionMode};
 use stockgrid_actors::domain::{Event, PairKey, RawEvent, Surface};
@@ -100,6 +101,8 @@ pub fn policy(snapshot: &PolicySnapshot) -> pb::DecisionPolicy {
             .map(|surface| surface_to_proto(*surface) as i32)
             .collect(),
         rules_regions: snapshot.rules_regions.clone(),
+        item_page_decisions: snapshot.item_page_decisions,
+        item_page_audited: snapshot.item_page_audited,
         drift: snapshot
             .drift
             .iter()
@@ -111,6 +114,27 @@ pub fn policy(snapshot: &PolicySnapshot) -> pb::DecisionPolicy {
                 fallback: drift.fallback,
             })
             .collect(),
+    }
+}
+
+/// The proto form of a decision record.
+pub fn decision_record(record: &AuditRecord) -> pb::DecisionRecord {
+    pb::DecisionRecord {
+        decision_id: record.decision_id.clone(),
+        sku: record.sku,
+        location: record.location,
+        surface: surface_to_proto(record.surface) as i32,
+        qty: record.quantity,
+        time: Timestamp(record.time_ms).to_rfc3339(),
+        state_version: record.arrivals_applied,
+        inputs_digest: record.inputs_digest.clone(),
+        features: record.features.clone(),
+        model_version: record.model_version.clone(),
+        mode: mode_to_proto(record.decision.mode) as i32,
+        available: record.decision.available,
+        probability: record.decision.probability,
+        expected_on_hand: record.decision.expected_on_hand,
+        reason: record.decision.reason.as_str().to_owned(),
     }
 }
 

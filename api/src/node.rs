@@ -88,6 +88,8 @@ pub struct DecisionSettings {
     pub rules_regions: Vec<String>,
     /// An online experiment (arms, assignment salt, shadow), if one runs.
     pub experiment: Option<ExperimentSpec>,
+    /// Share of item-page decisions recorded durably (pickup and delivery always are).
+    pub audit_item_page_rate: f64,
 }
 
 impl Default for DecisionSettings {
@@ -98,6 +100,7 @@ impl Default for DecisionSettings {
             rules_surfaces: Vec::new(),
             rules_regions: Vec::new(),
             experiment: None,
+            audit_item_page_rate: 0.01,
         }
     }
 }
@@ -107,6 +110,7 @@ impl DecisionSettings {
     fn apply(&self, engine: &Engine, model: Option<Arc<Model>>) {
         let decisions = engine.decisions();
         decisions.configure(self.mode, model);
+        decisions.set_audit_item_page_rate(self.audit_item_page_rate);
         for surface in &self.rules_surfaces {
             decisions.switch_to_rules(Some(*surface), None, true);
         }
@@ -121,6 +125,12 @@ impl DecisionSettings {
     }
 
     fn load_model(&self) -> Result<Option<Arc<Model>>, NodeError> {
+        if !(0.0..=1.0).contains(&self.audit_item_page_rate) {
+            return Err(NodeError::Config(format!(
+                "decisions.audit_item_page_rate must be in [0, 1], got {}",
+                self.audit_item_page_rate
+            )));
+        }
         if let Some(experiment) = &self.experiment {
             experiment
                 .validate()

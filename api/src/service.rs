@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use stockgrid_actors::Engine;
+use stockgrid_actors::audit::AuditRecord;
 use stockgrid_actors::catalog::MAX_LOCATIONS_PER_UPSERT;
+use stockgrid_actors::decision::DecisionMode;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::reservation::ReserveRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -131,11 +133,42 @@ impl Api {
         quantity: i64,
         surface: Surface,
     ) -> Result<pb::AvailabilityAnswer, Status> {
-        let (decision, version, _features) = engine
+        let decided = engine
             .decide(pair, quantity, surface)
             .await
             .map_err(|e| engine_status(&e))?;
-        Ok(convert::answer(&decision, version, self.decision_id()))
+        let decision_id = self.decision_id();
+        if engine.decisions().audits(surface, &decision_id) {
+            // A promise is answered only once its record is durable.
+            let record = AuditRecord {
+                decision_id: decision_id.clone(),
+                sku: pair.sku,
+                location: pair.location,
+                surface,
+                quantity,
+                time_ms: engine.clock().now().0,
+                arrivals_applied: u64::from(decided.version),
+                inputs_digest: decided.inputs_digest,
+                features: decided
+                    .features
+                    .map(|f| f.values.to_vec())
+                    .unwrap_or_default(),
+                model_version: match decided.decision.mode {
+                    DecisionMode::Ml => engine.decisions().model_version().unwrap_or_default(),
+                    DecisionMode::Rules => String::new(),
+                },
+                decision: decided.decision,
+            };
+            engine
+                .record_decisions(std::slice::from_ref(&record))
+                .await
+                .map_err(|e| engine_status(&e))?;
+        }
+        Ok(convert::answer(
+            &decided.decision,
+            decided.version,
+            decision_id,
+        ))
     }
 
     /// Applies one batch of events: a result per event, in order.
@@ -272,6 +305,28 @@ impl pb::admin_server::Admin for Api {
         Ok(Response::new(convert::policy(
             &engine.decisions().snapshot(),
         )))
+    }
+
+    async fn get_decision_record(
+        &self,
+        request: Request<pb::GetDecisionRecordRequest>,
+    ) -> Answer<pb::DecisionRecord> {
+        let engine = self.engine()?;
+        let decision_id = &request.get_ref().decision_id;
+        if decision_id.is_empty() || decision_id.len() > 256 {
+            return Err(Status::invalid_argument(
+                "decision_id: must be 1 to 256 bytes",
+            ));
+        }
+        match engine
+            .decision_record(decision_id)
+            .map_err(|e| engine_status(&e))?
+        {
+            Some(record) => Ok(Response::new(convert::decision_record(&record))),
+            None => Err(Status::not_found(format!(
+                "decision_id: no record of decision {decision_id:?} (item-page decisions are sampled)"
+            ))),
+        }
     }
 
     async fn get_experiment_report(

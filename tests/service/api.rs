@@ -514,3 +514,93 @@ async fn rules_fallback_switches_over_grpc_on_the_next_request() {
         .expect_err("nothing to switch");
     assert_status(&status, Code::InvalidArgument, "surface");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promises_are_recorded_durably_and_readable_by_decision_id() {
+    let node =
+        TestNode::start_configured(|config| config.decisions.audit_item_page_rate = 0.0).await;
+    node.stock(3, 30, 12).await;
+    let mut client = node.availability().await;
+    let mut admin = node.admin().await;
+    let answer = client
+        .get_availability(lookup(3, 30, 2, pb::Surface::Pickup))
+        .await
+        .expect("lookup")
+        .into_inner();
+    let record = admin
+        .get_decision_record(pb::GetDecisionRecordRequest {
+            decision_id: answer.decision_id.clone(),
+        })
+        .await
+        .expect("the pickup decision is recorded")
+        .into_inner();
+    assert_eq!((record.sku, record.location, record.qty), (3, 30, 2));
+    assert_eq!(
+        (
+            record.available,
+            record.probability,
+            record.mode,
+            record.reason.as_str()
+        ),
+        (
+            answer.available,
+            answer.probability,
+            answer.mode,
+            answer.reason.as_str()
+        )
+    );
+    assert_eq!(record.features.len(), 19, "{record:?}");
+    assert!(record.model_version.starts_with("sg1-"));
+    assert_eq!(record.state_version, answer.state_version);
+    assert_eq!(record.inputs_digest.len(), 16);
+
+    // Item-page decisions are counted; at a sample rate of 0 none is recorded.
+    let page = client
+        .get_availability(lookup(3, 30, 1, pb::Surface::ItemPage))
+        .await
+        .expect("lookup")
+        .into_inner();
+    let status = admin
+        .get_decision_record(pb::GetDecisionRecordRequest {
+            decision_id: page.decision_id,
+        })
+        .await
+        .expect_err("not sampled");
+    assert_status(&status, Code::NotFound, "decision_id");
+    let policy = admin
+        .get_decision_policy(pb::GetDecisionPolicyRequest {})
+        .await
+        .expect("policy")
+        .into_inner();
+    assert_eq!(
+        (policy.item_page_decisions, policy.item_page_audited),
+        (1, 0)
+    );
+
+    // A granted reservation line is a promise too, recorded with the hold.
+    let reservation = node
+        .reservations()
+        .await
+        .reserve(pb::ReserveRequest {
+            request_id: "audited-cart".to_owned(),
+            lines: vec![pb::ReservationLine {
+                sku: 3,
+                location: 30,
+                qty: 2,
+            }],
+            surface: pb::Surface::Pickup as i32,
+            ttl_seconds: 0,
+        })
+        .await
+        .expect("reserve")
+        .into_inner();
+    let line = admin
+        .get_decision_record(pb::GetDecisionRecordRequest {
+            decision_id: format!("{}/3-30", reservation.reservation_id),
+        })
+        .await
+        .expect("the reservation line is recorded")
+        .into_inner();
+    assert!(line.available);
+    assert_eq!(line.mode, pb::DecisionMode::Ml as i32);
+}
