@@ -328,9 +328,20 @@ struct ExperimentReportArgs {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
+    /// Prints a decision record from a stopped node's data directory.
+    Show(AuditShowArgs),
     /// Rebuilds the entities from the event log alone up to a decision's moment, recomputes
     /// its features and answer, and shows they are bit-identical to the record.
     Replay(AuditReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditShowArgs {
+    /// The decision's id (from an answer, or RESERVATION_ID/SKU-LOCATION).
+    decision_id: String,
+    /// The data directory of a stopped node.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -924,6 +935,33 @@ async fn experiment_report(args: ExperimentReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn audit_show(args: AuditShowArgs) -> anyhow::Result<()> {
+    if !EmbeddedStore::exists_at(&args.data_dir) {
+        bail!(
+            "{} holds no stockgrid store (no data directory of a node)",
+            args.data_dir.display()
+        );
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&args.data_dir)
+            .with_context(|| format!("open store in {}", args.data_dir.display()))?,
+    );
+    let engine = Engine::start(store, Arc::new(WallClock), EngineConfig::default()).await?;
+    let record = engine.decision_record(&args.decision_id)?;
+    engine.shutdown().await?;
+    match record {
+        Some(record) => {
+            println!("{}", serde_json::to_string_pretty(&record)?);
+            Ok(())
+        }
+        None => bail!(
+            "no record of decision {:?} in {} (item-page decisions are sampled)",
+            args.decision_id,
+            args.data_dir.display()
+        ),
+    }
+}
+
 fn audit_replay(args: AuditReplayArgs) -> anyhow::Result<()> {
     use stockgrid_actors::audit::{AuditRecord, audit_replay};
     let text = std::fs::read_to_string(&args.audit)
@@ -1165,6 +1203,7 @@ fn main() -> anyhow::Result<()> {
             Command::Inspect(args) => inspect(args).await,
             Command::Train(args) => train(args),
             Command::Audit(AuditCommand::Replay(args)) => audit_replay(args),
+            Command::Audit(AuditCommand::Show(args)) => audit_show(args).await,
             Command::Experiment(ExperimentCommand::Report(args)) => experiment_report(args).await,
             Command::Sim(SimCommand::Generate(args)) => sim_generate(args),
             Command::Sim(SimCommand::Evaluate(args)) => sim_evaluate(args),
