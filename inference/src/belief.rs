@@ -137,6 +137,8 @@ impl BeliefStats {
             self.first_seen = at;
         }
         match observation {
+            // A pick of nothing found nothing: no sale, no presence.
+            Observation::Sold { units: 0, .. } => {}
             Observation::Sold {
                 units,
                 record_before,
@@ -452,6 +454,20 @@ mod tests {
             true,
         );
         assert!(at(&slow, &facts, NOW).phantom < 0.3);
+    }
+
+    #[test]
+    fn a_pick_of_nothing_confirms_nothing() {
+        let mut stats = BeliefStats::default();
+        stats.observe(
+            Observation::Sold {
+                units: 0,
+                record_before: 5,
+            },
+            NOW,
+            true,
+        );
+        assert_eq!((stats.sale_events, stats.presence_confirmed), (0, 0));
     }
 
     #[test]
