@@ -519,6 +519,23 @@ impl EntityState {
         }
     }
 
+    /// Folds in the evidence of a pick for `units` that found fewer, when the record was
+    /// `record_before`: the truth was below `units` then (the belief's ceiling).
+    pub fn observe_not_found(&mut self, units: u32, record_before: i64, time: Timestamp) {
+        let after_anchor = self
+            .anchor
+            .as_ref()
+            .is_none_or(|anchor| time > anchor.event_time);
+        self.belief.observe(
+            Observation::NotFound {
+                units,
+                record_before,
+            },
+            time.0,
+            after_anchor,
+        );
+    }
+
     /// No admissible event is dated at or before this (see the module doc).
     pub fn floor(&self, config: &LedgerConfig) -> Timestamp {
         Timestamp(

@@ -173,6 +173,16 @@ pub enum LogRecord {
         /// Its arrival.
         arrival: Timestamp,
     },
+    /// A pick for `units` found fewer (a short pick, or a release ITEM_NOT_FOUND): evidence
+    /// for the belief, not a change of the ledger.
+    NotFound {
+        /// Units the pick was for.
+        units: u32,
+        /// The record just before the pick.
+        record_before: i64,
+        /// When.
+        time: Timestamp,
+    },
 }
 
 /// A quarantined entry kept for ops, with its reason.
@@ -271,6 +281,11 @@ pub fn load_entity(
                         .apply_admitted(&entry, arrival, config, &mut history)?;
                 }
                 LogRecord::Quarantined { .. } => loaded.state.record_quarantine(),
+                LogRecord::NotFound {
+                    units,
+                    record_before,
+                    time,
+                } => loaded.state.observe_not_found(units, record_before, time),
             }
             loaded.log_position = position;
         }

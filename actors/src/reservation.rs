@@ -575,8 +575,13 @@ impl Engine {
             }
         }
         if let Some(refusal) = refusal {
-            self.free_holds(&reservation_id, held.into_iter().flat_map(|(_, p)| p))
-                .await;
+            let pairs: Vec<PairKey> = held.into_iter().flat_map(|(_, p)| p).collect();
+            if let Some(experiment) = self.decisions().experiment() {
+                for &pair in &pairs {
+                    experiment.forget(&reservation_id, pair);
+                }
+            }
+            self.free_holds(&reservation_id, pairs, false).await;
             return Err(refusal);
         }
         let record = ReservationRecord {
@@ -593,7 +598,7 @@ impl Engine {
         put_record(&mut batch, &record);
         if let Err(error) = self.commit_batch(batch).await {
             // The holds stay until the reaper frees them at their deadline if this fails too.
-            self.free_holds(&reservation_id, record.lines.iter().map(|l| l.pair))
+            self.free_holds(&reservation_id, record.lines.iter().map(|l| l.pair), false)
                 .await;
             return Err(error.into());
         }
@@ -712,7 +717,7 @@ impl Engine {
                             .iter()
                             .filter(|d| d.reservation_id == reservation_id)
                             .map(|d| d.pair);
-                        self.free_holds(reservation_id, pairs).await;
+                        self.free_holds(reservation_id, pairs, false).await;
                     }
                 }
             }
@@ -788,6 +793,7 @@ impl Engine {
         self.free_holds(
             &record.reservation_id,
             record.lines.iter().map(|line| line.pair),
+            reason == ReleaseReason::ItemNotFound,
         )
         .await;
         Ok(report(self.store().as_ref(), record)?)
@@ -795,7 +801,12 @@ impl Engine {
 
     /// Asks the owning shards to free `reservation_id`'s holds at `pairs`. Failures are
     /// logged, not returned: the deadline index frees the holds later.
-    async fn free_holds(&self, reservation_id: &str, pairs: impl IntoIterator<Item = PairKey>) {
+    async fn free_holds(
+        &self,
+        reservation_id: &str,
+        pairs: impl IntoIterator<Item = PairKey>,
+        not_found: bool,
+    ) {
         let mut by_shard: BTreeMap<usize, Vec<PairKey>> = BTreeMap::new();
         for pair in pairs {
             by_shard.entry(self.shard_of(pair)).or_default().push(pair);
@@ -807,6 +818,7 @@ impl Engine {
                 .call_shard(shard, |permit, reply| ShardMessage::Unhold {
                     reservation_id,
                     pairs,
+                    not_found,
                     permit,
                     reply,
                 })

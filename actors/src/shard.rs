@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use stockgrid_inference::belief::BeliefStats;
 use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
@@ -67,6 +68,8 @@ pub struct EntityReport {
     pub log_position: u64,
     /// Reservations holding units of the pair.
     pub holds: Vec<Hold>,
+    /// The stock belief's statistics.
+    pub belief: BeliefStats,
 }
 
 /// A shard's answer to a hold request.
@@ -173,6 +176,8 @@ pub enum ShardMessage {
         reservation_id: Arc<str>,
         /// The pairs.
         pairs: Vec<PairKey>,
+        /// Released ITEM_NOT_FOUND: log the evidence for each pair's belief.
+        not_found: bool,
         /// Mailbox slot.
         permit: OwnedSemaphorePermit,
         /// The answer.
@@ -248,6 +253,30 @@ impl Entity {
             self.oldest_log_seconds = time.to_compact_seconds().max(1);
         }
     }
+}
+
+/// Logs (and applies) the evidence that a pick for `units` found fewer at `pair`.
+fn log_not_found(
+    batch: &mut WriteBatch,
+    pair: PairKey,
+    entity: &mut Entity,
+    units: i64,
+    record_before: i64,
+    time: Timestamp,
+) {
+    let units = u32::try_from(units.max(0)).unwrap_or(u32::MAX);
+    entity.state.observe_not_found(units, record_before, time);
+    entity.logged();
+    let log_time = entity.state.latest_arrival;
+    entity.logged_at(log_time);
+    batch.put(
+        log_key(pair, log_time, entity.log_position),
+        encode(&LogRecord::NotFound {
+            units,
+            record_before,
+            time,
+        }),
+    );
 }
 
 /// The shard actor (stateless: its state is [`ShardState`]).
@@ -363,10 +392,11 @@ impl Actor for Shard {
             ShardMessage::Unhold {
                 reservation_id,
                 pairs,
+                not_found,
                 permit,
                 reply,
             } => {
-                let _ = reply.send(state.unhold(&reservation_id, &pairs).await);
+                let _ = reply.send(state.unhold(&reservation_id, &pairs, not_found).await);
                 drop(permit);
             }
             ShardMessage::ResidentCount { permit, reply } => {
@@ -566,6 +596,14 @@ impl ShardState {
                 if let Some(experiment) = self.context.decisions.experiment() {
                     experiment.record_settlement(reservation_id, pair, picked >= hold.units);
                 }
+                if picked < hold.units {
+                    // A short pick: fewer than the held units were on the shelf.
+                    let time = self.now();
+                    if let Some(entity) = self.entities.get_mut(&pair) {
+                        let record_before = entity.state.on_hand_units + picked;
+                        log_not_found(batch, pair, entity, hold.units, record_before, time);
+                    }
+                }
                 batch.delete(hold_key(pair, reservation_id));
                 batch.put(
                     settlement_key(reservation_id, pair),
@@ -714,16 +752,27 @@ impl ShardState {
     }
 
     /// Frees `reservation_id`'s holds at `pairs` (those it still has), durably.
-    async fn unhold(&mut self, reservation_id: &str, pairs: &[PairKey]) -> Result<(), EngineError> {
+    async fn unhold(
+        &mut self,
+        reservation_id: &str,
+        pairs: &[PairKey],
+        not_found: bool,
+    ) -> Result<(), EngineError> {
         let mut batch = WriteBatch::new();
         let mut freed = Vec::new();
+        let now = self.now();
         for &pair in pairs {
             // Activate, so a hold stored before a restart is known.
             if self.entity(pair, false)?.is_none() {
                 continue;
             }
-            if self.take_hold(pair, reservation_id).is_some() {
+            if let Some(hold) = self.take_hold(pair, reservation_id) {
                 batch.delete(hold_key(pair, reservation_id));
+                if not_found && let Some(entity) = self.entities.get_mut(&pair) {
+                    // Released ITEM_NOT_FOUND: the held units were not on the shelf.
+                    let record_before = entity.state.on_hand_units;
+                    log_not_found(&mut batch, pair, entity, hold.units, record_before, now);
+                }
                 freed.push(pair);
             }
         }
@@ -840,6 +889,7 @@ impl ShardState {
             return Ok(None);
         };
         let view = entity.state.view(now, &context.config.ledger);
+        let belief = entity.state.belief;
         let log_position = entity.log_position;
         let quarantined = persist::quarantined_records(context.store.as_ref(), pair, 100)?;
         Ok(Some(EntityReport {
@@ -847,6 +897,7 @@ impl ShardState {
             quarantined,
             log_position,
             holds: self.holds.get(&pair).cloned().unwrap_or_default(),
+            belief,
         }))
     }
 

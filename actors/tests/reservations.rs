@@ -9,7 +9,7 @@ use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source, Surfa
 use stockgrid_actors::reservation::{
     LineState, ReleaseReason, ReservationError, ReservationLine, ReservationState, ReserveRequest,
 };
-use stockgrid_actors::time::{MINUTE_MS, SimulatedClock, Timestamp};
+use stockgrid_actors::time::{Clock, MINUTE_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig};
 use stockgrid_storage::{EmbeddedStore, MemoryStore, Store};
 
@@ -331,4 +331,56 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nil_picks_reach_the_belief_and_survive_a_restart() {
+    let clock = Arc::new(SimulatedClock::starting_at(T0));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = engine_on(Arc::clone(&store), Arc::clone(&clock)).await;
+    let (released, short) = (PairKey::new(1, 10), PairKey::new(2, 10));
+    stock(&engine, "c1", released, 6, T0).await;
+    stock(&engine, "c2", short, 6, T0).await;
+    clock.advance_to(T0.plus_ms(MINUTE_MS));
+    let first = engine
+        .reserve(request("nil-1", &[(released, 2)], None))
+        .await
+        .expect("reserve");
+    engine
+        .release_reservation(&first.record.reservation_id, ReleaseReason::ItemNotFound)
+        .await
+        .expect("release");
+    let second = engine
+        .reserve(request("nil-2", &[(short, 3)], None))
+        .await
+        .expect("reserve");
+    let mut pick = Event::new("p2", Source::Ecom, EventKind::Pick, short, 1, clock.now());
+    pick.reservation_id = Some(second.record.reservation_id.clone());
+    engine
+        .ingest(vec![Arrival {
+            event: pick,
+            arrival_time: clock.now(),
+        }])
+        .await
+        .expect("pick");
+
+    let belief = |engine: Engine, pair| async move {
+        engine
+            .inspect(pair)
+            .await
+            .expect("inspect")
+            .expect("known pair")
+            .belief
+    };
+    // Released ITEM_NOT_FOUND for 2 with 6 recorded: the truth was at most 1 (1 - 6 = -5).
+    let before_released = belief(engine.clone(), released).await;
+    assert_eq!(before_released.ceiling_since_anchor, -5);
+    // Picked 1 of 3 with 6 recorded before the pick: the truth was at most 2 (2 - 6 = -4).
+    let before_short = belief(engine.clone(), short).await;
+    assert_eq!(before_short.ceiling_since_anchor, -4);
+
+    engine.shutdown().await.expect("shutdown");
+    let recovered = engine_on(store, clock).await;
+    assert_eq!(belief(recovered.clone(), released).await, before_released);
+    assert_eq!(belief(recovered, short).await, before_short);
 }
