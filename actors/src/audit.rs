@@ -25,7 +25,7 @@ use stockgrid_inference::model::Model;
 use crate::catalog::Location;
 use crate::decision::{Decision, DecisionMode, SafetyStock, decide_by_model, decide_by_rules};
 use crate::domain::{Arrival, PairKey, Surface};
-use crate::engine::Engine;
+use crate::engine::{Decided, Engine};
 use crate::error::EngineError;
 use crate::ledger::{EntityState, LedgerConfig, LookupFailed, ReadView};
 use crate::offline::InMemoryLedger;
@@ -143,33 +143,63 @@ pub fn decide_and_record(
     let (decision, features) = match model {
         Some(model) => {
             let location = ledger.locations().facts(pair.location);
-            let (decision, features) =
-                decide_by_model(state, &location, model, quantity, surface, time);
-            (
-                decision,
-                features.map(|f| f.values.to_vec()).unwrap_or_default(),
-            )
+            decide_by_model(state, &location, model, quantity, surface, time)
         }
         None => {
             let view = state.map(|state| state.read_view(time, ledger.config()));
             (
                 decide_by_rules(view.as_ref(), quantity, surface, safety_stock),
-                Vec::new(),
+                None,
             )
         }
     };
-    AuditRecord {
-        decision_id,
-        sku: pair.sku,
-        location: pair.location,
-        surface,
-        quantity,
-        time_ms: time.0,
-        arrivals_applied,
-        inputs_digest: inputs_digest(state, ledger, pair),
-        features,
-        model_version: model.map(|m| m.version.clone()).unwrap_or_default(),
+    let decided = Decided {
         decision,
+        version: 0,
+        features,
+        time,
+        inputs_digest: Some(inputs_digest(state, ledger, pair)),
+    };
+    AuditRecord {
+        // The moment in a replay is the number of arrivals applied, not a state version.
+        arrivals_applied,
+        ..decided.record(
+            decision_id,
+            pair,
+            quantity,
+            surface,
+            model.map(|m| m.version.clone()),
+        )
+    }
+}
+
+impl Decided {
+    /// The audit record of this decision of `quantity` units of `pair` on `surface`, with
+    /// the state version as its moment; `model_version` is recorded in ml mode only.
+    pub fn record(
+        &self,
+        decision_id: String,
+        pair: PairKey,
+        quantity: i64,
+        surface: Surface,
+        model_version: Option<String>,
+    ) -> AuditRecord {
+        AuditRecord {
+            decision_id,
+            sku: pair.sku,
+            location: pair.location,
+            surface,
+            quantity,
+            time_ms: self.time.0,
+            arrivals_applied: u64::from(self.version),
+            inputs_digest: self.inputs_digest.clone().unwrap_or_default(),
+            features: self.features.map(|f| f.values.to_vec()).unwrap_or_default(),
+            model_version: match self.decision.mode {
+                DecisionMode::Ml => model_version.unwrap_or_default(),
+                DecisionMode::Rules => String::new(),
+            },
+            decision: self.decision,
+        }
     }
 }
 

@@ -93,8 +93,12 @@ pub struct Decided {
     pub version: u32,
     /// The features, in ml mode.
     pub features: Option<FeatureVector>,
-    /// xxh3-64 of the inputs (state and location facts, or the read view), hex.
-    pub inputs_digest: String,
+    /// When it was decided.
+    pub time: Timestamp,
+    /// xxh3-64 of the inputs (state and location facts, or the read view), hex, when asked
+    /// for (an audited decision): hashing the state is not free, and most item-page answers
+    /// are not recorded.
+    pub inputs_digest: Option<String>,
 }
 
 /// A running engine. Cloning shares it.
@@ -590,12 +594,14 @@ impl Engine {
 
     /// The decision for `quantity` units of `pair` on `surface` by the mode the policy gives
     /// now (rules or ml, or the location's experiment arm), with the state version it
-    /// reflects (0: never seen), the features it saw in ml mode and a digest of its inputs.
+    /// reflects (0: never seen), the features it saw in ml mode and, with `digest`, a digest
+    /// of its inputs.
     pub async fn decide(
         &self,
         pair: PairKey,
         quantity: i64,
         surface: Surface,
+        digest: bool,
     ) -> Result<Decided, EngineError> {
         self.inner.store.check_writable()?;
         if !self.decisions().needs_entity(surface, pair.location) {
@@ -606,13 +612,15 @@ impl Engine {
                 decision,
                 version: view.map_or(0, |v| v.version),
                 features: None,
-                inputs_digest: crate::audit::digest_view(view.as_ref()),
+                time: self.clock().now(),
+                inputs_digest: digest.then(|| crate::audit::digest_view(view.as_ref())),
             });
         }
         self.call_for_pair(pair, |permit, reply| ShardMessage::Decide {
             pair,
             quantity,
             surface,
+            digest,
             permit,
             reply,
         })

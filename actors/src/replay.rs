@@ -699,7 +699,7 @@ async fn answer_durably(
         let query = &queries[index];
         clock.advance_to(query.time);
         let decision = match engine
-            .decide(query.pair, query.quantity, query.surface)
+            .decide(query.pair, query.quantity, query.surface, false)
             .await
         {
             Ok(decided) => decided.decision,

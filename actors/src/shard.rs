@@ -28,9 +28,9 @@ use stockgrid_inference::belief::BeliefStats;
 use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::audit::{AuditRecord, digest_inputs, put_record};
+use crate::audit::{digest_inputs, put_record};
 use crate::config::EngineConfig;
-use crate::decision::{Decision, DecisionMode, spare_units};
+use crate::decision::{Decision, spare_units};
 use crate::domain::{EventKind, PairKey, Surface};
 use crate::engine::Decided;
 use crate::engine::EngineCounters;
@@ -132,6 +132,8 @@ pub enum ShardMessage {
         quantity: i64,
         /// The surface asking.
         surface: Surface,
+        /// Also digest the inputs (the decision is audited).
+        digest: bool,
         /// Mailbox slot.
         permit: OwnedSemaphorePermit,
         /// The answer.
@@ -255,6 +257,28 @@ impl Entity {
     }
 }
 
+/// One decision of an entity by the policy, with its moment and, with `digest`, the digest
+/// of its inputs: the one path of lookups and reservation holds.
+fn decide_entity(
+    context: &ShardContext,
+    state: Option<&EntityState>,
+    ask: Ask,
+    reservation: Option<&Arc<str>>,
+    digest: bool,
+) -> Decided {
+    let (decision, features) = context
+        .decisions
+        .decide(state, ask, &context.config, reservation);
+    Decided {
+        decision,
+        version: state.map_or(0, |state| state.applied_entries),
+        features,
+        time: ask.now,
+        inputs_digest: digest
+            .then(|| digest_inputs(state, &context.decisions.locations.facts(ask.pair.location))),
+    }
+}
+
 /// Logs (and applies) the evidence that a pick for `units` found fewer at `pair`.
 fn log_not_found(
     batch: &mut WriteBatch,
@@ -356,10 +380,11 @@ impl Actor for Shard {
                 pair,
                 quantity,
                 surface,
+                digest,
                 permit,
                 reply,
             } => {
-                let _ = reply.send(state.decide(pair, quantity, surface));
+                let _ = reply.send(state.decide(pair, quantity, surface, digest));
                 drop(permit);
             }
             ShardMessage::Inspect {
@@ -680,22 +705,22 @@ impl ShardState {
             let view = entity
                 .as_ref()
                 .map(|entity| entity.state.read_view(now, &context.config.ledger));
-            let state = entity.map(|entity| &entity.state);
-            let location = context.decisions.locations.facts(line.pair.location);
-            let inputs_digest = digest_inputs(state, &location);
-            let version = state.map_or(0, |state| state.applied_entries);
-            // Reservations decide as lookups do: the policy's mode for the surface and region.
-            let (decision, features) = context.decisions.decide(
-                state,
-                Ask {
-                    pair: line.pair,
-                    quantity: line.quantity,
-                    surface,
-                    now,
-                },
-                &context.config,
+            let ask = Ask {
+                pair: line.pair,
+                quantity: line.quantity,
+                surface,
+                now,
+            };
+            // Reservations decide as lookups do: the policy's mode for the surface and region;
+            // a granted line is a promise, so its inputs are digested for its record.
+            let decided = decide_entity(
+                &context,
+                entity.map(|entity| &entity.state),
+                ask,
                 Some(reservation_id),
+                true,
             );
+            let decision = decided.decision;
             if !decision.available {
                 let spare = view.map_or(0, |v| spare_units(&v, surface, safety));
                 return Ok(HoldOutcome::Refused {
@@ -704,28 +729,15 @@ impl ShardState {
                     decision,
                 });
             }
-            to_grant.push((
-                line,
-                AuditRecord {
-                    decision_id: format!(
-                        "{reservation_id}/{}-{}",
-                        line.pair.sku, line.pair.location
-                    ),
-                    sku: line.pair.sku,
-                    location: line.pair.location,
-                    surface,
-                    quantity: line.quantity,
-                    time_ms: now.0,
-                    arrivals_applied: u64::from(version),
-                    inputs_digest,
-                    features: features.map(|f| f.values.to_vec()).unwrap_or_default(),
-                    model_version: match decision.mode {
-                        DecisionMode::Ml => context.decisions.model_version().unwrap_or_default(),
-                        DecisionMode::Rules => String::new(),
-                    },
-                    decision,
-                },
-            ));
+            let decision_id = format!("{reservation_id}/{}-{}", line.pair.sku, line.pair.location);
+            let record = decided.record(
+                decision_id,
+                line.pair,
+                line.quantity,
+                surface,
+                context.decisions.model_version(),
+            );
+            to_grant.push((line, record));
         }
         let mut batch = WriteBatch::new();
         let mut granted = Vec::with_capacity(to_grant.len());
@@ -847,28 +859,24 @@ impl ShardState {
         pair: PairKey,
         quantity: i64,
         surface: Surface,
+        digest: bool,
     ) -> Result<Decided, EngineError> {
         let now = self.now();
         let context = Arc::clone(&self.context);
         let entity = self.entity(pair, false)?;
-        let state = entity.map(|entity| &entity.state);
-        let (decision, features) = context.decisions.decide(
-            state,
-            Ask {
-                pair,
-                quantity,
-                surface,
-                now,
-            },
-            &context.config,
+        let ask = Ask {
+            pair,
+            quantity,
+            surface,
+            now,
+        };
+        Ok(decide_entity(
+            &context,
+            entity.map(|entity| &entity.state),
+            ask,
             None,
-        );
-        Ok(Decided {
-            decision,
-            version: state.map_or(0, |state| state.applied_entries),
-            features,
-            inputs_digest: digest_inputs(state, &context.decisions.locations.facts(pair.location)),
-        })
+            digest,
+        ))
     }
 
     fn read(&mut self, pair: PairKey) -> Result<Option<ReadView>, EngineError> {

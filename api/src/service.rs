@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use stockgrid_actors::Engine;
-use stockgrid_actors::audit::AuditRecord;
 use stockgrid_actors::catalog::MAX_LOCATIONS_PER_UPSERT;
-use stockgrid_actors::decision::DecisionMode;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::reservation::ReserveRequest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -133,32 +131,21 @@ impl Api {
         quantity: i64,
         surface: Surface,
     ) -> Result<pb::AvailabilityAnswer, Status> {
+        let decision_id = self.decision_id();
+        let audited = engine.decisions().audits(surface, &decision_id);
         let decided = engine
-            .decide(pair, quantity, surface)
+            .decide(pair, quantity, surface, audited)
             .await
             .map_err(|e| engine_status(&e))?;
-        let decision_id = self.decision_id();
-        if engine.decisions().audits(surface, &decision_id) {
+        if audited {
             // A promise is answered only once its record is durable.
-            let record = AuditRecord {
-                decision_id: decision_id.clone(),
-                sku: pair.sku,
-                location: pair.location,
-                surface,
+            let record = decided.record(
+                decision_id.clone(),
+                pair,
                 quantity,
-                time_ms: engine.clock().now().0,
-                arrivals_applied: u64::from(decided.version),
-                inputs_digest: decided.inputs_digest,
-                features: decided
-                    .features
-                    .map(|f| f.values.to_vec())
-                    .unwrap_or_default(),
-                model_version: match decided.decision.mode {
-                    DecisionMode::Ml => engine.decisions().model_version().unwrap_or_default(),
-                    DecisionMode::Rules => String::new(),
-                },
-                decision: decided.decision,
-            };
+                surface,
+                engine.decisions().model_version(),
+            );
             engine
                 .record_decisions(std::slice::from_ref(&record))
                 .await
