@@ -126,7 +126,8 @@ impl Engine {
 }
 
 /// Decides one question on an in-memory ledger by `mode` (the one path replay, audit and
-/// audit replay share), and the record of it.
+/// audit replay share), and the record of it (its inputs digested only with `digest`: most
+/// replayed answers are not recorded).
 #[allow(clippy::too_many_arguments)]
 pub fn decide_and_record(
     ledger: &InMemoryLedger,
@@ -138,6 +139,7 @@ pub fn decide_and_record(
     arrivals_applied: u64,
     model: Option<&Model>,
     safety_stock: &SafetyStock,
+    digest: bool,
 ) -> AuditRecord {
     let state = ledger.state(pair);
     let (decision, features) = match model {
@@ -158,7 +160,7 @@ pub fn decide_and_record(
         version: 0,
         features,
         time,
-        inputs_digest: Some(inputs_digest(state, ledger, pair)),
+        inputs_digest: digest.then(|| inputs_digest(state, ledger, pair)),
     };
     AuditRecord {
         // The moment in a replay is the number of arrivals applied, not a state version.
@@ -271,6 +273,7 @@ pub fn audit_replay(
             record.arrivals_applied,
             record_model,
             safety_stock,
+            true,
         );
         if again.inputs_digest != record.inputs_digest {
             differences.push(format!(

@@ -572,6 +572,10 @@ fn answer_in_memory(
                 DecisionMode::Ml => options.model.as_deref(),
                 DecisionMode::Rules => None,
             };
+            let audited = options.audit_out.is_some()
+                && (is_promise(query.surface)
+                    || query.surface == Surface::ItemPage
+                        && sampled(&query.query_id, options.audit_item_page_rate));
             let record = decide_and_record(
                 ledger,
                 query.query_id.clone(),
@@ -582,13 +586,10 @@ fn answer_in_memory(
                 applied,
                 model,
                 &options.safety_stock,
+                audited,
             );
             let decision = record.decision;
-            if options.audit_out.is_some()
-                && (is_promise(query.surface)
-                    || query.surface == Surface::ItemPage
-                        && sampled(&record.decision_id, options.audit_item_page_rate))
-            {
+            if audited {
                 audit[index] = Some(record);
             }
             answers[index] = Some(answer_of(query, &decision));
