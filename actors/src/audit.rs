@@ -3,7 +3,7 @@
 //!
 //! A record holds the decision id, the pair, the question, the moment in the event log (how
 //! many arrivals had been applied), a digest of the inputs (the entity's state and its
-//! location's facts), the feature vector, the model and mode, and the answer. Every pickup,
+//! shared facts), the feature vector, the model and mode, and the answer. Every pickup,
 //! delivery and reservation decision is recorded; item-page decisions are counted and sampled
 //! at a configurable rate (a deterministic hash of the decision id, so a rerun samples the
 //! same ones).
@@ -31,7 +31,7 @@ use crate::ledger::{EntityState, LedgerConfig, LookupFailed, ReadView};
 use crate::offline::InMemoryLedger;
 use crate::persist::{decode, encode};
 use crate::time::Timestamp;
-use stockgrid_inference::features::LocationFacts;
+use stockgrid_inference::shared::SharedFacts;
 use stockgrid_storage::WriteBatch;
 
 /// One audited decision.
@@ -51,7 +51,7 @@ pub struct AuditRecord {
     pub time_ms: i64,
     /// Arrivals of the event log applied before it.
     pub arrivals_applied: u64,
-    /// xxh3-64 of the entity's state and its location's facts (MessagePack), hex.
+    /// xxh3-64 of the entity's state and its shared facts (location and SKU; MessagePack), hex.
     pub inputs_digest: String,
     /// The features the scorer saw (empty in rules mode or for a pair never seen).
     pub features: Vec<f64>,
@@ -72,11 +72,11 @@ pub fn is_promise(surface: Surface) -> bool {
     matches!(surface, Surface::Pickup | Surface::Delivery)
 }
 
-/// xxh3-64 of an entity's state and its location's facts (MessagePack), hex: what a
+/// xxh3-64 of an entity's state and its shared facts (MessagePack), hex: what a
 /// decision read.
-pub fn digest_inputs(state: Option<&EntityState>, location: &LocationFacts) -> String {
+pub fn digest_inputs(state: Option<&EntityState>, shared: &SharedFacts) -> String {
     let mut bytes = rmp_serde::to_vec(&state).unwrap_or_default();
-    bytes.extend(rmp_serde::to_vec(location).unwrap_or_default());
+    bytes.extend(rmp_serde::to_vec(shared).unwrap_or_default());
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
@@ -87,7 +87,7 @@ pub fn digest_view(view: Option<&ReadView>) -> String {
 }
 
 fn inputs_digest(state: Option<&EntityState>, ledger: &InMemoryLedger, pair: PairKey) -> String {
-    digest_inputs(state, &ledger.locations().facts(pair.location))
+    digest_inputs(state, &ledger.shared().shared(pair))
 }
 
 const AUDIT_PREFIX: u8 = b'a';
@@ -144,8 +144,8 @@ pub fn decide_and_record(
     let state = ledger.state(pair);
     let (decision, features) = match model {
         Some(model) => {
-            let location = ledger.locations().facts(pair.location);
-            decide_by_model(state, &location, model, quantity, surface, time)
+            let shared = ledger.shared().shared(pair);
+            decide_by_model(state, &shared, model, quantity, surface, time)
         }
         None => {
             let view = state.map(|state| state.read_view(time, ledger.config()));

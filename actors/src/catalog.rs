@@ -192,7 +192,7 @@ impl Engine {
         let mut batch = WriteBatch::new();
         put_locations(&mut batch, locations);
         self.commit_batch(batch).await?;
-        self.decisions().locations.upsert(locations);
+        self.decisions().shared.upsert(locations);
         Ok(locations.len())
     }
 

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use stockgrid_inference::belief::LedgerFacts;
 use stockgrid_inference::decide::{MlReason, decide};
-use stockgrid_inference::features::{FeatureVector, LocationFacts, Question};
+use stockgrid_inference::features::{FeatureVector, Question};
 use stockgrid_inference::model::Model;
+use stockgrid_inference::shared::SharedFacts;
 
 use crate::domain::Surface;
 use crate::ledger::{EntityState, ReadView, observation_kind};
@@ -186,24 +187,24 @@ pub fn ledger_facts(state: &EntityState) -> LedgerFacts {
 }
 
 /// The ml decision for `quantity` units on `surface` at `now`, from a pair's state (`None`:
-/// never seen) and its location's shared facts; with the features it saw (`None` when the
+/// never seen) and the facts it shares with its location and SKU; with the features it saw (`None` when the
 /// pair was never seen: there is nothing to score).
 pub fn decide_by_model(
     state: Option<&EntityState>,
-    location: &LocationFacts,
+    shared: &SharedFacts,
     model: &Model,
     quantity: i64,
     surface: Surface,
     now: Timestamp,
 ) -> (Decision, Option<FeatureVector>) {
     let threshold = model.threshold(surface.as_str());
-    decide_by_model_at(state, location, model, quantity, surface, now, threshold)
+    decide_by_model_at(state, shared, model, quantity, surface, now, threshold)
 }
 
 /// As [`decide_by_model`], against `threshold` instead of the model's (an experiment arm's).
 pub fn decide_by_model_at(
     state: Option<&EntityState>,
-    location: &LocationFacts,
+    shared: &SharedFacts,
     model: &Model,
     quantity: i64,
     surface: Surface,
@@ -223,7 +224,7 @@ pub fn decide_by_model_at(
         model,
         &state.belief,
         &ledger_facts(state),
-        location,
+        shared,
         Question {
             quantity,
             now_ms: now.0,

@@ -36,6 +36,8 @@ const SHARD_RESTART_WAIT: Duration = Duration::from_secs(10);
 const DELIVERY_ATTEMPTS: usize = 5;
 /// Expired keys deleted per maintenance commit.
 const EXPIRY_BATCH: usize = 10_000;
+/// The store key of the shared facts' learned statistics (a prefix no other record uses).
+const SHARED_KEY: &[u8] = b"g/shared-facts";
 
 /// Counters of what the engine did since it started.
 #[derive(Debug, Default)]
@@ -146,8 +148,12 @@ impl Engine {
         let counters = Arc::new(EngineCounters::default());
         let decisions = Arc::new(DecisionContext::default());
         decisions
-            .locations
+            .shared
             .upsert(&crate::catalog::all_locations(store.as_ref())?);
+        if let Some(bytes) = store.get(SHARED_KEY)? {
+            let learned = persist::decode("shared facts", SHARED_KEY, &bytes)?;
+            decisions.shared.restore(learned);
+        }
         let mut contexts = Vec::with_capacity(config.shard_count);
         let mut publishers = Vec::with_capacity(config.shard_count);
         let mut shards = Vec::with_capacity(config.shard_count);
@@ -254,7 +260,7 @@ impl Engine {
         // Location feed health follows the arrival sequence, before dispatch to the shards,
         // so it is the same whatever the shards' scheduling (and in an audit replay).
         for arrival in &arrivals {
-            self.inner.decisions.locations.heard(&arrival.event);
+            self.inner.decisions.shared.heard(&arrival.event);
         }
         let event_count = arrivals.len();
         // The shards of one round run in parallel, so two events of one identity must not
@@ -678,7 +684,19 @@ impl Engine {
                 break;
             }
         }
+        self.save_shared().await?;
         Ok(report)
+    }
+
+    /// Persists what the shared facts learned (demand shapes, velocities, losses, feed
+    /// health), so a restart continues from it.
+    async fn save_shared(&self) -> Result<(), EngineError> {
+        let mut batch = WriteBatch::new();
+        batch.put(
+            SHARED_KEY.to_vec(),
+            persist::encode(&self.inner.decisions.shared.learned()),
+        );
+        self.commit_batch(batch).await
     }
 
     /// Snapshots and drops every resident entity now, whatever its idleness (ops and
@@ -702,12 +720,16 @@ impl Engine {
         Ok(total)
     }
 
-    /// Snapshots every resident entity, stops the shards and the supervisor, and waits for
-    /// the committer to drain. Every acknowledged event was durable already; this only makes
-    /// the next start faster.
+    /// Snapshots every resident entity and the shared facts' statistics, stops the shards and
+    /// the supervisor, and waits for the committer to drain. Every acknowledged event was
+    /// durable already; this makes the next start faster and keeps what the shared facts
+    /// learned since the last maintenance pass.
     pub async fn shutdown(self) -> Result<(), EngineError> {
         let snapshot_result = if self.inner.store.check_writable().is_ok() {
-            self.passivate(Timestamp(i64::MAX)).await.map(|_| ())
+            match self.passivate(Timestamp(i64::MAX)).await {
+                Ok(_) => self.save_shared().await,
+                Err(error) => Err(error),
+            }
         } else {
             Ok(())
         };

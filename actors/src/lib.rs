@@ -14,7 +14,8 @@
 //! - [`decision`]: the rules decision and the ml decision of one pair.
 //! - [`policy`]: which mode answers each surface and region, switchable at runtime.
 //! - [`experiment`]: arms, deterministic assignment, shadow answers, per-arm outcomes.
-//! - [`locations`]: location-level facts entities read (hours, kind, feeds, region).
+//! - [`shared`]: facts shared by a location's or a SKU's pairs (hours, kind, feeds, region,
+//!   demand shape, velocity, losses), computed once and read by entities.
 //! - [`offline`]: the event log through the entity code in memory (replay, training, audit).
 //! - [`persist`]: the key layout, log records, snapshots, recovery and the identity tail.
 //! - [`reservation`]: reservations: records, holds, settlements, expiry; the engine's calls.
@@ -34,13 +35,13 @@ pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod ledger;
-pub mod locations;
 pub mod offline;
 pub mod persist;
 pub mod policy;
 pub mod replay;
 pub mod reservation;
 pub mod shard;
+pub mod shared;
 pub mod supervision;
 pub mod time;
 

@@ -1,6 +1,6 @@
 //! The in-memory replay: the event log through the same entity code as the service - the pure
-//! ledger core ([`ingest`]), the belief statistics it keeps, the location feed health - with
-//! no store and no actors, at millions of events per second.
+//! ledger core ([`ingest`]), the belief statistics it keeps, the shared location and SKU
+//! facts - with no store and no actors, at millions of events per second.
 //!
 //! It is how training sets are built (point-in-time by construction: a query sees exactly the
 //! arrivals before it), how `stockgrid replay --engine memory` answers, and how an audit
@@ -16,8 +16,8 @@ use crate::ledger::{
     EntityState, EntryRole, Identity, LedgerConfig, LedgerEntry, LookupFailed, Outcome,
     RecordedDeltas, ingest,
 };
-use crate::locations::LocationDirectory;
 use crate::replay::Query;
+use crate::shared::SharedDirectory;
 
 /// Every pair's state, built from arrivals in order.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct InMemoryLedger {
     states: HashMap<PairKey, EntityState>,
     identities: HashMap<Identity, u128>,
     history: RecordedDeltas,
-    locations: LocationDirectory,
+    shared: SharedDirectory,
 }
 
 impl InMemoryLedger {
@@ -37,17 +37,18 @@ impl InMemoryLedger {
             states: HashMap::new(),
             identities: HashMap::new(),
             history: RecordedDeltas::default(),
-            locations: LocationDirectory::from_catalog(locations),
+            shared: SharedDirectory::from_catalog(locations),
         }
     }
 
     /// Applies one arrival (both of its entries for a transfer naming a counterparty); the
     /// outcome is the primary entry's.
     pub fn apply(&mut self, arrival: &Arrival) -> Result<Outcome, LookupFailed> {
-        self.locations.heard(&arrival.event);
+        self.shared.heard(&arrival.event);
         let mut primary = None;
         for entry in LedgerEntry::expand(arrival.event.clone()) {
             let state = self.states.entry(entry.target()).or_default();
+            let before = SharedDirectory::before(state);
             let outcome = ingest(
                 state,
                 &entry,
@@ -58,6 +59,7 @@ impl InMemoryLedger {
             )?;
             if outcome == Outcome::Applied {
                 self.history.record(&entry);
+                self.shared.learn(&entry, &before, state);
             }
             if entry.role == EntryRole::Primary {
                 primary = Some(outcome);
@@ -71,9 +73,9 @@ impl InMemoryLedger {
         self.states.get(&pair)
     }
 
-    /// The location directory (shared facts).
-    pub fn locations(&self) -> &LocationDirectory {
-        &self.locations
+    /// The shared facts of locations and SKUs.
+    pub fn shared(&self) -> &SharedDirectory {
+        &self.shared
     }
 
     /// The ledger's rules.

@@ -24,7 +24,7 @@ use crate::decision::{Decision, DecisionMode, ReasonCode, decide_by_model_at, de
 use crate::domain::{PairKey, Surface};
 use crate::experiment::Experiment;
 use crate::ledger::EntityState;
-use crate::locations::LocationDirectory;
+use crate::shared::SharedDirectory;
 use crate::time::Timestamp;
 
 /// Ml decisions per region between two drift measurements.
@@ -89,8 +89,9 @@ pub struct DecisionContext {
     pub item_page_audited: AtomicU64,
     experiment: RwLock<Option<Arc<Experiment>>>,
     drift: std::sync::Mutex<HashMap<String, (DriftWindow, Option<RegionDrift>)>>,
-    /// Location facts (hours, kind, expected feeds, feed health, region).
-    pub locations: LocationDirectory,
+    /// Facts shared by a location's or a SKU's pairs (hours, feeds, region, demand shape,
+    /// velocity, losses).
+    pub shared: SharedDirectory,
 }
 
 impl DecisionContext {
@@ -156,7 +157,7 @@ impl DecisionContext {
         if model.drift.features.is_empty() {
             return;
         }
-        let Some(region) = self.locations.region(location) else {
+        let Some(region) = self.shared.region(location) else {
             return;
         };
         let measured = {
@@ -215,7 +216,7 @@ impl DecisionContext {
         let switches = self.read();
         switches.rules_surfaces.contains(&surface)
             || ((!switches.rules_regions.is_empty() || !switches.drifted_regions.is_empty())
-                && self.locations.region(location).is_some_and(|region| {
+                && self.shared.region(location).is_some_and(|region| {
                     switches.rules_regions.contains(&*region)
                         || switches.drifted_regions.contains(&*region)
                 }))
@@ -318,11 +319,11 @@ impl DecisionContext {
                 )
             }
             (DecisionMode::Ml, Some(model)) => {
-                let location = self.locations.facts(ask.pair.location);
+                let shared = self.shared.shared(ask.pair);
                 let threshold = threshold.unwrap_or_else(|| model.threshold(ask.surface.as_str()));
                 let decided = decide_by_model_at(
                     state,
-                    &location,
+                    &shared,
                     model,
                     ask.quantity,
                     ask.surface,
@@ -438,7 +439,7 @@ mod tests {
             .expect("valid")
         };
         context
-            .locations
+            .shared
             .upsert(&[location(1, "steady"), location(2, "moving")]);
         for i in 0..DRIFT_WINDOW_DECISIONS as usize {
             context.watch_drift(&model, 1, &row(i, 0.0));

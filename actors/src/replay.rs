@@ -647,7 +647,7 @@ async fn answer_durably(
     engine
         .decisions()
         .configure(options.mode, options.model.clone());
-    engine.decisions().locations.upsert(locations);
+    engine.decisions().shared.upsert(locations);
 
     let mut query_order: Vec<usize> = (0..queries.len()).collect();
     query_order.sort_by_key(|&index| queries[index].time); // Stable: file order breaks ties.

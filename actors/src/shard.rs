@@ -46,6 +46,7 @@ use crate::policy::{Ask, DecisionContext};
 use crate::reservation::{
     Hold, ReservationLine, Settlement, deadline_key, hold_key, load_holds, settlement_key,
 };
+use crate::shared::SharedDirectory;
 use crate::time::{Clock, Timestamp};
 
 /// An entry with its arrival time, as shards receive it.
@@ -275,7 +276,7 @@ fn decide_entity(
         features,
         time: ask.now,
         inputs_digest: digest
-            .then(|| digest_inputs(state, &context.decisions.locations.facts(ask.pair.location))),
+            .then(|| digest_inputs(state, &context.decisions.shared.shared(ask.pair))),
     }
 }
 
@@ -551,6 +552,7 @@ impl ShardState {
                 future_skew_ms: config.ledger.future_skew_ms,
                 pending: &pending_deltas,
             };
+            let before = SharedDirectory::before(&entity.state);
             let outcome = ingest(
                 &mut entity.state,
                 &arrived.entry,
@@ -569,6 +571,10 @@ impl ShardState {
             }
             match &outcome {
                 Outcome::Applied => {
+                    context
+                        .decisions
+                        .shared
+                        .learn(&arrived.entry, &before, &entity.state);
                     entity.logged();
                     let record = LogRecord::Applied {
                         entry: arrived.entry.clone(),

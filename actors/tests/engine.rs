@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use stockgrid_actors::decision::{ReasonCode, SafetyStock};
 use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source, Surface};
-use stockgrid_actors::ledger::{LedgerView, Outcome, QuarantineReason};
+use stockgrid_actors::ledger::{LedgerConfig, LedgerView, Outcome, QuarantineReason};
+use stockgrid_actors::offline::InMemoryLedger;
 use stockgrid_actors::time::{HOUR_MS, MINUTE_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig};
 use stockgrid_storage::{EmbeddedStore, MemoryStore, Store};
@@ -146,6 +147,52 @@ async fn views(engine: &Engine, pairs: u64) -> Vec<Option<LedgerView>> {
         }
     }
     views
+}
+
+/// The shared facts (demand shapes, SKU velocities, losses, feed health) the engine learns
+/// over three shards are the ones an in-memory replay of the same arrivals learns (so an
+/// audit replay sees what the node saw), and a restart keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_facts_match_the_replay_and_survive_a_restart() {
+    let config = EngineConfig {
+        shard_count: 3,
+        snapshot_every_records: 5,
+        ..EngineConfig::default()
+    };
+    let (store, clock, engine) = memory_engine(config.clone()).await;
+    let stream = mixed_stream(12, 3_000);
+    for piece in stream.chunks(250) {
+        clock.advance_to(piece[piece.len() - 1].arrival_time);
+        engine.ingest(piece.to_vec()).await.expect("ingest");
+    }
+    let mut replayed = InMemoryLedger::new(LedgerConfig::default(), &[]);
+    for arrival in &stream {
+        replayed.apply(arrival).expect("apply");
+    }
+    let learned = engine.decisions().shared.learned();
+    assert_eq!(learned, replayed.shared().learned());
+    let sku_sales: u64 = learned.skus.iter().map(|(_, sku)| sku.sale_events).sum();
+    let counts: u32 = learned
+        .locations
+        .iter()
+        .map(|(.., losses)| losses.counts)
+        .sum();
+    assert!(
+        sku_sales > 1_000 && counts > 100,
+        "{sku_sales} sales, {counts} counts"
+    );
+    let shape_sales: u32 = learned
+        .locations
+        .iter()
+        .map(|(_, _, demand, _)| demand.by_hour.iter().sum::<u32>())
+        .sum();
+    assert_eq!(u64::from(shape_sales), sku_sales);
+
+    engine.shutdown().await.expect("shutdown");
+    let restarted = Engine::start(store, Arc::new(clock.clone()), config)
+        .await
+        .expect("start again");
+    assert_eq!(restarted.decisions().shared.learned(), learned);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

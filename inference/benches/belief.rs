@@ -7,11 +7,14 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use stockgrid_inference::belief::{BeliefStats, LedgerFacts, Observation, ObservationKind};
+use stockgrid_inference::belief::{
+    BeliefStats, LedgerFacts, Observation, ObservationKind, compact_seconds,
+};
 use stockgrid_inference::decide::decide;
-use stockgrid_inference::features::{LocationFacts, Question};
+use stockgrid_inference::features::Question;
 use stockgrid_inference::hours::OpeningHours;
 use stockgrid_inference::model::Model;
+use stockgrid_inference::shared::{LocationFacts, SharedFacts};
 
 const NOW: i64 = 1_772_409_600_000;
 const HOUR: i64 = 3_600_000;
@@ -64,13 +67,30 @@ fn bench(c: &mut Criterion) {
                 .heard(source, NOW - (30 - day) * 24 * HOUR, &location.hours);
         }
     }
+    // A location and SKU with history: a learned demand shape, losses and velocity.
+    let mut shared = SharedFacts {
+        location,
+        ..SharedFacts::default()
+    };
+    for hour in 0..2_000 {
+        let at = NOW - hour * 7 * HOUR / 3;
+        shared.location.demand.record_sale(&location.hours, at);
+        shared.sku.record_sale();
+    }
+    for pair in 0..40 {
+        shared
+            .sku
+            .pair_first_seen(0, compact_seconds(NOW - (400 + pair) * HOUR));
+        shared.location.losses.record(1, 12, 30 * 86_400);
+        shared.sku.losses.record(0, 8, 20 * 86_400);
+    }
     c.bench_function("ml decision (one point)", |b| {
         b.iter(|| {
             decide(
                 black_box(&model),
                 black_box(&stats),
                 black_box(&facts),
-                black_box(&location),
+                black_box(&shared),
                 Question {
                     quantity: 2,
                     now_ms: NOW,

@@ -18,8 +18,13 @@
 //!   pair's presence was last confirmed (a sale, a positive observation, a receipt), and
 //!   **no-sale evidence** updates it: if the pair's demand rate says sales were expected in
 //!   the open hours since, and none came, "phantom" explains the silence better. The demand
-//!   rate is a Gamma posterior of sales per open hour (conjugate to Poisson counts); the chance
-//!   of a silent stretch of `h` open hours under it is the negative binomial's zero term.
+//!   rate is a Gamma posterior of sales per demand hour (conjugate to Poisson counts), whose
+//!   prior is the SKU's velocity across its locations; a demand hour is an open hour weighted
+//!   by the location's day-of-week and hour-of-day shape (see [`crate::shared`]), so a silent
+//!   Saturday evening says more than a silent Monday morning. The chance of a silent stretch
+//!   of `h` demand hours under it is the negative binomial's zero term.
+//! - **Shared shrink.** The shrink rates are scaled by the location's and the SKU's loss
+//!   factors: what their cycle counts found missing against what the model expected.
 //!
 //! The state kept per pair is only **sufficient statistics** ([`BeliefStats`], 28 bytes);
 //! every parameter ([`BeliefParams`]) is applied when a question is asked. So the belief is a
@@ -28,7 +33,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hours::OpeningHours;
+use crate::shared::SharedFacts;
 use crate::stats::probability_from;
 
 const EPOCH_2020_MS: i64 = 1_577_836_800_000;
@@ -216,6 +221,27 @@ pub struct BeliefParams {
     pub rate_prior_sales: f64,
     /// Gamma prior of the demand rate: rate (pseudo open hours).
     pub rate_prior_hours: f64,
+    /// Pseudo sales of the uniform prior of a location's demand shape.
+    #[serde(default = "default_shape_prior_sales")]
+    pub shape_prior_sales: f64,
+    /// How many pseudo sales the SKU's velocity weighs in a pair's demand-rate prior.
+    #[serde(default = "default_sku_pooling_sales")]
+    pub sku_pooling_sales: f64,
+    /// Pseudo units pulling a location's or SKU's loss factor to 1.
+    #[serde(default = "default_loss_pooling_units")]
+    pub loss_pooling_units: f64,
+}
+
+fn default_shape_prior_sales() -> f64 {
+    100.0
+}
+
+fn default_sku_pooling_sales() -> f64 {
+    1.0
+}
+
+fn default_loss_pooling_units() -> f64 {
+    20.0
 }
 
 impl Default for BeliefParams {
@@ -235,6 +261,9 @@ impl Default for BeliefParams {
             phantom_per_day: 0.003,
             rate_prior_sales: 0.5,
             rate_prior_hours: 100.0,
+            shape_prior_sales: default_shape_prior_sales(),
+            sku_pooling_sales: default_sku_pooling_sales(),
+            loss_pooling_units: default_loss_pooling_units(),
         }
     }
 }
@@ -267,7 +296,7 @@ pub struct Posterior {
     pub upper: f64,
     /// Sales the demand rate expected in the open hours since presence was confirmed.
     pub expected_silent_sales: f64,
-    /// Demand rate, sales per open hour (posterior mean).
+    /// Demand rate, sales per demand hour (an open hour of average demand; posterior mean).
     pub rate_per_open_hour: f64,
     /// Open hours since presence was confirmed.
     pub silent_open_hours: f64,
@@ -297,15 +326,16 @@ impl Posterior {
     }
 }
 
-/// The belief of a pair at `now_ms`, given its statistics, the ledger's facts, its location's
-/// opening hours and the parameters.
+/// The belief of a pair at `now_ms`, given its statistics, the ledger's facts, the facts
+/// shared with its location and SKU, and the parameters.
 pub fn posterior(
     stats: &BeliefStats,
     facts: &LedgerFacts,
-    hours: &OpeningHours,
+    shared: &SharedFacts,
     params: &BeliefParams,
     now_ms: i64,
 ) -> Posterior {
+    let hours = &shared.location.hours;
     let record = facts.record as f64;
     let (mut mean, mut variance, since_ms) = match facts.anchor {
         Some((kind, units, time_ms)) => {
@@ -332,8 +362,10 @@ pub fn posterior(
         ),
     };
     let days = ((now_ms - since_ms) as f64 / HOUR_MS / DAY_HOURS).max(0.0);
-    let loss = params.shrink_per_unit_sold * f64::from(stats.units_sold_since_anchor)
-        + params.shrink_per_day * days
+    let shrink_factor = shared.location.losses.factor(params) * shared.sku.losses.factor(params);
+    let loss = shrink_factor
+        * (params.shrink_per_unit_sold * f64::from(stats.units_sold_since_anchor)
+            + params.shrink_per_day * days)
         + params.receipt_short_rate * f64::from(stats.units_received_since_anchor);
     mean -= loss;
     variance += loss + params.drift_variance_per_day * days;
@@ -360,11 +392,21 @@ pub fn posterior(
     } else {
         millis_of(stats.presence_confirmed)
     };
-    let shape = params.rate_prior_sales + f64::from(stats.sale_events);
-    let rate_hours = params.rate_prior_hours + hours.open_hours_between(first_ms, confirmed_ms);
+    // Exposure in demand hours (open hours weighted by the location's shape); the prior is
+    // the SKU's velocity across its locations.
+    let profile = shared
+        .location
+        .demand
+        .profile(hours, params.shape_prior_sales);
+    let open_per_day = f64::from(hours.close_hour.saturating_sub(hours.open_hour).max(1));
+    let sku_rate = shared.sku.sales_per_open_hour(now_ms, open_per_day, params);
+    let prior_sales = params.sku_pooling_sales.max(1e-9);
+    let shape = prior_sales + f64::from(stats.sale_events);
+    let rate_hours = prior_sales / sku_rate + profile.demand_hours_between(first_ms, confirmed_ms);
+    let silent_demand_hours = profile.demand_hours_between(confirmed_ms, now_ms);
     let silent_hours = hours.open_hours_between(confirmed_ms, now_ms);
     // P(no sale in the silent stretch | present): the negative binomial's zero term.
-    let silent_if_present = (rate_hours / (rate_hours + silent_hours)).powf(shape);
+    let silent_if_present = (rate_hours / (rate_hours + silent_demand_hours)).powf(shape);
     let days_unconfirmed = ((now_ms - confirmed_ms) as f64 / HOUR_MS / DAY_HOURS).max(0.0);
     let prior =
         1.0 - (1.0 - params.phantom_base) * (-params.phantom_per_day * days_unconfirmed).exp();
@@ -379,7 +421,7 @@ pub fn posterior(
         sd: variance.max(1e-6).sqrt(),
         lower,
         upper,
-        expected_silent_sales: shape / rate_hours * silent_hours,
+        expected_silent_sales: shape / rate_hours * silent_demand_hours,
         rate_per_open_hour: shape / rate_hours,
         silent_open_hours: silent_hours,
         days_since_anchor: days,
@@ -407,7 +449,7 @@ mod tests {
         posterior(
             stats,
             facts,
-            &OpeningHours::default(),
+            &SharedFacts::default(),
             &BeliefParams::default(),
             now,
         )

@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::belief::{BeliefStats, LedgerFacts};
-use crate::features::{FeatureVector, LocationFacts, Question, features};
+use crate::features::{FeatureVector, Question, features};
 use crate::model::Model;
+use crate::shared::SharedFacts;
 
 /// Days within which the anchor counts as a recent count.
 const RECENT_ANCHOR_DAYS: f64 = 7.0;
@@ -65,14 +66,14 @@ pub fn decide(
     model: &Model,
     stats: &BeliefStats,
     facts: &LedgerFacts,
-    location: &LocationFacts,
+    shared: &SharedFacts,
     question: Question,
     threshold: Option<f64>,
 ) -> MlAnswer {
     let features = features(
         stats,
         facts,
-        location,
+        shared,
         &model.belief,
         &model.staleness,
         question,

@@ -5,40 +5,15 @@
 //! two (point-in-time by construction). Candidates - each source's claim of the quantity,
 //! brought to now, with its age - are part of it: the ledger's record, the anchor's reading
 //! plus the deltas since (with its kind and age), the belief's mean, and zero (phantom).
-
-use serde::{Deserialize, Serialize};
+//! Shared features come from [`SharedFacts`]: feed health, the SKU's velocity and the loss
+//! factors of the location and the SKU, computed once for all their pairs.
 
 use crate::belief::{
     BeliefParams, BeliefStats, LedgerFacts, ObservationKind, Posterior, posterior,
 };
-use crate::feeds::{FeedHealth, StalenessPolicy};
-use crate::hours::OpeningHours;
+use crate::feeds::StalenessPolicy;
+use crate::shared::{LocationKind, SharedFacts};
 use crate::stats::logit;
-
-/// What a location is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LocationKind {
-    /// A store (the default).
-    #[default]
-    Store,
-    /// A fulfillment center.
-    FulfillmentCenter,
-    /// A warehouse.
-    Warehouse,
-}
-
-/// The location-level facts an entity reads (shared by every pair of the location).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LocationFacts {
-    /// Its opening hours.
-    pub hours: OpeningHours,
-    /// Its kind.
-    pub kind: LocationKind,
-    /// Sources it is expected to send, one bit per source index.
-    pub expected_sources: u8,
-    /// Its feeds' health.
-    pub feeds: FeedHealth,
-}
 
 /// Names of the features, in vector order (a model's file repeats them and is refused when
 /// they differ).
@@ -62,10 +37,13 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "kind_warehouse",
     "stale_expected_feed",
     "log_feed_silence_ratio",
+    "log_sku_sales_per_day",
+    "log_location_loss_factor",
+    "log_sku_loss_factor",
 ];
 
 /// Number of features.
-pub const FEATURE_COUNT: usize = 19;
+pub const FEATURE_COUNT: usize = 22;
 
 /// The features of one question, with the posterior they were computed from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -97,13 +75,20 @@ fn ln1p_hours(ms: i64) -> f64 {
 pub fn features(
     stats: &BeliefStats,
     facts: &LedgerFacts,
-    location: &LocationFacts,
+    shared: &SharedFacts,
     params: &BeliefParams,
     staleness: &StalenessPolicy,
     question: Question,
 ) -> FeatureVector {
     let now = question.now_ms;
-    let belief = posterior(stats, facts, &location.hours, params, now);
+    let location = &shared.location;
+    let belief = posterior(stats, facts, shared, params, now);
+    let open_per_day = f64::from(
+        location
+            .hours
+            .close_hour
+            .saturating_sub(location.hours.open_hour),
+    );
     let need = question.quantity + facts.reserved.max(0);
     let belief_probability = belief.probability_at_least(need);
     let margin = (facts.record - need).clamp(-5, 30) as f64;
@@ -139,6 +124,13 @@ pub fn features(
         flag(location.kind == LocationKind::Warehouse),
         flag(stale_feed),
         silence_ratio.ln_1p().min(10.0),
+        (shared
+            .sku
+            .sales_per_open_hour(now, open_per_day.max(1.0), params)
+            * open_per_day)
+            .ln_1p(),
+        location.losses.factor(params).ln(),
+        shared.sku.losses.factor(params).ln(),
     ];
     FeatureVector {
         values,

@@ -10,6 +10,7 @@
 //! - [`hours`]: opening hours and open-hour counting (no-sale evidence counts open hours).
 //! - [`belief`]: per-pair sufficient statistics and the posterior over the truth.
 //! - [`feeds`]: per-location feed health (last seen, typical gap, staleness).
+//! - [`shared`]: facts shared by a location's or a SKU's pairs (demand shape, losses, velocity).
 //! - [`features`]: the one feature definition, online and offline.
 //! - [`model`]: the model file (belief parameters, scorer, thresholds, metadata) and fitting.
 //! - [`decide`]: the ml decision with its reason code.
@@ -27,5 +28,6 @@ pub mod features;
 pub mod feeds;
 pub mod hours;
 pub mod model;
+pub mod shared;
 pub mod stats;
 pub mod trees;

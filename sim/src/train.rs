@@ -28,11 +28,12 @@ use stockgrid_actors::offline::{InMemoryLedger, replay_in_memory};
 use stockgrid_actors::replay::{read_events, read_locations, read_queries};
 use stockgrid_inference::belief::{BeliefParams, BeliefStats, LedgerFacts};
 use stockgrid_inference::drift::DriftBaseline;
-use stockgrid_inference::features::{FEATURE_NAMES, LocationFacts, Question, features};
+use stockgrid_inference::features::{FEATURE_NAMES, Question, features};
 use stockgrid_inference::feeds::StalenessPolicy;
 use stockgrid_inference::model::{
     LogisticScorer, MODEL_FORMAT, Model, Scorer, SurfaceCalibration, TrainingMetadata,
 };
+use stockgrid_inference::shared::SharedFacts;
 use stockgrid_inference::trees::{BoostingOptions, TreeEnsemble};
 
 use crate::evaluate::{read_truth, sweep};
@@ -94,8 +95,8 @@ pub struct Case {
     pub stats: BeliefStats,
     /// The ledger's facts at the query (`None`: pair never seen).
     pub facts: Option<LedgerFacts>,
-    /// Its location's shared facts.
-    pub location: LocationFacts,
+    /// The facts it shares with its location and SKU.
+    pub shared: SharedFacts,
     /// The question.
     pub question: Question,
     /// The surface asking.
@@ -146,7 +147,7 @@ pub fn run_cases(dir: &Path) -> anyhow::Result<RunCases> {
             cases[index] = Some(Case {
                 stats: state.map(|s| s.belief).unwrap_or_default(),
                 facts: state.map(ledger_facts),
-                location: ledger.locations().facts(query.pair.location),
+                shared: ledger.shared().shared(query.pair),
                 question: Question {
                     quantity: query.quantity,
                     now_ms: query.time.0,
@@ -169,7 +170,7 @@ fn belief_probability(case: &Case, params: &BeliefParams) -> Option<f64> {
     let posterior = stockgrid_inference::belief::posterior(
         &case.stats,
         facts,
-        &case.location.hours,
+        &case.shared,
         params,
         case.question.now_ms,
     );
@@ -191,7 +192,7 @@ fn log_loss(cases: &[&Case], params: &BeliefParams) -> f64 {
 
 type ParamField = (&'static str, fn(&mut BeliefParams) -> &mut f64);
 
-const FITTED_PARAMS: [ParamField; 10] = [
+const FITTED_PARAMS: [ParamField; 13] = [
     ("phantom_per_day", |p| &mut p.phantom_per_day),
     ("phantom_base", |p| &mut p.phantom_base),
     ("shrink_per_unit_sold", |p| &mut p.shrink_per_unit_sold),
@@ -202,6 +203,9 @@ const FITTED_PARAMS: [ParamField; 10] = [
     ("rfid_under_read", |p| &mut p.rfid_under_read),
     ("drift_variance_per_day", |p| &mut p.drift_variance_per_day),
     ("rate_prior_hours", |p| &mut p.rate_prior_hours),
+    ("sku_pooling_sales", |p| &mut p.sku_pooling_sales),
+    ("shape_prior_sales", |p| &mut p.shape_prior_sales),
+    ("loss_pooling_units", |p| &mut p.loss_pooling_units),
 ];
 
 /// Fits the belief's parameters by coordinate search on the log loss: each parameter in turn
@@ -241,7 +245,7 @@ fn case_features(
     Some(features(
         &case.stats,
         facts,
-        &case.location,
+        &case.shared,
         params,
         staleness,
         case.question,

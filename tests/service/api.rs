@@ -549,7 +549,11 @@ async fn promises_are_recorded_durably_and_readable_by_decision_id() {
             answer.reason.as_str()
         )
     );
-    assert_eq!(record.features.len(), 19, "{record:?}");
+    assert_eq!(
+        record.features.len(),
+        stockgrid_inference::features::FEATURE_COUNT,
+        "{record:?}"
+    );
     assert!(record.model_version.starts_with("sg1-"));
     assert_eq!(record.state_version, answer.state_version);
     assert_eq!(record.inputs_digest.len(), 16);
