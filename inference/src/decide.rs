@@ -21,7 +21,8 @@ pub enum MlReason {
     BeliefConfident,
     /// Not promised: an expected feed of the location is silent past the staleness policy.
     StaleFeed,
-    /// Not promised: the silence of a seller makes phantom stock likely.
+    /// Not promised: phantom stock is likely (the silence of a seller, or the ranker believes
+    /// the zero candidate most).
     PhantomSuspected,
     /// Not promised: the record itself does not cover the quantity.
     RecordShort,
@@ -70,14 +71,7 @@ pub fn decide(
     question: Question,
     threshold: Option<f64>,
 ) -> MlAnswer {
-    let features = features(
-        stats,
-        facts,
-        shared,
-        &model.belief,
-        &model.staleness,
-        question,
-    );
+    let features = features(stats, facts, shared, &model.feature_params(), question);
     let probability = model.scorer.probability(&features.values);
     let expected_units = features.posterior.expected_units();
     let answer = |available, reason| MlAnswer {
@@ -107,7 +101,11 @@ pub fn decide(
     }
     let reason = if facts.record - facts.reserved.max(0) < question.quantity {
         MlReason::RecordShort
-    } else if features.posterior.phantom > 0.5 {
+    } else if features.posterior.phantom > 0.5
+        || features
+            .ranked
+            .is_some_and(|ranked| ranked.top() == crate::ranker::ZERO)
+    {
         MlReason::PhantomSuspected
     } else {
         MlReason::LowConfidence

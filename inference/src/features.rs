@@ -5,13 +5,15 @@
 //! two (point-in-time by construction). Candidates - each source's claim of the quantity,
 //! brought to now, with its age - are part of it: the ledger's record, the anchor's reading
 //! plus the deltas since (with its kind and age), the belief's mean, and zero (phantom).
-//! Shared features come from [`SharedFacts`]: feed health, the SKU's velocity and the loss
+//! The candidate ranker ([`crate::ranker`]) weighs the candidates from the other features
+//! and its fused probability is the last feature. Shared features come from [`SharedFacts`]: feed health, the SKU's velocity and the loss
 //! factors of the location and the SKU, computed once for all their pairs.
 
 use crate::belief::{
     BeliefParams, BeliefStats, LedgerFacts, ObservationKind, Posterior, posterior,
 };
 use crate::feeds::StalenessPolicy;
+use crate::ranker::{CandidateRanker, Candidates, RANKER_INPUTS, Ranked};
 use crate::shared::{LocationKind, SharedFacts};
 use crate::stats::logit;
 
@@ -40,10 +42,24 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "log_sku_sales_per_day",
     "log_location_loss_factor",
     "log_sku_loss_factor",
+    "fused_logit",
 ];
 
 /// Number of features.
-pub const FEATURE_COUNT: usize = 22;
+pub const FEATURE_COUNT: usize = 23;
+
+/// What the features are computed with: the belief's parameters, the staleness policy and
+/// the candidate ranker (`None`: the fused feature is the belief's own probability, which is
+/// how the ranker's own training rows are made).
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureParams<'a> {
+    /// The belief's parameters.
+    pub belief: &'a BeliefParams,
+    /// When a silent feed is stale.
+    pub staleness: &'a StalenessPolicy,
+    /// The candidate ranker.
+    pub ranker: Option<&'a CandidateRanker>,
+}
 
 /// The features of one question, with the posterior they were computed from.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -56,6 +72,10 @@ pub struct FeatureVector {
     pub belief_probability: f64,
     /// An expected source is silent past the staleness policy.
     pub stale_feed: bool,
+    /// The candidates' claims.
+    pub candidates: Candidates,
+    /// The ranker's verdict (`None` without a ranker).
+    pub ranked: Option<Ranked>,
 }
 
 /// One question: `quantity` units at `now_ms`.
@@ -76,10 +96,10 @@ pub fn features(
     stats: &BeliefStats,
     facts: &LedgerFacts,
     shared: &SharedFacts,
-    params: &BeliefParams,
-    staleness: &StalenessPolicy,
+    settings: &FeatureParams<'_>,
     question: Question,
 ) -> FeatureVector {
+    let (params, staleness) = (settings.belief, settings.staleness);
     let now = question.now_ms;
     let location = &shared.location;
     let belief = posterior(stats, facts, shared, params, now);
@@ -104,7 +124,7 @@ pub fn features(
             .feeds
             .worst_expected(location.expected_sources, now, &location.hours, staleness);
     let flag = |on: bool| if on { 1.0 } else { 0.0 };
-    let values = [
+    let mut values = [
         logit(belief_probability),
         logit(belief.phantom),
         margin,
@@ -131,11 +151,34 @@ pub fn features(
             .ln_1p(),
         location.losses.factor(params).ln(),
         shared.sku.losses.factor(params).ln(),
+        0.0, // the fused probability, below
     ];
+    let candidates = candidates_of(facts, &belief);
+    let ranked = settings
+        .ranker
+        .map(|ranker| ranker.rank(&values[..RANKER_INPUTS], &candidates, need));
+    values[FEATURE_COUNT - 1] =
+        logit(ranked.map_or(belief_probability, |ranked| ranked.probability));
     FeatureVector {
         values,
         posterior: belief,
         belief_probability,
         stale_feed,
+        candidates,
+        ranked,
+    }
+}
+
+/// Each candidate's claim at the moment of the posterior (see [`crate::ranker`]).
+pub fn candidates_of(facts: &LedgerFacts, belief: &Posterior) -> Candidates {
+    let lower = belief.lower.max(0.0);
+    Candidates {
+        claims: [
+            Some(facts.record.max(0) as f64),
+            Some(belief.mean.clamp(lower, belief.upper.max(lower))),
+            (belief.lower > 0.0).then_some(belief.lower),
+            belief.upper.is_finite().then_some(belief.upper),
+            Some(0.0),
+        ],
     }
 }

@@ -12,6 +12,7 @@
 //! - [`feeds`]: per-location feed health (last seen, typical gap, staleness).
 //! - [`shared`]: facts shared by a location's or a SKU's pairs (demand shape, losses, velocity).
 //! - [`features`]: the one feature definition, online and offline.
+//! - [`ranker`]: the candidates (each claim of the quantity) and the learned ranker fusing them.
 //! - [`model`]: the model file (belief parameters, scorer, thresholds, metadata) and fitting.
 //! - [`decide`]: the ml decision with its reason code.
 //! - [`drift`]: PSI of live features against the model's training distribution.
@@ -28,6 +29,7 @@ pub mod features;
 pub mod feeds;
 pub mod hours;
 pub mod model;
+pub mod ranker;
 pub mod shared;
 pub mod stats;
 pub mod trees;

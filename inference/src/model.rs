@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::belief::BeliefParams;
 use crate::drift::DriftBaseline;
-use crate::features::{FEATURE_COUNT, FEATURE_NAMES};
+use crate::features::{FEATURE_COUNT, FEATURE_NAMES, FeatureParams};
 use crate::feeds::StalenessPolicy;
+use crate::ranker::CandidateRanker;
 use crate::stats::sigmoid;
 use crate::trees::TreeEnsemble;
 
@@ -267,6 +268,9 @@ pub struct Model {
     /// Training distributions of the monitored features, for drift (PSI).
     #[serde(default)]
     pub drift: DriftBaseline,
+    /// The candidate ranker (`None`: the fused feature is the belief's probability).
+    #[serde(default)]
+    pub ranker: Option<CandidateRanker>,
 }
 
 /// Why a model file was refused.
@@ -314,6 +318,16 @@ impl Model {
             thresholds: BTreeMap::new(),
             training: TrainingMetadata::default(),
             drift: DriftBaseline::default(),
+            ranker: None,
+        }
+    }
+
+    /// What this model computes features with.
+    pub fn feature_params(&self) -> FeatureParams<'_> {
+        FeatureParams {
+            belief: &self.belief,
+            staleness: &self.staleness,
+            ranker: self.ranker.as_ref(),
         }
     }
 
@@ -367,6 +381,9 @@ impl Model {
             ));
         }
         self.scorer.validate()?;
+        if let Some(ranker) = &self.ranker {
+            ranker.validate()?;
+        }
         for (surface, threshold) in &self.thresholds {
             if !(0.0..=1.0).contains(threshold) {
                 return Err(format!(

@@ -28,11 +28,12 @@ use stockgrid_actors::offline::{InMemoryLedger, replay_in_memory};
 use stockgrid_actors::replay::{read_events, read_locations, read_queries};
 use stockgrid_inference::belief::{BeliefParams, BeliefStats, LedgerFacts};
 use stockgrid_inference::drift::DriftBaseline;
-use stockgrid_inference::features::{FEATURE_NAMES, Question, features};
+use stockgrid_inference::features::{FEATURE_NAMES, FeatureParams, Question, features};
 use stockgrid_inference::feeds::StalenessPolicy;
 use stockgrid_inference::model::{
     LogisticScorer, MODEL_FORMAT, Model, Scorer, SurfaceCalibration, TrainingMetadata,
 };
+use stockgrid_inference::ranker::{CANDIDATE_NAMES, CandidateRanker, RANKER_INPUTS};
 use stockgrid_inference::shared::SharedFacts;
 use stockgrid_inference::trees::{BoostingOptions, TreeEnsemble};
 
@@ -44,6 +45,12 @@ use crate::seeds;
 const BELIEF_FIT_ROWS: usize = 200_000;
 /// Rows used to fit the scorer (an even subsample of the training rows).
 const SCORER_FIT_ROWS: usize = 600_000;
+/// Rows the candidate ranker is fitted on (a stride sample of the training rows).
+const RANKER_FIT_ROWS: usize = 100_000;
+/// Gradient steps of the ranker's fit.
+const RANKER_ITERATIONS: usize = 150;
+/// L2 penalty of the ranker's standardized weights.
+const RANKER_L2: f64 = 1e-4;
 /// L2 penalty on the standardized scorer weights.
 const SCORER_L2: f64 = 1.0;
 
@@ -103,6 +110,8 @@ pub struct Case {
     pub surface: Surface,
     /// True on-hand >= quantity.
     pub label: bool,
+    /// True on-hand (the ranker's target: which candidate was nearest).
+    pub truth: i64,
 }
 
 /// A run's cases.
@@ -154,6 +163,7 @@ pub fn run_cases(dir: &Path) -> anyhow::Result<RunCases> {
                 },
                 surface: query.surface,
                 label: truth[index] >= query.quantity,
+                truth: truth[index],
             });
         },
     )
@@ -238,16 +248,14 @@ pub fn fit_belief(cases: &[&Case], progress: &mut impl FnMut(String)) -> BeliefP
 /// The features of a case under `params` (`None` for a pair never seen: rules answer those).
 fn case_features(
     case: &Case,
-    params: &BeliefParams,
-    staleness: &StalenessPolicy,
+    settings: &FeatureParams<'_>,
 ) -> Option<stockgrid_inference::features::FeatureVector> {
     let facts = case.facts.as_ref()?;
     Some(features(
         &case.stats,
         facts,
         &case.shared,
-        params,
-        staleness,
+        settings,
         case.question,
     ))
 }
@@ -331,11 +339,56 @@ pub fn run_train(
     let params = fit_belief(&belief_sample, &mut progress);
     let staleness = StalenessPolicy::default();
 
+    // The ranker learns from the features without it, on a sample of the training rows.
+    let without_ranker = FeatureParams {
+        belief: &params,
+        staleness: &staleness,
+        ranker: None,
+    };
+    let stride = training_cases.len().div_ceil(RANKER_FIT_ROWS).max(1);
+    let ranker_rows: Vec<_> = training_cases
+        .iter()
+        .step_by(stride)
+        .filter_map(|case| case_features(case, &without_ranker).map(|f| (f, case.truth)))
+        .collect();
+    progress(format!("ranker: fitting on {} rows", ranker_rows.len()));
+    let ranker = CandidateRanker::fit(
+        &ranker_rows
+            .iter()
+            .map(|(f, _)| f.values[..RANKER_INPUTS].to_vec())
+            .collect::<Vec<_>>(),
+        &ranker_rows
+            .iter()
+            .map(|(f, _)| f.candidates)
+            .collect::<Vec<_>>(),
+        &ranker_rows
+            .iter()
+            .map(|(_, truth)| *truth as f64)
+            .collect::<Vec<_>>(),
+        RANKER_L2,
+        RANKER_ITERATIONS,
+    )
+    .map_err(anyhow::Error::msg)?;
+    progress(format!(
+        "ranker: spreads {:?} (units, {})",
+        ranker
+            .spreads
+            .iter()
+            .map(|s| (s * 100.0).round() / 100.0)
+            .collect::<Vec<_>>(),
+        CANDIDATE_NAMES.join(", ")
+    ));
+    let settings = FeatureParams {
+        belief: &params,
+        staleness: &staleness,
+        ranker: Some(&ranker),
+    };
+
     let stride = training_cases.len().div_ceil(SCORER_FIT_ROWS).max(1);
     let rows: Vec<([f64; FEATURE_NAMES.len()], bool)> = training_cases
         .iter()
         .step_by(stride)
-        .filter_map(|case| case_features(case, &params, &staleness).map(|f| (f.values, case.label)))
+        .filter_map(|case| case_features(case, &settings).map(|f| (f.values, case.label)))
         .collect();
     let mut design = Array2::<f64>::zeros((rows.len(), FEATURE_NAMES.len()));
     let mut labels = Array1::<f64>::zeros(rows.len());
@@ -391,12 +444,13 @@ pub fn run_train(
         drift: DriftBaseline::from_rows(
             &rows.iter().map(|(values, _)| *values).collect::<Vec<_>>(),
         ),
+        ranker: Some(ranker.clone()),
     };
     // Thresholds on the calibration runs, scored as the decision scores them (a stale feed
     // is never promised; a pair never seen neither).
     let mut by_surface: BTreeMap<Surface, Vec<(f64, bool)>> = BTreeMap::new();
     for case in &calibration_cases {
-        let score = case_features(case, &params, &staleness)
+        let score = case_features(case, &settings)
             .filter(|f| !f.stale_feed)
             .map_or(0.0, |f| model.scorer.probability(&f.values));
         by_surface
@@ -425,7 +479,7 @@ pub fn run_train(
         xxhash_rust::xxh3::xxh3_64(&model.to_bytes())
     );
     if let Some(path) = &options.export {
-        export_rows(path, &training, &params, &staleness)?;
+        export_rows(path, &training, &settings)?;
         progress(format!("training rows exported to {}", path.display()));
     }
     model.save(&options.out)?;
@@ -445,7 +499,7 @@ pub fn export_features(dirs: &[PathBuf], model: &Model, path: &Path) -> anyhow::
         .iter()
         .map(|dir| run_cases(dir))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    export_rows(path, &runs, &model.belief, &model.staleness)?;
+    export_rows(path, &runs, &model.feature_params())?;
     Ok(runs.iter().map(|run| run.cases.len()).sum())
 }
 
@@ -455,12 +509,11 @@ pub fn export_features(dirs: &[PathBuf], model: &Model, path: &Path) -> anyhow::
 pub fn export_rows(
     path: &Path,
     runs: &[RunCases],
-    params: &BeliefParams,
-    staleness: &StalenessPolicy,
+    settings: &FeatureParams<'_>,
 ) -> anyhow::Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet") => export_parquet(path, runs, params, staleness),
-        Some("csv") => export_csv(path, runs, params, staleness),
+        Some("parquet") => export_parquet(path, runs, settings),
+        Some("csv") => export_csv(path, runs, settings),
         _ => bail!(
             "export {}: the file name must end in .parquet or .csv",
             path.display()
@@ -471,8 +524,7 @@ pub fn export_rows(
 fn export_parquet(
     path: &Path,
     runs: &[RunCases],
-    params: &BeliefParams,
-    staleness: &StalenessPolicy,
+    settings: &FeatureParams<'_>,
 ) -> anyhow::Result<()> {
     use parquet::data_type::{BoolType, ByteArray, ByteArrayType, DoubleType, Int64Type};
     use parquet::file::properties::WriterProperties;
@@ -503,7 +555,7 @@ fn export_parquet(
         let rows: Vec<(&Case, stockgrid_inference::features::FeatureVector)> = run
             .cases
             .iter()
-            .filter_map(|case| case_features(case, params, staleness).map(|f| (case, f)))
+            .filter_map(|case| case_features(case, settings).map(|f| (case, f)))
             .collect();
         if rows.is_empty() {
             continue;
@@ -572,12 +624,7 @@ fn export_parquet(
     Ok(())
 }
 
-fn export_csv(
-    path: &Path,
-    runs: &[RunCases],
-    params: &BeliefParams,
-    staleness: &StalenessPolicy,
-) -> anyhow::Result<()> {
+fn export_csv(path: &Path, runs: &[RunCases], settings: &FeatureParams<'_>) -> anyhow::Result<()> {
     let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     let write = |out: &mut std::io::BufWriter<std::fs::File>, text: &str| {
@@ -593,7 +640,7 @@ fn export_csv(
     )?;
     for run in runs {
         for case in &run.cases {
-            let Some(vector) = case_features(case, params, staleness) else {
+            let Some(vector) = case_features(case, settings) else {
                 continue;
             };
             let mut line = format!(
