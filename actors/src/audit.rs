@@ -29,7 +29,7 @@ use crate::engine::{Decided, Engine};
 use crate::error::EngineError;
 use crate::ledger::{EntityState, LedgerConfig, LookupFailed, ReadView};
 use crate::offline::InMemoryLedger;
-use crate::persist::{decode, encode};
+use crate::persist::{decode, encode, expiry_key};
 use crate::time::Timestamp;
 use stockgrid_inference::shared::SharedFacts;
 use stockgrid_storage::WriteBatch;
@@ -100,17 +100,24 @@ pub fn audit_key(decision_id: &str) -> Vec<u8> {
     key
 }
 
-/// Adds a decision record to a batch (durable with it).
-pub fn put_record(batch: &mut WriteBatch, record: &AuditRecord) {
-    batch.put(audit_key(&record.decision_id), encode(record));
+/// Adds a decision record to a batch (durable with it), expiring `retention_ms` after the
+/// decision's time (deleted by a maintenance pass then).
+pub fn put_record(batch: &mut WriteBatch, record: &AuditRecord, retention_ms: i64) {
+    let key = audit_key(&record.decision_id);
+    batch.put(
+        expiry_key(Timestamp(record.time_ms.saturating_add(retention_ms)), &key),
+        Vec::new(),
+    );
+    batch.put(key, encode(record));
 }
 
 impl Engine {
     /// Writes decision records durably, in one group commit, before returning.
     pub async fn record_decisions(&self, records: &[AuditRecord]) -> Result<(), EngineError> {
         let mut batch = WriteBatch::new();
+        let retention_ms = self.decisions().audit_retention_ms();
         for record in records {
-            put_record(&mut batch, record);
+            put_record(&mut batch, record, retention_ms);
         }
         self.commit_batch(batch).await
     }

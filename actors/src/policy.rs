@@ -11,7 +11,7 @@
 //! [`DecisionContext::decide`], so one switch moves them together.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use stockgrid_inference::drift::DriftWindow;
@@ -57,6 +57,9 @@ pub struct RegionDrift {
     pub fallback: bool,
 }
 
+/// Days a decision record is kept after its decision unless configured otherwise.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 730;
+
 /// What the policy is now, for ops.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicySnapshot {
@@ -83,6 +86,8 @@ pub struct DecisionContext {
     switches: RwLock<Switches>,
     /// Share of item-page decisions recorded, in millionths.
     audit_item_page_millionths: AtomicU64,
+    /// Decision-record retention, milliseconds (0: [`DEFAULT_AUDIT_RETENTION_DAYS`]).
+    audit_retention_ms: AtomicI64,
     /// Item-page decisions answered, and how many of them were recorded.
     pub item_page_decisions: AtomicU64,
     /// Item-page decisions recorded (the sample).
@@ -226,6 +231,23 @@ impl DecisionContext {
     pub fn set_audit_item_page_rate(&self, rate: f64) {
         self.audit_item_page_millionths
             .store((rate.clamp(0.0, 1.0) * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// Keeps decision records written from now on for `days` days after their decision
+    /// (at least one).
+    pub fn set_audit_retention_days(&self, days: u32) {
+        self.audit_retention_ms.store(
+            i64::from(days.max(1)) * 24 * crate::time::HOUR_MS,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How long decision records are kept after their decision, milliseconds.
+    pub fn audit_retention_ms(&self) -> i64 {
+        match self.audit_retention_ms.load(Ordering::Relaxed) {
+            0 => i64::from(DEFAULT_AUDIT_RETENTION_DAYS) * 24 * crate::time::HOUR_MS,
+            set => set,
+        }
     }
 
     /// Whether a decision is recorded: always for pickup and delivery, for the item page in

@@ -749,7 +749,7 @@ impl ShardState {
         let mut granted = Vec::with_capacity(to_grant.len());
         for (line, record) in to_grant {
             // Every granted line is a promise: its decision record is durable with the hold.
-            put_record(&mut batch, &record);
+            put_record(&mut batch, &record, context.decisions.audit_retention_ms());
             let Some(entity) = self.entities.get_mut(&line.pair) else {
                 continue; // Activated above; a pair is only missing if never seen.
             };

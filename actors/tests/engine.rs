@@ -667,3 +667,40 @@ async fn a_full_mailbox_makes_senders_wait_and_loses_nothing() {
     }
     assert_eq!(on_hand(&engine, pair).await, Some(1_000));
 }
+
+/// A decision record is readable by its id until its retention passes, and a maintenance
+/// pass after that deletes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_records_expire_after_their_retention() {
+    use stockgrid_actors::audit::AuditRecord;
+    use stockgrid_actors::decision::decide_by_rules;
+
+    let (_store, clock, engine) = memory_engine(EngineConfig::default()).await;
+    engine.decisions().set_audit_retention_days(2);
+    let record = AuditRecord {
+        decision_id: "d-retention-0".to_owned(),
+        sku: 1,
+        location: 10,
+        surface: Surface::Pickup,
+        quantity: 1,
+        time_ms: T0.0,
+        arrivals_applied: 0,
+        inputs_digest: String::new(),
+        features: Vec::new(),
+        model_version: String::new(),
+        decision: decide_by_rules(None, 1, Surface::Pickup, &SafetyStock::default()),
+    };
+    engine
+        .record_decisions(std::slice::from_ref(&record))
+        .await
+        .expect("record");
+    clock.advance_to(T0.plus_ms(47 * HOUR_MS));
+    engine.maintain().await.expect("maintain");
+    assert_eq!(
+        engine.decision_record("d-retention-0").expect("read"),
+        Some(record)
+    );
+    clock.advance_to(T0.plus_ms(49 * HOUR_MS));
+    engine.maintain().await.expect("maintain");
+    assert_eq!(engine.decision_record("d-retention-0").expect("read"), None);
+}

@@ -90,6 +90,9 @@ pub struct DecisionSettings {
     pub experiment: Option<ExperimentSpec>,
     /// Share of item-page decisions recorded durably (pickup and delivery always are).
     pub audit_item_page_rate: f64,
+    /// Days a decision record is kept after its decision (then a maintenance pass deletes
+    /// it), at least 1.
+    pub audit_retention_days: u32,
 }
 
 impl Default for DecisionSettings {
@@ -101,6 +104,7 @@ impl Default for DecisionSettings {
             rules_regions: Vec::new(),
             experiment: None,
             audit_item_page_rate: 0.01,
+            audit_retention_days: stockgrid_actors::policy::DEFAULT_AUDIT_RETENTION_DAYS,
         }
     }
 }
@@ -111,6 +115,7 @@ impl DecisionSettings {
         let decisions = engine.decisions();
         decisions.configure(self.mode, model);
         decisions.set_audit_item_page_rate(self.audit_item_page_rate);
+        decisions.set_audit_retention_days(self.audit_retention_days);
         for surface in &self.rules_surfaces {
             decisions.switch_to_rules(Some(*surface), None, true);
         }
@@ -130,6 +135,11 @@ impl DecisionSettings {
                 "decisions.audit_item_page_rate must be in [0, 1], got {}",
                 self.audit_item_page_rate
             )));
+        }
+        if self.audit_retention_days == 0 {
+            return Err(NodeError::Config(
+                "decisions.audit_retention_days must be at least 1".to_owned(),
+            ));
         }
         if let Some(experiment) = &self.experiment {
             experiment
