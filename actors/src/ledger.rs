@@ -258,7 +258,7 @@ pub fn compare_digests(known: Option<u128>, digest: u128) -> Option<IdentityChec
     })
 }
 
-impl IdentityIndex for std::collections::HashMap<Identity, u128> {
+impl<S: std::hash::BuildHasher> IdentityIndex for std::collections::HashMap<Identity, u128, S> {
     fn check_and_record(
         &mut self,
         entry: &LedgerEntry,

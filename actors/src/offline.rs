@@ -23,8 +23,8 @@ use crate::shared::SharedDirectory;
 #[derive(Debug)]
 pub struct InMemoryLedger {
     config: LedgerConfig,
-    states: HashMap<PairKey, EntityState>,
-    identities: HashMap<Identity, u128>,
+    states: HashMap<PairKey, EntityState, foldhash::fast::RandomState>,
+    identities: HashMap<Identity, u128, foldhash::fast::RandomState>,
     history: RecordedDeltas,
     shared: SharedDirectory,
 }
@@ -34,8 +34,8 @@ impl InMemoryLedger {
     pub fn new(config: LedgerConfig, locations: &[Location]) -> Self {
         Self {
             config,
-            states: HashMap::new(),
-            identities: HashMap::new(),
+            states: HashMap::default(),
+            identities: HashMap::default(),
             history: RecordedDeltas::default(),
             shared: SharedDirectory::from_catalog(locations),
         }

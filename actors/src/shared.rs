@@ -30,12 +30,16 @@ use crate::domain::{Event, EventKind, PairKey};
 use crate::ledger::{EntityState, EntryRole, LedgerEntry};
 use crate::time::Timestamp;
 
+/// The maps' hasher: fast on small integer keys (every event reaches a map here); their
+/// iteration order never matters ([`SharedDirectory::learned`] sorts).
+type Hasher = foldhash::fast::RandomState;
+
 /// Shared facts by location number and by SKU.
 #[derive(Debug, Default)]
 pub struct SharedDirectory {
-    facts: DashMap<u32, LocationFacts>,
-    regions: DashMap<u32, Arc<str>>,
-    skus: DashMap<u64, SkuStats>,
+    facts: DashMap<u32, LocationFacts, Hasher>,
+    regions: DashMap<u32, Arc<str>, Hasher>,
+    skus: DashMap<u64, SkuStats, Hasher>,
 }
 
 /// The catalog's description of a location, in the belief's vocabulary.
