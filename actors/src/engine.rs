@@ -151,8 +151,11 @@ impl Engine {
             .shared
             .upsert(&crate::catalog::all_locations(store.as_ref())?);
         if let Some(bytes) = store.get(SHARED_KEY)? {
-            let learned = persist::decode("shared facts", SHARED_KEY, &bytes)?;
-            decisions.shared.restore(learned);
+            // Statistics, not records: an unreadable value (an older layout) starts them over.
+            match persist::decode("shared facts", SHARED_KEY, &bytes) {
+                Ok(learned) => decisions.shared.restore(learned),
+                Err(error) => tracing::warn!(%error, "shared facts not restored; relearning"),
+            }
         }
         let mut contexts = Vec::with_capacity(config.shard_count);
         let mut publishers = Vec::with_capacity(config.shard_count);

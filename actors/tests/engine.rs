@@ -704,3 +704,22 @@ async fn decision_records_expire_after_their_retention() {
     engine.maintain().await.expect("maintain");
     assert_eq!(engine.decision_record("d-retention-0").expect("read"), None);
 }
+
+/// The shared facts are statistics: a value the build cannot read (an older layout, a torn
+/// write) is logged and relearned, and the engine starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_shared_facts_are_relearned_not_fatal() {
+    let store = Arc::new(MemoryStore::new());
+    let mut batch = stockgrid_storage::WriteBatch::new();
+    batch.put(b"g/shared-facts".to_vec(), vec![1, 0xc1, 0xc1]);
+    store.commit(batch).expect("commit");
+    let clock = SimulatedClock::starting_at(T0);
+    let engine = Engine::start(store, Arc::new(clock), EngineConfig::default())
+        .await
+        .expect("starts despite the unreadable value");
+    assert_eq!(
+        engine.decisions().shared.learned(),
+        Default::default(),
+        "nothing restored"
+    );
+}
