@@ -17,6 +17,11 @@ pub const MAX_SOURCES: usize = 8;
 const EPOCH_2020_MS: i64 = 1_577_836_800_000;
 /// Weight of the newest gap in the typical gap.
 const GAP_WEIGHT: f32 = 0.1;
+/// Silence is measured against a typical gap of at least this many open hours: a feed that
+/// reports in bursts (a morning count sweep, a snapshot of every pair at once) learns a
+/// typical gap of seconds, and an hour's quiet after its burst must not read as a silence
+/// of hundreds of gaps.
+const MIN_TYPICAL_GAP_OPEN_HOURS: f64 = 1.0;
 
 /// When a silent feed counts as stale.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,8 +73,9 @@ impl FeedHealth {
         *last = at;
     }
 
-    /// Open hours `source` has been silent at `now_ms`, over its typical gap (0 if it was
-    /// never heard: a source never heard has no rhythm to miss).
+    /// Open hours `source` has been silent at `now_ms`, and that over its typical gap (at
+    /// least [`MIN_TYPICAL_GAP_OPEN_HOURS`]; 0 if it was never heard: a source never heard
+    /// has no rhythm to miss).
     pub fn silence_ratio(&self, source: usize, now_ms: i64, hours: &OpeningHours) -> (f64, f64) {
         let (Some(&last), Some(&typical)) = (
             self.last_seen.get(source),
@@ -81,7 +87,10 @@ impl FeedHealth {
             return (0.0, 0.0);
         }
         let silent = hours.open_hours_between(EPOCH_2020_MS + i64::from(last) * 1_000, now_ms);
-        (silent, silent / f64::from(typical).max(1.0 / 60.0))
+        (
+            silent,
+            silent / f64::from(typical).max(MIN_TYPICAL_GAP_OPEN_HOURS),
+        )
     }
 
     /// The worst silence ratio among `expected` sources, and whether any is stale.
@@ -109,6 +118,18 @@ mod tests {
 
     const T0: i64 = 1_772_409_600_000;
     const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn a_burst_does_not_make_an_hour_of_quiet_look_like_a_long_silence() {
+        let hours = OpeningHours::default();
+        let mut health = FeedHealth::default();
+        // A count sweep: 2,000 events a few milliseconds apart.
+        for i in 0..2_000 {
+            health.heard(2, T0 + 6 * HOUR + i * 1_000, &hours);
+        }
+        let (silent, ratio) = health.silence_ratio(2, T0 + 8 * HOUR + 2_000_000, &hours);
+        assert!(silent > 1.9 && ratio <= silent, "{silent} {ratio}");
+    }
 
     #[test]
     fn a_feed_is_stale_after_many_typical_gaps_of_open_hours() {
