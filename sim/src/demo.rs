@@ -581,6 +581,11 @@ pub async fn run_demo(
             }
         }
     }
+    // How the node decided: ml, or rules where drift made a region fall back.
+    let policy = pb::admin_client::AdminClient::new(channel.clone())
+        .get_decision_policy(pb::GetDecisionPolicyRequest {})
+        .await?
+        .into_inner();
     // Never oversold: no pair holds more than it has.
     let mut inspect = pb::inspect_client::InspectClient::new(channel);
     let mut oversold = 0;
@@ -632,6 +637,34 @@ pub async fn run_demo(
         lookup_time.as_secs_f64(),
         lookups as f64 / lookup_time.as_secs_f64().max(1e-9)
     ));
+    lines.push(format!(
+        "decisions: {} (model {})",
+        policy
+            .default_mode()
+            .as_str_name()
+            .trim_start_matches("DECISION_MODE_")
+            .to_lowercase(),
+        if policy.model_version.is_empty() {
+            "none"
+        } else {
+            &policy.model_version
+        }
+    ));
+    for drift in &policy.drift {
+        lines.push(format!(
+            "  region {}: {} (largest feature drift: {} PSI {:.2} over {} decisions{})",
+            drift.region,
+            if drift.fallback { "rules" } else { "ml" },
+            drift.feature,
+            drift.psi,
+            drift.decisions,
+            if drift.fallback {
+                "; above 0.25 a region falls back to rules until switched back"
+            } else {
+                ""
+            }
+        ));
+    }
     lines.push("a sample of answers:".to_owned());
     lines.extend(samples);
     lines.push(format!(

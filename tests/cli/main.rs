@@ -186,6 +186,7 @@ fn the_demo_runs_a_store_day_and_its_checks_hold() {
         "lookups/s",
         "reservations by final state:",
         "duplicates",
+        "decisions: ml (model sg1-",
         "all checks hold",
     ] {
         assert!(stdout.contains(needle), "{stdout} should say {needle}");
