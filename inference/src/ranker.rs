@@ -176,7 +176,8 @@ impl CandidateRanker {
 
     /// Fits by full-batch gradient descent on the mean log loss (Adam steps, a fixed number
     /// of iterations from zero weights: deterministic) with an L2 penalty `l2`. `inputs` are
-    /// rows of [`RANKER_INPUTS`] values, `labels` the nearest candidate of each row.
+    /// rows of [`RANKER_INPUTS`] values, `candidates` each row's claims and `truths` its true
+    /// quantity; a row's label is the candidate nearest its truth.
     pub fn fit(
         inputs: &[Vec<f64>],
         candidates: &[Candidates],
@@ -256,7 +257,7 @@ impl CandidateRanker {
                     *g += l2 * theta[index];
                 }
             }
-            let (correct1, correct2) = (1.0 - beta1_pow(beta1, step), 1.0 - beta1_pow(beta2, step));
+            let (correct1, correct2) = (1.0 - power_of(beta1, step), 1.0 - power_of(beta2, step));
             for (((t, g), m), v) in theta
                 .iter_mut()
                 .zip(&gradient)
@@ -299,7 +300,8 @@ impl CandidateRanker {
     }
 }
 
-fn beta1_pow(beta: f64, step: usize) -> f64 {
+/// `beta` to the power `step` (Adam's bias corrections).
+fn power_of(beta: f64, step: usize) -> f64 {
     beta.powi(i32::try_from(step).unwrap_or(i32::MAX))
 }
 
