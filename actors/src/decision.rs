@@ -187,8 +187,8 @@ pub fn ledger_facts(state: &EntityState) -> LedgerFacts {
 }
 
 /// The ml decision for `quantity` units on `surface` at `now`, from a pair's state (`None`:
-/// never seen) and the facts it shares with its location and SKU; with the features it saw (`None` when the
-/// pair was never seen: there is nothing to score).
+/// never seen) and the facts it shares with its location and SKU; with the features it saw
+/// (`None` when the pair was never seen: there is nothing to score).
 pub fn decide_by_model(
     state: Option<&EntityState>,
     shared: &SharedFacts,

@@ -302,6 +302,12 @@ pub struct Posterior {
     pub silent_open_hours: f64,
     /// Days since the anchor (or since first seen without one).
     pub days_since_anchor: f64,
+    /// The SKU's sales per pair and open hour across its locations (the rate's prior).
+    pub sku_sales_per_open_hour: f64,
+    /// The location's loss factor on shrink.
+    pub location_loss_factor: f64,
+    /// The SKU's loss factor on shrink.
+    pub sku_loss_factor: f64,
 }
 
 impl Posterior {
@@ -362,8 +368,10 @@ pub fn posterior(
         ),
     };
     let days = ((now_ms - since_ms) as f64 / HOUR_MS / DAY_HOURS).max(0.0);
-    let shrink_factor = shared.location.losses.factor(params) * shared.sku.losses.factor(params);
-    let loss = shrink_factor
+    let location_loss_factor = shared.location.losses.factor(params);
+    let sku_loss_factor = shared.sku.losses.factor(params);
+    let loss = location_loss_factor
+        * sku_loss_factor
         * (params.shrink_per_unit_sold * f64::from(stats.units_sold_since_anchor)
             + params.shrink_per_day * days)
         + params.receipt_short_rate * f64::from(stats.units_received_since_anchor);
@@ -398,8 +406,10 @@ pub fn posterior(
         .location
         .demand
         .profile(hours, params.shape_prior_sales);
-    let open_per_day = f64::from(hours.close_hour.saturating_sub(hours.open_hour).max(1));
-    let sku_rate = shared.sku.sales_per_open_hour(now_ms, open_per_day, params);
+    let sku_rate =
+        shared
+            .sku
+            .sales_per_open_hour(now_ms, hours.open_hours_per_day().max(1.0), params);
     let prior_sales = params.sku_pooling_sales.max(1e-9);
     let shape = prior_sales + f64::from(stats.sale_events);
     let rate_hours = prior_sales / sku_rate + profile.demand_hours_between(first_ms, confirmed_ms);
@@ -425,6 +435,9 @@ pub fn posterior(
         rate_per_open_hour: shape / rate_hours,
         silent_open_hours: silent_hours,
         days_since_anchor: days,
+        sku_sales_per_open_hour: sku_rate,
+        location_loss_factor,
+        sku_loss_factor,
     }
 }
 

@@ -103,12 +103,6 @@ pub fn features(
     let now = question.now_ms;
     let location = &shared.location;
     let belief = posterior(stats, facts, shared, params, now);
-    let open_per_day = f64::from(
-        location
-            .hours
-            .close_hour
-            .saturating_sub(location.hours.open_hour),
-    );
     let need = question.quantity + facts.reserved.max(0);
     let belief_probability = belief.probability_at_least(need);
     let margin = (facts.record - need).clamp(-5, 30) as f64;
@@ -144,13 +138,9 @@ pub fn features(
         flag(location.kind == LocationKind::Warehouse),
         flag(stale_feed),
         silence_ratio.ln_1p().min(10.0),
-        (shared
-            .sku
-            .sales_per_open_hour(now, open_per_day.max(1.0), params)
-            * open_per_day)
-            .ln_1p(),
-        location.losses.factor(params).ln(),
-        shared.sku.losses.factor(params).ln(),
+        (belief.sku_sales_per_open_hour * location.hours.open_hours_per_day()).ln_1p(),
+        belief.location_loss_factor.ln(),
+        belief.sku_loss_factor.ln(),
         0.0, // the fused probability, below
     ];
     let candidates = candidates_of(facts, &belief);

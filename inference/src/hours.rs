@@ -87,6 +87,11 @@ impl OpeningHours {
         }
     }
 
+    /// Hours open a day.
+    pub fn open_hours_per_day(&self) -> f64 {
+        f64::from(self.close_hour.saturating_sub(self.open_hour))
+    }
+
     /// Hours open in `[from_ms, to_ms)` (0 when `to_ms <= from_ms`).
     pub fn open_hours_between(&self, from_ms: i64, to_ms: i64) -> f64 {
         if to_ms <= from_ms {
