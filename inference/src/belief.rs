@@ -328,7 +328,14 @@ impl Posterior {
 
     /// Expected truth (the not-phantom mean clipped into its bounds, times P(not phantom)).
     pub fn expected_units(&self) -> f64 {
-        (1.0 - self.phantom) * self.mean.clamp(self.lower.max(0.0), self.upper.max(0.0))
+        (1.0 - self.phantom) * self.bounded_mean()
+    }
+
+    /// The not-phantom mean clipped into its bounds. Sales can prove more than a nil pick
+    /// allowed (the floor above the ceiling): then the floor wins, as sales are certain.
+    pub fn bounded_mean(&self) -> f64 {
+        let lower = self.lower.max(0.0);
+        self.mean.clamp(lower, self.upper.max(lower))
     }
 }
 
@@ -555,6 +562,37 @@ mod tests {
         let posterior = at(&stats, &counted(4, 1), NOW);
         assert_eq!(posterior.upper, 0.0);
         assert_eq!(posterior.probability_at_least(1), 0.0);
+    }
+
+    /// A nil pick, then sales proving more than it allowed: the floor ends above the
+    /// ceiling. The belief still answers (found by the node audit test, where it panicked).
+    #[test]
+    fn a_floor_above_the_ceiling_still_answers() {
+        let mut stats = BeliefStats::default();
+        stats.observe(
+            Observation::NotFound {
+                units: 2,
+                record_before: 10,
+            },
+            NOW - 2 * 3_600_000,
+            true,
+        );
+        stats.observe(
+            Observation::Sold {
+                units: 12,
+                record_before: 10,
+            },
+            NOW - 3_600_000,
+            true,
+        );
+        let posterior = at(&stats, &counted(10, 1), NOW);
+        assert!(posterior.lower > posterior.upper, "{posterior:?}");
+        assert_eq!(posterior.bounded_mean(), posterior.lower);
+        let expected = posterior.expected_units();
+        assert!(expected.is_finite() && expected >= 0.0, "{expected}");
+        // Promises stay conservative: nothing above the ceiling is promised.
+        let above_ceiling = posterior.upper as i64 + 1;
+        assert_eq!(posterior.probability_at_least(above_ceiling), 0.0);
     }
 
     #[test]

@@ -161,11 +161,10 @@ pub fn features(
 
 /// Each candidate's claim at the moment of the posterior (see [`crate::ranker`]).
 pub fn candidates_of(facts: &LedgerFacts, belief: &Posterior) -> Candidates {
-    let lower = belief.lower.max(0.0);
     Candidates {
         claims: [
             Some(facts.record.max(0) as f64),
-            Some(belief.mean.clamp(lower, belief.upper.max(lower))),
+            Some(belief.bounded_mean()),
             (belief.lower > 0.0).then_some(belief.lower),
             belief.upper.is_finite().then_some(belief.upper),
             Some(0.0),
