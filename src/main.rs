@@ -1,6 +1,6 @@
 //! The `stockgrid` command: wires subcommands to the library crates, nothing more.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use stockgrid_actors::decision::{DecisionMode, SafetyStock};
 use stockgrid_actors::domain::{PairKey, Surface};
+use stockgrid_actors::persist::RebuildBase;
 use stockgrid_actors::replay::{ReplayOptions, ReplayProgress, run_replay};
 use stockgrid_actors::time::WallClock;
 use stockgrid_actors::{Engine, EngineConfig};
@@ -344,20 +345,30 @@ struct AuditShowArgs {
     data_dir: PathBuf,
 }
 
+/// Either a stopped node's data directory (its own records and event log) or a replay's
+/// audit file with the events it was made on.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("records").required(true).args(["data_dir", "audit"])))]
 struct AuditReplayArgs {
-    /// The decision to check (`all`: every record of the file).
+    /// The decision to check (with --audit, `all`: every record of the file).
     decision_id: String,
+    /// The data directory of a stopped node: rebuild from the node's own event log.
+    #[arg(long, conflicts_with_all = ["audit", "events", "locations"])]
+    data_dir: Option<PathBuf>,
+    /// With --data-dir: the node's TOML configuration (its ledger rules, safety stock and
+    /// model).
+    #[arg(long, requires = "data_dir")]
+    config: Option<PathBuf>,
     /// The audit records (`replay --audit-out`).
-    #[arg(long)]
-    audit: PathBuf,
+    #[arg(long, requires = "events")]
+    audit: Option<PathBuf>,
     /// The event log the decisions were made on (events.jsonl).
-    #[arg(long)]
-    events: PathBuf,
+    #[arg(long, requires = "audit")]
+    events: Option<PathBuf>,
     /// locations.jsonl, if the replay had one.
-    #[arg(long)]
+    #[arg(long, requires = "audit")]
     locations: Option<PathBuf>,
-    /// The model of ml records (default: the shipped one).
+    /// The model of ml records (default: the node configuration's, else the shipped one).
     #[arg(long)]
     model: Option<PathBuf>,
 }
@@ -527,11 +538,7 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 
 fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("read config {}", path.display()))?;
-            NodeConfig::from_toml(&text).with_context(|| format!("config {}", path.display()))?
-        }
+        Some(path) => read_node_config(path)?,
         None => NodeConfig::default(),
     };
     if let Some(listen) = args.listen {
@@ -936,17 +943,7 @@ async fn experiment_report(args: ExperimentReportArgs) -> anyhow::Result<()> {
 }
 
 async fn audit_show(args: AuditShowArgs) -> anyhow::Result<()> {
-    if !EmbeddedStore::exists_at(&args.data_dir) {
-        bail!(
-            "{} holds no stockgrid store (no data directory of a node)",
-            args.data_dir.display()
-        );
-    }
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&args.data_dir)
-            .with_context(|| format!("open store in {}", args.data_dir.display()))?,
-    );
-    let engine = Engine::start(store, Arc::new(WallClock), EngineConfig::default()).await?;
+    let engine = open_stopped_node(&args.data_dir, EngineConfig::default()).await?;
     let record = engine.decision_record(&args.decision_id)?;
     engine.shutdown().await?;
     match record {
@@ -962,19 +959,85 @@ async fn audit_show(args: AuditShowArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `audit replay --data-dir`: one decision of a stopped node, from its own log.
+async fn audit_replay_node(args: &AuditReplayArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let node_config = match &args.config {
+        Some(path) => read_node_config(path)?,
+        None => NodeConfig::default(),
+    };
+    let engine = open_stopped_node(data_dir, node_config.engine_config()?).await?;
+    let model = match args.model.as_ref().or(node_config.decisions.model.as_ref()) {
+        Some(path) => Model::load(path)?,
+        None => Model::shipped()?,
+    };
+    // The mode is the record's; the model serves its ml records.
+    engine
+        .decisions()
+        .configure(DecisionMode::Ml, Some(Arc::new(model)));
+    let replayed = engine.replay_decision(&args.decision_id);
+    engine.shutdown().await?;
+    let Some(replay) = replayed? else {
+        bail!(
+            "no record of decision {:?} in {} (item-page decisions are sampled)",
+            args.decision_id,
+            data_dir.display()
+        );
+    };
+    let from = match replay.base {
+        Some(RebuildBase::LogStart) => "the start of its log".to_owned(),
+        Some(RebuildBase::Checkpoint { position, .. }) => {
+            format!("the checkpoint after log record {position} (the log before was compacted)")
+        }
+        None => "nothing".to_owned(),
+    };
+    if replay.check.differences.is_empty() {
+        println!(
+            "decision {}: rebuilt from {from} up to log record {}",
+            replay.check.decision_id,
+            replay.log_position.unwrap_or(0)
+        );
+        println!("bit-identical: inputs digest, features and answer");
+        return Ok(());
+    }
+    println!("decision {}: DIFFERS", replay.check.decision_id);
+    for difference in &replay.check.differences {
+        println!("  {difference}");
+    }
+    bail!("the decision does not replay bit for bit from the node's log")
+}
+
+fn read_node_config(path: &Path) -> anyhow::Result<NodeConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+    NodeConfig::from_toml(&text).with_context(|| format!("config {}", path.display()))
+}
+
+/// The engine of a stopped node over its data directory, for offline tools.
+async fn open_stopped_node(data_dir: &Path, config: EngineConfig) -> anyhow::Result<Engine> {
+    if !EmbeddedStore::exists_at(data_dir) {
+        bail!(
+            "{} holds no stockgrid store (no data directory of a node)",
+            data_dir.display()
+        );
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(data_dir)
+            .with_context(|| format!("open store in {}", data_dir.display()))?,
+    );
+    Ok(Engine::start(store, Arc::new(WallClock), config).await?)
+}
+
 fn audit_replay(args: AuditReplayArgs) -> anyhow::Result<()> {
     use stockgrid_actors::audit::{AuditRecord, audit_replay};
-    let text = std::fs::read_to_string(&args.audit)
-        .with_context(|| format!("read {}", args.audit.display()))?;
+    let (Some(audit), Some(events)) = (&args.audit, &args.events) else {
+        bail!("give --data-dir, or --audit with --events");
+    };
+    let text =
+        std::fs::read_to_string(audit).with_context(|| format!("read {}", audit.display()))?;
     let mut records = Vec::new();
     for (index, line) in text.lines().enumerate() {
-        let record: AuditRecord = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}:{}: not an audit record",
-                args.audit.display(),
-                index + 1
-            )
-        })?;
+        let record: AuditRecord = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not an audit record", audit.display(), index + 1))?;
         if args.decision_id == "all" || record.decision_id == args.decision_id {
             records.push(record);
         }
@@ -983,10 +1046,10 @@ fn audit_replay(args: AuditReplayArgs) -> anyhow::Result<()> {
         bail!(
             "decision {:?} is not in {}",
             args.decision_id,
-            args.audit.display()
+            audit.display()
         );
     }
-    let events = stockgrid_actors::replay::read_events(&args.events)?;
+    let events = stockgrid_actors::replay::read_events(events)?;
     let locations = match &args.locations {
         Some(path) => stockgrid_actors::replay::read_locations(path)?,
         None => Vec::new(),
@@ -1202,7 +1265,10 @@ fn main() -> anyhow::Result<()> {
             Command::Replay(args) => replay(args).await,
             Command::Inspect(args) => inspect(args).await,
             Command::Train(args) => train(args),
-            Command::Audit(AuditCommand::Replay(args)) => audit_replay(args),
+            Command::Audit(AuditCommand::Replay(args)) => match args.data_dir.clone() {
+                Some(data_dir) => audit_replay_node(&args, &data_dir).await,
+                None => audit_replay(args),
+            },
             Command::Audit(AuditCommand::Show(args)) => audit_show(args).await,
             Command::Experiment(ExperimentCommand::Report(args)) => experiment_report(args).await,
             Command::Sim(SimCommand::Generate(args)) => sim_generate(args),

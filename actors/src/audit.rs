@@ -11,11 +11,14 @@
 //! A running node writes the same records durably in its store (key `a` + decision id) for
 //! every pickup and delivery decision and every reservation line it grants, and for the
 //! sampled item-page decisions; [`Engine::decision_record`] reads one back by id. There
-//! `arrivals_applied` is the pair's state version (entries applied).
+//! `arrivals_applied` is the pair's state version (entries applied), and [`NodeMoment`] says
+//! where the decision stood in the pair's log and which shared facts it read.
 //!
-//! [`audit_replay`] rebuilds the entities from the event log alone - the same arrivals, in
-//! the same order, through the same entity code ([`crate::offline`]) - up to each record's
-//! moment, recomputes features and answer, and compares them bit for bit with the record.
+//! [`audit_replay`] rebuilds the entities from a replay's event file alone - the same
+//! arrivals, in the same order, through the same entity code ([`crate::offline`]) - up to
+//! each record's moment, recomputes features and answer, and compares them bit for bit with
+//! the record. [`Engine::replay_decision`] does the same for a node's own record from the
+//! node's log ([`crate::persist::rebuild_entity`]).
 
 use std::collections::HashMap;
 
@@ -23,13 +26,16 @@ use serde::{Deserialize, Serialize};
 use stockgrid_inference::model::Model;
 
 use crate::catalog::Location;
-use crate::decision::{Decision, DecisionMode, SafetyStock, decide_by_model, decide_by_rules};
+use crate::decision::{
+    Decision, DecisionMode, SafetyStock, decide_by_model, decide_by_model_at, decide_by_rules,
+    model_missing,
+};
 use crate::domain::{Arrival, PairKey, Surface};
 use crate::engine::{Decided, Engine};
 use crate::error::EngineError;
 use crate::ledger::{EntityState, LedgerConfig, LookupFailed, ReadView};
 use crate::offline::InMemoryLedger;
-use crate::persist::{decode, encode, expiry_key};
+use crate::persist::{RebuildBase, decode, encode, expiry_key, last_log_position, rebuild_entity};
 use crate::time::Timestamp;
 use stockgrid_inference::shared::SharedFacts;
 use stockgrid_storage::WriteBatch;
@@ -59,6 +65,32 @@ pub struct AuditRecord {
     pub model_version: String,
     /// The answer.
     pub decision: Decision,
+    /// A node's decision: where it stood in the pair's log and what else it read (absent
+    /// from a replay file's records, whose moment is `arrivals_applied` in the events file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeMoment>,
+}
+
+/// Where a node's decision stood, and the inputs besides the pair's log it read: what
+/// [`Engine::replay_decision`] rebuilds and recomputes it from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum NodeMoment {
+    /// Decided by the pair's shard from the entity.
+    Entity {
+        /// Log records of the pair written before the decision (`None`: the pair was not
+        /// known).
+        log_position: Option<u64>,
+        /// The facts shared with its location and SKU, as read: they are learned from
+        /// every pair of the location and SKU, concurrently on other shards, so the pair's
+        /// log cannot place them; the inputs digest covers them.
+        shared: Box<SharedFacts>,
+        /// The threshold an ml answer was held against (the model's or an experiment
+        /// arm's).
+        threshold: Option<f64>,
+    },
+    /// Decided by rules from the pair's published read view (of version
+    /// `arrivals_applied`), whose digest is the inputs digest.
+    View,
 }
 
 /// Whether a decision id is in the item-page sample at `rate` (deterministic).
@@ -168,6 +200,7 @@ pub fn decide_and_record(
         features,
         time,
         inputs_digest: digest.then(|| inputs_digest(state, ledger, pair)),
+        moment: None,
     };
     AuditRecord {
         // The moment in a replay is the number of arrivals applied, not a state version.
@@ -208,6 +241,7 @@ impl Decided {
                 DecisionMode::Rules => String::new(),
             },
             decision: self.decision,
+            node: self.moment.clone(),
         }
     }
 }
@@ -282,34 +316,7 @@ pub fn audit_replay(
             safety_stock,
             true,
         );
-        if again.inputs_digest != record.inputs_digest {
-            differences.push(format!(
-                "inputs digest: recorded {}, rebuilt {}",
-                record.inputs_digest, again.inputs_digest
-            ));
-        }
-        let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-        if bits(&again.features) != bits(&record.features) {
-            differences.push(format!(
-                "features: recorded {:?}, recomputed {:?}",
-                record.features, again.features
-            ));
-        }
-        let answer_bits = |d: &Decision| {
-            (
-                d.available,
-                d.probability.to_bits(),
-                d.expected_on_hand.to_bits(),
-                d.mode,
-                d.reason,
-            )
-        };
-        if answer_bits(&again.decision) != answer_bits(&record.decision) {
-            differences.push(format!(
-                "answer: recorded {:?}, recomputed {:?}",
-                record.decision, again.decision
-            ));
-        }
+        differences.extend(differences_from(record, &again));
         checks.insert(
             index,
             AuditCheck {
@@ -321,4 +328,228 @@ pub fn audit_replay(
     Ok((0..records.len())
         .filter_map(|index| checks.remove(&index))
         .collect())
+}
+
+/// How a recomputed decision differs from its record, bit for bit (empty: identical).
+fn differences_from(record: &AuditRecord, again: &AuditRecord) -> Vec<String> {
+    let mut differences = Vec::new();
+    if again.inputs_digest != record.inputs_digest {
+        differences.push(format!(
+            "inputs digest: recorded {}, rebuilt {}",
+            record.inputs_digest, again.inputs_digest
+        ));
+    }
+    let bits = |values: &[f64]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    if bits(&again.features) != bits(&record.features) {
+        differences.push(format!(
+            "features: recorded {:?}, recomputed {:?}",
+            record.features, again.features
+        ));
+    }
+    let answer_bits = |d: &Decision| {
+        (
+            d.available,
+            d.probability.to_bits(),
+            d.expected_on_hand.to_bits(),
+            d.mode,
+            d.reason,
+        )
+    };
+    if answer_bits(&again.decision) != answer_bits(&record.decision) {
+        differences.push(format!(
+            "answer: recorded {:?}, recomputed {:?}",
+            record.decision, again.decision
+        ));
+    }
+    differences
+}
+
+/// A decision recomputed from its rebuilt pair (`None`: not rebuilt), where the rebuild
+/// started, and the log position it was rebuilt at.
+type Recomputed = (Option<AuditRecord>, Option<RebuildBase>, Option<u64>);
+
+/// The outcome of replaying one of a node's decision records from its store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeReplay {
+    /// The comparison (no differences: bit-identical).
+    pub check: AuditCheck,
+    /// Where the rebuild of the pair started (`None`: it could not be rebuilt; the reason
+    /// is among the differences).
+    pub base: Option<RebuildBase>,
+    /// The log position the decision was rebuilt at (`None`: the pair was not known, or
+    /// no position matched).
+    pub log_position: Option<u64>,
+}
+
+impl Engine {
+    /// Rebuilds the pair of a recorded decision from this node's event log alone, up to the
+    /// decision's moment (from a checkpoint when the log's start was compacted away),
+    /// recomputes the features and the answer with this node's model and configuration,
+    /// and compares them bit for bit with the record (`Ok(None)`: no such record).
+    ///
+    /// An ml record needs the node to run the record's model (a different one is reported
+    /// as a difference). A rules answer taken from a read view knows only the view's
+    /// version: every log position of that version is tried, and the one whose view has
+    /// the recorded digest is the moment.
+    pub fn replay_decision(&self, decision_id: &str) -> Result<Option<NodeReplay>, EngineError> {
+        let Some(record) = self.decision_record(decision_id)? else {
+            return Ok(None);
+        };
+        let pair = PairKey::new(record.sku, record.location);
+        let store = self.store().as_ref();
+        let config = self.config();
+        let time = Timestamp(record.time_ms);
+        let mut differences = Vec::new();
+        let (again, base, log_position) = match &record.node {
+            None => {
+                differences.push(
+                    "the record holds no log position (written by a replay, or by a node from before records kept their log position): it cannot be rebuilt from this node's log".to_owned(),
+                );
+                (None, None, None)
+            }
+            Some(NodeMoment::Entity {
+                log_position,
+                shared,
+                threshold,
+            }) => {
+                match rebuild_entity(store, pair, *log_position, &config.ledger, &mut |_, _| {}) {
+                    Ok(rebuilt) => {
+                        let state = rebuilt.state.as_ref();
+                        let (decision, features) = match record.decision.mode {
+                            DecisionMode::Rules => {
+                                let view = state.map(|state| state.read_view(time, &config.ledger));
+                                let decision = decide_by_rules(
+                                    view.as_ref(),
+                                    record.quantity,
+                                    record.surface,
+                                    &config.safety_stock,
+                                );
+                                (decision, None)
+                            }
+                            DecisionMode::Ml if record.model_version.is_empty() => {
+                                (model_missing(), None)
+                            }
+                            DecisionMode::Ml => match self.decisions().model() {
+                                Some(model) => {
+                                    if model.version != record.model_version {
+                                        differences.push(format!(
+                                            "model: the record used {}, this node runs {}",
+                                            record.model_version, model.version
+                                        ));
+                                    }
+                                    decide_by_model_at(
+                                        state,
+                                        shared,
+                                        &model,
+                                        record.quantity,
+                                        record.surface,
+                                        time,
+                                        *threshold,
+                                    )
+                                }
+                                None => {
+                                    differences.push(format!(
+                                        "model: the record used {}, this node has none",
+                                        record.model_version
+                                    ));
+                                    (model_missing(), None)
+                                }
+                            },
+                        };
+                        let again = AuditRecord {
+                            inputs_digest: digest_inputs(state, shared),
+                            features: features.map(|f| f.values.to_vec()).unwrap_or_default(),
+                            decision,
+                            ..record.clone()
+                        };
+                        (Some(again), Some(rebuilt.base), *log_position)
+                    }
+                    Err(error) => {
+                        differences.push(format!("rebuild: {error}"));
+                        (None, None, None)
+                    }
+                }
+            }
+            Some(NodeMoment::View) => self.replay_view_decision(&record, &mut differences)?,
+        };
+        if let Some(again) = &again {
+            differences.extend(differences_from(&record, again));
+        }
+        Ok(Some(NodeReplay {
+            check: AuditCheck {
+                decision_id: record.decision_id,
+                differences,
+            },
+            base,
+            log_position,
+        }))
+    }
+
+    /// A rules decision answered from a read view: the view of the log position of the
+    /// recorded version whose digest is the recorded one, and the answer from it.
+    fn replay_view_decision(
+        &self,
+        record: &AuditRecord,
+        differences: &mut Vec<String>,
+    ) -> Result<Recomputed, EngineError> {
+        let pair = PairKey::new(record.sku, record.location);
+        let store = self.store().as_ref();
+        let config = self.config();
+        let time = Timestamp(record.time_ms);
+        let version = u32::try_from(record.arrivals_applied).unwrap_or(u32::MAX);
+        let again_from = |view: Option<ReadView>| AuditRecord {
+            inputs_digest: digest_view(view.as_ref()),
+            features: Vec::new(),
+            decision: decide_by_rules(
+                view.as_ref(),
+                record.quantity,
+                record.surface,
+                &config.safety_stock,
+            ),
+            ..record.clone()
+        };
+        if version == 0 && record.inputs_digest == digest_view(None) {
+            return Ok((Some(again_from(None)), Some(RebuildBase::LogStart), None));
+        }
+        let Some(last) = last_log_position(store, pair).map_err(EngineError::from)? else {
+            differences.push("rebuild: the pair has no log record stored".to_owned());
+            return Ok((None, None, None));
+        };
+        let mut matched: Option<(u64, ReadView)> = None;
+        let mut base_version: Option<u32> = None;
+        let mut visit = |position: u64, state: &EntityState| {
+            base_version.get_or_insert(state.applied_entries);
+            if matched.is_none() && state.applied_entries == version {
+                let view = state.read_view(time, &config.ledger);
+                if digest_view(Some(&view)) == record.inputs_digest {
+                    matched = Some((position, view));
+                }
+            }
+        };
+        match rebuild_entity(store, pair, Some(last), &config.ledger, &mut visit) {
+            Ok(rebuilt) => match matched {
+                Some((position, view)) => Ok((
+                    Some(again_from(Some(view))),
+                    Some(rebuilt.base),
+                    Some(position),
+                )),
+                None if base_version.is_some_and(|base| base > version) => {
+                    differences.push(format!(
+                        "rebuild: the log of this pair was compacted past state version {version}"
+                    ));
+                    Ok((None, Some(rebuilt.base), None))
+                }
+                None => {
+                    differences.push(format!(
+                        "inputs digest: no log position of state version {version} gives the recorded view"
+                    ));
+                    Ok((None, Some(rebuilt.base), None))
+                }
+            },
+            Err(error) => {
+                differences.push(format!("rebuild: {error}"));
+                Ok((None, None, None))
+            }
+        }
+    }
 }

@@ -24,7 +24,9 @@ pub struct EngineConfig {
     pub passivate_after_ms: i64,
     /// Log records covered by a snapshot are kept this long, then compacted away. At least
     /// the lateness bound plus the skew bound plus [`FOLD_MARGIN_MS`]: a late anchor reads the
-    /// deltas it must apply on top of it from the log.
+    /// deltas it must apply on top of it from the log. It is also how far back an audit
+    /// replay of this engine's decisions reaches: compaction starts the log at the newest
+    /// checkpoint older than this, with the history such an anchor needs before it.
     pub log_retention_ms: i64,
     /// Quarantined events stay visible this long.
     pub quarantine_retention_ms: i64,

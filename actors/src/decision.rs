@@ -254,6 +254,17 @@ pub fn unavailable() -> Decision {
     }
 }
 
+/// The answer in ml mode without a model: conservative, not available, with the reason.
+pub fn model_missing() -> Decision {
+    Decision {
+        available: false,
+        probability: 0.0,
+        expected_on_hand: 0.0,
+        mode: DecisionMode::Ml,
+        reason: ReasonCode::ModelMissing,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

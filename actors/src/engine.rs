@@ -16,6 +16,7 @@ use ractor::{Actor, ActorRef};
 use stockgrid_storage::{GroupCommitConfig, GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
+use crate::audit::NodeMoment;
 use crate::config::EngineConfig;
 use stockgrid_inference::features::FeatureVector;
 
@@ -101,6 +102,8 @@ pub struct Decided {
     /// for (an audited decision): hashing the state is not free, and most item-page answers
     /// are not recorded.
     pub inputs_digest: Option<String>,
+    /// Where it stood and what else it read, when its inputs were digested (for its record).
+    pub moment: Option<NodeMoment>,
 }
 
 /// A running engine. Cloning shares it.
@@ -623,6 +626,7 @@ impl Engine {
                 features: None,
                 time: self.clock().now(),
                 inputs_digest: digest.then(|| crate::audit::digest_view(view.as_ref())),
+                moment: digest.then_some(NodeMoment::View),
             });
         }
         self.call_for_pair(pair, |permit, reply| ShardMessage::Decide {

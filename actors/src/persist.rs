@@ -5,7 +5,8 @@
 //! | prefix | rest | value |
 //! |---|---|---|
 //! | `e` | pair (12) · arrival ms (8) · log position (8) | [`LogRecord`] |
-//! | `s` | pair (12) | [`Snapshot`] |
+//! | `s` | pair (12) | [`Snapshot`] (the latest: what activation reads) |
+//! | `k` | pair (12) · log time (8) · log position (8) | [`Snapshot`] (a checkpoint: where an audit rebuild may start) |
 //! | `i` | source (1) · role (1) · event id | the event's payload digest (16) |
 //! | `q` | pair (12) · arrival ms (8) · log position (8) | [`QuarantineRecord`] |
 //! | `x` | expiry ms (8) · a full key from above | empty: delete that key after the expiry |
@@ -13,6 +14,14 @@
 //! The arrival time in a log key is the entity's own latest arrival (never decreasing), so
 //! key order is application order, and the log entries older than the retention are one
 //! range. Values are MessagePack (rmp-serde), each with a format version byte first.
+//!
+//! The log holds every input that changed an entity, reservations included (a hold granted,
+//! a hold freed, a nil pick), so an entity at any logged position can be rebuilt from it
+//! alone ([`rebuild_entity`], what `audit replay` of a node's decisions runs). Every
+//! snapshot is also kept as a checkpoint; compaction deletes the log only up to the history
+//! window before a checkpoint past the retention, so a decision made within the retention
+//! can always be rebuilt: from the log's first record if it is still there, else from the
+//! newest checkpoint before the decision and the log after it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,6 +46,7 @@ const READABLE_VERSIONS: std::ops::RangeInclusive<u8> = 1..=FORMAT_VERSION;
 
 const LOG_PREFIX: u8 = b'e';
 const SNAPSHOT_PREFIX: u8 = b's';
+const CHECKPOINT_PREFIX: u8 = b'k';
 const IDENTITY_PREFIX: u8 = b'i';
 const QUARANTINE_PREFIX: u8 = b'q';
 const EXPIRY_PREFIX: u8 = b'x';
@@ -101,6 +111,19 @@ pub fn log_key(pair: PairKey, arrival: Timestamp, position: u64) -> Vec<u8> {
 /// The snapshot key of an entity.
 pub fn snapshot_key(pair: PairKey) -> Vec<u8> {
     pair_prefix(SNAPSHOT_PREFIX, pair)
+}
+
+/// The key of a checkpoint: the snapshot of `pair` after `position` log records, the last
+/// of them logged at `time`.
+pub fn checkpoint_key(pair: PairKey, time: Timestamp, position: u64) -> Vec<u8> {
+    positioned_key(CHECKPOINT_PREFIX, pair, time, position)
+}
+
+/// The time and position in a log or checkpoint key (`None`: not such a key).
+fn key_time_and_position(key: &[u8]) -> Option<(Timestamp, u64)> {
+    let time = u64::from_be_bytes(key.get(13..21)?.try_into().ok()?);
+    let position = u64::from_be_bytes(key.get(21..29)?.try_into().ok()?);
+    Some((Timestamp((time ^ (1 << 63)) as i64), position))
 }
 
 /// The key of a quarantine record.
@@ -183,6 +206,16 @@ pub enum LogRecord {
         /// When.
         time: Timestamp,
     },
+    /// A reservation hold of `units` was granted: reserved units rise.
+    Held {
+        /// Units held.
+        units: i64,
+    },
+    /// A hold of `units` was freed (released, expired or settled by a pick).
+    Freed {
+        /// Units freed.
+        units: i64,
+    },
 }
 
 /// A quarantined entry kept for ops, with its reason.
@@ -243,55 +276,252 @@ pub fn load_entity(
     loaded.snapshot_position = snapshot.log_position;
     loaded.found = true;
     let start = pair_prefix(LOG_PREFIX, pair);
-    let end = prefix_end(&start);
-    let mut cursor = start;
-    loop {
-        let page = store.scan(&cursor, &end, 1024)?;
-        let Some((last_key, _)) = page.last() else {
-            break;
-        };
-        let next_cursor = [last_key.as_slice(), &[0]].concat();
-        for (key, bytes) in page {
-            if loaded.oldest_log_time.is_none() {
-                let time = key
-                    .get(13..21)
-                    .and_then(|t| t.try_into().ok())
-                    .map(|t: [u8; 8]| Timestamp((u64::from_be_bytes(t) ^ (1 << 63)) as i64));
-                loaded.oldest_log_time = time;
-            }
-            let position =
-                u64::from_be_bytes(key[21..29].try_into().map_err(|_| PersistError::Corrupt {
-                    what: "log key",
-                    key: key.clone(),
-                    message: "short key".to_owned(),
-                })?);
-            if position <= loaded.log_position {
-                continue; // Covered by the snapshot, kept for retention only.
-            }
-            match decode::<LogRecord>("log record", &key, &bytes)? {
-                LogRecord::Applied { entry, arrival } => {
-                    let mut history = LogHistory {
-                        store,
-                        before_position: position,
-                        future_skew_ms: config.future_skew_ms,
-                        pending: &[],
-                    };
-                    loaded
-                        .state
-                        .apply_admitted(&entry, arrival, config, &mut history)?;
-                }
-                LogRecord::Quarantined { .. } => loaded.state.record_quarantine(),
-                LogRecord::NotFound {
-                    units,
-                    record_before,
-                    time,
-                } => loaded.state.observe_not_found(units, record_before, time),
-            }
-            loaded.log_position = position;
+    scan_all(store, &start, &prefix_end(&start), |key, bytes| {
+        let (time, position) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        if loaded.oldest_log_time.is_none() {
+            loaded.oldest_log_time = Some(time);
         }
-        cursor = next_cursor;
-    }
+        if position <= loaded.log_position {
+            return Ok(()); // Covered by the snapshot, kept for retention and audit only.
+        }
+        let record = decode::<LogRecord>("log record", &key, &bytes)?;
+        let mut history = LogHistory {
+            store,
+            before_position: position,
+            future_skew_ms: config.future_skew_ms,
+            pending: &[],
+            complete_from: None,
+        };
+        apply_log_record(&mut loaded.state, record, config, &mut history)?;
+        loaded.log_position = position;
+        Ok(())
+    })?;
     Ok(loaded)
+}
+
+fn short_key(key: &[u8]) -> PersistError {
+    PersistError::Corrupt {
+        what: "log key",
+        key: key.to_vec(),
+        message: "short key".to_owned(),
+    }
+}
+
+/// Applies one log record to an entity through the same pure code that applied it the
+/// first time (activation, recovery and audit rebuilds alike).
+fn apply_log_record(
+    state: &mut EntityState,
+    record: LogRecord,
+    config: &LedgerConfig,
+    history: &mut LogHistory<'_>,
+) -> Result<(), PersistError> {
+    match record {
+        LogRecord::Applied { entry, arrival } => {
+            state.apply_admitted(&entry, arrival, config, history)?;
+        }
+        LogRecord::Quarantined { .. } => state.record_quarantine(),
+        LogRecord::NotFound {
+            units,
+            record_before,
+            time,
+        } => state.observe_not_found(units, record_before, time),
+        LogRecord::Held { units } => state.reserved_units += units,
+        LogRecord::Freed { units } => state.reserved_units -= units,
+    }
+    Ok(())
+}
+
+/// Where an audit rebuild of an entity started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebuildBase {
+    /// The pair's first log record: the entity from the log alone.
+    LogStart,
+    /// A checkpoint (the log before it was compacted away) and the log after it.
+    Checkpoint {
+        /// Log records the checkpoint covers.
+        position: u64,
+        /// When its last record was logged.
+        time: Timestamp,
+    },
+}
+
+/// An entity rebuilt as it stood after a number of its log records.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rebuilt {
+    /// The state (`None` when no record was asked for: the pair was not known).
+    pub state: Option<EntityState>,
+    /// Where the rebuild started.
+    pub base: RebuildBase,
+}
+
+/// Why an entity cannot be rebuilt at a log position.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    /// The store failed or a value did not decode.
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    /// The log no longer holds what the rebuild needs.
+    #[error("{0}")]
+    Compacted(String),
+}
+
+/// Rebuilds `pair`'s entity as it stood after its first `position` log records, from the
+/// log alone when its first record is still stored, else from the newest checkpoint at or
+/// before `position` and the log after it (`position` `None`: the pair was unknown).
+///
+/// Refuses, rather than guess, when the records between the base and `position` are not
+/// all stored, or when a late anchor's delta history reaches back before the oldest stored
+/// record (the live entity saw deltas the log no longer has).
+///
+/// `visit` sees the state at every position from the base on (the base's first).
+pub fn rebuild_entity(
+    store: &dyn Store,
+    pair: PairKey,
+    position: Option<u64>,
+    config: &LedgerConfig,
+    visit: &mut dyn FnMut(u64, &EntityState),
+) -> Result<Rebuilt, RebuildError> {
+    let Some(position) = position else {
+        return Ok(Rebuilt {
+            state: None,
+            base: RebuildBase::LogStart,
+        });
+    };
+    let start = pair_prefix(LOG_PREFIX, pair);
+    let mut records: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut oldest: Option<(Timestamp, u64)> = None;
+    scan_all(store, &start, &prefix_end(&start), |key, bytes| {
+        let (time, at) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        oldest = Some(oldest.map_or((time, at), |(t, p)| (t.min(time), p.min(at))));
+        if at <= position {
+            records.push((at, key, bytes));
+        }
+        Ok(())
+    })?;
+    // Log keys sort by time, then position; apply in position order.
+    records.sort_unstable_by_key(|(at, _, _)| *at);
+    let from_start = oldest.is_some_and(|(_, first)| first == 1);
+    let (mut state, base) = if from_start || position == 0 {
+        (EntityState::default(), RebuildBase::LogStart)
+    } else {
+        let checkpoint = newest_checkpoint_at_or_before(store, pair, position)?.ok_or_else(|| {
+            RebuildError::Compacted(format!(
+                "the log of this pair was compacted past log position {position}, and no checkpoint at or before it is kept"
+            ))
+        })?;
+        (
+            checkpoint.state,
+            RebuildBase::Checkpoint {
+                position: checkpoint.log_position,
+                time: checkpoint.time,
+            },
+        )
+    };
+    let first_needed = match base {
+        RebuildBase::LogStart => 1,
+        RebuildBase::Checkpoint { position, .. } => position + 1,
+    };
+    visit(first_needed - 1, &state);
+    let mut expected = first_needed;
+    let complete_from = (!from_start)
+        .then(|| oldest.map(|(time, _)| time))
+        .flatten();
+    for (at, key, bytes) in records {
+        if at < first_needed {
+            continue;
+        }
+        if at != expected {
+            return Err(RebuildError::Compacted(format!(
+                "log record {expected} of this pair is not stored (the next is {at})"
+            )));
+        }
+        let record = decode::<LogRecord>("log record", &key, &bytes)?;
+        let mut history = LogHistory {
+            store,
+            before_position: at,
+            future_skew_ms: config.future_skew_ms,
+            pending: &[],
+            complete_from,
+        };
+        apply_log_record(&mut state, record, config, &mut history)?;
+        visit(at, &state);
+        expected += 1;
+    }
+    if expected != position + 1 {
+        return Err(RebuildError::Compacted(format!(
+            "the log of this pair ends at record {}, before position {position}",
+            expected - 1
+        )));
+    }
+    Ok(Rebuilt {
+        state: Some(state),
+        base,
+    })
+}
+
+/// The position of the pair's last stored log record (`None`: none is stored).
+pub fn last_log_position(store: &dyn Store, pair: PairKey) -> Result<Option<u64>, PersistError> {
+    let start = pair_prefix(LOG_PREFIX, pair);
+    let mut last = None;
+    scan_all(store, &start, &prefix_end(&start), |key, _| {
+        let (_, at) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        last = last.max(Some(at));
+        Ok(())
+    })?;
+    Ok(last)
+}
+
+/// A checkpoint as read back, with the time in its key.
+struct Checkpoint {
+    log_position: u64,
+    time: Timestamp,
+    state: EntityState,
+}
+
+fn newest_checkpoint_at_or_before(
+    store: &dyn Store,
+    pair: PairKey,
+    position: u64,
+) -> Result<Option<Checkpoint>, PersistError> {
+    let start = pair_prefix(CHECKPOINT_PREFIX, pair);
+    let mut newest: Option<(Timestamp, u64, Vec<u8>, Vec<u8>)> = None;
+    scan_all(store, &start, &prefix_end(&start), |key, bytes| {
+        let (time, at) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        if at <= position && newest.as_ref().is_none_or(|(_, best, _, _)| at > *best) {
+            newest = Some((time, at, key, bytes));
+        }
+        Ok(())
+    })?;
+    newest
+        .map(|(time, _, key, bytes)| {
+            let snapshot: Snapshot = decode("checkpoint", &key, &bytes)?;
+            Ok(Checkpoint {
+                log_position: snapshot.log_position,
+                time,
+                state: snapshot.state,
+            })
+        })
+        .transpose()
+}
+
+/// Calls `visit` with every key and value in `[start, end)`, a page at a time.
+fn scan_all(
+    store: &dyn Store,
+    start: &[u8],
+    end: &[u8],
+    mut visit: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), PersistError>,
+) -> Result<(), PersistError> {
+    let mut cursor = start.to_vec();
+    loop {
+        let page = store.scan(&cursor, end, 1024)?;
+        let Some((last_key, _)) = page.last() else {
+            return Ok(());
+        };
+        cursor = [last_key.as_slice(), &[0]].concat();
+        for (key, bytes) in page {
+            visit(key, bytes)?;
+        }
+    }
 }
 
 /// A pair's delta history as its event log holds it, for the pure core's late anchors.
@@ -304,6 +534,9 @@ pub struct LogHistory<'a> {
     pub future_skew_ms: i64,
     /// Deltas applied in the batch being built, not committed yet: (pair, event time, units).
     pub pending: &'a [(PairKey, Timestamp, i64)],
+    /// The log is only known complete from this time on (an audit rebuild of a compacted
+    /// log): a lookup reaching further back fails instead of undercounting.
+    pub complete_from: Option<Timestamp>,
 }
 
 fn lookup_failed(message: impl std::fmt::Display) -> LookupFailed {
@@ -319,8 +552,17 @@ impl DeltaHistory for LogHistory<'_> {
         let end = prefix_end(&prefix);
         // A delta dated after `after` arrived no earlier than `after - skew`, and its log key
         // carries a time no earlier than its arrival: the scan starts there.
+        let scan_from = Timestamp(after.0 - self.future_skew_ms - 1);
+        if let Some(complete_from) = self.complete_from
+            && scan_from < complete_from
+        {
+            return Err(lookup_failed(format!(
+                "a late anchor needs the deltas logged since {} ms; the log was compacted up to {} ms",
+                scan_from.0, complete_from.0
+            )));
+        }
         let mut cursor = prefix;
-        cursor.extend_from_slice(&time_key(Timestamp(after.0 - self.future_skew_ms - 1)));
+        cursor.extend_from_slice(&time_key(scan_from));
         let mut units = 0i64;
         loop {
             let page = self.store.scan(&cursor, &end, 256).map_err(lookup_failed)?;
@@ -376,13 +618,36 @@ pub fn quarantined_records(
         .collect()
 }
 
-/// Adds to `batch` the deletion of the pair's log entries older than `cutoff` (all covered
-/// by the snapshot written in the same batch).
-pub fn compact_log(batch: &mut WriteBatch, pair: PairKey, cutoff: Timestamp) {
-    let start = pair_prefix(LOG_PREFIX, pair);
+/// Adds to `batch` the compaction of a pair's log as of `cutoff` (now minus the log
+/// retention): the newest checkpoint logged before `cutoff` becomes the oldest one kept, and
+/// the log is deleted up to `history_ms` before that checkpoint (what rebuilding from it may
+/// read for a late anchor). Returns the time from which the log is kept (`None`: no
+/// checkpoint is that old yet, nothing is deleted).
+pub fn compact_log(
+    store: &dyn Store,
+    batch: &mut WriteBatch,
+    pair: PairKey,
+    cutoff: Timestamp,
+    history_ms: i64,
+) -> Result<Option<Timestamp>, PersistError> {
+    let start = pair_prefix(CHECKPOINT_PREFIX, pair);
     let mut end = start.clone();
     end.extend_from_slice(&time_key(cutoff));
-    batch.delete_range(start, end);
+    let mut newest = None;
+    scan_all(store, &start, &end, |key, _| {
+        newest = Some(key_time_and_position(&key).ok_or_else(|| short_key(&key))?);
+        Ok(())
+    })?;
+    let Some((time, position)) = newest else {
+        return Ok(None);
+    };
+    batch.delete_range(start, checkpoint_key(pair, time, position));
+    let keep_from = Timestamp(time.0.saturating_sub(history_ms));
+    let log_start = pair_prefix(LOG_PREFIX, pair);
+    let mut log_end = log_start.clone();
+    log_end.extend_from_slice(&time_key(keep_from));
+    batch.delete_range(log_start, log_end);
+    Ok(Some(keep_from))
 }
 
 /// Adds to `batch` the deletion of every key whose expiry is before `now` (from at most

@@ -20,12 +20,13 @@ use stockgrid_inference::model::Model;
 
 use crate::audit::{is_promise, sampled};
 use crate::config::EngineConfig;
-use crate::decision::{Decision, DecisionMode, ReasonCode, decide_by_model_at, decide_by_rules};
+use crate::decision::{Decision, DecisionMode, decide_by_model_at, decide_by_rules, model_missing};
 use crate::domain::{PairKey, Surface};
 use crate::experiment::Experiment;
 use crate::ledger::EntityState;
 use crate::shared::SharedDirectory;
 use crate::time::Timestamp;
+use stockgrid_inference::shared::SharedFacts;
 
 /// Ml decisions per region between two drift measurements.
 pub const DRIFT_WINDOW_DECISIONS: u64 = 2_000;
@@ -268,7 +269,12 @@ impl DecisionContext {
         chosen
     }
 
-    /// The loaded model's version, if any.
+    /// The loaded model, if any.
+    pub fn model(&self) -> Option<Arc<Model>> {
+        self.read().model.clone()
+    }
+
+    /// The version of the loaded model, if any.
     pub fn model_version(&self) -> Option<String> {
         self.read()
             .model
@@ -318,55 +324,56 @@ impl DecisionContext {
             || (self.experiment().is_some() && !self.switched_to_rules(surface, location))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide_as(
         &self,
         state: Option<&EntityState>,
+        shared: &SharedFacts,
         ask: &Ask,
         config: &EngineConfig,
         mode: DecisionMode,
         model: Option<&Arc<Model>>,
         threshold: Option<Option<f64>>,
-    ) -> (Decision, Option<FeatureVector>) {
+    ) -> PolicyAnswer {
         match (mode, model) {
             (DecisionMode::Rules, _) => {
                 let view = state.map(|state| state.read_view(ask.now, &config.ledger));
-                (
-                    decide_by_rules(
+                PolicyAnswer {
+                    decision: decide_by_rules(
                         view.as_ref(),
                         ask.quantity,
                         ask.surface,
                         &config.safety_stock,
                     ),
-                    None,
-                )
+                    features: None,
+                    threshold: None,
+                }
             }
             (DecisionMode::Ml, Some(model)) => {
-                let shared = self.shared.shared(ask.pair);
                 let threshold = threshold.unwrap_or_else(|| model.threshold(ask.surface.as_str()));
-                let decided = decide_by_model_at(
+                let (decision, features) = decide_by_model_at(
                     state,
-                    &shared,
+                    shared,
                     model,
                     ask.quantity,
                     ask.surface,
                     ask.now,
                     threshold,
                 );
-                if let Some(features) = &decided.1 {
+                if let Some(features) = &features {
                     self.watch_drift(model, ask.pair.location, &features.values);
                 }
-                decided
+                PolicyAnswer {
+                    decision,
+                    features,
+                    threshold,
+                }
             }
-            (DecisionMode::Ml, None) => (
-                Decision {
-                    available: false,
-                    probability: 0.0,
-                    expected_on_hand: 0.0,
-                    mode: DecisionMode::Ml,
-                    reason: ReasonCode::ModelMissing,
-                },
-                None,
-            ),
+            (DecisionMode::Ml, None) => PolicyAnswer {
+                decision: model_missing(),
+                features: None,
+                threshold: None,
+            },
         }
     }
 
@@ -377,10 +384,11 @@ impl DecisionContext {
     pub fn decide(
         &self,
         state: Option<&EntityState>,
+        shared: &SharedFacts,
         ask: Ask,
         config: &EngineConfig,
         reservation: Option<&Arc<str>>,
-    ) -> (Decision, Option<FeatureVector>) {
+    ) -> PolicyAnswer {
         if let Some(experiment) = self.experiment()
             && !self.switched_to_rules(ask.surface, ask.pair.location)
         {
@@ -388,31 +396,51 @@ impl DecisionContext {
             let arm_answer = |arm: usize| {
                 let spec = &experiment.spec().arms[arm];
                 let threshold = spec.thresholds.get(&ask.surface).copied().map(Some);
-                self.decide_as(state, &ask, config, spec.mode, model.as_ref(), threshold)
+                self.decide_as(
+                    state,
+                    shared,
+                    &ask,
+                    config,
+                    spec.mode,
+                    model.as_ref(),
+                    threshold,
+                )
             };
             let arm = experiment.arm_of(ask.pair.location);
             let served = arm_answer(arm);
             let shadow = experiment.spec().shadow.then(|| {
                 (0..experiment.spec().arms.len()).fold(0u32, |bits, other| {
                     let available = if other == arm {
-                        served.0.available
+                        served.decision.available
                     } else {
-                        arm_answer(other).0.available
+                        arm_answer(other).decision.available
                     };
                     bits | (u32::from(available) << other)
                 })
             });
             experiment.record_decision(
                 arm,
-                served.0.available,
+                served.decision.available,
                 shadow,
                 reservation.map(|id| (id, ask.pair)),
             );
             return served;
         }
         let (mode, model) = self.mode_for(ask.surface, ask.pair.location);
-        self.decide_as(state, &ask, config, mode, model.as_ref(), None)
+        self.decide_as(state, shared, &ask, config, mode, model.as_ref(), None)
     }
+}
+
+/// What the policy answered: the decision and, in ml mode, the features it saw (none for a
+/// pair never seen) and the threshold the probability was held against.
+#[derive(Clone, Debug)]
+pub struct PolicyAnswer {
+    /// The answer.
+    pub decision: Decision,
+    /// The features, in ml mode.
+    pub features: Option<FeatureVector>,
+    /// The threshold, in ml mode with a model (the model's, or an experiment arm's).
+    pub threshold: Option<f64>,
 }
 
 /// One question to decide.

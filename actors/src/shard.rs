@@ -28,7 +28,7 @@ use stockgrid_inference::belief::BeliefStats;
 use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use crate::audit::{digest_inputs, put_record};
+use crate::audit::{NodeMoment, digest_inputs, put_record};
 use crate::config::EngineConfig;
 use crate::decision::{Decision, spare_units};
 use crate::domain::{EventKind, PairKey, Surface};
@@ -39,8 +39,8 @@ use crate::ledger::{
     EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ReadView, ingest,
 };
 use crate::persist::{
-    self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode,
-    load_entity, log_key, quarantine_key, snapshot_key,
+    self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, checkpoint_key,
+    encode, load_entity, log_key, quarantine_key, snapshot_key,
 };
 use crate::policy::{Ask, DecisionContext};
 use crate::reservation::{
@@ -259,24 +259,32 @@ impl Entity {
 }
 
 /// One decision of an entity by the policy, with its moment and, with `digest`, the digest
-/// of its inputs: the one path of lookups and reservation holds.
+/// of its inputs and what its record needs to be replayed: the one path of lookups and
+/// reservation holds. The shared facts are read once, so the answer, the digest and the
+/// record see the same ones while other shards keep learning.
 fn decide_entity(
     context: &ShardContext,
-    state: Option<&EntityState>,
+    entity: Option<&Entity>,
     ask: Ask,
     reservation: Option<&Arc<str>>,
     digest: bool,
 ) -> Decided {
-    let (decision, features) = context
+    let state = entity.map(|entity| &entity.state);
+    let shared = context.decisions.shared.shared(ask.pair);
+    let answer = context
         .decisions
-        .decide(state, ask, &context.config, reservation);
+        .decide(state, &shared, ask, &context.config, reservation);
     Decided {
-        decision,
+        decision: answer.decision,
         version: state.map_or(0, |state| state.applied_entries),
-        features,
+        features: answer.features,
         time: ask.now,
-        inputs_digest: digest
-            .then(|| digest_inputs(state, &context.decisions.shared.shared(ask.pair))),
+        inputs_digest: digest.then(|| digest_inputs(state, &shared)),
+        moment: digest.then(|| NodeMoment::Entity {
+            log_position: entity.map(|entity| entity.log_position),
+            shared: Box::new(shared),
+            threshold: answer.threshold,
+        }),
     }
 }
 
@@ -291,17 +299,25 @@ fn log_not_found(
 ) {
     let units = u32::try_from(units.max(0)).unwrap_or(u32::MAX);
     entity.state.observe_not_found(units, record_before, time);
-    entity.logged();
-    let log_time = entity.state.latest_arrival;
-    entity.logged_at(log_time);
-    batch.put(
-        log_key(pair, log_time, entity.log_position),
-        encode(&LogRecord::NotFound {
+    append_log(
+        batch,
+        pair,
+        entity,
+        &LogRecord::NotFound {
             units,
             record_before,
             time,
-        }),
+        },
     );
+}
+
+/// Appends a record that is not an arrival (its effect already applied in memory) to the
+/// pair's log, at the entity's latest arrival.
+fn append_log(batch: &mut WriteBatch, pair: PairKey, entity: &mut Entity, record: &LogRecord) {
+    entity.logged();
+    let log_time = entity.state.latest_arrival;
+    entity.logged_at(log_time);
+    batch.put(log_key(pair, log_time, entity.log_position), encode(record));
 }
 
 /// The shard actor (stateless: its state is [`ShardState`]).
@@ -551,6 +567,7 @@ impl ShardState {
                 before_position: u64::MAX,
                 future_skew_ms: config.ledger.future_skew_ms,
                 pending: &pending_deltas,
+                complete_from: None,
             };
             let before = SharedDirectory::before(&entity.state);
             let outcome = ingest(
@@ -595,7 +612,7 @@ impl ShardState {
             // A pair's first log record is written with its first snapshot (the invariant
             // `load_entity` relies on), and later ones every `snapshot_every_records`.
             if entity.needs_snapshot(config.snapshot_every_records) {
-                write_snapshot(batch, config, pair, entity, now);
+                write_snapshot(batch, context.store.as_ref(), config, pair, entity, now)?;
             }
             if outcome == Outcome::Applied
                 && arrived.entry.role == EntryRole::Primary
@@ -624,6 +641,9 @@ impl ShardState {
         let counters = Arc::clone(&self.context.counters);
         match self.take_hold(pair, reservation_id) {
             Some(hold) => {
+                if let Some(entity) = self.entities.get_mut(&pair) {
+                    append_log(batch, pair, entity, &LogRecord::Freed { units: hold.units });
+                }
                 if let Some(experiment) = self.context.decisions.experiment() {
                     experiment.record_settlement(reservation_id, pair, picked >= hold.units);
                 }
@@ -719,13 +739,8 @@ impl ShardState {
             };
             // Reservations decide as lookups do: the policy's mode for the surface and region;
             // a granted line is a promise, so its inputs are digested for its record.
-            let decided = decide_entity(
-                &context,
-                entity.map(|entity| &entity.state),
-                ask,
-                Some(reservation_id),
-                true,
-            );
+            let decided =
+                decide_entity(&context, entity.as_deref(), ask, Some(reservation_id), true);
             let decision = decided.decision;
             if !decision.available {
                 let spare = view.map_or(0, |v| spare_units(&v, surface, safety));
@@ -754,6 +769,14 @@ impl ShardState {
                 continue; // Activated above; a pair is only missing if never seen.
             };
             entity.state.reserved_units += line.quantity;
+            append_log(
+                &mut batch,
+                line.pair,
+                entity,
+                &LogRecord::Held {
+                    units: line.quantity,
+                },
+            );
             self.holds.entry(line.pair).or_default().push(Hold {
                 reservation_id: Arc::clone(reservation_id),
                 units: line.quantity,
@@ -786,10 +809,18 @@ impl ShardState {
             }
             if let Some(hold) = self.take_hold(pair, reservation_id) {
                 batch.delete(hold_key(pair, reservation_id));
-                if not_found && let Some(entity) = self.entities.get_mut(&pair) {
-                    // Released ITEM_NOT_FOUND: the held units were not on the shelf.
-                    let record_before = entity.state.on_hand_units;
-                    log_not_found(&mut batch, pair, entity, hold.units, record_before, now);
+                if let Some(entity) = self.entities.get_mut(&pair) {
+                    append_log(
+                        &mut batch,
+                        pair,
+                        entity,
+                        &LogRecord::Freed { units: hold.units },
+                    );
+                    if not_found {
+                        // Released ITEM_NOT_FOUND: the held units were not on the shelf.
+                        let record_before = entity.state.on_hand_units;
+                        log_not_found(&mut batch, pair, entity, hold.units, record_before, now);
+                    }
                 }
                 freed.push(pair);
             }
@@ -851,7 +882,14 @@ impl ShardState {
             QuarantineReason::HandlerPanicked { message },
         );
         if entity.needs_snapshot(context.config.snapshot_every_records) {
-            write_snapshot(&mut batch, &context.config, pair, entity, now);
+            write_snapshot(
+                &mut batch,
+                context.store.as_ref(),
+                &context.config,
+                pair,
+                entity,
+                now,
+            )?;
         }
         let committed = context.committer.submit(batch).await.wait().await;
         if committed.is_err() {
@@ -878,7 +916,7 @@ impl ShardState {
         };
         Ok(decide_entity(
             &context,
-            entity.map(|entity| &entity.state),
+            entity.as_deref(),
             ask,
             None,
             digest,
@@ -930,7 +968,14 @@ impl ShardState {
             if let Some(entity) = self.entities.get_mut(pair)
                 && entity.records_since_snapshot > 0
             {
-                write_snapshot(&mut batch, &config, *pair, entity, now);
+                write_snapshot(
+                    &mut batch,
+                    self.context.store.as_ref(),
+                    &config,
+                    *pair,
+                    entity,
+                    now,
+                )?;
             }
         }
         if !batch.is_empty() {
@@ -981,22 +1026,30 @@ fn write_quarantine(
 
 fn write_snapshot(
     batch: &mut WriteBatch,
+    store: &dyn Store,
     config: &EngineConfig,
     pair: PairKey,
     entity: &mut Entity,
     now: Timestamp,
-) {
-    let snapshot = Snapshot {
+) -> Result<(), EngineError> {
+    let snapshot = encode(&Snapshot {
         log_position: entity.log_position,
         state: entity.state.clone(),
-    };
-    batch.put(snapshot_key(pair), encode(&snapshot));
-    // Everything logged before the retention cut-off is covered by this snapshot.
+    });
+    // The same image, kept as a checkpoint an audit rebuild may start from.
+    batch.put(
+        checkpoint_key(pair, entity.state.latest_arrival, entity.log_position),
+        snapshot.clone(),
+    );
+    batch.put(snapshot_key(pair), snapshot);
     let cutoff = Timestamp(now.0 - config.log_retention_ms);
     let oldest = Timestamp::from_compact_seconds(entity.oldest_log_seconds);
-    if oldest.is_some_and(|oldest| oldest < cutoff) {
-        persist::compact_log(batch, pair, cutoff);
-        entity.oldest_log_seconds = cutoff.to_compact_seconds().max(1);
+    if oldest.is_some_and(|oldest| oldest < cutoff)
+        && let Some(kept_from) =
+            persist::compact_log(store, batch, pair, cutoff, config.identity_retention_ms())?
+    {
+        entity.oldest_log_seconds = kept_from.to_compact_seconds().max(1);
     }
     entity.records_since_snapshot = 0;
+    Ok(())
 }

@@ -1,12 +1,13 @@
 //! Conversions between the generated proto types and the domain types, each naming the
 //! request field it checks.
 
-use stockgrid_actors::audit::AuditRecord;
+use stockgrid_actors::audit::{AuditRecord, NodeReplay};
 use stockgrid_actors::catalog::{Location, LocationInput};
 use stockgrid_actors::decision::{Decision, DecisionMode};
 use stockgrid_actors::domain::{Event, PairKey, RawEvent, Surface};
 use stockgrid_actors::experiment::Experiment;
 use stockgrid_actors::ledger::{Outcome, ReadView};
+use stockgrid_actors::persist::RebuildBase;
 use stockgrid_actors::policy::PolicySnapshot;
 use stockgrid_actors::reservation::{
     LineState, ReleaseReason, ReservationLine, ReservationReport, ReservationState,
@@ -114,6 +115,23 @@ pub fn policy(snapshot: &PolicySnapshot) -> pb::DecisionPolicy {
                 fallback: drift.fallback,
             })
             .collect(),
+    }
+}
+
+/// The proto form of a decision replay.
+pub fn decision_replay(replay: &NodeReplay) -> pb::DecisionReplay {
+    let (rebuilt_from, checkpoint_position) = match replay.base {
+        Some(RebuildBase::LogStart) => ("log_start", 0),
+        Some(RebuildBase::Checkpoint { position, .. }) => ("checkpoint", position),
+        None => ("", 0),
+    };
+    pb::DecisionReplay {
+        decision_id: replay.check.decision_id.clone(),
+        identical: replay.check.differences.is_empty(),
+        differences: replay.check.differences.clone(),
+        rebuilt_from: rebuilt_from.to_owned(),
+        checkpoint_position,
+        log_position: replay.log_position.unwrap_or(0),
     }
 }
 

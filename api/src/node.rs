@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use stockgrid_actors::decision::{DecisionMode, SafetyStock};
 use stockgrid_actors::domain::Surface;
 use stockgrid_actors::experiment::{Experiment, ExperimentSpec};
+use stockgrid_actors::ledger::FOLD_MARGIN_MS;
 use stockgrid_actors::time::{Clock, MINUTE_MS};
 use stockgrid_actors::{Engine, EngineConfig, EngineError};
 use stockgrid_inference::model::Model;
@@ -58,6 +59,10 @@ pub struct NodeConfig {
     pub lateness_bound_seconds: i64,
     /// Events dated further than this in the future are quarantined.
     pub future_skew_seconds: i64,
+    /// How long a pair's event log is kept behind its snapshots, which is how far back
+    /// `audit replay` of this node's decisions reaches (none: the shortest allowed, the
+    /// lateness bound plus the skew bound plus a margin).
+    pub log_retention_seconds: Option<i64>,
     /// How long a PENDING reservation holds when the client names no TTL.
     pub reservation_ttl_seconds: i64,
     /// How long a COMMITTED reservation holds when the client names no pickup window.
@@ -171,6 +176,7 @@ impl Default for NodeConfig {
             shards: engine.shard_count,
             lateness_bound_seconds: engine.ledger.lateness_bound_ms / 1000,
             future_skew_seconds: engine.ledger.future_skew_ms / 1000,
+            log_retention_seconds: None,
             reservation_ttl_seconds: engine.reservation_ttl_ms / 1000,
             pickup_window_seconds: engine.pickup_window_ms / 1000,
             safety_stock: SurfaceUnits::default(),
@@ -220,7 +226,18 @@ impl NodeConfig {
         };
         engine.ledger.lateness_bound_ms = self.lateness_bound_seconds.saturating_mul(1000);
         engine.ledger.future_skew_ms = self.future_skew_seconds.saturating_mul(1000);
-        engine.log_retention_ms = engine.identity_retention_ms();
+        let shortest_log_retention_ms = engine.identity_retention_ms();
+        engine.log_retention_ms = match self.log_retention_seconds {
+            None => shortest_log_retention_ms,
+            Some(seconds) if seconds.saturating_mul(1000) < shortest_log_retention_ms => {
+                return Err(NodeError::Config(format!(
+                    "log_retention_seconds must be at least the lateness bound plus the skew bound plus {} s ({} s), got {seconds}",
+                    FOLD_MARGIN_MS / 1000,
+                    shortest_log_retention_ms / 1000
+                )));
+            }
+            Some(seconds) => seconds.saturating_mul(1000),
+        };
         let units = self.safety_stock;
         for (name, value) in [
             ("safety_stock.item_page", units.item_page),
@@ -472,5 +489,18 @@ mod tests {
             negative.to_string().contains("safety_stock.pickup"),
             "{negative}"
         );
+        let short = NodeConfig::from_toml("log_retention_seconds = 3600")
+            .expect("parses")
+            .engine_config()
+            .expect_err("shorter than the lateness bound");
+        assert!(
+            short.to_string().contains("log_retention_seconds"),
+            "{short}"
+        );
+        let week = NodeConfig::from_toml("log_retention_seconds = 604800")
+            .expect("parses")
+            .engine_config()
+            .expect("a week is valid");
+        assert_eq!(week.log_retention_ms, 604_800_000);
     }
 }

@@ -300,19 +300,34 @@ impl pb::admin_server::Admin for Api {
     ) -> Answer<pb::DecisionRecord> {
         let engine = self.engine()?;
         let decision_id = &request.get_ref().decision_id;
-        if decision_id.is_empty() || decision_id.len() > 256 {
-            return Err(Status::invalid_argument(
-                "decision_id: must be 1 to 256 bytes",
-            ));
-        }
+        check_decision_id(decision_id)?;
         match engine
             .decision_record(decision_id)
             .map_err(|e| engine_status(&e))?
         {
             Some(record) => Ok(Response::new(convert::decision_record(&record))),
-            None => Err(Status::not_found(format!(
-                "decision_id: no record of decision {decision_id:?} (item-page decisions are sampled)"
-            ))),
+            None => Err(no_record(decision_id)),
+        }
+    }
+
+    async fn replay_decision(
+        &self,
+        request: Request<pb::ReplayDecisionRequest>,
+    ) -> Answer<pb::DecisionReplay> {
+        let engine = self.engine()?.clone();
+        let decision_id = request.into_inner().decision_id;
+        check_decision_id(&decision_id)?;
+        // Rebuilding scans the pair's log: off the async workers.
+        let replayed = tokio::task::spawn_blocking({
+            let decision_id = decision_id.clone();
+            move || engine.replay_decision(&decision_id)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("replay task: {e}")))?
+        .map_err(|e| engine_status(&e))?;
+        match replayed {
+            Some(replay) => Ok(Response::new(convert::decision_replay(&replay))),
+            None => Err(no_record(&decision_id)),
         }
     }
 
@@ -520,4 +535,19 @@ impl pb::inspect_server::Inspect for Api {
             reservations,
         )))
     }
+}
+
+fn check_decision_id(decision_id: &str) -> Result<(), Status> {
+    if decision_id.is_empty() || decision_id.len() > 256 {
+        return Err(Status::invalid_argument(
+            "decision_id: must be 1 to 256 bytes",
+        ));
+    }
+    Ok(())
+}
+
+fn no_record(decision_id: &str) -> Status {
+    Status::not_found(format!(
+        "decision_id: no record of decision {decision_id:?} (item-page decisions are sampled)"
+    ))
 }

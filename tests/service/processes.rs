@@ -1,6 +1,7 @@
 //! Real `stockgrid serve` processes: SIGKILL, then a restart on the same data directory
 //! has every acknowledged event and reservation, and reservations whose TTL passed while
-//! the node was down come back EXPIRED.
+//! the node was down come back EXPIRED; `stockgrid audit replay --data-dir` then replays
+//! the promises made before the crash from the stopped node's log.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -138,6 +139,10 @@ async fn sigkill_loses_nothing_acknowledged_and_ttls_run_across_the_restart() {
         .await
         .expect("reserve")
         .into_inner();
+    let promised_lines = [
+        format!("{}/5-2", long.reservation_id),
+        format!("{}/5-2", short.reservation_id),
+    ];
     node.kill_hard();
 
     // Down for longer than the short reservation's TTL.
@@ -188,4 +193,25 @@ async fn sigkill_loses_nothing_acknowledged_and_ttls_run_across_the_restart() {
     assert_eq!(retried.state, pb::ReservationState::Pending as i32);
     let status = node.terminate();
     assert!(status.success(), "SIGTERM exits cleanly: {status}");
+
+    // Each promise made before the crash replays bit for bit from the node's own log, the
+    // hold the restart expired included.
+    for decision_id in &promised_lines {
+        let output = Command::new(env!("CARGO_BIN_EXE_stockgrid"))
+            .args(["audit", "replay", decision_id, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .expect("run stockgrid audit replay");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{decision_id}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("bit-identical"), "{stdout}");
+        assert!(
+            stdout.contains("rebuilt from the start of its log"),
+            "{stdout}"
+        );
+    }
 }
