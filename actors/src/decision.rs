@@ -183,6 +183,7 @@ pub fn ledger_facts(state: &EntityState) -> LedgerFacts {
             )
         }),
         last_sale_ms: Timestamp::from_compact_seconds(state.last_sale_seconds).map(|t| t.0),
+        claims: state.claims,
     }
 }
 

@@ -32,6 +32,7 @@
 use serde::{Deserialize, Serialize};
 
 use stockgrid_inference::belief::{BeliefStats, Observation, ObservationKind};
+use stockgrid_inference::claims::SourceClaims;
 
 use crate::domain::{Event, EventKind, PairKey, SOURCE_COUNT, Source};
 use crate::time::{HOUR_MS, MINUTE_MS, Timestamp, human_duration};
@@ -408,6 +409,10 @@ pub struct EntityState {
     /// The stock belief's sufficient statistics (rebuilt by replaying the log like the rest).
     #[serde(default)]
     pub belief: BeliefStats,
+    /// Each observing source's claim brought to now, beside the record (the ranker's
+    /// candidates; rebuilt by replaying the log like the rest).
+    #[serde(default)]
+    pub claims: SourceClaims,
 }
 
 /// The ledger's figures at one moment: what lookups and tests compare.
@@ -574,12 +579,22 @@ impl EntityState {
                 let observation = if event.kind.is_observation() {
                     let moved =
                         config.anchors(event.source) && self.consider_anchor(event, history)?;
+                    self.claims.read(
+                        observation_kind(event.kind),
+                        event.quantity,
+                        event.event_time.0,
+                        record_before,
+                        self.on_hand_units,
+                        moved,
+                    );
                     moved.then_some(Observation::Observed {
                         units: event.quantity,
                         kind: observation_kind(event.kind),
                     })
                 } else {
                     self.apply_delta(event);
+                    self.claims
+                        .delta(event.signed_units(), event.event_time.0, after_anchor);
                     let units = u32::try_from(event.quantity.max(0)).unwrap_or(u32::MAX);
                     Some(match event.kind {
                         EventKind::Sale | EventKind::Pick => Observation::Sold {

@@ -38,10 +38,12 @@ use crate::ledger::{
 use crate::time::{MINUTE_MS, Timestamp};
 
 /// The on-disk format version written first in every value. Version 2 added the belief
-/// statistics at the end of a snapshot's entity state.
-pub const FORMAT_VERSION: u8 = 2;
-/// Versions still read: a version-1 snapshot decodes with empty belief statistics (the
-/// fields added since take their defaults), every other version-1 value is unchanged.
+/// statistics at the end of a snapshot's entity state; version 3 added each source's claim
+/// after them, and the `Held` and `Freed` log records (reservation holds in the pair's log).
+pub const FORMAT_VERSION: u8 = 3;
+/// Versions still read: an older snapshot decodes with the fields added since at their
+/// defaults (empty belief statistics, no source claims); every other older value is
+/// unchanged.
 const READABLE_VERSIONS: std::ops::RangeInclusive<u8> = 1..=FORMAT_VERSION;
 
 const LOG_PREFIX: u8 = b'e';
@@ -618,36 +620,58 @@ pub fn quarantined_records(
         .collect()
 }
 
+/// What a compaction did, and when the next one may delete something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compaction {
+    /// The log is kept from this time on (`None`: no checkpoint was old enough, nothing was
+    /// deleted).
+    pub kept_from: Option<Timestamp>,
+    /// The time of the oldest checkpoint newer than the one kept (or the oldest of all, when
+    /// none was old enough): no compaction deletes anything before it passes the cut-off
+    /// (`None`: no such checkpoint is stored yet).
+    pub next_due: Option<Timestamp>,
+}
+
 /// Adds to `batch` the compaction of a pair's log as of `cutoff` (now minus the log
 /// retention): the newest checkpoint logged before `cutoff` becomes the oldest one kept, and
 /// the log is deleted up to `history_ms` before that checkpoint (what rebuilding from it may
-/// read for a late anchor). Returns the time from which the log is kept (`None`: no
-/// checkpoint is that old yet, nothing is deleted).
+/// read for a late anchor).
 pub fn compact_log(
     store: &dyn Store,
     batch: &mut WriteBatch,
     pair: PairKey,
     cutoff: Timestamp,
     history_ms: i64,
-) -> Result<Option<Timestamp>, PersistError> {
+) -> Result<Compaction, PersistError> {
     let start = pair_prefix(CHECKPOINT_PREFIX, pair);
-    let mut end = start.clone();
-    end.extend_from_slice(&time_key(cutoff));
-    let mut newest = None;
-    scan_all(store, &start, &end, |key, _| {
-        newest = Some(key_time_and_position(&key).ok_or_else(|| short_key(&key))?);
+    let mut kept: Option<(Timestamp, u64)> = None;
+    let mut next_due = None;
+    scan_all(store, &start, &prefix_end(&start), |key, _| {
+        let (time, position) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        if time < cutoff {
+            kept = Some((time, position));
+            next_due = None;
+        } else if next_due.is_none() {
+            next_due = Some(time);
+        }
         Ok(())
     })?;
-    let Some((time, position)) = newest else {
-        return Ok(None);
+    let Some((time, position)) = kept else {
+        return Ok(Compaction {
+            kept_from: None,
+            next_due,
+        });
     };
     batch.delete_range(start, checkpoint_key(pair, time, position));
-    let keep_from = Timestamp(time.0.saturating_sub(history_ms));
+    let kept_from = Timestamp(time.0.saturating_sub(history_ms));
     let log_start = pair_prefix(LOG_PREFIX, pair);
     let mut log_end = log_start.clone();
-    log_end.extend_from_slice(&time_key(keep_from));
+    log_end.extend_from_slice(&time_key(kept_from));
     batch.delete_range(log_start, log_end);
-    Ok(Some(keep_from))
+    Ok(Compaction {
+        kept_from: Some(kept_from),
+        next_due,
+    })
 }
 
 /// Adds to `batch` the deletion of every key whose expiry is before `now` (from at most
@@ -919,7 +943,7 @@ mod tests {
 
     #[test]
     fn on_disk_format_matches_the_fixture() {
-        let fixture = include_str!("../fixtures/format-v2.txt");
+        let fixture = include_str!("../fixtures/format-v3.txt");
         let mut lines = fixture.lines().filter(|l| !l.starts_with('#'));
         let (snapshot, record) = fixture_records();
         assert_eq!(
@@ -934,9 +958,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn version_one_values_still_decode() {
-        let fixture = include_str!("../fixtures/format-v1.txt");
+    /// The fixture of an older version: its snapshot and log record, decoded.
+    fn decode_fixture(fixture: &str) -> (Snapshot, LogRecord) {
         let mut lines = fixture.lines().filter(|l| !l.starts_with('#'));
         let unhex = |text: &str| -> Vec<u8> {
             (0..text.len())
@@ -944,14 +967,31 @@ mod tests {
                 .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex"))
                 .collect()
         };
+        let snapshot = decode("snapshot", b"s", &unhex(lines.next().expect("snapshot")))
+            .expect("snapshot decodes");
+        let record = decode("log record", b"e", &unhex(lines.next().expect("record")))
+            .expect("log record decodes");
+        (snapshot, record)
+    }
+
+    #[test]
+    fn version_one_values_still_decode() {
+        let (snapshot, decoded) = decode_fixture(include_str!("../fixtures/format-v1.txt"));
         let (mut expected, record) = fixture_records();
-        let snapshot: Snapshot =
-            decode("snapshot", b"s", &unhex(lines.next().expect("snapshot"))).expect("v1");
-        // Everything but the belief statistics, which version 1 did not keep.
+        // Everything but the belief statistics and the claims, which version 1 did not keep.
         expected.state.belief = Default::default();
+        expected.state.claims = Default::default();
         assert_eq!(snapshot, expected);
-        let decoded: LogRecord =
-            decode("log record", b"e", &unhex(lines.next().expect("record"))).expect("v1");
+        assert_eq!(decoded, record);
+    }
+
+    #[test]
+    fn version_two_values_still_decode() {
+        let (snapshot, decoded) = decode_fixture(include_str!("../fixtures/format-v2.txt"));
+        let (mut expected, record) = fixture_records();
+        // Everything but the source claims, which version 2 did not keep.
+        expected.state.claims = Default::default();
+        assert_eq!(snapshot, expected);
         assert_eq!(decoded, record);
     }
 

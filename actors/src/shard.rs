@@ -229,9 +229,11 @@ pub struct Entity {
     pub records_since_snapshot: u32,
     /// When it was last touched, in compact seconds.
     pub last_touched: u32,
-    /// A lower bound of the oldest stored log record's time, in compact seconds (0: none
-    /// stored), so snapshots only ask the store to compact when something may be old enough.
-    pub oldest_log_seconds: u32,
+    /// When a compaction may next delete something, in compact seconds (0: nothing logged):
+    /// the oldest stored log record's time until a compaction ran, then the time of the
+    /// oldest checkpoint newer than the one it kept. A snapshot asks the store to compact only
+    /// once this is past the retention cut-off.
+    pub compaction_due_seconds: u32,
 }
 
 /// [`Entity::records_since_snapshot`] of a pair with no snapshot yet.
@@ -252,8 +254,8 @@ impl Entity {
     }
 
     fn logged_at(&mut self, time: Timestamp) {
-        if self.oldest_log_seconds == 0 {
-            self.oldest_log_seconds = time.to_compact_seconds().max(1);
+        if self.compaction_due_seconds == 0 {
+            self.compaction_due_seconds = time.to_compact_seconds().max(1);
         }
     }
 }
@@ -477,7 +479,7 @@ impl ShardState {
                     NEVER_SNAPSHOTTED
                 },
                 last_touched: 0,
-                oldest_log_seconds: loaded
+                compaction_due_seconds: loaded
                     .oldest_log_time
                     .map_or(0, |t| t.to_compact_seconds().max(1)),
             };
@@ -1043,12 +1045,14 @@ fn write_snapshot(
     );
     batch.put(snapshot_key(pair), snapshot);
     let cutoff = Timestamp(now.0 - config.log_retention_ms);
-    let oldest = Timestamp::from_compact_seconds(entity.oldest_log_seconds);
-    if oldest.is_some_and(|oldest| oldest < cutoff)
-        && let Some(kept_from) =
-            persist::compact_log(store, batch, pair, cutoff, config.identity_retention_ms())?
-    {
-        entity.oldest_log_seconds = kept_from.to_compact_seconds().max(1);
+    let due = Timestamp::from_compact_seconds(entity.compaction_due_seconds);
+    if due.is_some_and(|due| due < cutoff) {
+        let compaction =
+            persist::compact_log(store, batch, pair, cutoff, config.identity_retention_ms())?;
+        // The checkpoint written above is not in the store yet: it is the next one due when
+        // no stored checkpoint is newer than the one kept.
+        let next_due = compaction.next_due.unwrap_or(entity.state.latest_arrival);
+        entity.compaction_due_seconds = next_due.to_compact_seconds().max(1);
     }
     entity.records_since_snapshot = 0;
     Ok(())

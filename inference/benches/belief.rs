@@ -10,6 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use stockgrid_inference::belief::{
     BeliefStats, LedgerFacts, Observation, ObservationKind, compact_seconds,
 };
+use stockgrid_inference::claims::SourceClaims;
 use stockgrid_inference::decide::decide;
 use stockgrid_inference::features::Question;
 use stockgrid_inference::hours::OpeningHours;
@@ -49,11 +50,17 @@ fn bench(c: &mut Criterion) {
             true,
         );
     }
+    // A WMS snapshot, then the count that anchors now: both sources have a claim.
+    let mut claims = SourceClaims::default();
+    claims.read(ObservationKind::Snapshot, 15, NOW - 400 * HOUR, 0, 15, true);
+    claims.read(ObservationKind::Count, 12, NOW - 300 * HOUR, 15, 12, true);
+    claims.delta(-5, NOW - 201 * HOUR, true);
     let facts = LedgerFacts {
         record: 7,
         reserved: 1,
         anchor: Some((ObservationKind::Count, 12, NOW - 300 * HOUR)),
         last_sale_ms: Some(NOW - 201 * HOUR),
+        claims,
     };
     let mut location = LocationFacts {
         hours: OpeningHours::new("America/Chicago", 8, 22),

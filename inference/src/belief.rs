@@ -33,6 +33,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::claims::SourceClaims;
+
 use crate::shared::SharedFacts;
 use crate::stats::probability_from;
 
@@ -279,6 +281,8 @@ pub struct LedgerFacts {
     pub anchor: Option<(ObservationKind, i64, i64)>,
     /// Event time of the latest sale, milliseconds.
     pub last_sale_ms: Option<i64>,
+    /// Each observing source's claim beside the record.
+    pub claims: SourceClaims,
 }
 
 /// The belief brought to one moment.
@@ -462,6 +466,7 @@ mod tests {
             reserved: 0,
             anchor: Some((ObservationKind::Count, units, NOW - days_ago * DAY)),
             last_sale_ms: None,
+            claims: SourceClaims::default(),
         }
     }
 

@@ -4,7 +4,9 @@
 //! replays the event log through the same entity code, so a feature cannot differ between the
 //! two (point-in-time by construction). Candidates - each source's claim of the quantity,
 //! brought to now, with its age - are part of it: the ledger's record, the anchor's reading
-//! plus the deltas since (with its kind and age), the belief's mean, and zero (phantom).
+//! plus the deltas since (with its kind and age), the latest count, WMS snapshot and RFID
+//! read each plus the deltas since (their gap to the record and their age are features),
+//! the belief's mean, and zero (phantom).
 //! The candidate ranker ([`crate::ranker`]) weighs the candidates from the other features
 //! and its fused probability is the last feature. Shared features come from [`SharedFacts`]: feed health, the SKU's velocity and the loss
 //! factors of the location and the SKU, computed once for all their pairs.
@@ -42,11 +44,20 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "log_sku_sales_per_day",
     "log_location_loss_factor",
     "log_sku_loss_factor",
+    "count_claim_gap",
+    "snapshot_claim_gap",
+    "rfid_claim_gap",
+    "log_count_claim_days",
+    "log_snapshot_claim_days",
+    "log_rfid_claim_days",
     "fused_logit",
 ];
 
 /// Number of features.
-pub const FEATURE_COUNT: usize = 23;
+pub const FEATURE_COUNT: usize = 29;
+
+/// The age a source's claim is given when it never read the pair (a year).
+const NEVER_READ_DAYS: f64 = 365.0;
 
 /// What the features are computed with: the belief's parameters, the staleness policy and
 /// the candidate ranker (`None`: the fused feature is the belief's own probability, which is
@@ -89,6 +100,29 @@ pub struct Question {
 
 fn ln1p_hours(ms: i64) -> f64 {
     (ms.max(0) as f64 / 3_600_000.0).ln_1p()
+}
+
+/// How far a source's claim is from the record: sign x ln(1 + |claim - record|) (0 when the
+/// source never read the pair, or agrees).
+fn claim_gap(facts: &LedgerFacts, kind: ObservationKind, now_ms: i64) -> f64 {
+    facts
+        .claims
+        .claim(kind, facts.record, now_ms)
+        .map_or(0.0, |claim| {
+            let gap = (claim.units - facts.record) as f64;
+            gap.signum() * gap.abs().ln_1p()
+        })
+}
+
+/// ln(1 + days since a source's read) ([`NEVER_READ_DAYS`] when it never read the pair).
+fn log_claim_days(facts: &LedgerFacts, kind: ObservationKind, now_ms: i64) -> f64 {
+    facts
+        .claims
+        .claim(kind, facts.record, now_ms)
+        .map_or(NEVER_READ_DAYS, |claim| {
+            (claim.age_ms.max(0) as f64 / 86_400_000.0).min(NEVER_READ_DAYS)
+        })
+        .ln_1p()
 }
 
 /// Computes the features of `question` for a pair.
@@ -141,9 +175,15 @@ pub fn features(
         (belief.sku_sales_per_open_hour * location.hours.open_hours_per_day()).ln_1p(),
         belief.location_loss_factor.ln(),
         belief.sku_loss_factor.ln(),
+        claim_gap(facts, ObservationKind::Count, now),
+        claim_gap(facts, ObservationKind::Snapshot, now),
+        claim_gap(facts, ObservationKind::RfidRead, now),
+        log_claim_days(facts, ObservationKind::Count, now),
+        log_claim_days(facts, ObservationKind::Snapshot, now),
+        log_claim_days(facts, ObservationKind::RfidRead, now),
         0.0, // the fused probability, below
     ];
-    let candidates = candidates_of(facts, &belief);
+    let candidates = candidates_of(facts, &belief, now);
     let ranked = settings
         .ranker
         .map(|ranker| ranker.rank(&values[..RANKER_INPUTS], &candidates, need));
@@ -160,7 +200,13 @@ pub fn features(
 }
 
 /// Each candidate's claim at the moment of the posterior (see [`crate::ranker`]).
-pub fn candidates_of(facts: &LedgerFacts, belief: &Posterior) -> Candidates {
+pub fn candidates_of(facts: &LedgerFacts, belief: &Posterior, now_ms: i64) -> Candidates {
+    let claim = |kind| {
+        facts
+            .claims
+            .claim(kind, facts.record, now_ms)
+            .map(|claim| claim.units.max(0) as f64)
+    };
     Candidates {
         claims: [
             Some(facts.record.max(0) as f64),
@@ -168,6 +214,9 @@ pub fn candidates_of(facts: &LedgerFacts, belief: &Posterior) -> Candidates {
             (belief.lower > 0.0).then_some(belief.lower),
             belief.upper.is_finite().then_some(belief.upper),
             Some(0.0),
+            claim(ObservationKind::Count),
+            claim(ObservationKind::Snapshot),
+            claim(ObservationKind::RfidRead),
         ],
     }
 }

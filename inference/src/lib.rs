@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`hours`]: opening hours and open-hour counting (no-sale evidence counts open hours).
 //! - [`belief`]: per-pair sufficient statistics and the posterior over the truth.
+//! - [`claims`]: each observing source's claim (count, WMS snapshot, RFID) brought to now.
 //! - [`feeds`]: per-location feed health (last seen, typical gap, staleness).
 //! - [`shared`]: facts shared by a location's or a SKU's pairs (demand shape, losses, velocity).
 //! - [`features`]: the one feature definition, online and offline.
@@ -23,6 +24,7 @@
 //! fallback every decision here can be switched back to.
 
 pub mod belief;
+pub mod claims;
 pub mod decide;
 pub mod drift;
 pub mod features;

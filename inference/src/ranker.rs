@@ -8,11 +8,12 @@
 //!   the nil-pick ceiling;
 //! - **sales floor**: the least quantity the sales since the anchor prove (absent without one);
 //! - **nil-pick ceiling**: the most a nil pick since the anchor allows (absent without one);
-//! - **zero**: phantom, nothing sellable.
-//!
-//! Per-source claims (the last WMS snapshot and the last RFID read kept apart from the
-//! record) are not candidates: the entity keeps one anchor, not one per source, to stay
-//! within its memory budget; the anchor's kind and age are features.
+//! - **zero**: phantom, nothing sellable;
+//! - **count**, **snapshot**, **rfid**: the latest read of each observing source plus the
+//!   deltas dated after it ([`crate::claims`]), absent when the source never read the pair.
+//!   The anchoring source's claim is the record; the others say what an older read of
+//!   another kind would make of the pair now (a frozen WMS feed re-anchoring the record on a
+//!   stale value, while the last count, brought forward by the sales since, disagrees).
 //!
 //! The ranker is a multinomial logistic regression on the standardized shared features (every
 //! feature but the fused one): P(candidate c is the claim nearest the truth). Each candidate
@@ -32,9 +33,12 @@ pub const CANDIDATE_NAMES: [&str; CANDIDATE_COUNT] = [
     "sales_floor",
     "nil_pick_ceiling",
     "zero",
+    "count",
+    "snapshot",
+    "rfid",
 ];
 /// Number of candidates.
-pub const CANDIDATE_COUNT: usize = 5;
+pub const CANDIDATE_COUNT: usize = 8;
 /// Index of the zero candidate.
 pub const ZERO: usize = 4;
 /// Inputs of the ranker: every feature but the last (the fused probability it makes).
@@ -329,7 +333,16 @@ mod tests {
 
     fn claims(ledger: f64, floor: Option<f64>) -> Candidates {
         Candidates {
-            claims: [Some(ledger), Some(ledger - 0.5), floor, None, Some(0.0)],
+            claims: [
+                Some(ledger),
+                Some(ledger - 0.5),
+                floor,
+                None,
+                Some(0.0),
+                None,
+                None,
+                None,
+            ],
         }
     }
 
@@ -366,6 +379,37 @@ mod tests {
             CandidateRanker::fit(&inputs, &candidates, &truths, 1e-4, 300).expect("fit"),
             ranker
         );
+    }
+
+    #[test]
+    fn the_ranker_learns_when_an_older_count_beats_a_frozen_snapshot() {
+        // Input 0 says "the WMS feed repeats itself": then the truth is the count brought
+        // forward, not the record a stale snapshot re-anchored.
+        const COUNT: usize = 5;
+        let with_count = |ledger: f64, count: f64| {
+            let mut c = claims(ledger, None);
+            c.claims[COUNT] = Some(count);
+            c
+        };
+        let mut inputs = Vec::new();
+        let mut candidates = Vec::new();
+        let mut truths = Vec::new();
+        for i in 0..400 {
+            let frozen = i % 3 == 0;
+            let mut row = vec![0.0; RANKER_INPUTS];
+            row[0] = if frozen { 1.0 } else { 0.0 };
+            inputs.push(row);
+            candidates.push(with_count(9.0, 2.0));
+            truths.push(if frozen { 2.0 } else { 9.0 });
+        }
+        let ranker = CandidateRanker::fit(&inputs, &candidates, &truths, 1e-4, 300).expect("fit");
+        let mut frozen = vec![0.0; RANKER_INPUTS];
+        frozen[0] = 1.0;
+        let says_count = ranker.rank(&frozen, &with_count(9.0, 2.0), 5);
+        assert_eq!(says_count.top(), COUNT, "{says_count:?}");
+        assert!(says_count.probability < 0.2, "{says_count:?}");
+        let fresh = ranker.rank(&vec![0.0; RANKER_INPUTS], &with_count(9.0, 2.0), 5);
+        assert_eq!(fresh.top(), 0, "{fresh:?}");
     }
 
     #[test]
