@@ -154,6 +154,31 @@ impl Engine {
         self.commit_batch(batch).await
     }
 
+    /// Decides `quantity` units of `pair` on `surface` by the policy and, with `record`,
+    /// writes the decision's record durably under `decision_id` before returning it (a
+    /// promise is answered only once its record is durable).
+    pub async fn decide_recorded(
+        &self,
+        decision_id: &str,
+        pair: PairKey,
+        quantity: i64,
+        surface: Surface,
+        record: bool,
+    ) -> Result<Decided, EngineError> {
+        let decided = self.decide(pair, quantity, surface, record).await?;
+        if record {
+            let record = decided.record(
+                decision_id.to_owned(),
+                pair,
+                quantity,
+                surface,
+                self.decisions().model_version(),
+            );
+            self.record_decisions(std::slice::from_ref(&record)).await?;
+        }
+        Ok(decided)
+    }
+
     /// A decision record by its id (`None`: no such decision was recorded).
     pub fn decision_record(&self, decision_id: &str) -> Result<Option<AuditRecord>, EngineError> {
         let key = audit_key(decision_id);

@@ -286,15 +286,15 @@ pub fn load_entity(
         if position <= loaded.log_position {
             return Ok(()); // Covered by the snapshot, kept for retention and audit only.
         }
-        let record = decode::<LogRecord>("log record", &key, &bytes)?;
-        let mut history = LogHistory {
+        replay_log_record(
             store,
-            before_position: position,
-            future_skew_ms: config.future_skew_ms,
-            pending: &[],
-            complete_from: None,
-        };
-        apply_log_record(&mut loaded.state, record, config, &mut history)?;
+            config,
+            &mut loaded.state,
+            position,
+            &key,
+            &bytes,
+            None,
+        )?;
         loaded.log_position = position;
         Ok(())
     })?;
@@ -309,17 +309,28 @@ fn short_key(key: &[u8]) -> PersistError {
     }
 }
 
-/// Applies one log record to an entity through the same pure code that applied it the
-/// first time (activation, recovery and audit rebuilds alike).
-fn apply_log_record(
-    state: &mut EntityState,
-    record: LogRecord,
+/// Decodes the log record at `position` and applies it to an entity through the same pure
+/// code that applied it the first time (activation, recovery and audit rebuilds alike); a
+/// late anchor reads the records before it (complete only from `complete_from` on, when set).
+fn replay_log_record(
+    store: &dyn Store,
     config: &LedgerConfig,
-    history: &mut LogHistory<'_>,
+    state: &mut EntityState,
+    position: u64,
+    key: &[u8],
+    bytes: &[u8],
+    complete_from: Option<Timestamp>,
 ) -> Result<(), PersistError> {
-    match record {
+    match decode::<LogRecord>("log record", key, bytes)? {
         LogRecord::Applied { entry, arrival } => {
-            state.apply_admitted(&entry, arrival, config, history)?;
+            let mut history = LogHistory {
+                store,
+                before_position: position,
+                future_skew_ms: config.future_skew_ms,
+                pending: &[],
+                complete_from,
+            };
+            state.apply_admitted(&entry, arrival, config, &mut history)?;
         }
         LogRecord::Quarantined { .. } => state.record_quarantine(),
         LogRecord::NotFound {
@@ -437,15 +448,7 @@ pub fn rebuild_entity(
                 "log record {expected} of this pair is not stored (the next is {at})"
             )));
         }
-        let record = decode::<LogRecord>("log record", &key, &bytes)?;
-        let mut history = LogHistory {
-            store,
-            before_position: at,
-            future_skew_ms: config.future_skew_ms,
-            pending: &[],
-            complete_from,
-        };
-        apply_log_record(&mut state, record, config, &mut history)?;
+        replay_log_record(store, config, &mut state, at, &key, &bytes, complete_from)?;
         visit(at, &state);
         expected += 1;
     }

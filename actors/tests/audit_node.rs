@@ -142,21 +142,10 @@ async fn every_recorded_decision_of_a_node_replays_bit_for_bit_from_its_log() {
                     [rolls.below(3) as usize];
                 let quantity = 1 + rolls.below(3) as i64;
                 let decision_id = format!("d{step}");
-                let decided = engine
-                    .decide(pair, quantity, surface, true)
-                    .await
-                    .expect("decide");
-                let record = decided.record(
-                    decision_id.clone(),
-                    pair,
-                    quantity,
-                    surface,
-                    engine.decisions().model_version(),
-                );
                 engine
-                    .record_decisions(std::slice::from_ref(&record))
+                    .decide_recorded(&decision_id, pair, quantity, surface, true)
                     .await
-                    .expect("record");
+                    .expect("decide and record");
                 made.push(Made {
                     decision_id,
                     at: now,

@@ -134,23 +134,9 @@ impl Api {
         let decision_id = self.decision_id();
         let audited = engine.decisions().audits(surface, &decision_id);
         let decided = engine
-            .decide(pair, quantity, surface, audited)
+            .decide_recorded(&decision_id, pair, quantity, surface, audited)
             .await
             .map_err(|e| engine_status(&e))?;
-        if audited {
-            // A promise is answered only once its record is durable.
-            let record = decided.record(
-                decision_id.clone(),
-                pair,
-                quantity,
-                surface,
-                engine.decisions().model_version(),
-            );
-            engine
-                .record_decisions(std::slice::from_ref(&record))
-                .await
-                .map_err(|e| engine_status(&e))?;
-        }
         Ok(convert::answer(
             &decided.decision,
             decided.version,
