@@ -27,8 +27,7 @@ use stockgrid_inference::model::Model;
 
 use crate::catalog::Location;
 use crate::decision::{
-    Decision, DecisionMode, SafetyStock, decide_by_model, decide_by_model_at, decide_by_rules,
-    model_missing,
+    DecideBy, Decision, DecisionMode, SafetyStock, Threshold, decide_by, decide_by_rules,
 };
 use crate::domain::{Arrival, PairKey, Surface};
 use crate::engine::{Decided, Engine};
@@ -206,23 +205,29 @@ pub fn decide_and_record(
     digest: bool,
 ) -> AuditRecord {
     let state = ledger.state(pair);
-    let (decision, features) = match model {
-        Some(model) => {
-            let shared = ledger.shared().shared(pair);
-            decide_by_model(state, &shared, model, quantity, surface, time)
-        }
-        None => {
-            let view = state.map(|state| state.read_view(time, ledger.config()));
-            (
-                decide_by_rules(view.as_ref(), quantity, surface, safety_stock),
-                None,
-            )
-        }
+    let by = DecideBy {
+        mode: if model.is_some() {
+            DecisionMode::Ml
+        } else {
+            DecisionMode::Rules
+        },
+        model,
+        threshold: Threshold::Model,
     };
+    let answered = decide_by(
+        by,
+        state,
+        &ledger.shared().shared(pair),
+        quantity,
+        surface,
+        time,
+        ledger.config(),
+        safety_stock,
+    );
     let decided = Decided {
-        decision,
+        decision: answered.decision,
         version: 0,
-        features,
+        features: answered.features,
         time,
         inputs_digest: digest.then(|| inputs_digest(state, ledger, pair)),
         moment: None,
@@ -440,47 +445,39 @@ impl Engine {
                 match rebuild_entity(store, pair, *log_position, &config.ledger, &mut |_, _| {}) {
                     Ok(rebuilt) => {
                         let state = rebuilt.state.as_ref();
-                        let (decision, features) = match record.decision.mode {
-                            DecisionMode::Rules => {
-                                let view = state.map(|state| state.read_view(time, &config.ledger));
-                                let decision = decide_by_rules(
-                                    view.as_ref(),
-                                    record.quantity,
-                                    record.surface,
-                                    &config.safety_stock,
-                                );
-                                (decision, None)
+                        // An ml record without a model version answered MODEL_MISSING.
+                        let needs_model = record.decision.mode == DecisionMode::Ml
+                            && !record.model_version.is_empty();
+                        let model = self.decisions().model().filter(|_| needs_model);
+                        match &model {
+                            Some(model) if model.version != record.model_version => {
+                                differences.push(format!(
+                                    "model: the record used {}, this node runs {}",
+                                    record.model_version, model.version
+                                ));
                             }
-                            DecisionMode::Ml if record.model_version.is_empty() => {
-                                (model_missing(), None)
-                            }
-                            DecisionMode::Ml => match self.decisions().model() {
-                                Some(model) => {
-                                    if model.version != record.model_version {
-                                        differences.push(format!(
-                                            "model: the record used {}, this node runs {}",
-                                            record.model_version, model.version
-                                        ));
-                                    }
-                                    decide_by_model_at(
-                                        state,
-                                        shared,
-                                        &model,
-                                        record.quantity,
-                                        record.surface,
-                                        time,
-                                        *threshold,
-                                    )
-                                }
-                                None => {
-                                    differences.push(format!(
-                                        "model: the record used {}, this node has none",
-                                        record.model_version
-                                    ));
-                                    (model_missing(), None)
-                                }
-                            },
+                            None if needs_model => differences.push(format!(
+                                "model: the record used {}, this node has none",
+                                record.model_version
+                            )),
+                            _ => {}
+                        }
+                        let by = DecideBy {
+                            mode: record.decision.mode,
+                            model: model.as_deref(),
+                            threshold: Threshold::Given(*threshold),
                         };
+                        let answered = decide_by(
+                            by,
+                            state,
+                            shared,
+                            record.quantity,
+                            record.surface,
+                            time,
+                            &config.ledger,
+                            &config.safety_stock,
+                        );
+                        let (decision, features) = (answered.decision, answered.features);
                         let again = AuditRecord {
                             inputs_digest: digest_inputs(state, shared),
                             features: features.map(|f| f.values.to_vec()).unwrap_or_default(),

@@ -3,8 +3,9 @@
 //!
 //! Rules: `available = on_hand - reserved - safety_stock(surface) >= qty`, probability 1 or 0,
 //! expected on-hand = recorded on-hand. Ml: the model's P(truth - reserved >= qty) against the
-//! surface's threshold ([`decide_by_model`]). A pair never seen, or a store that cannot be
-//! read, answers "not available" with the reason: doubt never becomes "in stock".
+//! surface's threshold ([`decide_by_model`]). [`decide_by`] is the one place that chooses
+//! between them. A pair never seen, or a store that cannot be read, answers "not available"
+//! with the reason: doubt never becomes "in stock".
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +16,7 @@ use stockgrid_inference::model::Model;
 use stockgrid_inference::shared::SharedFacts;
 
 use crate::domain::Surface;
-use crate::ledger::{EntityState, ReadView, observation_kind};
+use crate::ledger::{EntityState, LedgerConfig, ReadView, observation_kind};
 use crate::time::Timestamp;
 
 /// Units held back from promises, per surface.
@@ -188,22 +189,10 @@ pub fn ledger_facts(state: &EntityState) -> LedgerFacts {
 }
 
 /// The ml decision for `quantity` units on `surface` at `now`, from a pair's state (`None`:
-/// never seen) and the facts it shares with its location and SKU; with the features it saw
-/// (`None` when the pair was never seen: there is nothing to score).
+/// never seen) and the facts it shares with its location and SKU, against `threshold` (the
+/// model's for the surface, or an experiment arm's); with the features it saw (`None` when
+/// the pair was never seen: there is nothing to score).
 pub fn decide_by_model(
-    state: Option<&EntityState>,
-    shared: &SharedFacts,
-    model: &Model,
-    quantity: i64,
-    surface: Surface,
-    now: Timestamp,
-) -> (Decision, Option<FeatureVector>) {
-    let threshold = model.threshold(surface.as_str());
-    decide_by_model_at(state, shared, model, quantity, surface, now, threshold)
-}
-
-/// As [`decide_by_model`], against `threshold` instead of the model's (an experiment arm's).
-pub fn decide_by_model_at(
     state: Option<&EntityState>,
     shared: &SharedFacts,
     model: &Model,
@@ -242,6 +231,83 @@ pub fn decide_by_model_at(
         },
         Some(answer.features),
     )
+}
+
+/// The threshold an ml probability is held against.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Threshold {
+    /// The model's own for the surface.
+    Model,
+    /// A given one (an experiment arm's, or the one a record kept; `None`: none).
+    Given(Option<f64>),
+}
+
+/// How one question is decided: by rules, or by ml with a model (none: `MODEL_MISSING`)
+/// against a threshold.
+#[derive(Clone, Copy, Debug)]
+pub struct DecideBy<'a> {
+    /// Rules or ml.
+    pub mode: DecisionMode,
+    /// The model, in ml mode.
+    pub model: Option<&'a Model>,
+    /// The threshold, in ml mode.
+    pub threshold: Threshold,
+}
+
+/// An answer with what it was computed from: in ml mode the features it saw (none for a pair
+/// never seen) and the threshold the probability was held against.
+#[derive(Clone, Debug)]
+pub struct Answered {
+    /// The answer.
+    pub decision: Decision,
+    /// The features, in ml mode.
+    pub features: Option<FeatureVector>,
+    /// The threshold, in ml mode with a model.
+    pub threshold: Option<f64>,
+}
+
+/// The one choice between rules and ml, shared by the node's policy, the replay and both
+/// audit replays: rules decide from the state's read view at `now`; ml from the state and
+/// the shared facts.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_by(
+    by: DecideBy<'_>,
+    state: Option<&EntityState>,
+    shared: &SharedFacts,
+    quantity: i64,
+    surface: Surface,
+    now: Timestamp,
+    ledger: &LedgerConfig,
+    safety_stock: &SafetyStock,
+) -> Answered {
+    match (by.mode, by.model) {
+        (DecisionMode::Rules, _) => {
+            let view = state.map(|state| state.read_view(now, ledger));
+            Answered {
+                decision: decide_by_rules(view.as_ref(), quantity, surface, safety_stock),
+                features: None,
+                threshold: None,
+            }
+        }
+        (DecisionMode::Ml, Some(model)) => {
+            let threshold = match by.threshold {
+                Threshold::Model => model.threshold(surface.as_str()),
+                Threshold::Given(threshold) => threshold,
+            };
+            let (decision, features) =
+                decide_by_model(state, shared, model, quantity, surface, now, threshold);
+            Answered {
+                decision,
+                features,
+                threshold,
+            }
+        }
+        (DecisionMode::Ml, None) => Answered {
+            decision: model_missing(),
+            features: None,
+            threshold: None,
+        },
+    }
 }
 
 /// The answer when the pair's state cannot be read: not available, with the reason.

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use stockgrid_inference::drift::DriftWindow;
-use stockgrid_inference::features::{FEATURE_COUNT, FeatureVector};
+use stockgrid_inference::features::FEATURE_COUNT;
 use stockgrid_inference::model::Model;
 
 use crate::audit::{is_promise, sampled};
 use crate::config::EngineConfig;
-use crate::decision::{Decision, DecisionMode, decide_by_model_at, decide_by_rules, model_missing};
+use crate::decision::{Answered, DecideBy, DecisionMode, Threshold, decide_by};
 use crate::domain::{PairKey, Surface};
 use crate::experiment::Experiment;
 use crate::ledger::EntityState;
@@ -333,48 +333,27 @@ impl DecisionContext {
         config: &EngineConfig,
         mode: DecisionMode,
         model: Option<&Arc<Model>>,
-        threshold: Option<Option<f64>>,
-    ) -> PolicyAnswer {
-        match (mode, model) {
-            (DecisionMode::Rules, _) => {
-                let view = state.map(|state| state.read_view(ask.now, &config.ledger));
-                PolicyAnswer {
-                    decision: decide_by_rules(
-                        view.as_ref(),
-                        ask.quantity,
-                        ask.surface,
-                        &config.safety_stock,
-                    ),
-                    features: None,
-                    threshold: None,
-                }
-            }
-            (DecisionMode::Ml, Some(model)) => {
-                let threshold = threshold.unwrap_or_else(|| model.threshold(ask.surface.as_str()));
-                let (decision, features) = decide_by_model_at(
-                    state,
-                    shared,
-                    model,
-                    ask.quantity,
-                    ask.surface,
-                    ask.now,
-                    threshold,
-                );
-                if let Some(features) = &features {
-                    self.watch_drift(model, ask.pair.location, &features.values);
-                }
-                PolicyAnswer {
-                    decision,
-                    features,
-                    threshold,
-                }
-            }
-            (DecisionMode::Ml, None) => PolicyAnswer {
-                decision: model_missing(),
-                features: None,
-                threshold: None,
-            },
+        threshold: Threshold,
+    ) -> Answered {
+        let by = DecideBy {
+            mode,
+            model: model.map(Arc::as_ref),
+            threshold,
+        };
+        let answer = decide_by(
+            by,
+            state,
+            shared,
+            ask.quantity,
+            ask.surface,
+            ask.now,
+            &config.ledger,
+            &config.safety_stock,
+        );
+        if let (Some(model), Some(features)) = (model, &answer.features) {
+            self.watch_drift(model, ask.pair.location, &features.values);
         }
+        answer
     }
 
     /// The decision of `ask` from the pair's state (`None`: never seen), by the mode the
@@ -388,14 +367,20 @@ impl DecisionContext {
         ask: Ask,
         config: &EngineConfig,
         reservation: Option<&Arc<str>>,
-    ) -> PolicyAnswer {
+    ) -> Answered {
         if let Some(experiment) = self.experiment()
             && !self.switched_to_rules(ask.surface, ask.pair.location)
         {
             let model = self.read().model.clone();
             let arm_answer = |arm: usize| {
                 let spec = &experiment.spec().arms[arm];
-                let threshold = spec.thresholds.get(&ask.surface).copied().map(Some);
+                // An arm without a threshold for the surface uses the model's.
+                let threshold = spec
+                    .thresholds
+                    .get(&ask.surface)
+                    .map_or(Threshold::Model, |&threshold| {
+                        Threshold::Given(Some(threshold))
+                    });
                 self.decide_as(
                     state,
                     shared,
@@ -427,20 +412,16 @@ impl DecisionContext {
             return served;
         }
         let (mode, model) = self.mode_for(ask.surface, ask.pair.location);
-        self.decide_as(state, shared, &ask, config, mode, model.as_ref(), None)
+        self.decide_as(
+            state,
+            shared,
+            &ask,
+            config,
+            mode,
+            model.as_ref(),
+            Threshold::Model,
+        )
     }
-}
-
-/// What the policy answered: the decision and, in ml mode, the features it saw (none for a
-/// pair never seen) and the threshold the probability was held against.
-#[derive(Clone, Debug)]
-pub struct PolicyAnswer {
-    /// The answer.
-    pub decision: Decision,
-    /// The features, in ml mode.
-    pub features: Option<FeatureVector>,
-    /// The threshold, in ml mode with a model (the model's, or an experiment arm's).
-    pub threshold: Option<f64>,
 }
 
 /// One question to decide.
