@@ -508,7 +508,9 @@ impl Engine {
     }
 
     /// A rules decision answered from a read view: the view of the log position of the
-    /// recorded version whose digest is the recorded one, and the answer from it.
+    /// recorded version whose digest is the recorded one, and the answer from it. The view's
+    /// in-transit units are recomputed at the decision's time: a view published before a
+    /// transfer turned overdue would differ there, and is reported as differing, not hidden.
     fn replay_view_decision(
         &self,
         record: &AuditRecord,
