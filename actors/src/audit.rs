@@ -34,7 +34,7 @@ use crate::engine::{Decided, Engine};
 use crate::error::EngineError;
 use crate::ledger::{EntityState, LedgerConfig, LookupFailed, ReadView};
 use crate::offline::InMemoryLedger;
-use crate::persist::{RebuildBase, decode, encode, expiry_key, last_log_position, rebuild_entity};
+use crate::persist::{RebuildBase, RebuildTo, decode, encode, expiry_key, rebuild_entity};
 use crate::time::Timestamp;
 use stockgrid_inference::shared::SharedFacts;
 use stockgrid_storage::WriteBatch;
@@ -442,7 +442,13 @@ impl Engine {
                 shared,
                 threshold,
             }) => {
-                match rebuild_entity(store, pair, *log_position, &config.ledger, &mut |_, _| {}) {
+                match rebuild_entity(
+                    store,
+                    pair,
+                    log_position.map_or(RebuildTo::Unknown, RebuildTo::Position),
+                    &config.ledger,
+                    &mut |_, _| {},
+                ) {
                     Ok(rebuilt) => {
                         let state = rebuilt.state.as_ref();
                         // An ml record without a model version answered MODEL_MISSING.
@@ -535,10 +541,6 @@ impl Engine {
         if version == 0 && record.inputs_digest == digest_view(None) {
             return Ok((Some(again_from(None)), Some(RebuildBase::LogStart), None));
         }
-        let Some(last) = last_log_position(store, pair).map_err(EngineError::from)? else {
-            differences.push("rebuild: the pair has no log record stored".to_owned());
-            return Ok((None, None, None));
-        };
         let mut matched: Option<(u64, ReadView)> = None;
         let mut base_version: Option<u32> = None;
         let mut visit = |position: u64, state: &EntityState| {
@@ -550,7 +552,7 @@ impl Engine {
                 }
             }
         };
-        match rebuild_entity(store, pair, Some(last), &config.ledger, &mut visit) {
+        match rebuild_entity(store, pair, RebuildTo::Last, &config.ledger, &mut visit) {
             Ok(rebuilt) => match matched {
                 Some((position, view)) => Ok((
                     Some(again_from(Some(view))),

@@ -358,6 +358,17 @@ pub enum RebuildBase {
     },
 }
 
+/// How far an audit rebuild goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebuildTo {
+    /// Nowhere: the pair was not known (no state).
+    Unknown,
+    /// Through this many log records.
+    Position(u64),
+    /// Through the last record stored.
+    Last,
+}
+
 /// An entity rebuilt as it stood after a number of its log records.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rebuilt {
@@ -378,9 +389,9 @@ pub enum RebuildError {
     Compacted(String),
 }
 
-/// Rebuilds `pair`'s entity as it stood after its first `position` log records, from the
-/// log alone when its first record is still stored, else from the newest checkpoint at or
-/// before `position` and the log after it (`position` `None`: the pair was unknown).
+/// Rebuilds `pair`'s entity as it stood after its first `to` log records, from the log alone
+/// when its first record is still stored, else from the newest checkpoint at or before that
+/// position and the log after it.
 ///
 /// Refuses, rather than guess, when the records between the base and `position` are not
 /// all stored, or when a late anchor's delta history reaches back before the oldest stored
@@ -390,15 +401,19 @@ pub enum RebuildError {
 pub fn rebuild_entity(
     store: &dyn Store,
     pair: PairKey,
-    position: Option<u64>,
+    to: RebuildTo,
     config: &LedgerConfig,
     visit: &mut dyn FnMut(u64, &EntityState),
 ) -> Result<Rebuilt, RebuildError> {
-    let Some(position) = position else {
-        return Ok(Rebuilt {
-            state: None,
-            base: RebuildBase::LogStart,
-        });
+    let through = match to {
+        RebuildTo::Unknown => {
+            return Ok(Rebuilt {
+                state: None,
+                base: RebuildBase::LogStart,
+            });
+        }
+        RebuildTo::Position(position) => position,
+        RebuildTo::Last => u64::MAX,
     };
     let start = pair_prefix(LOG_PREFIX, pair);
     let mut records: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
@@ -406,13 +421,17 @@ pub fn rebuild_entity(
     scan_all(store, &start, &prefix_end(&start), |key, bytes| {
         let (time, at) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
         oldest = Some(oldest.map_or((time, at), |(t, p)| (t.min(time), p.min(at))));
-        if at <= position {
+        if at <= through {
             records.push((at, key, bytes));
         }
         Ok(())
     })?;
     // Log keys sort by time, then position; apply in position order.
     records.sort_unstable_by_key(|(at, _, _)| *at);
+    let position = match to {
+        RebuildTo::Last => records.last().map_or(0, |(at, _, _)| *at),
+        _ => through,
+    };
     let from_start = oldest.is_some_and(|(_, first)| first == 1);
     let (mut state, base) = if from_start || position == 0 {
         (EntityState::default(), RebuildBase::LogStart)
@@ -462,18 +481,6 @@ pub fn rebuild_entity(
         state: Some(state),
         base,
     })
-}
-
-/// The position of the pair's last stored log record (`None`: none is stored).
-pub fn last_log_position(store: &dyn Store, pair: PairKey) -> Result<Option<u64>, PersistError> {
-    let start = pair_prefix(LOG_PREFIX, pair);
-    let mut last = None;
-    scan_all(store, &start, &prefix_end(&start), |key, _| {
-        let (_, at) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
-        last = last.max(Some(at));
-        Ok(())
-    })?;
-    Ok(last)
 }
 
 /// A checkpoint as read back, with the time in its key.
@@ -566,38 +573,26 @@ impl DeltaHistory for LogHistory<'_> {
                 scan_from.0, complete_from.0
             )));
         }
-        let mut cursor = prefix;
-        cursor.extend_from_slice(&time_key(scan_from));
+        let mut start = prefix;
+        start.extend_from_slice(&time_key(scan_from));
         let mut units = 0i64;
-        loop {
-            let page = self.store.scan(&cursor, &end, 256).map_err(lookup_failed)?;
-            let Some((last_key, _)) = page.last() else {
-                break;
-            };
-            let next_cursor = [last_key.as_slice(), &[0]].concat();
-            for (key, bytes) in page {
-                let position = key
-                    .get(21..29)
-                    .and_then(|p| p.try_into().ok())
-                    .map(u64::from_be_bytes)
-                    .ok_or_else(|| lookup_failed("short log key"))?;
-                if position >= self.before_position {
-                    continue;
-                }
-                if let LogRecord::Applied { entry, .. } =
-                    decode("log record", &key, &bytes).map_err(lookup_failed)?
+        scan_all(self.store, &start, &end, |key, bytes| {
+            let (_, position) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+            if position >= self.before_position {
+                return Ok(());
+            }
+            if let LogRecord::Applied { entry, .. } = decode("log record", &key, &bytes)? {
+                let event = &entry.event;
+                if entry.role == EntryRole::Primary
+                    && !event.kind.is_observation()
+                    && event.event_time > after
                 {
-                    let event = &entry.event;
-                    if entry.role == EntryRole::Primary
-                        && !event.kind.is_observation()
-                        && event.event_time > after
-                    {
-                        units += event.signed_units();
-                    }
+                    units += event.signed_units();
                 }
             }
-            cursor = next_cursor;
-        }
+            Ok(())
+        })
+        .map_err(lookup_failed)?;
         units += self
             .pending
             .iter()
