@@ -669,7 +669,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A node's files hold inventory, reservations and decision records: from here on every
+/// file and directory this process creates is its owner's alone (0600 / 0700).
+fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    private_files();
     let config = node_config(&args)?;
     let clock: Arc<dyn stockgrid_actors::time::Clock> = match (&args.clock_start, args.clock_speed)
     {

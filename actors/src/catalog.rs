@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use stockgrid_storage::{Store, WriteBatch};
 
-use crate::domain::Source;
+use crate::domain::{Source, excerpt};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::persist::{decode, encode};
@@ -75,14 +75,20 @@ impl LocationInput {
         if !matches!(kind.as_str(), "store" | "fc" | "warehouse") {
             return Err(invalid(
                 "kind",
-                format!("unknown kind {kind:?}; expected one of store, fc, warehouse"),
+                format!(
+                    "unknown kind {}; expected one of store, fc, warehouse",
+                    excerpt(&kind)
+                ),
             ));
         }
         let timezone = self.timezone.unwrap_or_else(|| "UTC".to_owned());
-        if timezone.is_empty() || timezone.len() > 64 || timezone.contains(char::is_whitespace) {
+        if timezone.len() > 64 || !stockgrid_inference::hours::is_time_zone(&timezone) {
             return Err(invalid(
                 "timezone",
-                format!("{timezone:?} is not an IANA time zone name"),
+                format!(
+                    "{} is not a time zone of the IANA database (e.g. America/Chicago, UTC)",
+                    excerpt(&timezone)
+                ),
             ));
         }
         if let Some(region) = &self.region
@@ -115,7 +121,8 @@ impl LocationInput {
                     invalid(
                         "sources",
                         format!(
-                            "{name:?} is not a source; expected one of {}",
+                            "{} is not a source; expected one of {}",
+                            excerpt(name),
                             Source::expected()
                         ),
                     )

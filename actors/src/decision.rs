@@ -67,6 +67,9 @@ pub enum ReasonCode {
     NoRecord,
     /// The pair's state could not be read (store poisoned or unreachable).
     StateUnavailable,
+    /// The store refuses writes (poisoned: local durability lost) or cannot be reached, so
+    /// what the node holds may be behind what it acknowledged: nothing is promised.
+    StoreUnavailable,
     /// Ml, promised: the anchor is a recent observation.
     CountRecent,
     /// Ml, promised on the belief.
@@ -93,6 +96,7 @@ impl ReasonCode {
             ReasonCode::LedgerInsufficient => "LEDGER_INSUFFICIENT",
             ReasonCode::NoRecord => "NO_RECORD",
             ReasonCode::StateUnavailable => "STATE_UNAVAILABLE",
+            ReasonCode::StoreUnavailable => "STORE_UNAVAILABLE",
             ReasonCode::CountRecent => "COUNT_RECENT",
             ReasonCode::BeliefConfident => "BELIEF_CONFIDENT",
             ReasonCode::StaleFeed => "STALE_FEED",
@@ -121,9 +125,25 @@ pub struct Decision {
 }
 
 /// Units that could still be promised on `surface`: on-hand minus reserved minus the
-/// surface's safety stock.
+/// surface's safety stock (saturating: the read view's units are 32-bit, so no sum of them
+/// overflows, and a safety stock near `i64::MAX` only makes the answer more negative).
 pub fn spare_units(view: &ReadView, surface: Surface, safety_stock: &SafetyStock) -> i64 {
-    i64::from(view.on_hand_units) - i64::from(view.reserved_units) - safety_stock.units(surface)
+    (i64::from(view.on_hand_units) - i64::from(view.reserved_units))
+        .saturating_sub(safety_stock.units(surface))
+}
+
+/// The ledger's spare units of a pair's full state on `surface`, as [`spare_units`] counts
+/// them on its read view (whose 32-bit units only round towards fewer spare units): the cap
+/// every promise obeys, whatever the mode.
+pub fn ledger_spare_units(
+    state: &EntityState,
+    surface: Surface,
+    safety_stock: &SafetyStock,
+) -> i64 {
+    state
+        .on_hand_units
+        .saturating_sub(state.reserved_units)
+        .saturating_sub(safety_stock.units(surface))
 }
 
 /// The rules decision for `quantity` units on `surface`, given the pair's published view
@@ -268,7 +288,7 @@ pub struct Answered {
 
 /// The one choice between rules and ml, shared by the node's policy, the replay and both
 /// audit replays: rules decide from the state's read view at `now`; ml from the state and
-/// the shared facts.
+/// the shared facts, and promises only what the ledger's spare units also cover.
 #[allow(clippy::too_many_arguments)]
 pub fn decide_by(
     by: DecideBy<'_>,
@@ -294,8 +314,18 @@ pub fn decide_by(
                 Threshold::Model => model.threshold(surface.as_str()),
                 Threshold::Given(threshold) => threshold,
             };
-            let (decision, features) =
+            let (mut decision, features) =
                 decide_by_model(state, shared, model, quantity, surface, now, threshold);
+            // The model may refuse more than the ledger, never promise more: a promise also
+            // needs the ledger's spare units (on-hand - reserved - safety stock) to cover it,
+            // so a lookup never says yes where a hold would be refused.
+            if decision.available
+                && state
+                    .is_none_or(|state| ledger_spare_units(state, surface, safety_stock) < quantity)
+            {
+                decision.available = false;
+                decision.reason = ReasonCode::RecordShort;
+            }
             Answered {
                 decision,
                 features,
@@ -318,6 +348,15 @@ pub fn unavailable() -> Decision {
         expected_on_hand: 0.0,
         mode: DecisionMode::Rules,
         reason: ReasonCode::StateUnavailable,
+    }
+}
+
+/// The answer while the store refuses writes or cannot be reached: not available, with the
+/// reason (DESIGN.md property 6).
+pub fn store_unavailable() -> Decision {
+    Decision {
+        reason: ReasonCode::StoreUnavailable,
+        ..unavailable()
     }
 }
 

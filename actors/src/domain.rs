@@ -365,6 +365,19 @@ fn parse_time(text: &str, field: &'static str) -> Result<Timestamp, InvalidEvent
     Timestamp::parse_rfc3339(text).map_err(|reason| InvalidEvent::new(field, reason))
 }
 
+/// Most characters of client text an error message quotes.
+pub const EXCERPT_CHARS: usize = 32;
+
+/// Client text as an error message quotes it: at most its first [`EXCERPT_CHARS`]
+/// characters, Debug-escaped, and its size when cut, so that a message never grows with its
+/// input (a 20 KB id must not make an INVALID_ARGUMENT too large to deliver).
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
 fn check_identifier(text: &str, field: &'static str) -> Result<(), InvalidEvent> {
     if text.is_empty() {
         return Err(InvalidEvent::new(field, "must not be empty"));
@@ -398,7 +411,8 @@ impl RawEvent {
             InvalidEvent::new(
                 "source",
                 format!(
-                    "unknown source {source_text:?}; expected one of {}",
+                    "unknown source {}; expected one of {}",
+                    excerpt(source_text),
                     Source::expected()
                 ),
             )
@@ -408,7 +422,8 @@ impl RawEvent {
             InvalidEvent::new(
                 "kind",
                 format!(
-                    "unknown kind {kind_text:?}; expected one of {}",
+                    "unknown kind {}; expected one of {}",
+                    excerpt(kind_text),
                     EventKind::expected()
                 ),
             )
@@ -416,7 +431,9 @@ impl RawEvent {
         let sku = required(self.sku, "sku")?;
         let location = required(self.location, "location")?;
         let quantity = required(self.qty, "qty")?;
-        if quantity.abs() > MAX_EVENT_UNITS {
+        // A range check, not `abs()`: `i64::MIN.abs()` overflows (and wraps to itself in a
+        // release build, which once let `i64::MIN` through).
+        if !(-MAX_EVENT_UNITS..=MAX_EVENT_UNITS).contains(&quantity) {
             return Err(InvalidEvent::new(
                 "qty",
                 format!("{quantity} is beyond +/-{MAX_EVENT_UNITS}"),
@@ -437,7 +454,10 @@ impl RawEvent {
             Some(id) if kind != EventKind::Pick => {
                 return Err(InvalidEvent::new(
                     "reservation_id",
-                    format!("is only allowed on a pick, not on a {kind} ({id:?})"),
+                    format!(
+                        "is only allowed on a pick, not on a {kind} ({})",
+                        excerpt(id)
+                    ),
                 ));
             }
             Some(id) => {
@@ -528,6 +548,15 @@ mod tests {
     }
 
     #[test]
+    fn excerpts_are_short_whatever_the_input() {
+        assert_eq!(excerpt("pos"), "\"pos\"");
+        let long = excerpt(&"x".repeat(20_000));
+        assert!(long.len() < 60 && long.ends_with("(20000 bytes)"), "{long}");
+        let wide = excerpt(&"é".repeat(100));
+        assert!(wide.contains("(200 bytes)"), "{wide}");
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let cases: Vec<(Mutation, &str)> = vec![
             (|r| r.event_id = None, "event_id"),
@@ -539,6 +568,22 @@ mod tests {
             (|r| r.location = None, "location"),
             (|r| r.qty = Some(-1), "qty"),
             (|r| r.qty = Some(MAX_EVENT_UNITS + 1), "qty"),
+            (|r| r.qty = Some(i64::MAX), "qty"),
+            (|r| r.qty = Some(i64::MIN), "qty"),
+            (
+                |r| {
+                    r.kind = Some("adjustment".into());
+                    r.qty = Some(i64::MIN);
+                },
+                "qty",
+            ),
+            (
+                |r| {
+                    r.kind = Some("adjustment".into());
+                    r.qty = Some(-MAX_EVENT_UNITS - 1);
+                },
+                "qty",
+            ),
             (|r| r.event_time = Some("yesterday".into()), "event_time"),
             (|r| r.reservation_id = Some("r1".into()), "reservation_id"),
             (

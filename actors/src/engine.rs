@@ -20,7 +20,7 @@ use crate::audit::NodeMoment;
 use crate::config::EngineConfig;
 use stockgrid_inference::features::FeatureVector;
 
-use crate::decision::{Decision, SafetyStock, decide_by_rules, unavailable};
+use crate::decision::{Decision, SafetyStock, decide_by_rules, store_unavailable, unavailable};
 use crate::domain::{Arrival, PairKey, Source, Surface};
 use crate::error::EngineError;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
@@ -576,7 +576,7 @@ impl Engine {
             .await
         {
             Ok((decision, _)) => decision,
-            Err(error) if error.is_poisoned() => unavailable(),
+            Err(error) if error.is_poisoned() => store_unavailable(),
             Err(error) => {
                 tracing::warn!(sku = pair.sku, location = pair.location, %error, "read view failed; answering not available");
                 unavailable()

@@ -85,11 +85,9 @@ impl ExperimentSpec {
                 ));
             }
             for (surface, threshold) in &arm.thresholds {
-                if !(0.0..=1.0).contains(threshold) {
-                    return Err(format!(
-                        "experiment.arms[{index}].thresholds.{surface}: {threshold} is not in [0, 1]"
-                    ));
-                }
+                stockgrid_inference::model::check_promise_threshold(*threshold).map_err(
+                    |reason| format!("experiment.arms[{index}].thresholds.{surface}: {reason}"),
+                )?;
             }
         }
         Ok(())

@@ -343,8 +343,7 @@ impl DeltaHistory for RecordedDeltas {
         Ok(deltas
             .iter()
             .filter(|(time, _)| *time > after)
-            .map(|(_, units)| units)
-            .sum())
+            .fold(0i64, |sum, (_, units)| sum.saturating_add(*units)))
     }
 }
 
@@ -374,7 +373,9 @@ pub struct InboundLane {
 
 impl InboundLane {
     fn outstanding_units(&self) -> i64 {
-        (self.shipped_units - self.received_units).max(0)
+        self.shipped_units
+            .saturating_sub(self.received_units)
+            .max(0)
     }
 }
 
@@ -567,7 +568,7 @@ impl EntityState {
                     .expected_time
                     .unwrap_or(event.event_time.plus_ms(config.default_transit_ms));
                 let lane = self.lane_mut(event.pair.location, expected_by);
-                lane.shipped_units += event.quantity;
+                lane.shipped_units = lane.shipped_units.saturating_add(event.quantity);
                 lane.expected_by = lane.expected_by.max(expected_by);
             }
             EntryRole::Primary => {
@@ -651,7 +652,8 @@ impl EntityState {
                 .max(event.event_time.to_compact_seconds().max(1));
         }
         if let (EventKind::TransferIn, Some(from)) = (event.kind, event.counterparty_location) {
-            self.lane_mut(from, event.event_time).received_units += event.quantity;
+            let lane = self.lane_mut(from, event.event_time);
+            lane.received_units = lane.received_units.saturating_add(event.quantity);
         }
         if self
             .anchor
@@ -660,7 +662,7 @@ impl EntityState {
         {
             return; // Already counted by the anchor.
         }
-        self.on_hand_units += event.signed_units();
+        self.on_hand_units = self.on_hand_units.saturating_add(event.signed_units());
         self.latest_delta_time = self.latest_delta_time.max(Some(event.event_time));
     }
 
@@ -695,14 +697,14 @@ impl EntityState {
                 0
             }
         };
-        self.on_hand_units = candidate.units + after;
+        self.on_hand_units = candidate.units.saturating_add(after);
         self.anchor = Some(Box::new(candidate));
         Ok(true)
     }
 
     /// In-transit units at `now` and the count of overdue lanes.
     pub fn in_transit_at(&self, now: Timestamp, config: &LedgerConfig) -> (i64, u32) {
-        let mut units = 0;
+        let mut units: i64 = 0;
         let mut overdue = 0;
         for lane in &self.inbound {
             if lane.outstanding_units() == 0 {
@@ -711,7 +713,7 @@ impl EntityState {
             if now.0 > lane.expected_by.0 + config.transfer_grace_ms {
                 overdue += 1;
             } else {
-                units += lane.outstanding_units();
+                units = units.saturating_add(lane.outstanding_units());
             }
         }
         (units, overdue)

@@ -338,8 +338,12 @@ fn replay_log_record(
             record_before,
             time,
         } => state.observe_not_found(units, record_before, time),
-        LogRecord::Held { units } => state.reserved_units += units,
-        LogRecord::Freed { units } => state.reserved_units -= units,
+        LogRecord::Held { units } => {
+            state.reserved_units = state.reserved_units.saturating_add(units)
+        }
+        LogRecord::Freed { units } => {
+            state.reserved_units = state.reserved_units.saturating_sub(units)
+        }
     }
     Ok(())
 }
@@ -587,7 +591,7 @@ impl DeltaHistory for LogHistory<'_> {
                     && !event.kind.is_observation()
                     && event.event_time > after
                 {
-                    units += event.signed_units();
+                    units = units.saturating_add(event.signed_units());
                 }
             }
             Ok(())

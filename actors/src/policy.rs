@@ -28,6 +28,11 @@ use crate::shared::SharedDirectory;
 use crate::time::Timestamp;
 use stockgrid_inference::shared::SharedFacts;
 
+/// Most regions switched to rules at once.
+pub const MAX_RULES_REGIONS: usize = 1_024;
+/// Longest region name (as the catalog's).
+pub const MAX_REGION_BYTES: usize = 64;
+
 /// Ml decisions per region between two drift measurements.
 pub const DRIFT_WINDOW_DECISIONS: u64 = 2_000;
 /// PSI above which a region falls back to rules on its own.
@@ -120,8 +125,33 @@ impl DecisionContext {
         switches.model = model;
     }
 
+    /// Whether `region` may be switched to rules: a name of 1 to [`MAX_REGION_BYTES`] bytes
+    /// without control characters, and room for it among at most [`MAX_RULES_REGIONS`]
+    /// switched regions (every answer of the policy lists them). Else why not.
+    pub fn check_rules_region(&self, region: &str) -> Result<(), String> {
+        if region.is_empty() || region.len() > MAX_REGION_BYTES {
+            return Err(format!(
+                "must be 1 to {MAX_REGION_BYTES} bytes, got {}",
+                region.len()
+            ));
+        }
+        if region.chars().any(char::is_control) {
+            return Err("must not contain control characters".to_owned());
+        }
+        let switches = self.read();
+        if switches.rules_regions.len() >= MAX_RULES_REGIONS
+            && !switches.rules_regions.contains(region)
+        {
+            return Err(format!(
+                "{MAX_RULES_REGIONS} regions are already switched to rules; switch one back first"
+            ));
+        }
+        Ok(())
+    }
+
     /// Switches a surface (or, with `None`, nothing) and a region (or nothing) to the rules
-    /// fallback (`rules`) or back; effective on the next decision.
+    /// fallback (`rules`) or back; effective on the next decision. A region past
+    /// [`MAX_RULES_REGIONS`] is not added ([`DecisionContext::check_rules_region`] says why).
     pub fn switch_to_rules(&self, surface: Option<Surface>, region: Option<&str>, rules: bool) {
         let mut switches = self.write();
         if let Some(surface) = surface {
@@ -133,7 +163,9 @@ impl DecisionContext {
         }
         if let Some(region) = region {
             if rules {
-                switches.rules_regions.insert(region.to_owned());
+                if switches.rules_regions.len() < MAX_RULES_REGIONS {
+                    switches.rules_regions.insert(region.to_owned());
+                }
             } else {
                 switches.rules_regions.remove(region);
                 // Switching a region back also lifts a drift fallback: ops has looked.

@@ -252,7 +252,8 @@ pub fn check_reservation_id(reservation_id: &str) -> Result<(), ReservationError
         Err(ReservationError::Invalid {
             field: "reservation_id".to_owned(),
             reason: format!(
-                "{reservation_id:?} is not a reservation id (res- and 32 hex digits, as Reserve returns)"
+                "{} is not a reservation id (res- and 32 hex digits, as Reserve returns)",
+                crate::domain::excerpt(reservation_id)
             ),
         })
     }

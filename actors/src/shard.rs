@@ -490,7 +490,9 @@ impl ShardState {
             } else {
                 Vec::new()
             };
-            entity.state.reserved_units = holds.iter().map(|h| h.units).sum();
+            entity.state.reserved_units = holds
+                .iter()
+                .fold(0i64, |sum, hold| sum.saturating_add(hold.units));
             if !holds.is_empty() {
                 self.holds.insert(pair, holds);
             }
@@ -690,7 +692,7 @@ impl ShardState {
             self.holds.remove(&pair);
         }
         if let Some(entity) = self.entities.get_mut(&pair) {
-            entity.state.reserved_units -= hold.units;
+            entity.state.reserved_units = entity.state.reserved_units.saturating_sub(hold.units);
         }
         Some(hold)
     }
@@ -770,7 +772,7 @@ impl ShardState {
             let Some(entity) = self.entities.get_mut(&line.pair) else {
                 continue; // Activated above; a pair is only missing if never seen.
             };
-            entity.state.reserved_units += line.quantity;
+            entity.state.reserved_units = entity.state.reserved_units.saturating_add(line.quantity);
             append_log(
                 &mut batch,
                 line.pair,

@@ -436,7 +436,7 @@ async fn a_poisoned_store_refuses_writes_and_answers_not_available() {
         .await;
     assert_eq!(
         (decision.available, decision.reason),
-        (false, ReasonCode::StateUnavailable)
+        (false, ReasonCode::StoreUnavailable)
     );
 }
 

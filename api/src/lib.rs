@@ -11,10 +11,14 @@
 //! - [`convert`]: proto <-> domain conversions, naming the request field they check.
 //! - [`status`]: internal errors -> gRPC status codes.
 //! - [`service`]: the five services on one engine; admission (load shedding).
-//! - [`server`]: the tonic server, health, reflection, message size limits.
+//! - [`server`]: the tonic server, health, reflection, message size limits, HTTP/2 limits.
+//! - [`connections`]: accepted connections: the cap, handshake timeout, idle eviction.
+//! - [`errors`]: the status of an undecodable or oversized request body.
 //! - [`node`]: one node's configuration, start, recovery, background work and shutdown.
 
+pub mod connections;
 pub mod convert;
+pub mod errors;
 pub mod node;
 pub mod server;
 pub mod service;

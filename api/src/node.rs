@@ -3,7 +3,8 @@
 //! Start: bind the listener, serve health (NOT_SERVING) at once, then recover (open the
 //! embedded store, start the engine, expire reservations whose deadline passed while the
 //! node was down), then mark SERVING. While running, a background task expires
-//! reservations every second and runs maintenance every minute. Shutdown: NOT_SERVING,
+//! reservations every second and runs maintenance every minute, and another keeps health
+//! NOT_SERVING while the store refuses writes (poisoned). Shutdown: NOT_SERVING,
 //! stop accepting, drain in-flight calls, snapshot entities, close the store.
 
 use std::future::Future;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::connections::{self, ConnectionLimits};
 use crate::server::{self, NodeHealth};
 use crate::service::{Api, ServiceLimits};
 
@@ -71,6 +73,8 @@ pub struct NodeConfig {
     pub safety_stock: SurfaceUnits,
     /// Request limits.
     pub limits: ServiceLimits,
+    /// Connection limits (cap, handshake timeout, idle eviction, HTTP/2 streams, keepalive).
+    pub connections: ConnectionLimits,
     /// Block cache of the embedded store, in MiB.
     pub cache_mib: u64,
     /// On shutdown, how long in-flight calls and open streams may take to finish.
@@ -146,6 +150,24 @@ impl DecisionSettings {
                 "decisions.audit_retention_days must be at least 1".to_owned(),
             ));
         }
+        if self.rules_regions.len() > stockgrid_actors::policy::MAX_RULES_REGIONS {
+            return Err(NodeError::Config(format!(
+                "decisions.rules_regions: {} regions, above the limit of {}",
+                self.rules_regions.len(),
+                stockgrid_actors::policy::MAX_RULES_REGIONS
+            )));
+        }
+        if let Some(region) = self.rules_regions.iter().find(|region| {
+            region.is_empty()
+                || region.len() > stockgrid_actors::policy::MAX_REGION_BYTES
+                || region.chars().any(char::is_control)
+        }) {
+            return Err(NodeError::Config(format!(
+                "decisions.rules_regions: {:?} is not a region name (1 to {} bytes, no control characters)",
+                stockgrid_actors::domain::excerpt(region),
+                stockgrid_actors::policy::MAX_REGION_BYTES
+            )));
+        }
         if let Some(experiment) = &self.experiment {
             experiment
                 .validate()
@@ -181,6 +203,7 @@ impl Default for NodeConfig {
             pickup_window_seconds: engine.pickup_window_ms / 1000,
             safety_stock: SurfaceUnits::default(),
             limits: ServiceLimits::default(),
+            connections: ConnectionLimits::default(),
             cache_mib: 64,
             drain_timeout_seconds: 10,
             decisions: DecisionSettings::default(),
@@ -267,11 +290,16 @@ impl NodeConfig {
             ),
             ("limits.max_in_flight", limits.max_in_flight),
             ("limits.max_message_bytes", limits.max_message_bytes),
+            (
+                "limits.stream_idle_timeout_ms",
+                usize::try_from(limits.stream_idle_timeout_ms).unwrap_or(usize::MAX),
+            ),
         ] {
             if value == 0 {
                 return Err(NodeError::Config(format!("{name} must be positive")));
             }
         }
+        self.connections.validate().map_err(NodeError::Config)?;
         engine.max_events_per_ingest = limits.max_events_per_request;
         engine.validate().map_err(NodeError::Config)?;
         Ok(engine)
@@ -284,6 +312,8 @@ pub struct Node {
     address: SocketAddr,
     health: NodeHealth,
     stop_server: Option<oneshot::Sender<()>>,
+    /// Stops the task that keeps health in step with the store.
+    stop_store_watch: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     drain_timeout: Duration,
     recovery: JoinHandle<Result<Engine, NodeError>>,
@@ -336,12 +366,21 @@ impl Node {
             .map_or(0, |d| d.as_nanos() as u64);
         let api = Api::new(config.limits, node_tag);
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let running = server::start(listener, api.clone(), async {
-            let _ = stopped.await;
-        })
+        let connection_cap = connections::connection_cap(&config.connections);
+        tracing::info!(connection_cap, "connection cap");
+        let running = server::start(
+            listener,
+            api.clone(),
+            config.connections,
+            connection_cap,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
         .map_err(|e| NodeError::Server(e.to_string()))?;
         let health = running.health.clone();
+        let (stop_store_watch_sender, stop_store_watch) = oneshot::channel::<()>();
         tracing::info!(%address, "listening; recovering");
         let recovery = tokio::spawn({
             let health = health.clone();
@@ -352,6 +391,11 @@ impl Node {
                 let expired = engine.expire_reservations().await?;
                 api.set_engine(engine.clone());
                 health.set_serving(true).await;
+                tokio::spawn(watch_store_health(
+                    engine.clone(),
+                    health.clone(),
+                    stop_store_watch,
+                ));
                 tracing::info!(expired_reservations = expired, "recovered; serving");
                 Ok(engine)
             }
@@ -360,6 +404,7 @@ impl Node {
             address,
             health,
             stop_server: Some(stop_server),
+            stop_store_watch: Some(stop_store_watch_sender),
             server: running.task,
             drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
             recovery,
@@ -409,6 +454,9 @@ impl Node {
 
     /// NOT_SERVING, stop accepting and wait for in-flight calls to drain.
     async fn stop_serving(&mut self) {
+        if let Some(stop) = self.stop_store_watch.take() {
+            let _ = stop.send(());
+        }
         self.health.set_serving(false).await;
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
@@ -441,6 +489,29 @@ impl Node {
         engine.shutdown().await?;
         tracing::info!("stopped: store closed");
         Ok(())
+    }
+}
+
+/// Keeps health in step with the store, checked every second: NOT_SERVING while it refuses
+/// writes (poisoned: local durability lost), SERVING again once it accepts them.
+async fn watch_store_health(engine: Engine, health: NodeHealth, stop: oneshot::Receiver<()>) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = tick.tick() => {}
+        }
+        let writable = engine.store().check_writable();
+        if writable.is_ok() != serving {
+            serving = writable.is_ok();
+            match writable {
+                Ok(()) => tracing::info!("store accepts writes again; serving"),
+                Err(error) => tracing::error!(%error, "store refuses writes; health NOT_SERVING"),
+            }
+            health.set_serving(serving).await;
+        }
     }
 }
 

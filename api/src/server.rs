@@ -5,14 +5,15 @@
 //! NOT_SERVING again when shutting down, so load balancers stop sending before the drain.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::connections::{self, ConnectionLimits};
 use crate::proto::v1 as pb;
 use crate::service::Api;
 
@@ -61,10 +62,13 @@ pub struct RunningServer {
 #[error("start gRPC server: {0}")]
 pub struct ServerError(String);
 
-/// Starts serving `api` on `listener` (health NOT_SERVING) until `shutdown` resolves.
+/// Starts serving `api` on `listener` (health NOT_SERVING) until `shutdown` resolves, with
+/// at most `connection_cap` connections under `connections`' limits.
 pub async fn start(
     listener: TcpListener,
     api: Api,
+    connections: ConnectionLimits,
+    connection_cap: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningServer, ServerError> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -77,6 +81,17 @@ pub async fn start(
         .map_err(|e| ServerError(e.to_string()))?;
     let limit = api.limits().max_message_bytes;
     let router = Server::builder()
+        .max_concurrent_streams(connections.max_streams_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_millis(
+            connections.keepalive_interval_ms,
+        )))
+        .http2_keepalive_timeout(Some(Duration::from_millis(
+            connections.keepalive_timeout_ms,
+        )))
+        // Bounds on what a peer may make the server hold: resets it provokes, header lists.
+        .http2_max_pending_accept_reset_streams(Some(64))
+        .http2_max_header_list_size(Some(64 << 10))
+        .layer(crate::errors::DecodeErrorLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -109,8 +124,9 @@ pub async fn start(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         );
-    // No Nagle: small answers must not wait for the peer's delayed ACK (~40 ms).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Capped, with a handshake timeout, idle eviction, keepalive and no Nagle (small answers
+    // must not wait for the peer's delayed ACK, ~40 ms).
+    let incoming = connections::accept(listener, connections, connection_cap);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown));
     Ok(RunningServer { health, task })
 }

@@ -9,11 +9,14 @@
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use stockgrid_actors::Engine;
 use stockgrid_actors::catalog::MAX_LOCATIONS_PER_UPSERT;
+use stockgrid_actors::decision::store_unavailable;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
+use stockgrid_actors::policy::MAX_REGION_BYTES;
 use stockgrid_actors::reservation::ReserveRequest;
+use stockgrid_actors::{Engine, EngineError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
@@ -21,8 +24,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
+use crate::errors::decode_status;
 use crate::proto::v1 as pb;
-use crate::status::{engine_status, reservation_status, too_many};
+use crate::status::{engine_status, invalid, reservation_status, too_many};
 
 /// Request limits of the services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -36,6 +40,9 @@ pub struct ServiceLimits {
     pub max_in_flight: usize,
     /// Largest request message, in bytes.
     pub max_message_bytes: usize,
+    /// A `StreamEvents` call that sends no message for this long is ended (it holds no
+    /// admission slot while it waits, but it holds a stream and a task).
+    pub stream_idle_timeout_ms: u64,
 }
 
 impl Default for ServiceLimits {
@@ -45,9 +52,16 @@ impl Default for ServiceLimits {
             max_events_per_request: 10_000,
             max_in_flight: 4_096,
             max_message_bytes: 16 << 20,
+            stream_idle_timeout_ms: 60_000,
         }
     }
 }
+
+/// The most bytes an applied event's result takes in a response: a status and a short
+/// reason code (QUARANTINED's), with its field tags and framing.
+const MAX_OUTCOME_RESULT_BYTES: usize = 64;
+/// Bytes a result's own framing adds inside the response (tag and length).
+const RESULT_FRAMING_BYTES: usize = 3;
 
 struct ApiInner {
     engine: OnceLock<Engine>,
@@ -133,10 +147,20 @@ impl Api {
     ) -> Result<pb::AvailabilityAnswer, Status> {
         let decision_id = self.decision_id();
         let audited = engine.decisions().audits(surface, &decision_id);
-        let decided = engine
+        let decided = match engine
             .decide_recorded(&decision_id, pair, quantity, surface, audited)
             .await
-            .map_err(|e| engine_status(&e))?;
+        {
+            Ok(decided) => decided,
+            // A store that refuses writes (or cannot be reached) leaves the node's state in
+            // doubt: the answer is "not available" with the reason, never an error and never
+            // a promise (DESIGN.md property 6).
+            Err(EngineError::Store(error)) => {
+                tracing::debug!(%error, "lookup while the store is unavailable");
+                return Ok(convert::answer(&store_unavailable(), 0, decision_id));
+            }
+            Err(error) => return Err(engine_status(&error)),
+        };
         Ok(convert::answer(
             &decided.decision,
             decided.version,
@@ -175,6 +199,21 @@ impl Api {
                 }),
             }
         }
+        // A response over the size limit would fail after the events were applied: refuse
+        // the request before anything is. Rejections are known now; an applied event's
+        // result is a status and at most a short reason code.
+        let response_bytes: usize = results
+            .iter()
+            .filter(|result| result.status == pb::EventStatus::Rejected as i32)
+            .map(|result| prost::Message::encoded_len(result) + RESULT_FRAMING_BYTES)
+            .sum::<usize>()
+            + arrivals.len() * MAX_OUTCOME_RESULT_BYTES;
+        if response_bytes > self.inner.limits.max_message_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "events: the response would be about {response_bytes} bytes, above the limit of {}; nothing was applied; split the request",
+                self.inner.limits.max_message_bytes
+            )));
+        }
         if !arrivals.is_empty() {
             let outcomes = engine
                 .ingest(arrivals)
@@ -185,7 +224,8 @@ impl Api {
                     Ok(outcome) => convert::event_result(&outcome),
                     Err(error) => pb::EventResult {
                         status: pb::EventStatus::Failed as i32,
-                        reason: error.to_string(),
+                        // The status's words: store internals go to the log, not the client.
+                        reason: engine_status(&error).message().to_owned(),
                         field: String::new(),
                     },
                 };
@@ -263,8 +303,18 @@ impl pb::admin_server::Admin for Api {
                 "surface: name a surface, a region, or both",
             ));
         }
-        if region.is_some_and(|region| region.len() > 128) {
-            return Err(Status::invalid_argument("region: longer than 128 bytes"));
+        if let Some(region) = region
+            && request.rules_only
+        {
+            engine
+                .decisions()
+                .check_rules_region(region)
+                .map_err(|reason| invalid("region", reason))?;
+        } else if region.is_some_and(|region| region.len() > MAX_REGION_BYTES) {
+            return Err(invalid(
+                "region",
+                format!("must be at most {MAX_REGION_BYTES} bytes"),
+            ));
         }
         engine
             .decisions()
@@ -358,17 +408,35 @@ impl pb::ingest_server::Ingest for Api {
         &self,
         request: Request<Streaming<pb::IngestEventsRequest>>,
     ) -> Answer<Self::StreamEventsStream> {
-        let (permit, _) = self.admit()?;
+        self.engine()?;
         let mut inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(16);
         let api = self.clone();
+        let idle = Duration::from_millis(self.inner.limits.stream_idle_timeout_ms);
         tokio::spawn(async move {
-            let _permit = permit;
-            // One batch at a time: each ack is sent once its batch is durable, in order.
-            while let Some(message) = inbound.next().await {
-                let ack = match (message, api.engine()) {
-                    (Ok(batch), Ok(engine)) => api.ingest_batch(engine, batch.events).await,
-                    (Err(status), _) | (_, Err(status)) => Err(status),
+            // One batch at a time: each ack is sent once its batch is durable, in order. An
+            // admission slot is held only while a batch is applied, never while the stream
+            // waits for the next one; a stream silent for the idle timeout is ended.
+            loop {
+                let message = match tokio::time::timeout(idle, inbound.next()).await {
+                    Ok(Some(message)) => message,
+                    Ok(None) => break,
+                    Err(_) => {
+                        let _ = sender
+                            .send(Err(Status::deadline_exceeded(format!(
+                                "stream idle: no message for {} ms; open a new stream when there are events",
+                                idle.as_millis()
+                            ))))
+                            .await;
+                        break;
+                    }
+                };
+                let ack = match message {
+                    Ok(batch) => match api.admit() {
+                        Ok((_permit, engine)) => api.ingest_batch(engine, batch.events).await,
+                        Err(status) => Err(status),
+                    },
+                    Err(status) => Err(decode_status(status)),
                 };
                 let failed = ack.is_err();
                 if sender.send(ack).await.is_err() || failed {
@@ -534,6 +602,7 @@ fn check_decision_id(decision_id: &str) -> Result<(), Status> {
 
 fn no_record(decision_id: &str) -> Status {
     Status::not_found(format!(
-        "decision_id: no record of decision {decision_id:?} (item-page decisions are sampled)"
+        "decision_id: no record of decision {} (item-page decisions are sampled)",
+        stockgrid_actors::domain::excerpt(decision_id)
     ))
 }

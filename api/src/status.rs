@@ -6,6 +6,7 @@
 
 use stockgrid_actors::EngineError;
 use stockgrid_actors::reservation::ReservationError;
+use stockgrid_storage::StoreError;
 use tonic::Status;
 
 /// INVALID_ARGUMENT for `field`, whose message starts with the field's name.
@@ -23,7 +24,11 @@ pub fn too_many(field: &str, actual: usize, limit: usize) -> Status {
 /// The status of an engine error.
 pub fn engine_status(error: &EngineError) -> Status {
     match error {
-        EngineError::Store(store) => Status::unavailable(format!("store: {store}")),
+        // The store's own words (paths, library internals) go to the log, not to clients.
+        EngineError::Store(store) => {
+            tracing::warn!(error = %store, "store error answered UNAVAILABLE");
+            store_status(store)
+        }
         EngineError::ShardUnavailable { .. } | EngineError::IdentityLookup(_) => {
             Status::unavailable(error.to_string())
         }
@@ -32,7 +37,23 @@ pub fn engine_status(error: &EngineError) -> Status {
             actual,
             limit,
         } => too_many(what, *actual, *limit),
-        EngineError::Corrupt(_) | EngineError::Start(_) => Status::internal(error.to_string()),
+        EngineError::Corrupt(_) | EngineError::Start(_) => {
+            tracing::error!(%error, "internal error answered INTERNAL");
+            Status::internal("internal error; the node's log has the details")
+        }
+    }
+}
+
+/// The status of a store error, in words that hold no internals.
+fn store_status(error: &StoreError) -> Status {
+    match error {
+        StoreError::Poisoned { .. } => Status::unavailable(
+            "store refuses writes after a failed write or fsync (poisoned); an operator must restart the node",
+        ),
+        StoreError::BatchTooLarge { what, limit, .. } => Status::resource_exhausted(format!(
+            "request too large for one atomic write: {what} above {limit}; split the request"
+        )),
+        _ => Status::unavailable("store unavailable; retry with backoff"),
     }
 }
 
@@ -51,7 +72,6 @@ pub fn reservation_status(error: &ReservationError) -> Status {
 
 #[cfg(test)]
 mod tests {
-    use stockgrid_storage::StoreError;
     use tonic::Code;
 
     use super::*;
@@ -62,6 +82,12 @@ mod tests {
             cause: "fsync failed".to_owned(),
         });
         assert_eq!(engine_status(&poisoned).code(), Code::Unavailable);
+        assert!(!engine_status(&poisoned).message().contains("fsync failed"));
+        let internal = EngineError::Store(StoreError::Backend {
+            context: "read key",
+            message: "/var/lib/stockgrid/000042.sst: checksum mismatch".to_owned(),
+        });
+        assert!(!engine_status(&internal).message().contains("sst"));
         let large = EngineError::TooLarge {
             what: "events",
             actual: 10_001,

@@ -64,8 +64,8 @@ impl SourceClaims {
                 continue;
             }
             let claim_moves = at > self.read_at[kind];
-            let change = i64::from(claim_moves) * units - i64::from(moved_record) * units;
-            self.offsets[kind] = saturate(i64::from(self.offsets[kind]) + change);
+            let change = (i64::from(claim_moves) - i64::from(moved_record)).saturating_mul(units);
+            self.offsets[kind] = saturate(i64::from(self.offsets[kind]).saturating_add(change));
         }
     }
 
@@ -80,11 +80,12 @@ impl SourceClaims {
         record_after: i64,
         anchored: bool,
     ) {
-        let moved = record_after - record_before;
+        let moved = record_after.saturating_sub(record_before);
         // The other claims keep their units: their offsets follow the record's move.
         for other in 0..CLAIM_KINDS.len() {
             if self.read_at[other] != 0 {
-                self.offsets[other] = saturate(i64::from(self.offsets[other]) - moved);
+                self.offsets[other] =
+                    saturate(i64::from(self.offsets[other]).saturating_sub(moved));
             }
         }
         let this = index_of(kind);
@@ -92,7 +93,7 @@ impl SourceClaims {
         if at >= self.read_at[this] {
             self.read_at[this] = at;
             let claim = if anchored { record_after } else { units };
-            self.offsets[this] = saturate(claim - record_after);
+            self.offsets[this] = saturate(claim.saturating_sub(record_after));
         }
     }
 
@@ -100,8 +101,8 @@ impl SourceClaims {
     pub fn claim(&self, kind: ObservationKind, record: i64, now_ms: i64) -> Option<Claim> {
         let index = index_of(kind);
         (self.read_at[index] != 0).then(|| Claim {
-            units: record + i64::from(self.offsets[index]),
-            age_ms: now_ms - millis_of(self.read_at[index]),
+            units: record.saturating_add(i64::from(self.offsets[index])),
+            age_ms: now_ms.saturating_sub(millis_of(self.read_at[index])),
         })
     }
 }

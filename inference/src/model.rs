@@ -23,6 +23,10 @@ use crate::trees::TreeEnsemble;
 pub const MODEL_FORMAT: u32 = 1;
 /// Largest model file accepted.
 pub const MAX_MODEL_BYTES: u64 = 16 << 20;
+/// The lowest promise threshold any surface may have: a broken promise costs more than a
+/// refusal, so no surface promises what the model thinks is more likely absent than present.
+/// Tuning respects it and a model file whose threshold is below it is refused.
+pub const MIN_PROMISE_THRESHOLD: f64 = 0.5;
 
 const SHIPPED: &[u8] = include_bytes!("../models/default.model");
 
@@ -385,11 +389,8 @@ impl Model {
             ranker.validate()?;
         }
         for (surface, threshold) in &self.thresholds {
-            if !(0.0..=1.0).contains(threshold) {
-                return Err(format!(
-                    "thresholds.{surface}: {threshold} is not in [0, 1]"
-                ));
-            }
+            check_promise_threshold(*threshold)
+                .map_err(|reason| format!("thresholds.{surface}: {reason}"))?;
         }
         Ok(())
     }
@@ -413,6 +414,18 @@ impl Model {
     /// The threshold of a surface (`None`: the model has none for it).
     pub fn threshold(&self, surface: &str) -> Option<f64> {
         self.thresholds.get(surface).copied()
+    }
+}
+
+/// `Ok` when `threshold` may be held against a promise probability: in
+/// [[`MIN_PROMISE_THRESHOLD`], 1]; else why not.
+pub fn check_promise_threshold(threshold: f64) -> Result<(), String> {
+    if (MIN_PROMISE_THRESHOLD..=1.0).contains(&threshold) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{threshold} is not in [{MIN_PROMISE_THRESHOLD}, 1] (no surface promises below the floor)"
+        ))
     }
 }
 
@@ -452,6 +465,13 @@ mod tests {
         wrong.feature_names[0] = "something_else".to_owned();
         let error = Model::from_bytes(&wrong.to_bytes(), "x").expect_err("refused");
         assert!(error.to_string().contains("feature_names"), "{error}");
+        let mut lax = model.clone();
+        lax.thresholds.insert("delivery".to_owned(), 0.19);
+        let error = Model::from_bytes(&lax.to_bytes(), "x").expect_err("below the floor");
+        assert!(error.to_string().contains("thresholds.delivery"), "{error}");
+        for threshold in model.thresholds.values() {
+            assert!(*threshold >= MIN_PROMISE_THRESHOLD, "{threshold}");
+        }
         let error = Model::from_bytes(b"not msgpack", "x").expect_err("refused");
         assert!(
             error.to_string().contains("not a stockgrid model"),

@@ -89,7 +89,7 @@ pub struct DemandShape {
 
 /// Local day since the epoch and millisecond within it.
 fn local_day(hours: &OpeningHours, time_ms: i64) -> (i64, i64) {
-    let local = time_ms + i64::from(hours.utc_offset_minutes) * 60_000;
+    let local = hours.local_ms(time_ms);
     (local.div_euclid(DAY_MS), local.rem_euclid(DAY_MS))
 }
 
@@ -341,7 +341,7 @@ mod tests {
             sales in proptest::collection::vec(0i64..(14 * DAY_MS), 0..50),
             start in 0i64..(40 * DAY_MS), cut in 0i64..(20 * DAY_MS), rest in 0i64..(20 * DAY_MS),
         ) {
-            let hours = OpeningHours { utc_offset_minutes: i16::from(offset) * 30, open_hour: open,
+            let hours = OpeningHours { zone: 0, utc_offset_minutes: i16::from(offset) * 30, open_hour: open,
                 close_hour: (open + span).min(24) };
             let (a, b, c) = (MONDAY + start, MONDAY + start + cut, MONDAY + start + cut + rest);
             let uniform = DemandShape::default().profile(&hours, 50.0);

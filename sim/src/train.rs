@@ -31,7 +31,8 @@ use stockgrid_inference::drift::DriftBaseline;
 use stockgrid_inference::features::{FEATURE_NAMES, FeatureParams, Question, features};
 use stockgrid_inference::feeds::StalenessPolicy;
 use stockgrid_inference::model::{
-    LogisticScorer, MODEL_FORMAT, Model, Scorer, SurfaceCalibration, TrainingMetadata,
+    LogisticScorer, MIN_PROMISE_THRESHOLD, MODEL_FORMAT, Model, Scorer, SurfaceCalibration,
+    TrainingMetadata,
 };
 use stockgrid_inference::ranker::{CANDIDATE_NAMES, CandidateRanker, RANKER_INPUTS};
 use stockgrid_inference::shared::SharedFacts;
@@ -261,7 +262,8 @@ fn case_features(
 }
 
 /// The threshold that maximizes promises kept while the broken-promise rate stays at or under
-/// `target`; with its rate and recall. `scored`: (probability, truly available).
+/// `target`, never below [`MIN_PROMISE_THRESHOLD`]; with its rate and recall. `scored`:
+/// (probability, truly available), a row the ledger cannot cover scored 0.
 pub fn tune_threshold(scored: &[(f64, bool)], target: f64) -> SurfaceCalibration {
     let mut best = SurfaceCalibration {
         target_broken_rate: target,
@@ -272,7 +274,7 @@ pub fn tune_threshold(scored: &[(f64, bool)], target: f64) -> SurfaceCalibration
         cost_ratio: f64::INFINITY,
     };
     for (threshold, rate, recall) in sweep(scored) {
-        if rate <= target && recall > best.recall {
+        if threshold >= MIN_PROMISE_THRESHOLD && rate <= target && recall > best.recall {
             best.threshold = threshold;
             best.broken_rate = rate;
             best.recall = recall;
@@ -447,11 +449,15 @@ pub fn run_train(
         ranker: Some(ranker.clone()),
     };
     // Thresholds on the calibration runs, scored as the decision scores them (a stale feed
-    // is never promised; a pair never seen neither).
+    // is never promised; a pair never seen neither, nor a quantity the ledger's spare units
+    // do not cover: the model may refuse more than the ledger, never promise more).
     let mut by_surface: BTreeMap<Surface, Vec<(f64, bool)>> = BTreeMap::new();
     for case in &calibration_cases {
+        let ledger_covers = case.facts.is_some_and(|facts| {
+            facts.record.saturating_sub(facts.reserved) >= case.question.quantity
+        });
         let score = case_features(case, &settings)
-            .filter(|f| !f.stale_feed)
+            .filter(|f| !f.stale_feed && ledger_covers)
             .map_or(0.0, |f| model.scorer.probability(&f.values));
         by_surface
             .entry(case.surface)
@@ -680,5 +686,9 @@ mod tests {
         // No cut meets an impossible target: nothing is promised.
         let tuned = tune_threshold(&[(0.9, false), (0.8, true)], 0.0);
         assert_eq!((tuned.threshold, tuned.recall), (1.0, 0.0));
+        // A target met only below the floor promises from the floor up.
+        let tuned = tune_threshold(&scored, 0.05);
+        assert_eq!(tuned.threshold, 0.5);
+        assert!((tuned.broken_rate - 1.0 / 50.0).abs() < 1e-12);
     }
 }

@@ -5,9 +5,13 @@
 //! returns. Conditions and range deletes are resolved under a commit lock, so a batch is
 //! atomic with respect to other commits of this process (the only writer: fjall locks the
 //! directory against a second process).
+//!
+//! Errors follow the three classes of [`StoreError`]: running out of descriptors or memory
+//! is transient (the call is refused, the store is closed and reopened from its journal, now
+//! or on the next call); any other failed write or fsync poisons it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -22,11 +26,46 @@ pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
 /// The embedded LSM store.
 pub struct EmbeddedStore {
     path: PathBuf,
-    database: Database,
-    keyspace: Keyspace,
+    options: EmbeddedOptions,
+    /// The open database (`None` between a transient failure and a successful reopen).
+    open: RwLock<Option<Fjall>>,
     commit_lock: Mutex<()>,
     poison: PoisonState,
-    sync_commits: bool,
+}
+
+/// One open fjall database and its keyspace (both are cheap handles to shared state).
+#[derive(Clone)]
+struct Fjall {
+    database: Database,
+    keyspace: Keyspace,
+}
+
+impl Fjall {
+    fn open(path: &Path, options: EmbeddedOptions) -> Result<Self, fjall::Error> {
+        let database = Database::builder(path)
+            .cache_size(options.cache_bytes)
+            // Memtables are flushed once the journal passes this size, which bounds both
+            // recovery time and the journal's share of the disk.
+            .max_journaling_size(64 << 20)
+            .open()?;
+        let keyspace = database.keyspace(KEYSPACE_NAME, KeyspaceCreateOptions::default)?;
+        Ok(Self { database, keyspace })
+    }
+}
+
+/// Whether a backend error is the process or system running out of something that comes
+/// back (descriptors, memory): transient, never a reason to poison.
+fn is_transient(error: &fjall::Error) -> bool {
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    let io = match error {
+        fjall::Error::Io(io) => Some(io),
+        fjall::Error::Storage(fjall::LsmError::Io(io)) => Some(io),
+        _ => None,
+    };
+    io.and_then(std::io::Error::raw_os_error)
+        .is_some_and(|code| matches!(code, EMFILE | ENFILE | ENOMEM))
 }
 
 /// Options of [`EmbeddedStore::open_with`].
@@ -73,27 +112,61 @@ impl EmbeddedStore {
 
     /// Opens the store with explicit options.
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
-        let cache_bytes = options.cache_bytes;
         let path = path.as_ref().to_path_buf();
         std::fs::create_dir_all(&path).map_err(|e| backend_error("create data directory", e))?;
-        let database = Database::builder(&path)
-            .cache_size(cache_bytes)
-            // Memtables are flushed once the journal passes this size, which bounds both
-            // recovery time and the journal's share of the disk.
-            .max_journaling_size(64 << 20)
-            .open()
-            .map_err(|e| backend_error("open store", e))?;
-        let keyspace = database
-            .keyspace(KEYSPACE_NAME, KeyspaceCreateOptions::default)
-            .map_err(|e| backend_error("open keyspace", e))?;
+        // The store holds inventory, reservations and decision records: its directory is its
+        // owner's alone, whatever the umask (a node also sets its umask so files are 0600).
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| backend_error("restrict data directory", e))?;
+        let fjall = Fjall::open(&path, options).map_err(|e| backend_error("open store", e))?;
         Ok(Self {
             path,
-            database,
-            keyspace,
+            options,
+            open: RwLock::new(Some(fjall)),
             commit_lock: Mutex::new(()),
             poison: PoisonState::default(),
-            sync_commits: options.sync_commits,
         })
+    }
+
+    /// The open database, reopening it first after a transient failure.
+    fn fjall(&self) -> Result<Fjall, StoreError> {
+        if let Some(fjall) = self.open.read().ok().and_then(|open| open.clone()) {
+            return Ok(fjall);
+        }
+        let mut open = self
+            .open
+            .write()
+            .map_err(|_| backend_error("lock store", "poisoned by a panic"))?;
+        if let Some(fjall) = open.as_ref() {
+            return Ok(fjall.clone());
+        }
+        match Fjall::open(&self.path, self.options) {
+            Ok(fjall) => {
+                tracing::info!(path = %self.path.display(), "store reopened after a transient failure");
+                *open = Some(fjall.clone());
+                Ok(fjall)
+            }
+            Err(error) => Err(StoreError::Unavailable {
+                context: "reopen store",
+                message: error.to_string(),
+            }),
+        }
+    }
+
+    /// After a transient failure of a write: fjall may have poisoned its own handle (it
+    /// does on any failed journal write), so the database is closed and reopened from its
+    /// journal, now or on the next call. What was acknowledged is in the journal; the failed
+    /// batch was not acknowledged, and is at most a duplicate if retried.
+    fn close_for_reopen(&self, error: &fjall::Error, context: &'static str) -> StoreError {
+        tracing::warn!(%error, context, "transient store failure; reopening the store");
+        if let Ok(mut open) = self.open.write() {
+            *open = None;
+        }
+        let _ = self.fjall();
+        StoreError::Unavailable {
+            context,
+            message: error.to_string(),
+        }
     }
 
     /// Whether `path` holds an embedded store (so read-only tools do not create one).
@@ -115,7 +188,8 @@ impl EmbeddedStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        self.keyspace
+        self.fjall()?
+            .keyspace
             .range(start..end)
             .map(|guard| {
                 guard
@@ -133,7 +207,8 @@ impl Store for EmbeddedStore {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.keyspace
+        self.fjall()?
+            .keyspace
             .get(key)
             .map(|v| v.map(|v| v.to_vec()))
             .map_err(|e| backend_error("read key", e))
@@ -143,7 +218,8 @@ impl Store for EmbeddedStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        self.keyspace
+        self.fjall()?
+            .keyspace
             .range(start..end)
             .take(limit)
             .map(|guard| {
@@ -169,19 +245,27 @@ impl Store for EmbeddedStore {
         if self.poison.take_injected_failure() {
             return Err(self.poison.poison("injected fsync failure".to_owned()));
         }
-        let durability = self.sync_commits.then_some(PersistMode::SyncAll);
-        let mut fjall_batch = self.database.batch().durability(durability);
+        let fjall = self.fjall()?;
+        let durability = self.options.sync_commits.then_some(PersistMode::SyncAll);
+        let mut fjall_batch = fjall.database.batch().durability(durability);
         for (key, value) in writes {
             match value {
-                Some(value) => fjall_batch.insert(&self.keyspace, key, value),
-                None => fjall_batch.remove(&self.keyspace, key),
+                Some(value) => fjall_batch.insert(&fjall.keyspace, key, value),
+                None => fjall_batch.remove(&fjall.keyspace, key),
             }
         }
-        // Any failure here (a failed write or fsync, a full disk) leaves the journal in doubt:
-        // fjall poisons itself and so do we, with fjall's words as the cause.
-        fjall_batch
-            .commit()
-            .map_err(|e| self.poison.poison(format!("commit batch: {e}")))
+        match fjall_batch.commit() {
+            Ok(()) => Ok(()),
+            // Out of descriptors or memory: transient. Refused, not poisoned; the store is
+            // reopened so that fjall's own poisoned handle does not outlive the cause.
+            Err(error) if is_transient(&error) => {
+                drop(fjall);
+                Err(self.close_for_reopen(&error, "commit batch"))
+            }
+            // Any other failure (a failed write or fsync, a full disk) leaves the journal in
+            // doubt: fjall poisons itself and so do we, with fjall's words as the cause.
+            Err(error) => Err(self.poison.poison(format!("commit batch: {error}"))),
+        }
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -189,35 +273,47 @@ impl Store for EmbeddedStore {
     }
 
     fn disk_bytes(&self) -> Result<u64, StoreError> {
-        self.database
+        self.fjall()?
+            .database
             .disk_space()
             .map_err(|e| backend_error("measure disk space", e))
     }
 
     fn sync(&self) -> Result<(), StoreError> {
         self.poison.check()?;
-        self.database
-            .persist(PersistMode::SyncAll)
-            .map_err(|e| self.poison.poison(format!("sync journal: {e}")))
+        let fjall = self.fjall()?;
+        match fjall.database.persist(PersistMode::SyncAll) {
+            Ok(()) => Ok(()),
+            Err(error) if is_transient(&error) => {
+                drop(fjall);
+                Err(self.close_for_reopen(&error, "sync journal"))
+            }
+            Err(error) => Err(self.poison.poison(format!("sync journal: {error}"))),
+        }
     }
 
     fn flush_memory(&self) -> Result<(), StoreError> {
-        self.keyspace
+        let fjall = self.fjall()?;
+        fjall
+            .keyspace
             .rotate_memtable_and_wait()
             .map_err(|e| backend_error("flush memtable", e))?;
         // Background compactions hold buffers too; let running ones finish (bounded wait).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while self.database.active_compactions() > 0 && std::time::Instant::now() < deadline {
+        while fjall.database.active_compactions() > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Ok(())
     }
 
     fn reclaim_space(&self) -> Result<(), StoreError> {
-        self.keyspace
+        let fjall = self.fjall()?;
+        fjall
+            .keyspace
             .rotate_memtable_and_wait()
             .map_err(|e| backend_error("flush memtable", e))?;
-        self.keyspace
+        fjall
+            .keyspace
             .major_compact()
             .map_err(|e| backend_error("compact keyspace", e))
     }

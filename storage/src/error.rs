@@ -1,4 +1,8 @@
-//! The one error type of the storage crate.
+//! The one error type of the storage crate. Store errors come in three classes (DESIGN.md
+//! "Storage"): **unavailable** ([`StoreError::Unavailable`]: transient, refuse or retry the
+//! call, never poison), **outcome unknown** (a commit whose result was lost; backends over a
+//! network resolve it by the batch's own id), and **poisoned** ([`StoreError::Poisoned`]:
+//! local durability lost, writes refused until the store is reopened).
 
 /// Why a store operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -34,6 +38,16 @@ pub enum StoreError {
         /// The backend's own description.
         message: String,
     },
+    /// A transient failure: the store ran out of something that comes back (file
+    /// descriptors, memory) or could not be reached. Nothing of the operation was
+    /// acknowledged; retrying later may succeed, and the store is not poisoned.
+    #[error("{context}: store temporarily unavailable ({message})")]
+    Unavailable {
+        /// The operation, as a verb phrase.
+        context: &'static str,
+        /// The backend's own description.
+        message: String,
+    },
     /// The group committer is gone (the node is shutting down).
     #[error("group committer stopped")]
     CommitterStopped,
@@ -43,5 +57,10 @@ impl StoreError {
     /// Whether this error means the store refuses writes from now on.
     pub fn is_poisoned(&self) -> bool {
         matches!(self, StoreError::Poisoned { .. })
+    }
+
+    /// Whether the failure is transient (DESIGN.md "Storage": unavailable, not poisoned).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
     }
 }

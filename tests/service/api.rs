@@ -363,7 +363,7 @@ async fn health_is_not_serving_during_recovery_and_shutdown() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poisoned_store_answers_unavailable() {
+async fn a_poisoned_store_refuses_writes_promises_nothing_and_is_not_serving() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = NodeConfig {
         listen: "127.0.0.1:0".parse().expect("address"),
@@ -399,14 +399,37 @@ async fn a_poisoned_store_answers_unavailable() {
         .await
         .expect_err("poisoned");
     assert_status(&refused, Code::Unavailable, "poisoned");
-    let mut availability = pb::availability_client::AvailabilityClient::connect(url)
+    // Lookups answer "not available" with the reason (DESIGN.md property 6), not an error.
+    let mut availability = pb::availability_client::AvailabilityClient::connect(url.clone())
         .await
         .expect("connect");
-    let refused = availability
-        .get_availability(lookup(1, 1, 1, pb::Surface::Pickup))
-        .await
-        .expect_err("poisoned");
-    assert_eq!(refused.code(), Code::Unavailable);
+    for surface in [pb::Surface::Pickup, pb::Surface::ItemPage] {
+        let answer = availability
+            .get_availability(lookup(1, 1, 1, surface))
+            .await
+            .expect("answered while poisoned")
+            .into_inner();
+        assert!(!answer.available, "{answer:?}");
+        assert_eq!(answer.reason, "STORE_UNAVAILABLE");
+    }
+    // Health follows the store within its one-second check.
+    let mut health = HealthClient::new(crate::connect(&url).await);
+    let mut status = ServingStatus::Serving as i32;
+    for _ in 0..50 {
+        status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("health")
+            .into_inner()
+            .status;
+        if status == ServingStatus::NotServing as i32 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing as i32);
     let _ = node.shutdown().await;
 }
 

@@ -4,6 +4,8 @@
 #![allow(missing_docs)] // Test helpers.
 
 mod api;
+mod attacks;
+mod hardening;
 mod processes;
 mod reservations;
 
@@ -56,6 +58,11 @@ impl TestNode {
             url,
             _dir: dir,
         }
+    }
+
+    /// The node's simulated clock now.
+    pub fn clock_now(&self) -> Timestamp {
+        self.clock.now()
     }
 
     pub async fn channel(&self) -> Channel {
