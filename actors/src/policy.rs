@@ -30,8 +30,8 @@ use stockgrid_inference::shared::SharedFacts;
 
 /// Most regions switched to rules at once.
 pub const MAX_RULES_REGIONS: usize = 1_024;
-/// Longest region name (as the catalog's).
-pub const MAX_REGION_BYTES: usize = 64;
+/// Longest region name a switch accepts (the catalog's are at most 64 bytes).
+pub const MAX_REGION_BYTES: usize = 128;
 
 /// Ml decisions per region between two drift measurements.
 pub const DRIFT_WINDOW_DECISIONS: u64 = 2_000;
@@ -151,8 +151,14 @@ impl DecisionContext {
 
     /// Switches a surface (or, with `None`, nothing) and a region (or nothing) to the rules
     /// fallback (`rules`) or back; effective on the next decision. A region past
-    /// [`MAX_RULES_REGIONS`] is not added ([`DecisionContext::check_rules_region`] says why).
-    pub fn switch_to_rules(&self, surface: Option<Surface>, region: Option<&str>, rules: bool) {
+    /// [`MAX_RULES_REGIONS`] is not added, and the answer is `false` (nothing changed;
+    /// [`DecisionContext::check_rules_region`] says why); otherwise `true`.
+    pub fn switch_to_rules(
+        &self,
+        surface: Option<Surface>,
+        region: Option<&str>,
+        rules: bool,
+    ) -> bool {
         let mut switches = self.write();
         if let Some(surface) = surface {
             if rules {
@@ -163,9 +169,12 @@ impl DecisionContext {
         }
         if let Some(region) = region {
             if rules {
-                if switches.rules_regions.len() < MAX_RULES_REGIONS {
-                    switches.rules_regions.insert(region.to_owned());
+                if switches.rules_regions.len() >= MAX_RULES_REGIONS
+                    && !switches.rules_regions.contains(region)
+                {
+                    return false;
                 }
+                switches.rules_regions.insert(region.to_owned());
             } else {
                 switches.rules_regions.remove(region);
                 // Switching a region back also lifts a drift fallback: ops has looked.
@@ -178,6 +187,7 @@ impl DecisionContext {
                 }
             }
         }
+        true
     }
 
     fn drift_windows(

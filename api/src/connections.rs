@@ -6,13 +6,14 @@
 //!   store, logs and everything else; connections take at most the rest (and at most
 //!   [`ConnectionLimits::max_connections`]).
 //! - **Eviction at the cap**: a new connection arriving at the cap closes the connection that
-//!   has been silent longest, if it has been silent for at least
-//!   [`ConnectionLimits::evict_idle_after_ms`]; otherwise the newcomer is closed. Clients
-//!   that are talking are never the ones evicted.
-//! - **A handshake timeout**: a connection that sends nothing (not even the HTTP/2 preface)
+//!   has been silent longest (no byte read or written), if it has been silent for at least
+//!   [`ConnectionLimits::evict_idle_after_ms`]; otherwise the newcomer is closed. A client
+//!   that is talking, or being answered, is not the one evicted.
+//! - **A handshake timeout**: a connection that has not sent the 24-byte HTTP/2 preface
 //!   within [`ConnectionLimits::handshake_timeout_ms`] is closed.
-//! - **An accept loop that never spins**: an accept error (EMFILE, ENFILE, ENOBUFS, a reset
-//!   before accept) backs off, from 5 ms doubling to 1 s, instead of retrying at once.
+//! - **An accept loop that never spins**: running out of descriptors, buffers or memory
+//!   backs off, from 5 ms doubling to 1 s; other accept errors (a peer that reset before the
+//!   accept) retry at once, with a pause after a run of them.
 //! - TCP keepalive and no Nagle on every accepted socket.
 //!
 //! HTTP/2 limits (streams per connection, keepalive pings) are set on the server
@@ -46,13 +47,15 @@ pub struct ConnectionLimits {
     pub reserved_descriptors: u64,
     /// A connection that sends no byte within this is closed.
     pub handshake_timeout_ms: u64,
-    /// At the cap, the longest-silent connection is evicted if silent this long.
+    /// At the cap, the longest-silent connection (no byte either way) is evicted if silent
+    /// this long.
     pub evict_idle_after_ms: u64,
     /// Most concurrent HTTP/2 streams (calls) on one connection.
     pub max_streams_per_connection: u32,
     /// HTTP/2 keepalive: a ping after this much silence from the peer.
     pub keepalive_interval_ms: u64,
-    /// HTTP/2 keepalive: the connection is closed when a ping is not answered within this.
+    /// HTTP/2 keepalive: the connection is closed when a ping is not answered within this
+    /// (TCP keepalive probes at this interval, three of them).
     pub keepalive_timeout_ms: u64,
 }
 
@@ -62,7 +65,7 @@ impl Default for ConnectionLimits {
             max_connections: 10_000,
             reserved_descriptors: 256,
             handshake_timeout_ms: 10_000,
-            evict_idle_after_ms: 1_000,
+            evict_idle_after_ms: 5_000,
             max_streams_per_connection: 256,
             keepalive_interval_ms: 30_000,
             keepalive_timeout_ms: 10_000,
@@ -141,6 +144,8 @@ struct Registry {
     started: Instant,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<ConnectionState>>>,
+    /// No connection can be evicted before this (see [`Registry::evict_idlest`]).
+    no_candidate_until_ms: AtomicU64,
 }
 
 impl Registry {
@@ -148,43 +153,64 @@ impl Registry {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn open_count(&self) -> usize {
-        self.open.lock().map_or(0, |open| open.len())
+    fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnectionState>>> {
+        // A panic elsewhere must not disable the cap: the map itself is always consistent.
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// At the cap: evicts the longest-silent connection if it has been silent at least
-    /// `idle_ms`; says whether room was made.
+    /// `idle_ms`; says whether room was made. After a search that found none, newcomers are
+    /// refused without searching again until the silent one it saw could qualify, so a flood
+    /// at the cap costs no scan per connection.
     fn evict_idlest(&self, idle_ms: u64) -> bool {
-        let Ok(open) = self.open.lock() else {
-            return false;
-        };
         let now = self.now_ms();
+        if now < self.no_candidate_until_ms.load(Ordering::Acquire) {
+            return false;
+        }
+        let open = self.open();
         let idlest = open
             .values()
             .filter(|state| !state.evicted.load(Ordering::Acquire))
-            .min_by_key(|state| state.last_read_ms.load(Ordering::Acquire));
+            .min_by_key(|state| state.last_active_ms.load(Ordering::Acquire));
         match idlest {
             Some(state)
-                if now.saturating_sub(state.last_read_ms.load(Ordering::Acquire)) >= idle_ms =>
+                if now.saturating_sub(state.last_active_ms.load(Ordering::Acquire)) >= idle_ms =>
             {
                 state.evict();
                 true
             }
-            _ => false,
+            Some(state) => {
+                let ready_at = state
+                    .last_active_ms
+                    .load(Ordering::Acquire)
+                    .saturating_add(idle_ms);
+                self.no_candidate_until_ms
+                    .store(ready_at, Ordering::Release);
+                false
+            }
+            None => false,
         }
     }
 }
 
-/// One connection's shared state: when it last sent a byte, and whether it was evicted.
+/// One connection's shared state: when a byte last went either way, and whether it was
+/// evicted.
 #[derive(Debug)]
 struct ConnectionState {
-    last_read_ms: AtomicU64,
+    last_active_ms: AtomicU64,
     evicted: AtomicBool,
     /// The task reading the connection, woken to see its eviction.
     reader: Mutex<Option<Waker>>,
 }
 
 impl ConnectionState {
+    fn touch(&self, registry: &Registry) {
+        self.last_active_ms
+            .store(registry.now_ms(), Ordering::Release);
+    }
+
     fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
         if let Ok(mut reader) = self.reader.lock()
@@ -202,15 +228,15 @@ pub struct TrackedConnection {
     id: u64,
     state: Arc<ConnectionState>,
     registry: Arc<Registry>,
-    /// Until the first byte arrives: when the handshake times out.
+    /// Until the HTTP/2 preface has arrived: when the handshake times out.
     handshake: Option<Pin<Box<Sleep>>>,
+    /// Bytes read so far, counted up to the preface's length.
+    handshake_bytes: usize,
 }
 
 impl Drop for TrackedConnection {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.registry.open.lock() {
-            open.remove(&self.id);
-        }
+        self.registry.open().remove(&self.id);
     }
 }
 
@@ -236,29 +262,34 @@ impl AsyncRead for TrackedConnection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.state.evicted.load(Ordering::Acquire) {
-            return Poll::Ready(Err(evicted_error()));
-        }
+        // The waker first, then the flag: an eviction between the two still wakes us.
         if let Ok(mut reader) = this.state.reader.lock()
             && !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
         {
             *reader = Some(cx.waker().clone());
         }
-        if let Some(handshake) = this.handshake.as_mut()
+        if this.state.evicted.load(Ordering::Acquire) {
+            return Poll::Ready(Err(evicted_error()));
+        }
+        let filled_before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let read = buf.filled().len() - filled_before;
+        if matches!(polled, Poll::Ready(Ok(()))) && read > 0 {
+            this.state.touch(&this.registry);
+            this.handshake_bytes += read;
+            if this.handshake_bytes >= HTTP2_PREFACE_BYTES {
+                this.handshake = None;
+            }
+            return polled;
+        }
+        if polled.is_pending()
+            && let Some(handshake) = this.handshake.as_mut()
             && handshake.as_mut().poll(cx).is_ready()
         {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                "no byte received within the handshake timeout",
+                "no HTTP/2 preface within the handshake timeout",
             )));
-        }
-        let filled_before = buf.filled().len();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > filled_before {
-            this.handshake = None;
-            this.state
-                .last_read_ms
-                .store(this.registry.now_ms(), Ordering::Release);
         }
         polled
     }
@@ -273,7 +304,11 @@ impl AsyncWrite for TrackedConnection {
         if self.state.evicted.load(Ordering::Acquire) {
             return Poll::Ready(Err(evicted_error()));
         }
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
+            self.state.touch(&self.registry);
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -284,7 +319,11 @@ impl AsyncWrite for TrackedConnection {
         if self.state.evicted.load(Ordering::Acquire) {
             return Poll::Ready(Err(evicted_error()));
         }
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
+            self.state.touch(&self.registry);
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -304,17 +343,22 @@ impl AsyncWrite for TrackedConnection {
 pub type Incoming = ReceiverStream<Result<TrackedConnection, io::Error>>;
 
 /// Whether an accept error is the process or system running out of something (descriptors,
-/// buffers, memory): worth a warning, and a longer back-off.
+/// buffers, memory): worth a warning, and a back-off.
 fn is_resource_exhaustion(error: &io::Error) -> bool {
-    const EMFILE: i32 = 24;
-    const ENFILE: i32 = 23;
-    const ENOBUFS: i32 = 105;
-    const ENOMEM: i32 = 12;
-    matches!(
-        error.raw_os_error(),
-        Some(EMFILE | ENFILE | ENOBUFS | ENOMEM)
-    )
+    use rustix::io::Errno;
+    error.raw_os_error().is_some_and(|code| {
+        [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM]
+            .iter()
+            .any(|errno| errno.raw_os_error() == code)
+    })
 }
+
+/// The length of the HTTP/2 client connection preface.
+const HTTP2_PREFACE_BYTES: usize = 24;
+
+/// Other accept errors in a row before the loop pauses (a peer's reset is one error, a run of
+/// them is something else going wrong).
+const ACCEPT_ERRORS_BEFORE_PAUSE: u32 = 64;
 
 /// Accepts on `listener` under `limits` with at most `cap` connections open; the stream
 /// ends (and the listener closes) once the server drops it.
@@ -324,9 +368,11 @@ pub fn accept(listener: TcpListener, limits: ConnectionLimits, cap: usize) -> In
         started: Instant::now(),
         next_id: AtomicU64::new(0),
         open: Mutex::new(HashMap::new()),
+        no_candidate_until_ms: AtomicU64::new(0),
     });
     tokio::spawn(async move {
         let mut backoff = Duration::ZERO;
+        let mut errors_in_a_row: u32 = 0;
         let mut refused: u64 = 0;
         loop {
             let accepted = tokio::select! {
@@ -336,14 +382,21 @@ pub fn accept(listener: TcpListener, limits: ConnectionLimits, cap: usize) -> In
             let stream = match accepted {
                 Ok((stream, _peer)) => {
                     backoff = Duration::ZERO;
+                    errors_in_a_row = 0;
                     stream
                 }
                 Err(error) => {
-                    backoff = (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
+                    errors_in_a_row = errors_in_a_row.saturating_add(1);
                     if is_resource_exhaustion(&error) {
+                        backoff =
+                            (backoff * 2).clamp(Duration::from_millis(5), Duration::from_secs(1));
                         tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "accept connection: out of resources; backing off");
+                    } else if errors_in_a_row.is_multiple_of(ACCEPT_ERRORS_BEFORE_PAUSE) {
+                        backoff = Duration::from_millis(5);
+                        tracing::warn!(%error, errors_in_a_row, "accept connection keeps failing; pausing");
                     } else {
                         tracing::debug!(%error, "accept connection");
+                        continue;
                     }
                     tokio::select! {
                         () = sender.closed() => return,
@@ -352,7 +405,8 @@ pub fn accept(listener: TcpListener, limits: ConnectionLimits, cap: usize) -> In
                     continue;
                 }
             };
-            if registry.open_count() >= cap && !registry.evict_idlest(limits.evict_idle_after_ms) {
+            let open_now = registry.open().len();
+            if open_now >= cap && !registry.evict_idlest(limits.evict_idle_after_ms) {
                 // Every open connection is busy: the newcomer is the one refused.
                 refused += 1;
                 if refused.is_power_of_two() {
@@ -364,17 +418,16 @@ pub fn accept(listener: TcpListener, limits: ConnectionLimits, cap: usize) -> In
             let _ = stream.set_nodelay(true);
             let keepalive = socket2::TcpKeepalive::new()
                 .with_time(Duration::from_millis(limits.keepalive_interval_ms))
-                .with_interval(Duration::from_millis(limits.keepalive_timeout_ms));
+                .with_interval(Duration::from_millis(limits.keepalive_timeout_ms))
+                .with_retries(3);
             let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
             let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
             let state = Arc::new(ConnectionState {
-                last_read_ms: AtomicU64::new(registry.now_ms()),
+                last_active_ms: AtomicU64::new(registry.now_ms()),
                 evicted: AtomicBool::new(false),
                 reader: Mutex::new(None),
             });
-            if let Ok(mut open) = registry.open.lock() {
-                open.insert(id, Arc::clone(&state));
-            }
+            registry.open().insert(id, Arc::clone(&state));
             let connection = TrackedConnection {
                 stream,
                 id,
@@ -383,6 +436,7 @@ pub fn accept(listener: TcpListener, limits: ConnectionLimits, cap: usize) -> In
                 handshake: Some(Box::pin(tokio::time::sleep(Duration::from_millis(
                     limits.handshake_timeout_ms,
                 )))),
+                handshake_bytes: 0,
             };
             if sender.send(Ok(connection)).await.is_err() {
                 return;

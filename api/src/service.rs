@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::convert;
 use crate::errors::decode_status;
 use crate::proto::v1 as pb;
-use crate::status::{engine_status, invalid, reservation_status, too_many};
+use crate::status::{engine_status, invalid, reservation_status, status_of, too_many};
 
 /// Request limits of the services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,9 +57,9 @@ impl Default for ServiceLimits {
     }
 }
 
-/// The most bytes an applied event's result takes in a response: a status and a short
-/// reason code (QUARANTINED's), with its field tags and framing.
-const MAX_OUTCOME_RESULT_BYTES: usize = 64;
+/// The most bytes an applied event's result takes in a response: a status and a reason (a
+/// QUARANTINED code, or a FAILED event's fixed status message), with field tags.
+const MAX_OUTCOME_RESULT_BYTES: usize = 192;
 /// Bytes a result's own framing adds inside the response (tag and length).
 const RESULT_FRAMING_BYTES: usize = 3;
 
@@ -219,16 +219,27 @@ impl Api {
                 .ingest(arrivals)
                 .await
                 .map_err(|e| engine_status(&e))?;
+            let mut first_failure = None;
+            let mut failures = 0usize;
             for (index, outcome) in positions.into_iter().zip(outcomes) {
                 results[index] = match outcome {
                     Ok(outcome) => convert::event_result(&outcome),
-                    Err(error) => pb::EventResult {
-                        status: pb::EventStatus::Failed as i32,
-                        // The status's words: store internals go to the log, not the client.
-                        reason: engine_status(&error).message().to_owned(),
-                        field: String::new(),
-                    },
+                    Err(error) => {
+                        failures += 1;
+                        let result = pb::EventResult {
+                            status: pb::EventStatus::Failed as i32,
+                            // The status's words: store internals go to the log, not the client.
+                            reason: status_of(&error).message().to_owned(),
+                            field: String::new(),
+                        };
+                        first_failure.get_or_insert(error);
+                        result
+                    }
                 };
+            }
+            if let Some(error) = first_failure {
+                // Logged once per request, not once per event.
+                tracing::warn!(%error, failures, "ingest: events failed; the client retries them");
             }
         }
         Ok(pb::IngestEventsResponse { results })
@@ -316,9 +327,19 @@ impl pb::admin_server::Admin for Api {
                 format!("must be at most {MAX_REGION_BYTES} bytes"),
             ));
         }
-        engine
+        if !engine
             .decisions()
-            .switch_to_rules(surface, region, request.rules_only);
+            .switch_to_rules(surface, region, request.rules_only)
+        {
+            // Another call filled the last place between the check and the switch.
+            return Err(invalid(
+                "region",
+                format!(
+                    "{} regions are already switched to rules; switch one back first",
+                    stockgrid_actors::policy::MAX_RULES_REGIONS
+                ),
+            ));
+        }
         tracing::warn!(
             surface = surface.map(|s| s.as_str()),
             region,
@@ -439,8 +460,10 @@ impl pb::ingest_server::Ingest for Api {
                     Err(status) => Err(decode_status(status)),
                 };
                 let failed = ack.is_err();
-                if sender.send(ack).await.is_err() || failed {
-                    break;
+                // A client that stops reading its acks is as idle as one that stops sending.
+                match tokio::time::timeout(idle, sender.send(ack)).await {
+                    Ok(Ok(())) if !failed => {}
+                    _ => break,
                 }
             }
         });

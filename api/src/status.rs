@@ -21,14 +21,25 @@ pub fn too_many(field: &str, actual: usize, limit: usize) -> Status {
     ))
 }
 
-/// The status of an engine error.
+/// The status of an engine error, with the error logged (store internals, paths and
+/// library words go to the log, never to clients).
 pub fn engine_status(error: &EngineError) -> Status {
     match error {
-        // The store's own words (paths, library internals) go to the log, not to clients.
         EngineError::Store(store) => {
-            tracing::warn!(error = %store, "store error answered UNAVAILABLE");
-            store_status(store)
+            tracing::warn!(error = %store, "store error answered UNAVAILABLE")
         }
+        EngineError::Corrupt(_) | EngineError::Start(_) => {
+            tracing::error!(%error, "internal error answered INTERNAL");
+        }
+        _ => {}
+    }
+    status_of(error)
+}
+
+/// The status of an engine error, without logging it (the caller logs once for many).
+pub fn status_of(error: &EngineError) -> Status {
+    match error {
+        EngineError::Store(store) => store_status(store),
         EngineError::ShardUnavailable { .. } | EngineError::IdentityLookup(_) => {
             Status::unavailable(error.to_string())
         }
@@ -38,7 +49,6 @@ pub fn engine_status(error: &EngineError) -> Status {
             limit,
         } => too_many(what, *actual, *limit),
         EngineError::Corrupt(_) | EngineError::Start(_) => {
-            tracing::error!(%error, "internal error answered INTERNAL");
             Status::internal("internal error; the node's log has the details")
         }
     }

@@ -4,7 +4,7 @@
 //! No-sale evidence counts open hours only (DESIGN.md "Time"), and a pair's demand rate is per
 //! open hour. Time zones come from the IANA database compiled into the build (jiff's bundled
 //! tzdb, no system files read): a zone with daylight saving time gives each instant its own
-//! offset; a fixed-offset zone (`UTC`, `Etc/GMT+6`) its one offset. An interval's open hours
+//! offset; a zone that keeps one offset (`UTC`, `Etc/GMT+6`, `Asia/Kolkata`) that offset. An interval's open hours
 //! are counted on the local timeline between its two ends' local times, so they are exact
 //! except on the day a clock change falls inside the opening hours (a store open at 2 am on
 //! that day), which may count an hour too many or too few.
@@ -76,15 +76,22 @@ fn zones() -> &'static [(u64, jiff::tz::TimeZone)] {
             .available()
             .filter_map(|name| {
                 let zone = database.get(name.as_str()).ok()?;
-                zone.to_fixed_offset()
-                    .is_err()
-                    .then(|| (zone_key(name.as_str()), zone))
+                changes_clocks(&zone).then(|| (zone_key(name.as_str()), zone))
             })
             .collect();
         zones.sort_by_key(|(key, _)| *key);
         zones.dedup_by_key(|(key, _)| *key);
         zones
     })
+}
+
+/// Whether a zone changes its clocks from 2020 on (daylight saving time, or a change of
+/// offset still to come). A zone whose changes are all history (`Asia/Kolkata`), or that has
+/// none (`Etc/GMT+6`), keeps one offset: it is stored as that offset alone.
+fn changes_clocks(zone: &jiff::tz::TimeZone) -> bool {
+    const YEAR_2020_MS: i64 = 1_577_836_800_000; // 2020-01-01T00:00:00Z
+    jiff::Timestamp::from_millisecond(YEAR_2020_MS)
+        .is_ok_and(|since| zone.following(since).next().is_some())
 }
 
 fn zone_by_key(key: u64) -> Option<&'static jiff::tz::TimeZone> {
@@ -125,7 +132,7 @@ impl OpeningHours {
         let zone = jiff::tz::db()
             .get(timezone)
             .ok()
-            .filter(|zone| zone.to_fixed_offset().is_err())
+            .filter(changes_clocks)
             .and_then(|zone| zone.iana_name().map(zone_key))
             .filter(|key| zone_by_key(*key).is_some())
             .unwrap_or(0);
@@ -232,9 +239,12 @@ mod tests {
         let before = 1_772_712_000_000; // 2026-03-05T12:00:00Z, 07:00 EST
         let hours = new_york.open_hours_between(before, before + 7 * DAY_MS);
         assert!((83.0..=85.0).contains(&hours), "{hours}");
-        // Fixed-offset zones keep the old encoding and arithmetic.
+        // Zones that keep one offset keep the old encoding and arithmetic.
         let fixed = OpeningHours::new("Etc/GMT+6", 8, 20);
         assert_eq!((fixed.zone, fixed.utc_offset_minutes), (0, -360));
+        let kolkata = OpeningHours::new("Asia/Kolkata", 8, 20);
+        assert_eq!((kolkata.zone, kolkata.utc_offset_minutes), (0, 330));
+        assert_eq!(OpeningHours::new("UTC", 0, 24), OpeningHours::default());
         assert_eq!(zone_key("America/New_York"), zone_key("america/new_york"));
     }
 

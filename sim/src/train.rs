@@ -674,15 +674,28 @@ mod tests {
 
     #[test]
     fn the_threshold_keeps_the_most_recall_the_target_allows() {
-        // 100 answers: probability i/100, truly available unless i is 10, 20, 30, 40 or 95.
+        // 100 answers: probability 0.5 + i/200, truly available unless i is 10, 20, 30, 40 or
+        // 95.
+        let upper: Vec<(f64, bool)> = (0..100)
+            .map(|i| {
+                (
+                    0.5 + f64::from(i) / 200.0,
+                    ![10, 20, 30, 40, 95].contains(&i),
+                )
+            })
+            .collect();
+        // Promising i >= 41 breaks 1 of 59 (1.7%); i >= 31 breaks 2 of 69 (2.9%).
+        let tuned = tune_threshold(&upper, 0.02);
+        assert_eq!(tuned.threshold, 0.5 + 41.0 / 200.0);
+        assert!((tuned.broken_rate - 1.0 / 59.0).abs() < 1e-12);
+        assert!((tuned.recall - 58.0 / 95.0).abs() < 1e-12);
+        // The same answers at probability i/100: every cut meeting 2% lies below the floor
+        // but the floor itself (i >= 50 breaks 1 of 50, 2.0%).
         let scored: Vec<(f64, bool)> = (0..100)
             .map(|i| (f64::from(i) / 100.0, ![10, 20, 30, 40, 95].contains(&i)))
             .collect();
-        // Promising p >= 0.41 breaks 1 of 59 (1.7%); p >= 0.31 breaks 2 of 69 (2.9%).
         let tuned = tune_threshold(&scored, 0.02);
-        assert_eq!(tuned.threshold, 0.41);
-        assert!((tuned.broken_rate - 1.0 / 59.0).abs() < 1e-12);
-        assert!((tuned.recall - 58.0 / 95.0).abs() < 1e-12);
+        assert_eq!(tuned.threshold, 0.5);
         // No cut meets an impossible target: nothing is promised.
         let tuned = tune_threshold(&[(0.9, false), (0.8, true)], 0.0);
         assert_eq!((tuned.threshold, tuned.recall), (1.0, 0.0));

@@ -6,9 +6,11 @@
 //! atomic with respect to other commits of this process (the only writer: fjall locks the
 //! directory against a second process).
 //!
-//! Errors follow the three classes of [`StoreError`]: running out of descriptors or memory
-//! is transient (the call is refused, the store is closed and reopened from its journal, now
-//! or on the next call); any other failed write or fsync poisons it.
+//! Errors follow the three classes of [`StoreError`]: a read that runs out of descriptors or
+//! memory is transient; a commit refused because background work (a flush, a compaction)
+//! failed and poisoned fjall's handle is transient too (nothing of it was written: the store
+//! is closed and reopened from its journal, now or on the next call); a failed journal write
+//! or fsync of a commit poisons it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
@@ -20,6 +22,8 @@ use crate::poison::PoisonState;
 use crate::{KeyValue, Store, StoreError, WriteBatch};
 
 const KEYSPACE_NAME: &str = "stockgrid";
+/// Table files the store keeps open at most (fjall's default is 900 on Linux).
+pub const MAX_CACHED_FILES: usize = 128;
 /// The block cache of [`EmbeddedStore::open`].
 pub const DEFAULT_CACHE_BYTES: u64 = 32 << 20;
 
@@ -47,14 +51,17 @@ impl Fjall {
             // Memtables are flushed once the journal passes this size, which bounds both
             // recovery time and the journal's share of the disk.
             .max_journaling_size(64 << 20)
+            // Table files kept open: well inside the descriptors a node reserves for its store
+            // (`connections.reserved_descriptors`), so connections can never starve it.
+            .max_cached_files(Some(MAX_CACHED_FILES))
             .open()?;
         let keyspace = database.keyspace(KEYSPACE_NAME, KeyspaceCreateOptions::default)?;
         Ok(Self { database, keyspace })
     }
 }
 
-/// Whether a backend error is the process or system running out of something that comes
-/// back (descriptors, memory): transient, never a reason to poison.
+/// Whether a read's error is the process or system running out of something that comes back
+/// (descriptors, memory): transient, never a reason to poison.
 fn is_transient(error: &fjall::Error) -> bool {
     const ENOMEM: i32 = 12;
     const ENFILE: i32 = 23;
@@ -113,11 +120,15 @@ impl EmbeddedStore {
     /// Opens the store with explicit options.
     pub fn open_with(path: impl AsRef<Path>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        std::fs::create_dir_all(&path).map_err(|e| backend_error("create data directory", e))?;
-        // The store holds inventory, reservations and decision records: its directory is its
-        // owner's alone, whatever the umask (a node also sets its umask so files are 0600).
-        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .map_err(|e| backend_error("restrict data directory", e))?;
+        if !path.exists() {
+            std::fs::create_dir_all(&path)
+                .map_err(|e| backend_error("create data directory", e))?;
+            // The store holds inventory, reservations and decision records: a directory it
+            // creates is its owner's alone, whatever the umask (a node also sets its umask so
+            // that files are 0600). An existing directory is the operator's to set.
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(|e| backend_error("restrict data directory", e))?;
+        }
         let fjall = Fjall::open(&path, options).map_err(|e| backend_error("open store", e))?;
         Ok(Self {
             path,
@@ -153,19 +164,31 @@ impl EmbeddedStore {
         }
     }
 
-    /// After a transient failure of a write: fjall may have poisoned its own handle (it
-    /// does on any failed journal write), so the database is closed and reopened from its
-    /// journal, now or on the next call. What was acknowledged is in the journal; the failed
-    /// batch was not acknowledged, and is at most a duplicate if retried.
+    /// After fjall refused a batch as poisoned while no write of ours failed: a background
+    /// flush or compaction failed (out of descriptors, say) and poisoned fjall's handle. The
+    /// journal holds every acknowledged batch and nothing of the refused one (fjall checks
+    /// its poison before writing), so the database is closed and reopened from its journal,
+    /// now or on the next call, which retries the flush.
     fn close_for_reopen(&self, error: &fjall::Error, context: &'static str) -> StoreError {
-        tracing::warn!(%error, context, "transient store failure; reopening the store");
-        if let Ok(mut open) = self.open.write() {
-            *open = None;
-        }
+        tracing::warn!(%error, context, "background store work failed; reopening the store");
+        let old = self.open.write().ok().and_then(|mut open| open.take());
+        // Dropped outside the lock: closing waits for fjall's worker threads.
+        drop(old);
         let _ = self.fjall();
         StoreError::Unavailable {
             context,
             message: error.to_string(),
+        }
+    }
+
+    fn read_error(context: &'static str, error: fjall::Error) -> StoreError {
+        if is_transient(&error) {
+            StoreError::Unavailable {
+                context,
+                message: error.to_string(),
+            }
+        } else {
+            backend_error(context, error)
         }
     }
 
@@ -195,7 +218,7 @@ impl EmbeddedStore {
                 guard
                     .into_inner()
                     .map(|(k, _)| k.to_vec())
-                    .map_err(|e| backend_error("scan keys", e))
+                    .map_err(|e| Self::read_error("scan keys", e))
             })
             .collect()
     }
@@ -211,7 +234,7 @@ impl Store for EmbeddedStore {
             .keyspace
             .get(key)
             .map(|v| v.map(|v| v.to_vec()))
-            .map_err(|e| backend_error("read key", e))
+            .map_err(|e| Self::read_error("read key", e))
     }
 
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
@@ -226,7 +249,7 @@ impl Store for EmbeddedStore {
                 guard
                     .into_inner()
                     .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                    .map_err(|e| backend_error("scan range", e))
+                    .map_err(|e| Self::read_error("scan range", e))
             })
             .collect()
     }
@@ -256,14 +279,15 @@ impl Store for EmbeddedStore {
         }
         match fjall_batch.commit() {
             Ok(()) => Ok(()),
-            // Out of descriptors or memory: transient. Refused, not poisoned; the store is
-            // reopened so that fjall's own poisoned handle does not outlive the cause.
-            Err(error) if is_transient(&error) => {
+            // Poisoned by background work, not by a write of ours (which would have poisoned
+            // us too): nothing of this batch was written. Transient; reopen.
+            Err(error @ fjall::Error::Poisoned) => {
                 drop(fjall);
                 Err(self.close_for_reopen(&error, "commit batch"))
             }
-            // Any other failure (a failed write or fsync, a full disk) leaves the journal in
-            // doubt: fjall poisons itself and so do we, with fjall's words as the cause.
+            // A failed journal write or fsync (any cause: a full disk, out of memory) leaves
+            // the batch in doubt and the page cache untrustworthy: fjall poisons itself and so
+            // do we, with fjall's words as the cause.
             Err(error) => Err(self.poison.poison(format!("commit batch: {error}"))),
         }
     }
@@ -281,15 +305,16 @@ impl Store for EmbeddedStore {
 
     fn sync(&self) -> Result<(), StoreError> {
         self.poison.check()?;
-        let fjall = self.fjall()?;
-        match fjall.database.persist(PersistMode::SyncAll) {
-            Ok(()) => Ok(()),
-            Err(error) if is_transient(&error) => {
-                drop(fjall);
-                Err(self.close_for_reopen(&error, "sync journal"))
-            }
-            Err(error) => Err(self.poison.poison(format!("sync journal: {error}"))),
-        }
+        // Under the commit lock: a failed fsync poisons fjall's handle, and a commit racing
+        // it must not mistake that for background work's poison.
+        let _guard = self
+            .commit_lock
+            .lock()
+            .map_err(|_| backend_error("lock commit", "poisoned by a panic"))?;
+        self.fjall()?
+            .database
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| self.poison.poison(format!("sync journal: {e}")))
     }
 
     fn flush_memory(&self) -> Result<(), StoreError> {

@@ -403,7 +403,7 @@ async fn time_zones_and_admin_inputs_are_validated_and_bounded() {
     let long = admin
         .set_rules_fallback(pb::SetRulesFallbackRequest {
             surface: pb::Surface::Unspecified as i32,
-            region: "r".repeat(65),
+            region: "r".repeat(129),
             rules_only: false,
         })
         .await
