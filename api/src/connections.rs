@@ -25,9 +25,10 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -202,7 +203,7 @@ struct ConnectionState {
     last_active_ms: AtomicU64,
     evicted: AtomicBool,
     /// The task reading the connection, woken to see its eviction.
-    reader: Mutex<Option<Waker>>,
+    reader: AtomicWaker,
 }
 
 impl ConnectionState {
@@ -213,11 +214,7 @@ impl ConnectionState {
 
     fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
-        if let Ok(mut reader) = self.reader.lock()
-            && let Some(waker) = reader.take()
-        {
-            waker.wake();
-        }
+        self.reader.wake();
     }
 }
 
@@ -263,11 +260,7 @@ impl AsyncRead for TrackedConnection {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         // The waker first, then the flag: an eviction between the two still wakes us.
-        if let Ok(mut reader) = this.state.reader.lock()
-            && !reader.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            *reader = Some(cx.waker().clone());
-        }
+        this.state.reader.register(cx.waker());
         if this.state.evicted.load(Ordering::Acquire) {
             return Poll::Ready(Err(evicted_error()));
         }
@@ -425,7 +418,7 @@ pub fn accept(listener: TcpListener, limits: ConnectionLimits, cap: usize) -> In
             let state = Arc::new(ConnectionState {
                 last_active_ms: AtomicU64::new(registry.now_ms()),
                 evicted: AtomicBool::new(false),
-                reader: Mutex::new(None),
+                reader: AtomicWaker::new(),
             });
             registry.open().insert(id, Arc::clone(&state));
             let connection = TrackedConnection {

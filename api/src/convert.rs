@@ -391,3 +391,104 @@ pub fn entity_state(
         overdue_transfers: view.overdue_transfers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use stockgrid_actors::domain::MAX_EVENT_UNITS;
+
+    use super::*;
+
+    /// Quantities a hostile client sends: the integer extremes, the bounds and one past them.
+    fn extreme_quantity() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            Just(i64::MIN),
+            Just(i64::MAX),
+            Just(i64::from(u32::MAX)),
+            Just(i64::from(i32::MAX)),
+            Just(i64::from(i32::MAX) + 1),
+            Just(MAX_EVENT_UNITS),
+            Just(MAX_EVENT_UNITS + 1),
+            Just(-MAX_EVENT_UNITS),
+            Just(-MAX_EVENT_UNITS - 1),
+            Just(0i64),
+            any::<i64>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// A lookup converts exactly when its quantity is 1 to `i32::MAX`, and otherwise names
+        /// `qty` in a short message.
+        #[test]
+        fn lookups_convert_only_quantities_in_range(qty in extreme_quantity(), surface in 0i32..7) {
+            let request = pb::GetAvailabilityRequest { sku: 1, location: 1, qty, surface };
+            let in_range = (1..=i64::from(i32::MAX)).contains(&qty);
+            match lookup(&request, "items[2].") {
+                Ok((_, quantity, _)) => {
+                    prop_assert!(in_range);
+                    prop_assert_eq!(quantity, qty);
+                }
+                Err(status) => {
+                    prop_assert!(!in_range || !(1..=5).contains(&surface), "{status:?}");
+                    prop_assert!(status.message().starts_with("items[2]."));
+                    prop_assert!(status.message().len() < 200);
+                }
+            }
+        }
+
+        /// An event converts only with a quantity within +/-1e9 (negative only on an
+        /// adjustment); a refusal names `qty` and quotes no more than a short prefix.
+        #[test]
+        fn events_convert_only_quantities_in_range(
+            qty in extreme_quantity(),
+            adjustment in any::<bool>(),
+            id_bytes in 1usize..40_000,
+        ) {
+            let hostile = pb::Event {
+                event_id: "e".repeat(id_bytes.min(64)),
+                source: "x".repeat(id_bytes),
+                kind: if adjustment { "adjustment" } else { "receipt" }.to_owned(),
+                sku: 1,
+                location: 1,
+                qty,
+                event_time: "2026-03-02T10:00:00Z".to_owned(),
+                ..Default::default()
+            };
+            let error = event_conversion(hostile);
+            prop_assert!(error.len() < 300, "{} bytes", error.len());
+            let valid = pb::Event {
+                source: "pos".to_owned(),
+                ..pb::Event {
+                    event_id: "e".to_owned(),
+                    kind: if adjustment { "adjustment" } else { "receipt" }.to_owned(),
+                    sku: 1,
+                    location: 1,
+                    qty,
+                    event_time: "2026-03-02T10:00:00Z".to_owned(),
+                    ..Default::default()
+                }
+            };
+            let in_range = (-MAX_EVENT_UNITS..=MAX_EVENT_UNITS).contains(&qty) && (qty >= 0 || adjustment);
+            match super::event(valid) {
+                Ok(converted) => {
+                    prop_assert!(in_range);
+                    prop_assert_eq!(converted.quantity, qty);
+                }
+                Err((field, reason)) => {
+                    prop_assert!(!in_range, "{field}: {reason}");
+                    prop_assert_eq!(field, "qty");
+                }
+            }
+        }
+    }
+
+    /// The reason a conversion gives, or "" when it converts.
+    fn event_conversion(event: pb::Event) -> String {
+        match super::event(event) {
+            Ok(_) => String::new(),
+            Err((field, reason)) => format!("{field}: {reason}"),
+        }
+    }
+}
