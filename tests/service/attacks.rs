@@ -6,10 +6,9 @@
 //! accepted); the node's CPU stays idle (the accept loop never spins); and the node's data
 //! directory and files are private to its user.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use stockgrid_api::proto::v1 as pb;
@@ -25,30 +24,14 @@ const IDLE_STREAMS: usize = 64;
 
 /// `stockgrid serve` under `ulimit -n 1024`, with its address.
 fn serve_with_descriptor_limit(data_dir: &Path, limit: u32) -> (Child, String) {
-    let mut child = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .arg("-c")
         .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_stockgrid"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn stockgrid serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("serve exited before listening")
-            .expect("read stderr");
-        if let Some(rest) = line.strip_prefix("stockgrid serving on ") {
-            break rest.split_whitespace().next().expect("address").to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (child, address)
+        .arg(data_dir);
+    crate::processes::spawn_serve(command)
 }
 
 /// The test's own soft descriptor limit raised to its hard one: it holds 2,000+ sockets.

@@ -15,6 +15,31 @@ use tonic_health::pb::health_client::HealthClient;
 
 use crate::{event, wall_now};
 
+/// Spawns `command` (a `stockgrid serve`, perhaps behind a shell), and answers the child and
+/// the address it printed once listening; its stderr keeps being drained.
+pub fn spawn_serve(mut command: Command) -> (Child, String) {
+    let mut child = command
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stockgrid serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .expect("read stderr");
+        if let Some(rest) = line.strip_prefix("stockgrid serving on ") {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, address)
+}
+
 /// A `stockgrid serve` child process and its address.
 struct ServeProcess {
     child: Child,
@@ -23,27 +48,11 @@ struct ServeProcess {
 
 impl ServeProcess {
     fn start(data_dir: &Path) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stockgrid"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stockgrid"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn stockgrid serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let address = loop {
-            let line = lines
-                .next()
-                .expect("serve exited before listening")
-                .expect("read stderr");
-            if let Some(rest) = line.strip_prefix("stockgrid serving on ") {
-                break rest.split_whitespace().next().expect("address").to_owned();
-            }
-        };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
+            .arg(data_dir);
+        let (child, address) = spawn_serve(command);
         ServeProcess {
             child,
             url: format!("http://{address}"),
