@@ -128,8 +128,20 @@ pub struct Decision {
 /// surface's safety stock (saturating: the read view's units are 32-bit, so no sum of them
 /// overflows, and a safety stock near `i64::MAX` only makes the answer more negative).
 pub fn spare_units(view: &ReadView, surface: Surface, safety_stock: &SafetyStock) -> i64 {
-    (i64::from(view.on_hand_units) - i64::from(view.reserved_units))
-        .saturating_sub(safety_stock.units(surface))
+    spare(
+        i64::from(view.on_hand_units),
+        i64::from(view.reserved_units),
+        surface,
+        safety_stock,
+    )
+}
+
+/// On-hand minus reserved minus the surface's safety stock, saturating: the one formula of
+/// spare units.
+fn spare(on_hand_units: i64, reserved_units: i64, surface: Surface, safety: &SafetyStock) -> i64 {
+    on_hand_units
+        .saturating_sub(reserved_units)
+        .saturating_sub(safety.units(surface))
 }
 
 /// The ledger's spare units of a pair's full state on `surface`, as [`spare_units`] counts
@@ -140,10 +152,12 @@ pub fn ledger_spare_units(
     surface: Surface,
     safety_stock: &SafetyStock,
 ) -> i64 {
-    state
-        .on_hand_units
-        .saturating_sub(state.reserved_units)
-        .saturating_sub(safety_stock.units(surface))
+    spare(
+        state.on_hand_units,
+        state.reserved_units,
+        surface,
+        safety_stock,
+    )
 }
 
 /// The rules decision for `quantity` units on `surface`, given the pair's published view

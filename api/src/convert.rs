@@ -446,9 +446,9 @@ mod tests {
             adjustment in any::<bool>(),
             id_bytes in 1usize..40_000,
         ) {
-            let hostile = pb::Event {
-                event_id: "e".repeat(id_bytes.min(64)),
-                source: "x".repeat(id_bytes),
+            let valid = pb::Event {
+                event_id: "e".to_owned(),
+                source: "pos".to_owned(),
                 kind: if adjustment { "adjustment" } else { "receipt" }.to_owned(),
                 sku: 1,
                 location: 1,
@@ -456,20 +456,13 @@ mod tests {
                 event_time: "2026-03-02T10:00:00Z".to_owned(),
                 ..Default::default()
             };
+            let hostile = pb::Event {
+                event_id: "e".repeat(id_bytes.min(64)),
+                source: "x".repeat(id_bytes),
+                ..valid.clone()
+            };
             let error = event_conversion(hostile);
             prop_assert!(error.len() < 300, "{} bytes", error.len());
-            let valid = pb::Event {
-                source: "pos".to_owned(),
-                ..pb::Event {
-                    event_id: "e".to_owned(),
-                    kind: if adjustment { "adjustment" } else { "receipt" }.to_owned(),
-                    sku: 1,
-                    location: 1,
-                    qty,
-                    event_time: "2026-03-02T10:00:00Z".to_owned(),
-                    ..Default::default()
-                }
-            };
             let in_range = (-MAX_EVENT_UNITS..=MAX_EVENT_UNITS).contains(&qty) && (qty >= 0 || adjustment);
             match super::event(valid) {
                 Ok(converted) => {
