@@ -30,7 +30,7 @@ use crate::decision::{
     DecideBy, Decision, DecisionMode, SafetyStock, Threshold, decide_by, decide_by_rules,
 };
 use crate::domain::{Arrival, PairKey, Surface};
-use crate::engine::{Decided, Engine};
+use crate::engine::{Decided, Engine, Lookup};
 use crate::error::EngineError;
 use crate::ledger::{EntityState, LedgerConfig, LookupFailed, ReadView};
 use crate::offline::InMemoryLedger;
@@ -143,14 +143,48 @@ pub fn put_record(batch: &mut WriteBatch, record: &AuditRecord, retention_ms: i6
 }
 
 impl Engine {
-    /// Writes decision records durably, in one group commit, before returning.
+    /// Writes decision records durably, in one group commit, before returning. Records have
+    /// their own group committer: a promise's record never queues behind ingest batches.
     pub async fn record_decisions(&self, records: &[AuditRecord]) -> Result<(), EngineError> {
         let mut batch = WriteBatch::new();
         let retention_ms = self.decisions().audit_retention_ms();
         for record in records {
             put_record(&mut batch, record, retention_ms);
         }
-        self.commit_batch(batch).await
+        self.commit_records(batch).await
+    }
+
+    /// [`Engine::decide_recorded`] of many lookups in one pass, answered in order (a lookup
+    /// whose pair cannot be read answers its own error); the records of those with `digest`
+    /// set are written in one group commit, durable before any answer is returned.
+    pub async fn decide_recorded_many(
+        &self,
+        lookups: &[(String, Lookup)],
+    ) -> Result<Vec<Result<Decided, EngineError>>, EngineError> {
+        let asks: Vec<Lookup> = lookups.iter().map(|(_, lookup)| *lookup).collect();
+        let decided = self.decide_many(&asks).await?;
+        let model_version = self.decisions().model_version();
+        let records: Vec<AuditRecord> = lookups
+            .iter()
+            .zip(&decided)
+            .filter(|((_, lookup), _)| lookup.digest)
+            .filter_map(|((decision_id, lookup), decided)| {
+                Some((decision_id, lookup, decided.as_ref().ok()?))
+            })
+            .map(|(decision_id, lookup, decided)| {
+                decided.record(
+                    decision_id.clone(),
+                    lookup.pair,
+                    lookup.quantity,
+                    lookup.surface,
+                    model_version.clone(),
+                )
+            })
+            .collect();
+        if !records.is_empty() {
+            self.record_decisions(&records).await?;
+        }
+        Ok(decided)
     }
 
     /// Decides `quantity` units of `pair` on `surface` by the policy and, with `record`,

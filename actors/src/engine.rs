@@ -3,8 +3,15 @@
 //! [`Engine`] is what the service, replay and tests drive. It places each pair on a shard by
 //! a stable hash, sends entries through bounded mailboxes (a full mailbox makes the caller
 //! wait: back-pressure), and answers each event only once everything it caused is durable.
-//! Lookups read the published read views directly (a concurrent map) and go through the
-//! shard only to activate a pair that is not resident.
+//!
+//! Lookups never enter a mailbox for a resident pair: each shard publishes the immutable
+//! snapshot of every pair it wrote (state and log position) to a concurrent map once it is
+//! durable, and a lookup decides on the caller's thread from that snapshot and the shared
+//! facts, in every decision mode. A pair that is not resident is answered "never seen" from
+//! one point read of the store when it has no snapshot there; only a pair that exists but was
+//! passivated is activated through its shard, a bounded number at a time so that a flood of
+//! cold lookups cannot queue ahead of writes. A batch is answered in one pass: its cold pairs
+//! are activated with one message per shard, then every item decides in order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,10 +31,10 @@ use crate::decision::{Decision, SafetyStock, decide_by_rules, store_unavailable,
 use crate::domain::{Arrival, PairKey, Source, Surface};
 use crate::error::EngineError;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
-use crate::persist::{self, IdentityTail};
-use crate::policy::DecisionContext;
+use crate::persist::{self, IdentityTail, Snapshot};
+use crate::policy::{Ask, DecisionContext};
 use crate::reservation::ReservationLocks;
-use crate::shard::{ArrivedEntry, EntityReport, ShardContext, ShardMessage};
+use crate::shard::{ArrivedEntry, EntityReport, ShardContext, ShardMessage, decide_entity};
 use crate::supervision::{PanicReport, ShardSupervisor, SupervisorArguments};
 use crate::time::{Clock, Timestamp};
 
@@ -37,6 +44,12 @@ const SHARD_RESTART_WAIT: Duration = Duration::from_secs(10);
 const DELIVERY_ATTEMPTS: usize = 5;
 /// Expired keys deleted per maintenance commit.
 const EXPIRY_BATCH: usize = 10_000;
+/// Activation messages in flight per shard (on average), so cold lookups leave the
+/// mailboxes to writes.
+const ACTIVATIONS_PER_SHARD: usize = 2;
+/// Pairs activated by one message: a shard handles a message at a time, so this bounds how
+/// long an activation delays the writes queued behind it.
+const ACTIVATIONS_PER_MESSAGE: usize = 64;
 /// The store key of the shared facts' learned statistics (a prefix no other record uses).
 const SHARED_KEY: &[u8] = b"g/shared-facts";
 
@@ -77,9 +90,14 @@ struct EngineInner {
     config: Arc<EngineConfig>,
     store: Arc<dyn Store>,
     committer: GroupCommitter,
+    /// The group committer of decision records, apart from ingest's.
+    record_committer: GroupCommitter,
     clock: Arc<dyn Clock>,
-    read_views: Arc<DashMap<PairKey, ReadView>>,
+    published: Arc<DashMap<PairKey, Arc<Snapshot>>>,
     shards: Vec<ShardHandle>,
+    /// Activation messages in flight, over all shards: a flood of lookups of cold pairs
+    /// waits here rather than in the mailboxes writes go through.
+    activations: Arc<Semaphore>,
     supervisor: ActorRef<()>,
     reports: Arc<Mutex<Vec<PanicReport>>>,
     counters: Arc<EngineCounters>,
@@ -104,6 +122,20 @@ pub struct Decided {
     pub inputs_digest: Option<String>,
     /// Where it stood and what else it read, when its inputs were digested (for its record).
     pub moment: Option<NodeMoment>,
+}
+
+/// One availability question: `quantity` units of `pair` on `surface`, with its inputs
+/// digested when `digest` (an audited decision).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    /// The pair.
+    pub pair: PairKey,
+    /// Units wanted.
+    pub quantity: i64,
+    /// The surface asking.
+    pub surface: Surface,
+    /// Digest the inputs (the decision will be recorded).
+    pub digest: bool,
 }
 
 /// A running engine. Cloning shares it.
@@ -145,7 +177,9 @@ impl Engine {
         config.validate().map_err(EngineError::Start)?;
         let config = Arc::new(config);
         let committer = GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
-        let read_views = Arc::new(DashMap::new());
+        let record_committer =
+            GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
+        let published = Arc::new(DashMap::new());
         let identities = Arc::new(IdentityTail::new(config.identity_tail_capacity));
         let reports = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(EngineCounters::default());
@@ -167,7 +201,7 @@ impl Engine {
             contexts.push(Arc::new(ShardContext {
                 store: Arc::clone(&store),
                 committer: committer.clone(),
-                read_views: Arc::clone(&read_views),
+                published: Arc::clone(&published),
                 identities: Arc::clone(&identities),
                 config: Arc::clone(&config),
                 clock: Arc::clone(&clock),
@@ -190,13 +224,16 @@ impl Engine {
         let (supervisor, _) = Actor::spawn(None, ShardSupervisor, arguments)
             .await
             .map_err(|e| EngineError::Start(format!("spawn shard supervisor: {e}")))?;
+        let activations = Arc::new(Semaphore::new(config.shard_count * ACTIVATIONS_PER_SHARD));
         Ok(Self {
             inner: Arc::new(EngineInner {
+                activations,
                 config,
                 store,
                 committer,
+                record_committer,
                 clock,
-                read_views,
+                published,
                 shards,
                 supervisor,
                 reports,
@@ -481,6 +518,17 @@ impl Engine {
             .map_err(EngineError::from)
     }
 
+    /// Commits decision records durably through their own group committer.
+    pub(crate) async fn commit_records(&self, batch: WriteBatch) -> Result<(), EngineError> {
+        self.inner
+            .record_committer
+            .submit(batch)
+            .await
+            .wait()
+            .await
+            .map_err(EngineError::from)
+    }
+
     /// Sends one message to a shard and awaits the answer, as an [`EngineError`].
     pub(crate) async fn call_shard<T>(
         &self,
@@ -539,14 +587,105 @@ impl Engine {
         Err(stopped("shard kept restarting"))
     }
 
-    /// The published read view of a pair, activating it from the store if it is not
-    /// resident (`None`: never seen).
+    /// The read view of a pair as of now (`None`: never seen), from its published snapshot.
     pub async fn read_view(&self, pair: PairKey) -> Result<Option<ReadView>, EngineError> {
-        if let Some(view) = self.inner.read_views.get(&pair) {
-            return Ok(Some(*view));
+        let now = self.clock().now();
+        Ok(self
+            .snapshot(pair)
+            .await?
+            .map(|snapshot| snapshot.state.read_view(now, &self.inner.config.ledger)))
+    }
+
+    /// The durable state of a pair that lookups decide from (`None`: never seen): the
+    /// published snapshot, or the pair activated through its shard if it exists but is not
+    /// resident.
+    pub async fn snapshot(&self, pair: PairKey) -> Result<Option<Arc<Snapshot>>, EngineError> {
+        self.snapshots(&[pair])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(EngineError::Corrupt("no snapshot answer".to_owned())))
+    }
+
+    /// [`Engine::snapshot`] of many pairs, in order: the cold ones activated with one
+    /// message per shard. A pair whose state cannot be read answers its own error.
+    pub async fn snapshots(
+        &self,
+        pairs: &[PairKey],
+    ) -> Vec<Result<Option<Arc<Snapshot>>, EngineError>> {
+        let published = &self.inner.published;
+        let mut snapshots: Vec<Result<Option<Arc<Snapshot>>, EngineError>> =
+            Vec::with_capacity(pairs.len());
+        let mut cold: Vec<Vec<(usize, PairKey)>> = Vec::new();
+        for (index, &pair) in pairs.iter().enumerate() {
+            let snapshot = published.get(&pair).map(|entry| Arc::clone(entry.value()));
+            let snapshot = match snapshot {
+                Some(snapshot) => Ok(Some(snapshot)),
+                None => match persist::has_snapshot(self.inner.store.as_ref(), pair) {
+                    Ok(false) => Ok(None),
+                    Ok(true) => {
+                        if cold.is_empty() {
+                            cold = (0..self.inner.shards.len()).map(|_| Vec::new()).collect();
+                        }
+                        cold[self.shard_of(pair)].push((index, pair));
+                        Ok(None)
+                    }
+                    Err(error) => Err(error.into()),
+                },
+            };
+            snapshots.push(snapshot);
         }
-        self.call_for_pair(pair, |permit, reply| ShardMessage::Read {
-            pair,
+        if cold.is_empty() {
+            return snapshots;
+        }
+        let mut activations = tokio::task::JoinSet::new();
+        for (shard, waiting) in cold.into_iter().enumerate() {
+            for chunk in waiting.chunks(ACTIVATIONS_PER_MESSAGE) {
+                let engine = self.clone();
+                let chunk = chunk.to_vec();
+                activations.spawn(async move {
+                    let pairs: Vec<PairKey> = chunk.iter().map(|&(_, pair)| pair).collect();
+                    let activated = engine.activate(shard, pairs).await;
+                    (chunk, activated)
+                });
+            }
+        }
+        while let Some(joined) = activations.join_next().await {
+            let Ok((chunk, activated)) = joined else {
+                continue; // Cannot happen (the task does not panic); its items answer below.
+            };
+            match activated {
+                Ok(activated) => {
+                    for ((index, _), snapshot) in chunk.into_iter().zip(activated) {
+                        snapshots[index] = Ok(snapshot);
+                    }
+                }
+                Err(error) => {
+                    for (index, _) in chunk {
+                        snapshots[index] = Err(error.clone());
+                    }
+                }
+            }
+        }
+        snapshots
+    }
+
+    /// Activates `pairs` on `shard`, once an activation slot is free.
+    async fn activate(
+        &self,
+        shard: usize,
+        pairs: Vec<PairKey>,
+    ) -> Result<Vec<Option<Arc<Snapshot>>>, EngineError> {
+        let _slot =
+            self.inner
+                .activations
+                .acquire()
+                .await
+                .map_err(|_| EngineError::ShardUnavailable {
+                    shard,
+                    reason: "engine stopped".to_owned(),
+                })?;
+        self.call_shard(shard, |permit, reply| ShardMessage::Activate {
+            pairs,
             permit,
             reply,
         })
@@ -607,7 +746,7 @@ impl Engine {
     /// The decision for `quantity` units of `pair` on `surface` by the mode the policy gives
     /// now (rules or ml, or the location's experiment arm), with the state version it
     /// reflects (0: never seen), the features it saw in ml mode and, with `digest`, a digest
-    /// of its inputs.
+    /// of its inputs. Decided on the caller's thread from the pair's published snapshot.
     pub async fn decide(
         &self,
         pair: PairKey,
@@ -615,29 +754,67 @@ impl Engine {
         surface: Surface,
         digest: bool,
     ) -> Result<Decided, EngineError> {
-        self.inner.store.check_writable()?;
-        if !self.decisions().needs_entity(surface, pair.location) {
-            let (decision, view) = self
-                .rules_decision(pair, quantity, surface, &self.inner.config.safety_stock)
-                .await?;
-            return Ok(Decided {
-                decision,
-                version: view.map_or(0, |v| v.version),
-                features: None,
-                time: self.clock().now(),
-                inputs_digest: digest.then(|| crate::audit::digest_view(view.as_ref())),
-                moment: digest.then_some(NodeMoment::View),
-            });
-        }
-        self.call_for_pair(pair, |permit, reply| ShardMessage::Decide {
+        let ask = Lookup {
             pair,
             quantity,
             surface,
             digest,
-            permit,
-            reply,
-        })
-        .await
+        };
+        self.decide_many(&[ask])
+            .await?
+            .pop()
+            .unwrap_or_else(|| Err(EngineError::Corrupt("no decision".to_owned())))
+    }
+
+    /// [`Engine::decide`] of many lookups in one pass, answered in order: the snapshots are
+    /// gathered first (cold pairs activated with one message per shard), then each lookup
+    /// decides in turn, so the policy's counters (drift, experiments) see them in order. A
+    /// lookup whose pair cannot be read answers its own error; a store refusing writes fails
+    /// them all (the node's state is in doubt).
+    pub async fn decide_many(
+        &self,
+        lookups: &[Lookup],
+    ) -> Result<Vec<Result<Decided, EngineError>>, EngineError> {
+        self.inner.store.check_writable()?;
+        let pairs: Vec<PairKey> = lookups.iter().map(|lookup| lookup.pair).collect();
+        let snapshots = self.snapshots(&pairs).await;
+        let now = self.clock().now();
+        Ok(lookups
+            .iter()
+            .zip(snapshots)
+            .map(|(lookup, snapshot)| {
+                snapshot.map(|snapshot| self.decide_from(lookup, snapshot.as_deref(), now))
+            })
+            .collect())
+    }
+
+    /// One lookup's decision from the pair's snapshot (`None`: never seen) at `now`.
+    fn decide_from(&self, lookup: &Lookup, snapshot: Option<&Snapshot>, now: Timestamp) -> Decided {
+        let config = &self.inner.config;
+        let Lookup {
+            pair,
+            quantity,
+            surface,
+            digest,
+        } = *lookup;
+        if !self.decisions().needs_entity(surface, pair.location) {
+            let view = snapshot.map(|snapshot| snapshot.state.read_view(now, &config.ledger));
+            return Decided {
+                decision: decide_by_rules(view.as_ref(), quantity, surface, &config.safety_stock),
+                version: view.map_or(0, |v| v.version),
+                features: None,
+                time: now,
+                inputs_digest: digest.then(|| crate::audit::digest_view(view.as_ref())),
+                moment: digest.then_some(NodeMoment::View),
+            };
+        }
+        let ask = Ask {
+            pair,
+            quantity,
+            surface,
+            now,
+        };
+        decide_entity(self.decisions(), config, snapshot, ask, None, digest)
     }
 
     /// The full state of a pair for ops (`None`: never seen).
@@ -720,9 +897,9 @@ impl Engine {
                 reply,
             })
             .await?;
-        let views = &self.inner.read_views;
-        if total > 0 && views.capacity() > 2 * views.len() + 1024 {
-            views.shrink_to_fit();
+        let published = &self.inner.published;
+        if total > 0 && published.capacity() > 2 * published.len() + 1024 {
+            published.shrink_to_fit();
         }
         Ok(total)
     }
@@ -757,6 +934,7 @@ impl Engine {
             tracing::warn!(%error, "shard supervisor did not stop in time");
         }
         self.inner.committer.clone().shutdown();
+        self.inner.record_committer.clone().shutdown();
         snapshot_result
     }
 }

@@ -46,5 +46,5 @@ pub mod supervision;
 pub mod time;
 
 pub use config::EngineConfig;
-pub use engine::Engine;
+pub use engine::{Engine, Lookup};
 pub use error::EngineError;

@@ -9,8 +9,11 @@
 //! - Messages are handled one at a time in mailbox order, so the entries of one pair apply
 //!   in the order they were sent.
 //! - An `Apply` is answered only after its whole batch (log records, identities, snapshots)
-//!   is committed and fsync'd through the group committer; the read views of its pairs are
-//!   published to the shared map before the answer. An answer therefore means durable.
+//!   is committed and fsync'd through the group committer; the snapshots of its pairs are
+//!   published to the shared map before the answer. An answer therefore means durable, and
+//!   lookups (which read only the published snapshots) never see what is not durable.
+//! - Lookups do not enter the mailbox; it carries writes, holds, activations of cold pairs
+//!   (at most a few in flight per shard) and ops calls.
 //! - If handling fails (a store error), the touched entities are dropped from memory and
 //!   their identities from the tail, so memory never runs ahead of the disk; they reload from
 //!   the store on next touch.
@@ -36,7 +39,7 @@ use crate::engine::Decided;
 use crate::engine::EngineCounters;
 use crate::error::EngineError;
 use crate::ledger::{
-    EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ReadView, ingest,
+    EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ingest,
 };
 use crate::persist::{
     self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, checkpoint_key,
@@ -115,30 +118,15 @@ pub enum ShardMessage {
         /// The answer.
         reply: Reply<()>,
     },
-    /// The read view of a pair, activating it from the store if needed (`None`: never seen).
-    Read {
-        /// The pair.
-        pair: PairKey,
+    /// Make pairs resident (from the store) and publish their snapshots for lookups; answer
+    /// each one's snapshot, in order (`None`: never seen).
+    Activate {
+        /// The pairs.
+        pairs: Vec<PairKey>,
         /// Mailbox slot.
         permit: OwnedSemaphorePermit,
         /// The answer.
-        reply: Reply<Option<ReadView>>,
-    },
-    /// The decision of the policy's mode for a pair (activating it if needed), with the
-    /// state version and the features it saw.
-    Decide {
-        /// The pair.
-        pair: PairKey,
-        /// Units wanted.
-        quantity: i64,
-        /// The surface asking.
-        surface: Surface,
-        /// Also digest the inputs (the decision is audited).
-        digest: bool,
-        /// Mailbox slot.
-        permit: OwnedSemaphorePermit,
-        /// The answer.
-        reply: Reply<Decided>,
+        reply: Reply<Vec<Option<Arc<Snapshot>>>>,
     },
     /// The full state of a pair for ops (`None`: never seen).
     Inspect {
@@ -202,8 +190,8 @@ pub struct ShardContext {
     pub store: Arc<dyn Store>,
     /// The group committer (writes).
     pub committer: GroupCommitter,
-    /// Published read views of resident entities.
-    pub read_views: Arc<DashMap<PairKey, ReadView>>,
+    /// The published snapshots of resident entities: what lookups decide from.
+    pub published: Arc<DashMap<PairKey, Arc<Snapshot>>>,
     /// Recent identities.
     pub identities: Arc<IdentityTail>,
     /// Configuration.
@@ -218,13 +206,15 @@ pub struct ShardContext {
     pub decisions: Arc<DecisionContext>,
 }
 
-/// One resident entity.
+/// One resident entity: its state, shared with lookups, and what only its shard needs.
 #[derive(Clone, Debug)]
 pub struct Entity {
-    /// The ledger state.
-    pub state: EntityState,
-    /// Log records written for the pair.
-    pub log_position: u64,
+    /// The ledger state at its log position: the image lookups decide from. Lookups hold
+    /// clones of the `Arc` published in [`ShardContext::published`]; the shard changes it
+    /// copy-on-write ([`Entity::state_mut`]), so the first change after a publication makes
+    /// the one new copy the shard goes on writing until it publishes again, and a lookup
+    /// never sees a half-applied batch or anything not yet durable.
+    pub snapshot: Arc<Snapshot>,
     /// Log records written since the latest snapshot ([`NEVER_SNAPSHOTTED`]: no snapshot yet).
     pub records_since_snapshot: u32,
     /// When it was last touched, in compact seconds.
@@ -240,14 +230,29 @@ pub struct Entity {
 pub const NEVER_SNAPSHOTTED: u32 = u32::MAX;
 
 impl Entity {
+    /// The ledger state.
+    pub fn state(&self) -> &EntityState {
+        &self.snapshot.state
+    }
+
+    /// Log records written for the pair.
+    pub fn log_position(&self) -> u64 {
+        self.snapshot.log_position
+    }
+
+    /// The state, to change (copied first if lookups may still read the published one).
+    fn state_mut(&mut self) -> &mut EntityState {
+        &mut Arc::make_mut(&mut self.snapshot).state
+    }
+
     fn needs_snapshot(&self, every_records: u64) -> bool {
-        self.records_since_snapshot == NEVER_SNAPSHOTTED && self.log_position > 0
+        self.records_since_snapshot == NEVER_SNAPSHOTTED && self.log_position() > 0
             || self.records_since_snapshot != NEVER_SNAPSHOTTED
                 && u64::from(self.records_since_snapshot) >= every_records
     }
 
     fn logged(&mut self) {
-        self.log_position += 1;
+        Arc::make_mut(&mut self.snapshot).log_position += 1;
         if self.records_since_snapshot != NEVER_SNAPSHOTTED {
             self.records_since_snapshot += 1;
         }
@@ -264,18 +269,17 @@ impl Entity {
 /// of its inputs and what its record needs to be replayed: the one path of lookups and
 /// reservation holds. The shared facts are read once, so the answer, the digest and the
 /// record see the same ones while other shards keep learning.
-fn decide_entity(
-    context: &ShardContext,
-    entity: Option<&Entity>,
+pub(crate) fn decide_entity(
+    decisions: &DecisionContext,
+    config: &EngineConfig,
+    snapshot: Option<&Snapshot>,
     ask: Ask,
     reservation: Option<&Arc<str>>,
     digest: bool,
 ) -> Decided {
-    let state = entity.map(|entity| &entity.state);
-    let shared = context.decisions.shared.shared(ask.pair);
-    let answer = context
-        .decisions
-        .decide(state, &shared, ask, &context.config, reservation);
+    let state = snapshot.map(|snapshot| &snapshot.state);
+    let shared = decisions.shared.shared(ask.pair);
+    let answer = decisions.decide(state, &shared, ask, config, reservation);
     Decided {
         decision: answer.decision,
         version: state.map_or(0, |state| state.applied_entries),
@@ -283,7 +287,7 @@ fn decide_entity(
         time: ask.now,
         inputs_digest: digest.then(|| digest_inputs(state, &shared)),
         moment: digest.then(|| NodeMoment::Entity {
-            log_position: entity.map(|entity| entity.log_position),
+            log_position: snapshot.map(|snapshot| snapshot.log_position),
             shared: Box::new(shared),
             threshold: answer.threshold,
         }),
@@ -300,7 +304,9 @@ fn log_not_found(
     time: Timestamp,
 ) {
     let units = u32::try_from(units.max(0)).unwrap_or(u32::MAX);
-    entity.state.observe_not_found(units, record_before, time);
+    entity
+        .state_mut()
+        .observe_not_found(units, record_before, time);
     append_log(
         batch,
         pair,
@@ -317,9 +323,12 @@ fn log_not_found(
 /// pair's log, at the entity's latest arrival.
 fn append_log(batch: &mut WriteBatch, pair: PairKey, entity: &mut Entity, record: &LogRecord) {
     entity.logged();
-    let log_time = entity.state.latest_arrival;
+    let log_time = entity.state().latest_arrival;
     entity.logged_at(log_time);
-    batch.put(log_key(pair, log_time, entity.log_position), encode(record));
+    batch.put(
+        log_key(pair, log_time, entity.log_position()),
+        encode(record),
+    );
 }
 
 /// The shard actor (stateless: its state is [`ShardState`]).
@@ -330,9 +339,9 @@ pub struct Shard;
 #[derive(Debug)]
 pub struct ShardState {
     context: Arc<ShardContext>,
-    /// Boxed so the map's slots stay small: a map's table is sized in powers of two and can be
-    /// half empty, which costs far less on 24-byte slots than on whole entities.
-    entities: HashMap<PairKey, Box<Entity>>,
+    /// Small slots (the state is behind the snapshot's `Arc`): a map's table is sized in
+    /// powers of two and can be half empty.
+    entities: HashMap<PairKey, Entity>,
     /// Reservation holds of resident entities that have any (most have none, so they are
     /// kept beside the entities rather than in them).
     holds: HashMap<PairKey, Vec<Hold>>,
@@ -387,23 +396,12 @@ impl Actor for Shard {
                 let _ = reply.send(state.quarantine_panicked(&entry, message).await);
                 drop(permit);
             }
-            ShardMessage::Read {
-                pair,
+            ShardMessage::Activate {
+                pairs,
                 permit,
                 reply,
             } => {
-                let _ = reply.send(state.read(pair));
-                drop(permit);
-            }
-            ShardMessage::Decide {
-                pair,
-                quantity,
-                surface,
-                digest,
-                permit,
-                reply,
-            } => {
-                let _ = reply.send(state.decide(pair, quantity, surface, digest));
+                let _ = reply.send(state.activate(&pairs));
                 drop(permit);
             }
             ShardMessage::Inspect {
@@ -469,9 +467,11 @@ impl ShardState {
             if !loaded.found && !create {
                 return Ok(None);
             }
-            let entity = Entity {
-                state: loaded.state,
-                log_position: loaded.log_position,
+            let mut entity = Entity {
+                snapshot: Arc::new(Snapshot {
+                    state: loaded.state,
+                    log_position: loaded.log_position,
+                }),
                 records_since_snapshot: if loaded.found {
                     u32::try_from(loaded.log_position - loaded.snapshot_position)
                         .unwrap_or(u32::MAX - 1)
@@ -483,14 +483,13 @@ impl ShardState {
                     .oldest_log_time
                     .map_or(0, |t| t.to_compact_seconds().max(1)),
             };
-            let mut entity = Box::new(entity);
             // Reserved units are the sum of the stored holds, never a snapshot's copy.
             let holds = if loaded.found {
                 load_holds(self.context.store.as_ref(), pair)?
             } else {
                 Vec::new()
             };
-            entity.state.reserved_units = holds
+            entity.state_mut().reserved_units = holds
                 .iter()
                 .fold(0i64, |sum, hold| sum.saturating_add(hold.units));
             if !holds.is_empty() {
@@ -499,10 +498,12 @@ impl ShardState {
             self.entities.insert(pair, entity);
         }
         let touched = self.now().to_compact_seconds();
-        Ok(self.entities.get_mut(&pair).map(|entity| {
+        let entity = self.entities.get_mut(&pair);
+        if let Some(entity) = entity {
             entity.last_touched = touched;
-            &mut **entity
-        }))
+            return Ok(Some(entity));
+        }
+        Ok(None)
     }
 
     async fn apply(&mut self, entries: &[ArrivedEntry]) -> Result<Vec<Outcome>, EngineError> {
@@ -573,9 +574,9 @@ impl ShardState {
                 pending: &pending_deltas,
                 complete_from: None,
             };
-            let before = SharedDirectory::before(&entity.state);
+            let before = SharedDirectory::before(entity.state());
             let outcome = ingest(
-                &mut entity.state,
+                entity.state_mut(),
                 &arrived.entry,
                 arrived.arrival,
                 &config.ledger,
@@ -595,16 +596,16 @@ impl ShardState {
                     context
                         .decisions
                         .shared
-                        .learn(&arrived.entry, &before, &entity.state);
+                        .learn(&arrived.entry, &before, entity.state());
                     entity.logged();
                     let record = LogRecord::Applied {
                         entry: arrived.entry.clone(),
                         arrival: arrived.arrival,
                     };
-                    let log_time = entity.state.latest_arrival;
+                    let log_time = entity.state().latest_arrival;
                     entity.logged_at(log_time);
                     batch.put(
-                        log_key(pair, log_time, entity.log_position),
+                        log_key(pair, log_time, entity.log_position()),
                         encode(&record),
                     );
                 }
@@ -655,7 +656,7 @@ impl ShardState {
                     // A short pick: fewer than the held units were on the shelf.
                     let time = self.now();
                     if let Some(entity) = self.entities.get_mut(&pair) {
-                        let record_before = entity.state.on_hand_units + picked;
+                        let record_before = entity.state().on_hand_units + picked;
                         log_not_found(batch, pair, entity, hold.units, record_before, time);
                     }
                 }
@@ -692,7 +693,8 @@ impl ShardState {
             self.holds.remove(&pair);
         }
         if let Some(entity) = self.entities.get_mut(&pair) {
-            entity.state.reserved_units = entity.state.reserved_units.saturating_sub(hold.units);
+            let state = entity.state_mut();
+            state.reserved_units = state.reserved_units.saturating_sub(hold.units);
         }
         Some(hold)
     }
@@ -703,13 +705,13 @@ impl ShardState {
             .is_some_and(|list| list.iter().any(|h| &*h.reservation_id == reservation_id))
     }
 
-    /// Drops entities from memory (and their holds and read views): they reload from the
-    /// store on next touch. Used when memory may have run ahead of the disk.
+    /// Drops entities from memory (and their holds and published snapshots): they reload
+    /// from the store on next touch. Used when memory may have run ahead of the disk.
     fn forget(&mut self, pairs: &[PairKey]) {
         for pair in pairs {
             self.entities.remove(pair);
             self.holds.remove(pair);
-            self.context.read_views.remove(pair);
+            self.context.published.remove(pair);
         }
     }
 
@@ -734,7 +736,7 @@ impl ShardState {
             let entity = self.entity(line.pair, false)?;
             let view = entity
                 .as_ref()
-                .map(|entity| entity.state.read_view(now, &context.config.ledger));
+                .map(|entity| entity.state().read_view(now, &context.config.ledger));
             let ask = Ask {
                 pair: line.pair,
                 quantity: line.quantity,
@@ -743,8 +745,14 @@ impl ShardState {
             };
             // Reservations decide as lookups do: the policy's mode for the surface and region;
             // a granted line is a promise, so its inputs are digested for its record.
-            let decided =
-                decide_entity(&context, entity.as_deref(), ask, Some(reservation_id), true);
+            let decided = decide_entity(
+                &context.decisions,
+                &context.config,
+                entity.map(|entity| &*entity.snapshot),
+                ask,
+                Some(reservation_id),
+                true,
+            );
             let decision = decided.decision;
             if !decision.available {
                 let spare = view.map_or(0, |v| spare_units(&v, surface, safety));
@@ -772,7 +780,8 @@ impl ShardState {
             let Some(entity) = self.entities.get_mut(&line.pair) else {
                 continue; // Activated above; a pair is only missing if never seen.
             };
-            entity.state.reserved_units = entity.state.reserved_units.saturating_add(line.quantity);
+            let state = entity.state_mut();
+            state.reserved_units = state.reserved_units.saturating_add(line.quantity);
             append_log(
                 &mut batch,
                 line.pair,
@@ -822,7 +831,7 @@ impl ShardState {
                     );
                     if not_found {
                         // Released ITEM_NOT_FOUND: the held units were not on the shelf.
-                        let record_before = entity.state.on_hand_units;
+                        let record_before = entity.state().on_hand_units;
                         log_not_found(&mut batch, pair, entity, hold.units, record_before, now);
                     }
                 }
@@ -854,14 +863,13 @@ impl ShardState {
         }
     }
 
+    /// Publishes the resident state of `pairs` to lookups (after it is durable).
     fn publish(&self, pairs: &[PairKey]) {
-        let now = self.now();
         for pair in pairs {
             if let Some(entity) = self.entities.get(pair) {
-                self.context.read_views.insert(
-                    *pair,
-                    entity.state.read_view(now, &self.context.config.ledger),
-                );
+                self.context
+                    .published
+                    .insert(*pair, Arc::clone(&entity.snapshot));
             }
         }
     }
@@ -876,7 +884,7 @@ impl ShardState {
         let pair = arrived.entry.target();
         let entity = self.entity(pair, true)?.expect("created on demand");
         let mut batch = WriteBatch::new();
-        entity.state.record_quarantine();
+        entity.state_mut().record_quarantine();
         write_quarantine(
             &mut batch,
             &context.config,
@@ -896,46 +904,26 @@ impl ShardState {
             )?;
         }
         let committed = context.committer.submit(batch).await.wait().await;
-        if committed.is_err() {
-            self.entities.remove(&pair);
+        match committed {
+            Ok(()) => self.publish(&[pair]),
+            Err(_) => self.forget(&[pair]),
         }
         committed.map_err(EngineError::from)
     }
 
-    fn decide(
-        &mut self,
-        pair: PairKey,
-        quantity: i64,
-        surface: Surface,
-        digest: bool,
-    ) -> Result<Decided, EngineError> {
-        let now = self.now();
-        let context = Arc::clone(&self.context);
-        let entity = self.entity(pair, false)?;
-        let ask = Ask {
-            pair,
-            quantity,
-            surface,
-            now,
-        };
-        Ok(decide_entity(
-            &context,
-            entity.as_deref(),
-            ask,
-            None,
-            digest,
-        ))
-    }
-
-    fn read(&mut self, pair: PairKey) -> Result<Option<ReadView>, EngineError> {
-        let now = self.now();
-        let config = Arc::clone(&self.context.config);
-        let Some(entity) = self.entity(pair, false)? else {
-            return Ok(None);
-        };
-        let view = entity.state.read_view(now, &config.ledger);
-        self.context.read_views.insert(pair, view);
-        Ok(Some(view))
+    /// Makes `pairs` resident and publishes their snapshots (those the store knows).
+    fn activate(&mut self, pairs: &[PairKey]) -> Result<Vec<Option<Arc<Snapshot>>>, EngineError> {
+        let mut snapshots = Vec::with_capacity(pairs.len());
+        for &pair in pairs {
+            let snapshot = self
+                .entity(pair, false)?
+                .map(|entity| Arc::clone(&entity.snapshot));
+            if let Some(snapshot) = &snapshot {
+                self.context.published.insert(pair, Arc::clone(snapshot));
+            }
+            snapshots.push(snapshot);
+        }
+        Ok(snapshots)
     }
 
     fn inspect(&mut self, pair: PairKey) -> Result<Option<EntityReport>, EngineError> {
@@ -944,9 +932,9 @@ impl ShardState {
         let Some(entity) = self.entity(pair, false)? else {
             return Ok(None);
         };
-        let view = entity.state.view(now, &context.config.ledger);
-        let belief = entity.state.belief;
-        let log_position = entity.log_position;
+        let view = entity.state().view(now, &context.config.ledger);
+        let belief = entity.state().belief;
+        let log_position = entity.log_position();
         let quarantined = persist::quarantined_records(context.store.as_ref(), pair, 100)?;
         Ok(Some(EntityReport {
             view,
@@ -1003,8 +991,8 @@ fn write_quarantine(
     reason: QuarantineReason,
 ) {
     entity.logged();
-    let position = entity.log_position;
-    let log_time = entity.state.latest_arrival.max(arrived.arrival);
+    let position = entity.log_position();
+    let log_time = entity.state().latest_arrival.max(arrived.arrival);
     entity.logged_at(log_time);
     batch.put(
         log_key(pair, log_time, position),
@@ -1036,13 +1024,10 @@ fn write_snapshot(
     entity: &mut Entity,
     now: Timestamp,
 ) -> Result<(), EngineError> {
-    let snapshot = encode(&Snapshot {
-        log_position: entity.log_position,
-        state: entity.state.clone(),
-    });
+    let snapshot = encode(&*entity.snapshot);
     // The same image, kept as a checkpoint an audit rebuild may start from.
     batch.put(
-        checkpoint_key(pair, entity.state.latest_arrival, entity.log_position),
+        checkpoint_key(pair, entity.state().latest_arrival, entity.log_position()),
         snapshot.clone(),
     );
     batch.put(snapshot_key(pair), snapshot);
@@ -1053,7 +1038,7 @@ fn write_snapshot(
             persist::compact_log(store, batch, pair, cutoff, config.identity_retention_ms())?;
         // The checkpoint written above is not in the store yet: it is the next one due when
         // no stored checkpoint is newer than the one kept.
-        let next_due = compaction.next_due.unwrap_or(entity.state.latest_arrival);
+        let next_due = compaction.next_due.unwrap_or(entity.state().latest_arrival);
         entity.compaction_due_seconds = next_due.to_compact_seconds().max(1);
     }
     entity.records_since_snapshot = 0;

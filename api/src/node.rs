@@ -289,6 +289,7 @@ impl NodeConfig {
                 limits.max_events_per_request,
             ),
             ("limits.max_in_flight", limits.max_in_flight),
+            ("limits.max_writes_in_flight", limits.max_writes_in_flight),
             ("limits.max_message_bytes", limits.max_message_bytes),
             (
                 "limits.stream_idle_timeout_ms",

@@ -16,7 +16,7 @@ use stockgrid_actors::decision::store_unavailable;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::policy::MAX_REGION_BYTES;
 use stockgrid_actors::reservation::ReserveRequest;
-use stockgrid_actors::{Engine, EngineError};
+use stockgrid_actors::{Engine, EngineError, Lookup};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
@@ -38,6 +38,9 @@ pub struct ServiceLimits {
     pub max_events_per_request: usize,
     /// Calls served at once; more are shed with RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
+    /// Of those, writes (ingest batches, reservation changes, catalog upserts) served at
+    /// once: writes are shed first, so lookups keep their slots while ingest runs flat out.
+    pub max_writes_in_flight: usize,
     /// Largest request message, in bytes.
     pub max_message_bytes: usize,
     /// A `StreamEvents` call that sends no message for this long is ended (it holds no
@@ -51,6 +54,7 @@ impl Default for ServiceLimits {
             max_batch_items: 1_000,
             max_events_per_request: 10_000,
             max_in_flight: 4_096,
+            max_writes_in_flight: 256,
             max_message_bytes: 16 << 20,
             stream_idle_timeout_ms: 60_000,
         }
@@ -67,6 +71,7 @@ struct ApiInner {
     engine: OnceLock<Engine>,
     limits: ServiceLimits,
     admission: Arc<Semaphore>,
+    write_admission: Arc<Semaphore>,
     decision_prefix: String,
     decisions: AtomicU64,
 }
@@ -88,6 +93,9 @@ impl std::fmt::Debug for Api {
 
 type Answer<T> = Result<Response<T>, Status>;
 
+/// The slots a running write holds: a write slot and a call slot.
+type WritePermit = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
 impl Api {
     /// Services with no engine yet (every call answers UNAVAILABLE until
     /// [`Api::set_engine`]). `node_tag` makes decision ids unique across nodes and restarts.
@@ -97,6 +105,7 @@ impl Api {
                 engine: OnceLock::new(),
                 limits,
                 admission: Arc::new(Semaphore::new(limits.max_in_flight)),
+                write_admission: Arc::new(Semaphore::new(limits.max_writes_in_flight)),
                 decision_prefix: format!("d-{node_tag:x}-"),
                 decisions: AtomicU64::new(0),
             }),
@@ -133,39 +142,74 @@ impl Api {
         Ok((permit, self.engine()?))
     }
 
+    /// Admission of a write: a write slot as well as a call slot, or RESOURCE_EXHAUSTED
+    /// when either is full.
+    fn admit_write(&self) -> Result<(WritePermit, &Engine), Status> {
+        let write = Arc::clone(&self.inner.write_admission)
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "load shed: {} writes in flight; retry with backoff",
+                    self.inner.limits.max_writes_in_flight
+                ))
+            })?;
+        let (call, engine) = self.admit()?;
+        Ok(((write, call), engine))
+    }
+
     fn decision_id(&self) -> String {
         let n = self.inner.decisions.fetch_add(1, Ordering::Relaxed);
         format!("{}{n:x}", self.inner.decision_prefix)
     }
 
+    /// Answers lookups in one pass, in order (each is given its decision id here; those the
+    /// policy audits are recorded durably before any answer returns).
     async fn decide(
         &self,
         engine: &Engine,
-        pair: PairKey,
-        quantity: i64,
-        surface: Surface,
-    ) -> Result<pb::AvailabilityAnswer, Status> {
-        let decision_id = self.decision_id();
-        let audited = engine.decisions().audits(surface, &decision_id);
-        let decided = match engine
-            .decide_recorded(&decision_id, pair, quantity, surface, audited)
-            .await
-        {
-            Ok(decided) => decided,
+        lookups: Vec<(PairKey, i64, Surface)>,
+    ) -> Result<Vec<Result<pb::AvailabilityAnswer, Status>>, Status> {
+        let lookups: Vec<(String, Lookup)> = lookups
+            .into_iter()
+            .map(|(pair, quantity, surface)| {
+                let decision_id = self.decision_id();
+                let digest = engine.decisions().audits(surface, &decision_id);
+                let lookup = Lookup {
+                    pair,
+                    quantity,
+                    surface,
+                    digest,
+                };
+                (decision_id, lookup)
+            })
+            .collect();
+        let unavailable = |decision_id| {
+            tracing::debug!("lookup while the store is unavailable");
+            convert::answer(&store_unavailable(), 0, decision_id)
+        };
+        match engine.decide_recorded_many(&lookups).await {
+            Ok(decided) => Ok(lookups
+                .into_iter()
+                .zip(decided)
+                .map(|((decision_id, _), decided)| match decided {
+                    Ok(decided) => Ok(convert::answer(
+                        &decided.decision,
+                        decided.version,
+                        decision_id,
+                    )),
+                    Err(EngineError::Store(_)) => Ok(unavailable(decision_id)),
+                    Err(error) => Err(engine_status(&error)),
+                })
+                .collect()),
             // A store that refuses writes (or cannot be reached) leaves the node's state in
             // doubt: the answer is "not available" with the reason, never an error and never
             // a promise (DESIGN.md property 6).
-            Err(EngineError::Store(error)) => {
-                tracing::debug!(%error, "lookup while the store is unavailable");
-                return Ok(convert::answer(&store_unavailable(), 0, decision_id));
-            }
-            Err(error) => return Err(engine_status(&error)),
-        };
-        Ok(convert::answer(
-            &decided.decision,
-            decided.version,
-            decision_id,
-        ))
+            Err(EngineError::Store(_)) => Ok(lookups
+                .into_iter()
+                .map(|(decision_id, _)| Ok(unavailable(decision_id)))
+                .collect()),
+            Err(error) => Err(engine_status(&error)),
+        }
     }
 
     /// Applies one batch of events: a result per event, in order.
@@ -253,10 +297,12 @@ impl pb::availability_server::Availability for Api {
         request: Request<pb::GetAvailabilityRequest>,
     ) -> Answer<pb::AvailabilityAnswer> {
         let (_permit, engine) = self.admit()?;
-        let (pair, quantity, surface) = convert::lookup(request.get_ref(), "")?;
-        Ok(Response::new(
-            self.decide(engine, pair, quantity, surface).await?,
-        ))
+        let lookup = convert::lookup(request.get_ref(), "")?;
+        let mut answers = self.decide(engine, vec![lookup]).await?;
+        let answer = answers
+            .pop()
+            .unwrap_or_else(|| Err(Status::internal("a lookup produced no answer")))?;
+        Ok(Response::new(answer))
     }
 
     async fn batch_get_availability(
@@ -269,11 +315,23 @@ impl pb::availability_server::Availability for Api {
         if items.len() > limit {
             return Err(too_many("items", items.len(), limit));
         }
+        // Items that parse are decided together in one pass; the others answer their error.
+        let mut parsed: Vec<Result<(PairKey, i64, Surface), Status>> = items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| convert::lookup(item, &format!("items[{index}].")))
+            .collect();
+        let lookups: Vec<(PairKey, i64, Surface)> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().copied())
+            .collect();
+        let mut decided = self.decide(engine, lookups).await?.into_iter();
         let mut results = Vec::with_capacity(items.len());
-        for (index, item) in items.iter().enumerate() {
-            let prefix = format!("items[{index}].");
-            let answer = match convert::lookup(item, &prefix) {
-                Ok((pair, quantity, surface)) => self.decide(engine, pair, quantity, surface).await,
+        for parsed in parsed.drain(..) {
+            let answer = match parsed {
+                Ok(_) => decided
+                    .next()
+                    .unwrap_or_else(|| Err(Status::internal("a lookup produced no answer"))),
                 Err(status) => Err(status),
             };
             results.push(pb::BatchItemResult {
@@ -418,7 +476,7 @@ impl pb::ingest_server::Ingest for Api {
         &self,
         request: Request<pb::IngestEventsRequest>,
     ) -> Answer<pb::IngestEventsResponse> {
-        let (_permit, engine) = self.admit()?;
+        let (_permit, engine) = self.admit_write()?;
         let events = request.into_inner().events;
         Ok(Response::new(self.ingest_batch(engine, events).await?))
     }
@@ -453,7 +511,7 @@ impl pb::ingest_server::Ingest for Api {
                     }
                 };
                 let ack = match message {
-                    Ok(batch) => match api.admit() {
+                    Ok(batch) => match api.admit_write() {
                         Ok((_permit, engine)) => api.ingest_batch(engine, batch.events).await,
                         Err(status) => Err(status),
                     },
@@ -474,7 +532,7 @@ impl pb::ingest_server::Ingest for Api {
 #[tonic::async_trait]
 impl pb::reservations_server::Reservations for Api {
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Answer<pb::Reservation> {
-        let (_permit, engine) = self.admit()?;
+        let (_permit, engine) = self.admit_write()?;
         let request = request.into_inner();
         let reserve = ReserveRequest {
             surface: convert::surface(request.surface, "surface")?,
@@ -490,7 +548,7 @@ impl pb::reservations_server::Reservations for Api {
     }
 
     async fn commit(&self, request: Request<pb::CommitRequest>) -> Answer<pb::Reservation> {
-        let (_permit, engine) = self.admit()?;
+        let (_permit, engine) = self.admit_write()?;
         let request = request.get_ref();
         let window = (request.pickup_window_seconds > 0)
             .then(|| i64::from(request.pickup_window_seconds) * 1_000);
@@ -502,7 +560,7 @@ impl pb::reservations_server::Reservations for Api {
     }
 
     async fn release(&self, request: Request<pb::ReleaseRequest>) -> Answer<pb::Reservation> {
-        let (_permit, engine) = self.admit()?;
+        let (_permit, engine) = self.admit_write()?;
         let request = request.get_ref();
         let reason = convert::release_reason(request.reason)?;
         let report = engine
@@ -531,7 +589,7 @@ impl pb::catalog_server::Catalog for Api {
         &self,
         request: Request<pb::UpsertLocationsRequest>,
     ) -> Answer<pb::UpsertLocationsResponse> {
-        let (_permit, engine) = self.admit()?;
+        let (_permit, engine) = self.admit_write()?;
         let locations = request.into_inner().locations;
         if locations.len() > MAX_LOCATIONS_PER_UPSERT {
             return Err(too_many(

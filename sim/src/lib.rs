@@ -15,13 +15,15 @@
 //! - [`rng`], [`civil`], [`seeds`]: pinned random streams, fast time text, the seed split.
 //! - [`train`]: `stockgrid train`, the model from training and calibration runs.
 //! - [`drill`]: `sim drill`, a scenario played against a real `stockgrid serve`.
-//! - [`demo`]: `stockgrid demo`; [`loadgen`]: `stockgrid loadgen`.
+//! - [`demo`]: `stockgrid demo`; [`loadgen`]: `stockgrid loadgen`; [`floor`]: the floors it
+//!   is measured against (a do-nothing gRPC server, the store alone).
 
 pub mod civil;
 pub mod demo;
 pub mod drill;
 pub mod evaluate;
 pub mod files;
+pub mod floor;
 pub mod generate;
 pub mod loadgen;
 pub mod record;

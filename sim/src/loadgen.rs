@@ -1,22 +1,34 @@
-//! `stockgrid loadgen`: load against a running node over gRPC, with latencies in an
-//! hdrhistogram.
+//! `stockgrid loadgen`: load against a running node (or one of the floors in
+//! [`crate::floor`]) over gRPC, with latencies in hdrhistograms, per request kind.
 //!
 //! Closed loop (no `rate`): `concurrency` clients each send the next request as soon as the
 //! previous answer arrives. Open loop (`rate` requests/s): request *i* is due at
 //! `start + i / rate`; a client sends it at that moment (or as soon as it is free) and its
 //! latency is measured from the moment it was due, so a stalled server shows up in the
 //! tail instead of silently lowering the offered load (no coordinated omission).
+//!
+//! The mixed workload is 70% point, 20% batch and 10% ingest requests from the same clients;
+//! with `ingest_rate` it is instead closed-loop lookups (7 point to 2 batch) beside ingest
+//! sent open loop at that many events per second by clients of its own, which is how the
+//! latency of lookups under a given ingest load is measured.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use serde_json::json;
 use stockgrid_actors::time::{Clock, WallClock};
 use stockgrid_api::proto::v1 as pb;
 use tonic::transport::Channel;
 
 use crate::requests::{Rng, item_page_lookup};
+
+/// Clients sending the open-loop ingest of a mixed run with an ingest rate.
+const INGEST_CLIENTS: usize = 8;
+/// Largest latency the histograms hold, in microseconds (2 minutes).
+const MAX_LATENCY_US: u64 = 120_000_000;
 
 /// What to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,8 +39,42 @@ pub enum Workload {
     Batch,
     /// `IngestEvents` of `ingest_events` sales.
     Ingest,
-    /// 70% point, 20% batch, 10% ingest.
+    /// 70% point, 20% batch, 10% ingest; or, with an ingest rate, lookups beside ingest.
     Mixed,
+}
+
+impl Workload {
+    /// The name the command line and the JSON report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Point => "point",
+            Workload::Batch => "batch",
+            Workload::Ingest => "ingest",
+            Workload::Mixed => "mixed",
+        }
+    }
+}
+
+/// The kind of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// One lookup.
+    Point,
+    /// A batch of lookups.
+    Batch,
+    /// A batch of events.
+    Ingest,
+}
+
+impl Kind {
+    /// The name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Point => "point",
+            Kind::Batch => "batch",
+            Kind::Ingest => "ingest",
+        }
+    }
 }
 
 /// A load run.
@@ -40,6 +86,8 @@ pub struct LoadOptions {
     pub workload: Workload,
     /// Requests per second (open loop); `None`: closed loop.
     pub rate: Option<u64>,
+    /// Mixed workload only: events per second sent open loop beside closed-loop lookups.
+    pub ingest_rate: Option<u64>,
     /// How long to measure.
     pub duration: Duration,
     /// Concurrent clients (each with its own connection).
@@ -54,44 +102,156 @@ pub struct LoadOptions {
     pub preload: bool,
 }
 
-/// What a run measured.
-#[derive(Debug)]
-pub struct LoadReport {
+/// The figures of one kind of request (or of all of them).
+#[derive(Debug, Clone)]
+pub struct KindReport {
     /// Requests answered OK.
     pub requests: u64,
     /// Items (lookups or events) in those requests.
     pub items: u64,
     /// Requests that failed.
     pub errors: u64,
-    /// Wall time of the measurement.
-    pub elapsed: Duration,
     /// Latency in microseconds.
     pub latency_us: Histogram<u64>,
 }
 
-impl LoadReport {
-    /// The report as printed by the command.
-    pub fn lines(&self) -> Vec<String> {
-        let seconds = self.elapsed.as_secs_f64().max(1e-9);
-        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
-        vec![
+impl Default for KindReport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KindReport {
+    /// No requests yet.
+    pub fn new() -> Self {
+        Self {
+            requests: 0,
+            items: 0,
+            errors: 0,
+            latency_us: Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
+                .expect("histogram bounds"),
+        }
+    }
+
+    /// Adds `other`'s requests to these.
+    pub fn add(&mut self, other: &KindReport) {
+        self.requests += other.requests;
+        self.items += other.items;
+        self.errors += other.errors;
+        // Same bounds on both sides: adding cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
+    /// Counts one request (its items and latency only when `ok`).
+    pub fn record(&mut self, ok: bool, items: u64, latency: Duration) {
+        if ok {
+            self.requests += 1;
+            self.items += items;
+            let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            self.latency_us.saturating_record(micros.max(1));
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    fn latency_ms(&self, quantile: f64) -> f64 {
+        self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn json(&self, seconds: f64) -> serde_json::Value {
+        json!({
+            "requests": self.requests,
+            "requests_per_s": self.requests as f64 / seconds,
+            "items_per_s": self.items as f64 / seconds,
+            "errors": self.errors,
+            "latency_ms": {
+                "p50": self.latency_ms(0.5),
+                "p90": self.latency_ms(0.9),
+                "p99": self.latency_ms(0.99),
+                "p999": self.latency_ms(0.999),
+                "max": self.latency_us.max() as f64 / 1000.0,
+            },
+        })
+    }
+
+    fn lines(&self, seconds: f64, label: &str) -> [String; 2] {
+        [
             format!(
-                "{} requests in {:.1} s: {:.0} requests/s, {:.0} items/s, {} errors",
+                "{label}{} requests in {seconds:.1} s: {:.0} requests/s, {:.0} items/s, {} errors",
                 self.requests,
-                seconds,
                 self.requests as f64 / seconds,
                 self.items as f64 / seconds,
                 self.errors
             ),
             format!(
-                "latency ms: p50 {:.3}, p90 {:.3}, p99 {:.3}, p999 {:.3}, max {:.3}",
-                ms(0.5),
-                ms(0.9),
-                ms(0.99),
-                ms(0.999),
+                "{label}latency ms: p50 {:.3}, p90 {:.3}, p99 {:.3}, p999 {:.3}, max {:.3}",
+                self.latency_ms(0.5),
+                self.latency_ms(0.9),
+                self.latency_ms(0.99),
+                self.latency_ms(0.999),
                 self.latency_us.max() as f64 / 1000.0
             ),
         ]
+    }
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct LoadReport {
+    /// The workload's name (`point`, `batch`, `ingest`, `mixed`, or a floor's).
+    pub workload: String,
+    /// Every request.
+    pub total: KindReport,
+    /// The requests of each kind sent.
+    pub by_kind: BTreeMap<Kind, KindReport>,
+    /// Wall time of the measurement.
+    pub elapsed: Duration,
+}
+
+impl LoadReport {
+    /// A report of the requests in `by_kind`.
+    pub fn new(workload: &str, by_kind: BTreeMap<Kind, KindReport>, elapsed: Duration) -> Self {
+        let mut total = KindReport::new();
+        for report in by_kind.values() {
+            total.add(report);
+        }
+        Self {
+            workload: workload.to_owned(),
+            total,
+            by_kind,
+            elapsed,
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The report as printed by the command.
+    pub fn lines(&self) -> Vec<String> {
+        let seconds = self.seconds();
+        let mut lines = self.total.lines(seconds, "").to_vec();
+        if self.by_kind.len() > 1 {
+            for (kind, report) in &self.by_kind {
+                lines.extend(report.lines(seconds, &format!("  {}: ", kind.name())));
+            }
+        }
+        lines
+    }
+
+    /// The report as one JSON object (`stockgrid loadgen --json`).
+    pub fn json(&self) -> serde_json::Value {
+        let seconds = self.seconds();
+        let mut value = self.total.json(seconds);
+        value["workload"] = json!(self.workload);
+        value["seconds"] = json!(seconds);
+        value["by_kind"] = self
+            .by_kind
+            .iter()
+            .map(|(kind, report)| (kind.name().to_owned(), report.json(seconds)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        value
     }
 }
 
@@ -103,17 +263,19 @@ async fn connect(target: &str) -> anyhow::Result<Channel> {
     Ok(Channel::from_shared(target.to_owned())?.connect().await?)
 }
 
-fn sales(
+/// `count` sales at random pairs, with ids unique to this run.
+pub(crate) fn sales(
     worker: usize,
     sequence: &AtomicU64,
     rng: &mut Rng,
-    options: &LoadOptions,
+    count: usize,
+    pairs: u64,
 ) -> Vec<pb::Event> {
     let now = WallClock.now().to_rfc3339();
-    (0..options.ingest_events)
+    (0..count)
         .map(|_| {
             let n = sequence.fetch_add(1, Ordering::Relaxed);
-            let (sku, location) = pair_of(rng.below(options.pairs));
+            let (sku, location) = pair_of(rng.below(pairs));
             pb::Event {
                 event_id: format!("lg-{worker}-{n}"),
                 source: "pos".to_owned(),
@@ -128,31 +290,37 @@ fn sales(
         .collect()
 }
 
-/// Counts every pair once (`count` events of 1,000,000 units), in batches of 5,000.
+/// `count` of every pair in `range` (`count` events of 1,000,000 units).
+pub(crate) fn counts(range: std::ops::Range<u64>, run: i64) -> Vec<pb::Event> {
+    let now = WallClock.now().plus_ms(-60_000).to_rfc3339();
+    range
+        .map(|i| {
+            let (sku, location) = pair_of(i);
+            pb::Event {
+                event_id: format!("lg-count-{run}-{i}"),
+                source: "store_inventory".to_owned(),
+                kind: "count".to_owned(),
+                sku,
+                location,
+                qty: 1_000_000,
+                event_time: now.clone(),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Counts every pair once, in batches of 5,000.
 pub async fn preload(options: &LoadOptions, mut progress: impl FnMut(u64)) -> anyhow::Result<()> {
     let mut client = pb::ingest_client::IngestClient::new(connect(&options.target).await?);
-    let now = WallClock.now().plus_ms(-60_000).to_rfc3339();
     let run = WallClock.now().0;
     let mut index = 0;
     while index < options.pairs {
         let end = (index + 5_000).min(options.pairs);
-        let events = (index..end)
-            .map(|i| {
-                let (sku, location) = pair_of(i);
-                pb::Event {
-                    event_id: format!("lg-count-{run}-{i}"),
-                    source: "store_inventory".to_owned(),
-                    kind: "count".to_owned(),
-                    sku,
-                    location,
-                    qty: 1_000_000,
-                    event_time: now.clone(),
-                    ..Default::default()
-                }
-            })
-            .collect();
         client
-            .ingest_events(pb::IngestEventsRequest { events })
+            .ingest_events(pb::IngestEventsRequest {
+                events: counts(index..end, run),
+            })
             .await?;
         index = end;
         progress(index);
@@ -160,32 +328,61 @@ pub async fn preload(options: &LoadOptions, mut progress: impl FnMut(u64)) -> an
     Ok(())
 }
 
+/// How a client picks and paces its requests.
+#[derive(Clone, Copy, Debug)]
+enum Role {
+    /// Requests of the workload, closed or open loop at the run's `rate`.
+    Workload,
+    /// Closed-loop lookups, 7 point to 2 batch.
+    Lookups,
+    /// Ingest requests, open loop at this many requests per second (shared by the role).
+    Ingest { requests_per_s: f64 },
+}
+
 /// Runs the load and measures it.
 pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let options = Arc::new(options);
     let start = Instant::now() + Duration::from_millis(200);
     let deadline = start + options.duration;
-    let next_request = Arc::new(AtomicU64::new(0));
     let sequence = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::with_capacity(options.concurrency);
-    for worker in 0..options.concurrency {
+    let mut roles: Vec<Role> = Vec::new();
+    match (options.workload, options.ingest_rate) {
+        (Workload::Mixed, Some(events_per_s)) => {
+            roles.extend((0..options.concurrency).map(|_| Role::Lookups));
+            let requests_per_s = events_per_s as f64 / options.ingest_events.max(1) as f64;
+            roles.extend((0..INGEST_CLIENTS).map(|_| Role::Ingest { requests_per_s }));
+        }
+        _ => roles.extend((0..options.concurrency).map(|_| Role::Workload)),
+    }
+    // One schedule per open-loop role, shared by its clients.
+    let workload_schedule = Arc::new(AtomicU64::new(0));
+    let ingest_schedule = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::with_capacity(roles.len());
+    for (worker, role) in roles.into_iter().enumerate() {
         let options = Arc::clone(&options);
-        let next_request = Arc::clone(&next_request);
         let sequence = Arc::clone(&sequence);
+        let schedule = Arc::clone(match role {
+            Role::Ingest { .. } => &ingest_schedule,
+            _ => &workload_schedule,
+        });
         let channel = connect(&options.target).await?;
         workers.push(tokio::spawn(async move {
             let mut availability =
                 pb::availability_client::AvailabilityClient::new(channel.clone());
             let mut ingest = pb::ingest_client::IngestClient::new(channel);
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
+            let mut reports: BTreeMap<Kind, KindReport> = BTreeMap::new();
             let mut rng = Rng::seeded(worker as u64 + 1);
-            let (mut requests, mut items, mut errors) = (0u64, 0u64, 0u64);
+            let per_request = |rate: f64| Duration::from_secs_f64(1.0 / rate.max(1e-9));
             loop {
-                let due = match options.rate {
-                    Some(rate) => {
-                        let i = next_request.fetch_add(1, Ordering::Relaxed);
-                        start + Duration::from_nanos(i * 1_000_000_000 / rate.max(1))
+                let open_loop = match role {
+                    Role::Workload => options.rate.map(|rate| per_request(rate as f64)),
+                    Role::Lookups => None,
+                    Role::Ingest { requests_per_s } => Some(per_request(requests_per_s)),
+                };
+                let due = match open_loop {
+                    Some(interval) => {
+                        let i = schedule.fetch_add(1, Ordering::Relaxed);
+                        start + interval.mul_f64(i as f64)
                     }
                     None => Instant::now().max(start),
                 };
@@ -193,21 +390,31 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
                     break;
                 }
                 tokio::time::sleep_until(due.into()).await;
-                let kind = match options.workload {
-                    Workload::Mixed => match rng.below(10) {
-                        0..=6 => Workload::Point,
-                        7..=8 => Workload::Batch,
-                        _ => Workload::Ingest,
+                let kind = match (role, options.workload) {
+                    (Role::Ingest { .. }, _) => Kind::Ingest,
+                    (Role::Lookups, _) => {
+                        if rng.below(9) < 7 {
+                            Kind::Point
+                        } else {
+                            Kind::Batch
+                        }
+                    }
+                    (Role::Workload, Workload::Point) => Kind::Point,
+                    (Role::Workload, Workload::Batch) => Kind::Batch,
+                    (Role::Workload, Workload::Ingest) => Kind::Ingest,
+                    (Role::Workload, Workload::Mixed) => match rng.below(10) {
+                        0..=6 => Kind::Point,
+                        7..=8 => Kind::Batch,
+                        _ => Kind::Ingest,
                     },
-                    other => other,
                 };
                 let (ok, count) = match kind {
-                    Workload::Point | Workload::Mixed => {
+                    Kind::Point => {
                         let (sku, location) = pair_of(rng.below(options.pairs));
                         let request = item_page_lookup(sku, location);
                         (availability.get_availability(request).await.is_ok(), 1)
                     }
-                    Workload::Batch => {
+                    Kind::Batch => {
                         let items = (0..options.batch_items)
                             .map(|_| {
                                 let (sku, location) = pair_of(rng.below(options.pairs));
@@ -219,8 +426,14 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
                             .await;
                         (answered.is_ok(), options.batch_items as u64)
                     }
-                    Workload::Ingest => {
-                        let events = sales(worker, &sequence, &mut rng, &options);
+                    Kind::Ingest => {
+                        let events = sales(
+                            worker,
+                            &sequence,
+                            &mut rng,
+                            options.ingest_events,
+                            options.pairs,
+                        );
                         let answered = ingest
                             .ingest_events(pb::IngestEventsRequest { events })
                             .await;
@@ -228,31 +441,50 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
                     }
                 };
                 let latency = Instant::now().saturating_duration_since(due);
-                if ok {
-                    requests += 1;
-                    items += count;
-                    histogram.saturating_record(latency.as_micros().max(1) as u64);
-                } else {
-                    errors += 1;
-                }
+                reports.entry(kind).or_default().record(ok, count, latency);
             }
-            (requests, items, errors, histogram)
+            reports
         }));
     }
-    let mut report = LoadReport {
-        requests: 0,
-        items: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency_us: Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?,
-    };
+    let mut by_kind: BTreeMap<Kind, KindReport> = BTreeMap::new();
     for worker in workers {
-        let (requests, items, errors, histogram) = worker.await?;
-        report.requests += requests;
-        report.items += items;
-        report.errors += errors;
-        report.latency_us.add(&histogram)?;
+        for (kind, report) in worker.await? {
+            by_kind.entry(kind).or_default().add(&report);
+        }
     }
-    report.elapsed = Instant::now().saturating_duration_since(start);
-    Ok(report)
+    let elapsed = Instant::now().saturating_duration_since(start);
+    Ok(LoadReport::new(options.workload.name(), by_kind, elapsed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_report_has_every_field_the_measurements_read() {
+        let mut point = KindReport::new();
+        point.record(true, 1, Duration::from_millis(2));
+        point.record(false, 1, Duration::from_millis(1));
+        let mut ingest = KindReport::new();
+        ingest.record(true, 1_000, Duration::from_millis(20));
+        let by_kind = BTreeMap::from([(Kind::Point, point), (Kind::Ingest, ingest)]);
+        let report = LoadReport::new("mixed", by_kind, Duration::from_secs(2));
+        let value = report.json();
+        assert_eq!(value["workload"], "mixed");
+        assert_eq!(value["requests"], 2);
+        assert_eq!(value["errors"], 1);
+        assert_eq!(value["seconds"], 2.0);
+        assert_eq!(value["requests_per_s"], 1.0);
+        assert_eq!(value["items_per_s"], 500.5);
+        for quantile in ["p50", "p90", "p99", "p999", "max"] {
+            assert!(value["latency_ms"][quantile].is_f64(), "{quantile}");
+        }
+        assert_eq!(value["by_kind"]["point"]["requests"], 1);
+        assert_eq!(value["by_kind"]["ingest"]["items_per_s"], 500.0);
+        let p99 = value["by_kind"]["ingest"]["latency_ms"]["p99"]
+            .as_f64()
+            .expect("p99");
+        assert!((p99 - 20.0).abs() < 0.1, "{p99}");
+        assert!(value["by_kind"].get("batch").is_none());
+    }
 }
