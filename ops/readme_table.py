@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the README's "Rules vs ml" table from an evaluation report's metrics.json.
+"""Prints docs/evaluation.md's "Rules vs ml" table from an evaluation report's metrics.json.
 
     python3 ops/readme_table.py [target/evaluation/report/metrics.json]
 

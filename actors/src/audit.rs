@@ -155,8 +155,11 @@ impl Engine {
     }
 
     /// [`Engine::decide_recorded`] of many lookups in one pass, answered in order (a lookup
-    /// whose pair cannot be read answers its own error); the records of those with `digest`
-    /// set are written in one group commit, durable before any answer is returned.
+    /// whose pair cannot be read answers its own error). The records of those with `digest`
+    /// set are written in one group commit of their own: a promise's record (pickup,
+    /// delivery) is durable before any answer is returned; a sampled item-page record is not
+    /// a promise and is not waited for (it is durable one group commit later; a crash in
+    /// between loses that sample, never a promise's record).
     pub async fn decide_recorded_many(
         &self,
         lookups: &[(String, Lookup)],
@@ -164,25 +167,37 @@ impl Engine {
         let asks: Vec<Lookup> = lookups.iter().map(|(_, lookup)| *lookup).collect();
         let decided = self.decide_many(&asks).await?;
         let model_version = self.decisions().model_version();
-        let records: Vec<AuditRecord> = lookups
-            .iter()
-            .zip(&decided)
-            .filter(|((_, lookup), _)| lookup.digest)
-            .filter_map(|((decision_id, lookup), decided)| {
-                Some((decision_id, lookup, decided.as_ref().ok()?))
-            })
-            .map(|(decision_id, lookup, decided)| {
-                decided.record(
-                    decision_id.clone(),
-                    lookup.pair,
-                    lookup.quantity,
-                    lookup.surface,
-                    model_version.clone(),
-                )
-            })
-            .collect();
-        if !records.is_empty() {
-            self.record_decisions(&records).await?;
+        let retention_ms = self.decisions().audit_retention_ms();
+        let (mut promises, mut samples) = (WriteBatch::new(), WriteBatch::new());
+        for ((decision_id, lookup), decided) in lookups.iter().zip(&decided) {
+            let Ok(decided) = decided else { continue };
+            if !lookup.digest {
+                continue;
+            }
+            let record = decided.record(
+                decision_id.clone(),
+                lookup.pair,
+                lookup.quantity,
+                lookup.surface,
+                model_version.clone(),
+            );
+            let batch = if is_promise(lookup.surface) {
+                &mut promises
+            } else {
+                &mut samples
+            };
+            put_record(batch, &record, retention_ms);
+        }
+        if !samples.is_empty() {
+            let ticket = self.submit_records(samples).await;
+            tokio::spawn(async move {
+                if let Err(error) = ticket.wait().await {
+                    tracing::warn!(%error, "sampled decision records not written");
+                }
+            });
+        }
+        if !promises.is_empty() {
+            self.commit_records(promises).await?;
         }
         Ok(decided)
     }

@@ -18,9 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::DashMap;
 use ractor::{Actor, ActorRef};
-use stockgrid_storage::{GroupCommitConfig, GroupCommitter, Store, WriteBatch};
+use stockgrid_storage::{CommitTicket, GroupCommitConfig, GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 use crate::audit::NodeMoment;
@@ -34,7 +33,9 @@ use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView}
 use crate::persist::{self, IdentityTail, Snapshot};
 use crate::policy::{Ask, DecisionContext};
 use crate::reservation::ReservationLocks;
-use crate::shard::{ArrivedEntry, EntityReport, ShardContext, ShardMessage, decide_entity};
+use crate::shard::{
+    ArrivedEntry, EntityReport, PublishedSnapshots, ShardContext, ShardMessage, decide_entity,
+};
 use crate::supervision::{PanicReport, ShardSupervisor, SupervisorArguments};
 use crate::time::{Clock, Timestamp};
 
@@ -93,7 +94,7 @@ struct EngineInner {
     /// The group committer of decision records, apart from ingest's.
     record_committer: GroupCommitter,
     clock: Arc<dyn Clock>,
-    published: Arc<DashMap<PairKey, Arc<Snapshot>>>,
+    published: Arc<PublishedSnapshots>,
     shards: Vec<ShardHandle>,
     /// Activation messages in flight, over all shards: a flood of lookups of cold pairs
     /// waits here rather than in the mailboxes writes go through.
@@ -179,7 +180,7 @@ impl Engine {
         let committer = GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
         let record_committer =
             GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
-        let published = Arc::new(DashMap::new());
+        let published = Arc::new(PublishedSnapshots::default());
         let identities = Arc::new(IdentityTail::new(config.identity_tail_capacity));
         let reports = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(EngineCounters::default());
@@ -520,13 +521,17 @@ impl Engine {
 
     /// Commits decision records durably through their own group committer.
     pub(crate) async fn commit_records(&self, batch: WriteBatch) -> Result<(), EngineError> {
-        self.inner
-            .record_committer
-            .submit(batch)
+        self.submit_records(batch)
             .await
             .wait()
             .await
             .map_err(EngineError::from)
+    }
+
+    /// Queues decision records on their group committer (waiting only while its queue is
+    /// full); the ticket resolves once they are durable.
+    pub(crate) async fn submit_records(&self, batch: WriteBatch) -> CommitTicket {
+        self.inner.record_committer.submit(batch).await
     }
 
     /// Sends one message to a shard and awaits the answer, as an [`EngineError`].

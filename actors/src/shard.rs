@@ -94,6 +94,10 @@ pub enum HoldOutcome {
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
+/// The published snapshot of every resident pair, keyed with a fast seeded hash (a lookup
+/// hashes its pair once per item: the default SipHash was a tenth of a batch's time).
+pub type PublishedSnapshots = DashMap<PairKey, Arc<Snapshot>, foldhash::fast::RandomState>;
+
 /// Messages a shard handles. Each carries the mailbox permit its sender acquired; dropping
 /// the message (handled or not) frees the slot.
 #[derive(Debug)]
@@ -191,7 +195,7 @@ pub struct ShardContext {
     /// The group committer (writes).
     pub committer: GroupCommitter,
     /// The published snapshots of resident entities: what lookups decide from.
-    pub published: Arc<DashMap<PairKey, Arc<Snapshot>>>,
+    pub published: Arc<PublishedSnapshots>,
     /// Recent identities.
     pub identities: Arc<IdentityTail>,
     /// Configuration.
@@ -496,6 +500,7 @@ impl ShardState {
                 self.holds.insert(pair, holds);
             }
             self.entities.insert(pair, entity);
+            self.debug_check_reserved(pair);
         }
         let touched = self.now().to_compact_seconds();
         let entity = self.entities.get_mut(&pair);
@@ -696,6 +701,7 @@ impl ShardState {
             let state = entity.state_mut();
             state.reserved_units = state.reserved_units.saturating_sub(hold.units);
         }
+        self.debug_check_reserved(pair);
         Some(hold)
     }
 
@@ -794,6 +800,7 @@ impl ShardState {
                 reservation_id: Arc::clone(reservation_id),
                 units: line.quantity,
             });
+            self.debug_check_reserved(line.pair);
             batch.put(hold_key(line.pair, reservation_id), encode(&line.quantity));
             batch.put(
                 deadline_key(deadline, reservation_id, line.pair),
@@ -867,10 +874,40 @@ impl ShardState {
     fn publish(&self, pairs: &[PairKey]) {
         for pair in pairs {
             if let Some(entity) = self.entities.get(pair) {
-                self.context
+                self.debug_check_reserved(*pair);
+                let previous = self
+                    .context
                     .published
                     .insert(*pair, Arc::clone(&entity.snapshot));
+                // A pair's log only grows, and so does what lookups see of it.
+                debug_assert!(
+                    previous.is_none_or(|previous| previous.log_position <= entity.log_position()),
+                    "published log position of {pair:?} went backwards"
+                );
             }
+        }
+    }
+
+    /// Debug builds: a resident pair's reserved units are the sum of its active holds, and
+    /// never negative.
+    fn debug_check_reserved(&self, pair: PairKey) {
+        if cfg!(debug_assertions)
+            && let Some(entity) = self.entities.get(&pair)
+        {
+            let held = self.holds.get(&pair).map_or(0i64, |holds| {
+                holds
+                    .iter()
+                    .fold(0i64, |sum, hold| sum.saturating_add(hold.units))
+            });
+            debug_assert_eq!(
+                entity.state().reserved_units,
+                held,
+                "reserved units of {pair:?} are not the sum of its holds"
+            );
+            debug_assert!(
+                entity.state().reserved_units >= 0,
+                "{pair:?} reserves below zero"
+            );
         }
     }
 

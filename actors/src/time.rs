@@ -104,11 +104,22 @@ pub struct WallClock;
 
 impl Clock for WallClock {
     fn now(&self) -> Timestamp {
-        let since_epoch = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
+        Timestamp(i64::try_from(since_epoch().as_millis()).unwrap_or(i64::MAX))
     }
+}
+
+/// The wall clock in nanoseconds since the epoch: for tags that must differ between
+/// processes and restarts (never for domain time, which comes from a [`Clock`]).
+pub fn wall_clock_nanos() -> u64 {
+    u64::try_from(since_epoch().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The one read of the system's wall clock (`clippy.toml` forbids it everywhere else).
+#[allow(clippy::disallowed_methods)]
+fn since_epoch() -> std::time::Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// A clock moved by its driver (replay, simulator). It never goes backwards.

@@ -5,11 +5,11 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use stockgrid_actors::audit::NodeMoment;
 use stockgrid_actors::decision::{DecisionMode, ReasonCode};
 use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source, Surface};
-use stockgrid_actors::time::{MINUTE_MS, SimulatedClock, Timestamp};
-use stockgrid_actors::audit::NodeMoment;
 use stockgrid_actors::engine::Decided;
+use stockgrid_actors::time::{MINUTE_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig, Lookup};
 use stockgrid_inference::model::Model;
 use stockgrid_storage::{KeyValue, MemoryStore, Store, StoreError, WriteBatch};
@@ -48,7 +48,10 @@ impl GatedStore {
             .changed
             .wait_timeout_while(gate, PROMPTLY, |gate| gate.waiting == 0)
             .expect("gate");
-        assert!(!timeout.timed_out() && gate.waiting > 0, "no commit reached the gate");
+        assert!(
+            !timeout.timed_out() && gate.waiting > 0,
+            "no commit reached the gate"
+        );
     }
 }
 
@@ -169,7 +172,10 @@ async fn lookups_answer_from_durable_state_while_the_shard_waits_on_a_write() {
         // The pair's own state is the durable one. (The shared facts of its location and SKU
         // are statistics learned as events are applied, not records: they may already count
         // the sale, and a decision record keeps the values it read.)
-        assert_eq!(during.version, before.version, "{mode:?}: saw a write not yet durable");
+        assert_eq!(
+            during.version, before.version,
+            "{mode:?}: saw a write not yet durable"
+        );
         assert_eq!(log_position(&during), log_position(&before), "{mode:?}");
         assert_eq!(during.decision.available, before.decision.available);
         assert_eq!(during.decision.reason, before.decision.reason);
@@ -256,7 +262,11 @@ async fn a_batch_of_cold_warm_and_unseen_pairs_answers_as_single_lookups_do() {
             .collect();
         assert_eq!(warm, singles, "{mode:?}: warm batch");
         assert!(singles.iter().any(|d| d.decision.available));
-        assert!(singles.iter().any(|d| d.decision.reason == ReasonCode::NoRecord));
+        assert!(
+            singles
+                .iter()
+                .any(|d| d.decision.reason == ReasonCode::NoRecord)
+        );
         engine.shutdown().await.expect("shutdown");
     }
 }

@@ -362,9 +362,7 @@ impl Node {
             address: config.listen,
             source,
         })?;
-        let node_tag = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let node_tag = stockgrid_actors::time::wall_clock_nanos();
         let api = Api::new(config.limits, node_tag);
         let (stop_server, stopped) = oneshot::channel::<()>();
         let connection_cap = connections::connection_cap(&config.connections);

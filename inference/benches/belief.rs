@@ -1,4 +1,5 @@
-//! Belief update per event and the ml decision per point, on one core.
+//! Belief update per event, the ml decision per point, and the shipped trees scored over
+//! varied rows (nested walk against the complete layout, side by side), on one core.
 //!
 //! `cargo bench -p stockgrid-inference --bench belief`
 
@@ -14,8 +15,9 @@ use stockgrid_inference::claims::SourceClaims;
 use stockgrid_inference::decide::decide;
 use stockgrid_inference::features::Question;
 use stockgrid_inference::hours::OpeningHours;
-use stockgrid_inference::model::Model;
+use stockgrid_inference::model::{Model, Scorer};
 use stockgrid_inference::shared::{LocationFacts, SharedFacts};
+use stockgrid_inference::trees::{Node, TreeEnsemble};
 
 const NOW: i64 = 1_772_409_600_000;
 const HOUR: i64 = 3_600_000;
@@ -108,5 +110,67 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// 1,024 rows whose features sit near the trees' own thresholds (a varied workload: a row
+/// repeated would let the branch predictor learn its path).
+fn varied_rows(trees: &TreeEnsemble) -> Vec<Vec<f64>> {
+    let mut thresholds: Vec<Vec<f64>> = vec![Vec::new(); trees.features];
+    for tree in &trees.trees {
+        for node in tree {
+            if let Node::Split {
+                feature, threshold, ..
+            } = *node
+            {
+                thresholds[usize::from(feature)].push(threshold);
+            }
+        }
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..1_024)
+        .map(|_| {
+            thresholds
+                .iter()
+                .map(|cuts| {
+                    let near = if cuts.is_empty() {
+                        0.0
+                    } else {
+                        cuts[(next() % cuts.len() as u64) as usize]
+                    };
+                    near + ((next() % 2_001) as f64 / 1_000.0 - 1.0) * 0.01 * (1.0 + near.abs())
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn bench_trees(c: &mut Criterion) {
+    let model = Model::shipped().expect("shipped model");
+    let Scorer::BoostedTrees(trees) = &model.scorer else {
+        return; // The shipped scorer is not trees: nothing to compare.
+    };
+    let rows = varied_rows(trees);
+    let mut group = c.benchmark_group("shipped trees, 1,024 varied rows");
+    group.bench_function("nested walk", |b| {
+        b.iter(|| {
+            rows.iter()
+                .map(|row| trees.nested_log_odds(black_box(row)))
+                .sum::<f64>()
+        })
+    });
+    group.bench_function("complete layout", |b| {
+        b.iter(|| {
+            rows.iter()
+                .map(|row| trees.log_odds(black_box(row)))
+                .sum::<f64>()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_trees);
 criterion_main!(benches);

@@ -5,6 +5,8 @@
 //! sampling, no threads), so the same rows give the same model byte for byte. Scoring walks
 //! each tree from the root: a few hundred comparisons, about a microsecond on one core.
 
+use std::sync::OnceLock;
+
 use ndarray::{Array2, ArrayView1};
 use serde::{Deserialize, Serialize};
 
@@ -59,7 +61,7 @@ pub enum Node {
 }
 
 /// A boosted ensemble: base log-odds plus the sum of the trees' leaves.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TreeEnsemble {
     /// Log-odds before any tree.
     pub base: f64,
@@ -67,11 +69,144 @@ pub struct TreeEnsemble {
     pub trees: Vec<Vec<Node>>,
     /// Feature count the trees index into.
     pub features: usize,
+    /// The trees laid out complete for scoring, built on first use (`None`: too deep).
+    #[serde(skip)]
+    complete: OnceLock<Option<CompleteTrees>>,
+}
+
+impl PartialEq for TreeEnsemble {
+    /// Equal trees; the scoring layout is derived from them.
+    fn eq(&self, other: &Self) -> bool {
+        self.base == other.base && self.trees == other.trees && self.features == other.features
+    }
+}
+
+/// The deepest trees laid out complete (2^depth leaves a tree).
+const MAX_COMPLETE_DEPTH: u32 = 8;
+
+/// Every tree padded to one depth and laid out level by level, so that scoring a tree is
+/// `depth` steps of index arithmetic with no branch on the data (a row goes left at node i
+/// when `values[feature[i]] <= threshold[i]`, to 2i+1, else to 2i+2). A leaf above the full
+/// depth becomes a split whose two subtrees hold its value at every leaf, so whichever way a
+/// row goes it reaches that value: every row gets the leaf it gets in the nested trees, and
+/// the sum over the trees, in the same order, is the same to the bit.
+#[derive(Clone, Debug)]
+struct CompleteTrees {
+    depth: u32,
+    /// Per tree, 2^depth - 1 splits: feature indices.
+    features: Vec<u16>,
+    /// Per tree, 2^depth - 1 splits: thresholds.
+    thresholds: Vec<f64>,
+    /// Per tree, 2^depth leaf values.
+    leaves: Vec<f64>,
+}
+
+impl CompleteTrees {
+    /// The layout of `trees` (valid ones), or `None` if one is deeper than the limit.
+    fn build(trees: &[Vec<Node>]) -> Option<Self> {
+        fn depth_of(tree: &[Node], index: usize) -> u32 {
+            match tree[index] {
+                Node::Leaf(_) => 0,
+                Node::Split { left, right, .. } => {
+                    1 + depth_of(tree, left as usize).max(depth_of(tree, right as usize))
+                }
+            }
+        }
+        let depth = trees
+            .iter()
+            .map(|tree| depth_of(tree, 0))
+            .max()
+            .unwrap_or(0);
+        if depth > MAX_COMPLETE_DEPTH {
+            return None;
+        }
+        let splits = (1usize << depth) - 1;
+        let mut layout = Self {
+            depth,
+            features: Vec::with_capacity(trees.len() * splits),
+            thresholds: Vec::with_capacity(trees.len() * splits),
+            leaves: Vec::with_capacity(trees.len() * (splits + 1)),
+        };
+        for tree in trees {
+            let first_split = layout.features.len();
+            layout.features.resize(first_split + splits, 0);
+            layout
+                .thresholds
+                .resize(first_split + splits, f64::INFINITY);
+            let first_leaf = layout.leaves.len();
+            layout.leaves.resize(first_leaf + splits + 1, 0.0);
+            // (node in the nested tree, slot in the complete one, level)
+            let mut pending = vec![(0usize, 0usize, 0u32)];
+            while let Some((node, slot, level)) = pending.pop() {
+                match tree[node] {
+                    Node::Split {
+                        feature,
+                        threshold,
+                        left,
+                        right,
+                    } => {
+                        layout.features[first_split + slot] = feature;
+                        layout.thresholds[first_split + slot] = threshold;
+                        pending.push((left as usize, 2 * slot + 1, level + 1));
+                        pending.push((right as usize, 2 * slot + 2, level + 1));
+                    }
+                    Node::Leaf(value) => {
+                        // Every leaf slot under `slot` at the full depth holds the value.
+                        let below = depth - level;
+                        let first = ((slot + 1) << below) - 1 - splits;
+                        for leaf in first..first + (1usize << below) {
+                            layout.leaves[first_leaf + leaf] = value;
+                        }
+                    }
+                }
+            }
+        }
+        Some(layout)
+    }
+
+    fn log_odds(&self, base: f64, values: &[f64]) -> f64 {
+        let splits = (1usize << self.depth) - 1;
+        let mut sum = base;
+        for (tree, leaves) in self.leaves.chunks_exact(splits + 1).enumerate() {
+            let features = &self.features[tree * splits..(tree + 1) * splits];
+            let thresholds = &self.thresholds[tree * splits..(tree + 1) * splits];
+            let mut slot = 0usize;
+            for _ in 0..self.depth {
+                // NaN compares false: it goes right, as in the nested trees.
+                let goes_left = values[usize::from(features[slot])] <= thresholds[slot];
+                slot = 2 * slot + 2 - usize::from(goes_left);
+            }
+            sum += leaves[slot - splits];
+        }
+        sum
+    }
 }
 
 impl TreeEnsemble {
-    /// The log-odds of a row.
+    /// An ensemble of `trees` over `features` features after `base` log-odds.
+    pub fn new(base: f64, trees: Vec<Vec<Node>>, features: usize) -> Self {
+        Self {
+            base,
+            trees,
+            features,
+            complete: OnceLock::new(),
+        }
+    }
+
+    /// The log-odds of a row (from the complete layout when the trees allow it).
     pub fn log_odds(&self, values: &[f64]) -> f64 {
+        match self
+            .complete
+            .get_or_init(|| CompleteTrees::build(&self.trees))
+        {
+            Some(complete) => complete.log_odds(self.base, values),
+            None => self.nested_log_odds(values),
+        }
+    }
+
+    /// The log-odds of a row, walking the nested trees (the reference the complete layout is
+    /// checked and benchmarked against).
+    pub fn nested_log_odds(&self, values: &[f64]) -> f64 {
         let mut sum = self.base;
         for tree in &self.trees {
             let mut index = 0usize;
@@ -195,11 +330,7 @@ impl TreeEnsemble {
             }
             trees.push(tree);
         }
-        Ok(Self {
-            base,
-            trees,
-            features: d,
-        })
+        Ok(Self::new(base, trees, d))
     }
 }
 
@@ -327,6 +458,7 @@ fn grow_tree(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn boosting_learns_an_interaction_a_line_cannot() {
@@ -350,5 +482,66 @@ mod tests {
         // Same rows, same model.
         let again = TreeEnsemble::fit(&rows, &labels, &BoostingOptions::default()).expect("fits");
         assert_eq!(again, model);
+    }
+
+    /// A valid tree of random shape, at most `depth` deep, over `features` features.
+    fn random_tree(seed: &mut u64, features: u16, depth: u32) -> Vec<Node> {
+        fn next(seed: &mut u64) -> u64 {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed
+        }
+        fn grow(nodes: &mut Vec<Node>, seed: &mut u64, features: u16, depth: u32) -> u32 {
+            let index = nodes.len();
+            nodes.push(Node::Leaf((next(seed) % 2001) as f64 / 1000.0 - 1.0));
+            if depth > 0 && next(seed) % 4 != 0 {
+                let feature = (next(seed) % u64::from(features)) as u16;
+                let threshold = (next(seed) % 100) as f64 / 10.0 - 5.0;
+                let left = grow(nodes, seed, features, depth - 1);
+                let right = grow(nodes, seed, features, depth - 1);
+                nodes[index] = Node::Split {
+                    feature,
+                    threshold,
+                    left,
+                    right,
+                };
+            }
+            index as u32
+        }
+        let mut nodes = Vec::new();
+        grow(&mut nodes, seed, features, depth);
+        nodes
+    }
+
+    proptest::proptest! {
+        /// The complete layout scores every row exactly as the nested trees do, NaN, the
+        /// infinities and values on the thresholds included, for trees of any shape.
+        #[test]
+        fn the_complete_layout_scores_to_the_bit(
+            seed in 1u64..u64::MAX,
+            depth in 0u32..7,
+            rows in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        (-60i32..60).prop_map(|v| f64::from(v) / 10.0),
+                        proptest::num::f64::ANY,
+                    ],
+                    3,
+                ),
+                1..20,
+            ),
+        ) {
+            let mut seed = seed;
+            let trees: Vec<Vec<Node>> = (0..12).map(|_| random_tree(&mut seed, 3, depth)).collect();
+            let ensemble = TreeEnsemble::new(0.25, trees, 3);
+            ensemble.validate(3).expect("valid");
+            proptest::prop_assert!(ensemble.complete.get_or_init(|| CompleteTrees::build(&ensemble.trees)).is_some());
+            for row in &rows {
+                let complete = ensemble.log_odds(row);
+                let nested = ensemble.nested_log_odds(row);
+                proptest::prop_assert_eq!(complete.to_bits(), nested.to_bits(), "row {:?}", row);
+            }
+        }
     }
 }
