@@ -131,6 +131,17 @@ fn log_position(decided: &Decided) -> Option<u64> {
     }
 }
 
+/// The answers of one batch, every item answered.
+async fn batch(engine: &Engine, lookups: &[Lookup]) -> Vec<Decided> {
+    engine
+        .decide_many(lookups)
+        .await
+        .expect("batch")
+        .into_iter()
+        .map(|answer| answer.expect("item"))
+        .collect()
+}
+
 async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PROMPTLY, future)
         .await
@@ -244,23 +255,17 @@ async fn a_batch_of_cold_warm_and_unseen_pairs_answers_as_single_lookups_do() {
         }
         // Every pair cold: the batch activates them (one message for the one shard).
         assert_eq!(engine.passivate_all().await.expect("passivate"), 40);
-        let batch: Vec<_> = engine
-            .decide_many(&lookups)
-            .await
-            .expect("batch")
-            .into_iter()
-            .map(|answer| answer.expect("item"))
-            .collect();
-        assert_eq!(batch, singles, "{mode:?}: cold batch");
+        assert_eq!(
+            batch(&engine, &lookups).await,
+            singles,
+            "{mode:?}: cold batch"
+        );
         assert_eq!(engine.resident_entities().await.expect("count"), 40);
-        let warm: Vec<_> = engine
-            .decide_many(&lookups)
-            .await
-            .expect("batch")
-            .into_iter()
-            .map(|answer| answer.expect("item"))
-            .collect();
-        assert_eq!(warm, singles, "{mode:?}: warm batch");
+        assert_eq!(
+            batch(&engine, &lookups).await,
+            singles,
+            "{mode:?}: warm batch"
+        );
         assert!(singles.iter().any(|d| d.decision.available));
         assert!(
             singles

@@ -162,8 +162,9 @@ impl Api {
         format!("{}{n:x}", self.inner.decision_prefix)
     }
 
-    /// Answers lookups in one pass, in order (each is given its decision id here; those the
-    /// policy audits are recorded durably before any answer returns).
+    /// Answers lookups in one pass, in order. Each is given its decision id here; the records
+    /// of promises (pickup, delivery) are durable before any answer returns, sampled
+    /// item-page records one group commit later (`Engine::decide_recorded_many`).
     async fn decide(
         &self,
         engine: &Engine,

@@ -495,7 +495,7 @@ mod tests {
         fn grow(nodes: &mut Vec<Node>, seed: &mut u64, features: u16, depth: u32) -> u32 {
             let index = nodes.len();
             nodes.push(Node::Leaf((next(seed) % 2001) as f64 / 1000.0 - 1.0));
-            if depth > 0 && next(seed) % 4 != 0 {
+            if depth > 0 && !next(seed).is_multiple_of(4) {
                 let feature = (next(seed) % u64::from(features)) as u16;
                 let threshold = (next(seed) % 100) as f64 / 10.0 - 5.0;
                 let left = grow(nodes, seed, features, depth - 1);

@@ -8,9 +8,9 @@
 //! tail instead of silently lowering the offered load (no coordinated omission).
 //!
 //! The mixed workload is 70% point, 20% batch and 10% ingest requests from the same clients;
-//! with `ingest_rate` it is instead closed-loop lookups (7 point to 2 batch) beside ingest
-//! sent open loop at that many events per second by clients of its own, which is how the
-//! latency of lookups under a given ingest load is measured.
+//! with `ingest_rate` it is instead lookups (7 point to 2 batch; closed loop, or open loop at
+//! `rate`) beside ingest sent open loop at that many events per second by clients of its
+//! own, which is how the latency of lookups under a given ingest load is measured.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -333,7 +333,7 @@ pub async fn preload(options: &LoadOptions, mut progress: impl FnMut(u64)) -> an
 enum Role {
     /// Requests of the workload, closed or open loop at the run's `rate`.
     Workload,
-    /// Closed-loop lookups, 7 point to 2 batch.
+    /// Lookups, 7 point to 2 batch: closed loop, or open loop at the run's `rate`.
     Lookups,
     /// Ingest requests, open loop at this many requests per second (shared by the role).
     Ingest { requests_per_s: f64 },
@@ -376,7 +376,7 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
             loop {
                 let open_loop = match role {
                     Role::Workload => options.rate.map(|rate| per_request(rate as f64)),
-                    Role::Lookups => None,
+                    Role::Lookups => options.rate.map(|rate| per_request(rate as f64)),
                     Role::Ingest { requests_per_s } => Some(per_request(requests_per_s)),
                 };
                 let due = match open_loop {

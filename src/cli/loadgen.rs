@@ -41,7 +41,7 @@ pub(crate) struct LoadgenArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
     /// With `--workload mixed`: events per second of ingest sent open loop (by clients of its
-    /// own) beside closed-loop lookups (7 point to 2 batch).
+    /// own) beside lookups (7 point to 2 batch; open loop at `--rate` requests/s if given).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     ingest_rate: Option<u64>,
     /// Seconds to measure.
