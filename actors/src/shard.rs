@@ -951,14 +951,15 @@ impl ShardState {
     /// Makes `pairs` resident and publishes their snapshots (those the store knows).
     fn activate(&mut self, pairs: &[PairKey]) -> Result<Vec<Option<Arc<Snapshot>>>, EngineError> {
         let mut snapshots = Vec::with_capacity(pairs.len());
-        for &pair in pairs {
-            let snapshot = self
-                .entity(pair, false)?
-                .map(|entity| Arc::clone(&entity.snapshot));
-            if let Some(snapshot) = &snapshot {
-                self.context.published.insert(pair, Arc::clone(snapshot));
+        for pair in pairs {
+            if self.entity(*pair, false)?.is_some() {
+                self.publish(std::slice::from_ref(pair));
             }
-            snapshots.push(snapshot);
+            snapshots.push(
+                self.entities
+                    .get(pair)
+                    .map(|entity| Arc::clone(&entity.snapshot)),
+            );
         }
         Ok(snapshots)
     }

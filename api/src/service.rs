@@ -131,28 +131,16 @@ impl Api {
 
     /// Admission: a permit per running call, or RESOURCE_EXHAUSTED when full.
     fn admit(&self) -> Result<(OwnedSemaphorePermit, &Engine), Status> {
-        let permit = Arc::clone(&self.inner.admission)
-            .try_acquire_owned()
-            .map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "load shed: {} calls in flight; retry with backoff",
-                    self.inner.limits.max_in_flight
-                ))
-            })?;
+        let limit = self.inner.limits.max_in_flight;
+        let permit = take_slot(&self.inner.admission, limit, "calls")?;
         Ok((permit, self.engine()?))
     }
 
     /// Admission of a write: a write slot as well as a call slot, or RESOURCE_EXHAUSTED
     /// when either is full.
     fn admit_write(&self) -> Result<(WritePermit, &Engine), Status> {
-        let write = Arc::clone(&self.inner.write_admission)
-            .try_acquire_owned()
-            .map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "load shed: {} writes in flight; retry with backoff",
-                    self.inner.limits.max_writes_in_flight
-                ))
-            })?;
+        let limit = self.inner.limits.max_writes_in_flight;
+        let write = take_slot(&self.inner.write_admission, limit, "writes")?;
         let (call, engine) = self.admit()?;
         Ok(((write, call), engine))
     }
@@ -671,6 +659,19 @@ impl pb::inspect_server::Inspect for Api {
             reservations,
         )))
     }
+}
+
+/// A slot of `slots` (which holds `limit`), or RESOURCE_EXHAUSTED naming the `what` in flight.
+fn take_slot(
+    slots: &Arc<Semaphore>,
+    limit: usize,
+    what: &str,
+) -> Result<OwnedSemaphorePermit, Status> {
+    Arc::clone(slots).try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!(
+            "load shed: {limit} {what} in flight; retry with backoff"
+        ))
+    })
 }
 
 fn check_decision_id(decision_id: &str) -> Result<(), Status> {

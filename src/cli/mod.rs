@@ -16,21 +16,33 @@ use stockgrid_actors::decision::SafetyStock;
 use stockgrid_actors::domain::Surface;
 use stockgrid_api::node::NodeConfig;
 
+/// Splits one `SURFACE=VALUE` argument of `flag` and parses its surface; errors name the flag,
+/// the argument and what was expected (`value_name`).
+pub(crate) fn surface_and_value<'a>(
+    flag: &str,
+    item: &'a str,
+    value_name: &str,
+) -> anyhow::Result<(Surface, &'a str)> {
+    let (surface, value) = item
+        .split_once('=')
+        .with_context(|| format!("{flag} {item:?}: expected SURFACE={value_name}"))?;
+    let surface = Surface::parse(surface).with_context(|| {
+        format!(
+            "{flag} {item:?}: unknown surface {surface:?}; expected one of {}",
+            Surface::expected()
+        )
+    })?;
+    Ok((surface, value))
+}
+
+/// A uniform safety stock with `--surface-safety-stock SURFACE=UNITS` overrides.
 pub(crate) fn parse_surface_safety_stock(
     uniform: i64,
     overrides: &[String],
 ) -> anyhow::Result<SafetyStock> {
     let mut safety = SafetyStock::uniform(uniform);
     for item in overrides {
-        let (surface, units) = item
-            .split_once('=')
-            .with_context(|| format!("--surface-safety-stock {item:?}: expected SURFACE=UNITS"))?;
-        let surface = Surface::parse(surface).with_context(|| {
-            format!(
-                "--surface-safety-stock {item:?}: unknown surface {surface:?}; expected one of {}",
-                Surface::expected()
-            )
-        })?;
+        let (surface, units) = surface_and_value("--surface-safety-stock", item, "UNITS")?;
         let units: i64 = units.parse().with_context(|| {
             format!("--surface-safety-stock {item:?}: units must be an integer")
         })?;
@@ -42,6 +54,7 @@ pub(crate) fn parse_surface_safety_stock(
     Ok(safety)
 }
 
+/// The node configuration in the TOML file at `path`.
 pub(crate) fn read_node_config(path: &Path) -> anyhow::Result<NodeConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;

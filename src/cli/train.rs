@@ -2,7 +2,6 @@
 
 use anyhow::Context;
 use std::path::PathBuf;
-use stockgrid_actors::domain::Surface;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct TrainArgs {
@@ -50,15 +49,7 @@ pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
     use stockgrid_sim::train::{TrainOptions, default_targets, run_train};
     let mut targets = default_targets();
     for item in &args.targets {
-        let (surface, rate) = item
-            .split_once('=')
-            .with_context(|| format!("--target {item:?}: expected SURFACE=RATE"))?;
-        let surface = Surface::parse(surface).with_context(|| {
-            format!(
-                "--target {item:?}: unknown surface {surface:?}; expected one of {}",
-                Surface::expected()
-            )
-        })?;
+        let (surface, rate) = super::surface_and_value("--target", item, "RATE")?;
         let rate: f64 = rate
             .parse()
             .ok()
