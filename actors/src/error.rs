@@ -38,6 +38,14 @@ pub enum EngineError {
     /// The engine could not start.
     #[error("start engine: {0}")]
     Start(String),
+    /// An argument is malformed (nothing was done).
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The argument.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl From<PersistError> for EngineError {

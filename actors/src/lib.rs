@@ -1,49 +1,47 @@
-//! The domain model and the engine of stockgrid: events, the deterministic ledger, virtual
-//! SKU-location entities on supervised shard actors, their persistence, and replay.
+//! One node's runtime of stockgrid: the key layout, codecs, persistence and recovery, virtual
+//! SKU-location entities on supervised shard actors, the engine, the decision policy,
+//! experiments, and replay through the engine.
 //!
-//! This crate may depend on `stockgrid-storage` (bytes and the `Store` contract) and
-//! `stockgrid-inference` (pure math), and on nothing else of ours: placement across nodes
-//! belongs to `stockgrid-cluster`, the network API to `stockgrid-api`, simulation to
-//! `stockgrid-sim`.
+//! This crate may depend on `stockgrid-model` (the pure domain), `stockgrid-storage` (bytes and
+//! the `Store` contract) and `stockgrid-inference` (pure math), and on nothing else of ours:
+//! placement across nodes belongs to `stockgrid-cluster`, the network API to `stockgrid-api`,
+//! simulation to `stockgrid-sim`. The domain modules are re-exported under their old names
+//! (`stockgrid_actors::ledger` is `stockgrid_model::ledger`).
 //!
-//! # Layout
-//! - [`time`]: timestamps, RFC 3339, the injected [`time::Clock`].
-//! - [`domain`]: keys, sources, kinds, surfaces, events and their validation.
-//! - [`ledger`]: the pure core: admission, dedup, ledger arithmetic, anchors, transfers.
-//! - [`catalog`]: locations (kind, region, time zone, hours, expected feeds), stored.
-//! - [`decision`]: the rules decision and the ml decision of one pair.
-//! - [`policy`]: which mode answers each surface and region, switchable at runtime.
+//! # Layout (each module uses only those listed before it; `tests/layout.rs` checks it)
+//! - [`counters`]: what the engine did since it started.
+//! - [`keys`]: the key layout: every key family, per partition or cluster-wide, and the
+//!   store's format record.
+//! - [`persist`]: log records, snapshots, recovery and the identity tail.
+//! - [`error`]: the crate's error type, [`EngineError`].
+//! - [`catalog`]: the stored location catalog.
+//! - [`audit`]: where decision records are stored.
+//! - [`config`]: the engine's configuration and its defaults.
 //! - [`experiment`]: arms, deterministic assignment, shadow answers, per-arm outcomes.
-//! - [`shared`]: facts shared by a location's or a SKU's pairs (hours, kind, feeds, region,
-//!   demand shape, velocity, losses), computed once and read by entities.
-//! - [`offline`]: the event log through the entity code in memory (replay, training, audit).
-//! - [`persist`]: the key layout, log records, snapshots, recovery and the identity tail.
-//! - [`reservation`]: reservations: records, holds, settlements, expiry; the engine's calls.
+//! - [`policy`]: which mode answers each surface and region, switchable at runtime.
+//! - [`reservation`]: reservation records, holds, settlements, the deadline index.
 //! - [`shard`]: the shard actor owning many virtual entities; its runtime semantics.
 //! - [`supervision`]: the supervisor restarting panicked shards from the store.
-//! - [`engine`]: one node's grid: routing, back-pressure, lookups, maintenance.
-//! - [`config`]: the engine's configuration and its defaults.
+//! - [`engine`]: one node's grid: routing, back-pressure, lookups, reservations, decision
+//!   records, maintenance.
 //! - [`replay`]: `stockgrid replay` over the REPLAY.md files.
-//! - [`error`]: the crate's error type, [`EngineError`].
+
+pub use stockgrid_model::{decision, domain, ledger, offline, shared, time};
 
 pub mod audit;
 pub mod catalog;
 pub mod config;
-pub mod decision;
-pub mod domain;
+pub mod counters;
 pub mod engine;
 pub mod error;
 pub mod experiment;
-pub mod ledger;
-pub mod offline;
+pub mod keys;
 pub mod persist;
 pub mod policy;
 pub mod replay;
 pub mod reservation;
 pub mod shard;
-pub mod shared;
 pub mod supervision;
-pub mod time;
 
 pub use config::EngineConfig;
 pub use engine::{Engine, Lookup};

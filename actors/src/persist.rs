@@ -1,15 +1,15 @@
 //! Persistence glue: how entities, their log and identities are laid out in the store.
 //!
-//! Key layout (all integers big-endian, so keys sort by pair, then time, then position):
+//! What is stored under the keys of [`crate::keys`] (per pair, in its partition):
 //!
-//! | prefix | rest | value |
-//! |---|---|---|
-//! | `e` | pair (12) · arrival ms (8) · log position (8) | [`LogRecord`] |
-//! | `s` | pair (12) | [`Snapshot`] (the latest: what activation reads) |
-//! | `k` | pair (12) · log time (8) · log position (8) | [`Snapshot`] (a checkpoint: where an audit rebuild may start) |
-//! | `i` | source (1) · role (1) · event id | the event's payload digest (16) |
-//! | `q` | pair (12) · arrival ms (8) · log position (8) | [`QuarantineRecord`] |
-//! | `x` | expiry ms (8) · a full key from above | empty: delete that key after the expiry |
+//! | key family | value |
+//! |---|---|
+//! | log | [`LogRecord`] |
+//! | snapshot | [`Snapshot`] (the latest: what activation reads) |
+//! | checkpoint | [`Snapshot`] (where an audit rebuild may start) |
+//! | identity | the event's payload digest (16) |
+//! | quarantine | [`QuarantineRecord`] |
+//! | expiry | empty (delete the key in its suffix), or a list of keys to delete |
 //!
 //! The arrival time in a log key is the entity's own latest arrival (never decreasing), so
 //! key order is application order, and the log entries older than the retention are one
@@ -31,9 +31,12 @@ use serde::{Deserialize, Serialize};
 use stockgrid_storage::{Store, StoreError, WriteBatch};
 
 use crate::domain::PairKey;
+use crate::keys::{
+    self, checkpoint_key, expiry_key, identity_key, prefix_end, snapshot_key, time_key,
+};
 use crate::ledger::{
-    DeltaHistory, EntityState, EntryRole, Identity, IdentityCheck, IdentityIndex, LedgerConfig,
-    LedgerEntry, LookupFailed, QuarantineReason, compare_digests,
+    DeltaHistory, EntityState, EntryRole, IdentityCheck, IdentityIndex, LedgerConfig, LedgerEntry,
+    LookupFailed, QuarantineReason, compare_digests,
 };
 use crate::time::{MINUTE_MS, Timestamp};
 
@@ -45,13 +48,6 @@ pub const FORMAT_VERSION: u8 = 3;
 /// defaults (empty belief statistics, no source claims); every other older value is
 /// unchanged.
 const READABLE_VERSIONS: std::ops::RangeInclusive<u8> = 1..=FORMAT_VERSION;
-
-const LOG_PREFIX: u8 = b'e';
-const SNAPSHOT_PREFIX: u8 = b's';
-const CHECKPOINT_PREFIX: u8 = b'k';
-const IDENTITY_PREFIX: u8 = b'i';
-const QUARANTINE_PREFIX: u8 = b'q';
-const EXPIRY_PREFIX: u8 = b'x';
 
 /// Why a stored value could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -72,87 +68,6 @@ pub enum PersistError {
         /// The decoder's words.
         message: String,
     },
-}
-
-/// Time as an order-preserving 8-byte key part (sign bit flipped).
-pub(crate) fn time_key(time: Timestamp) -> [u8; 8] {
-    (time.0 as u64 ^ (1 << 63)).to_be_bytes()
-}
-
-fn pair_prefix(prefix: u8, pair: PairKey) -> Vec<u8> {
-    let mut key = Vec::with_capacity(29);
-    key.push(prefix);
-    key.extend_from_slice(&pair.to_bytes());
-    key
-}
-
-fn positioned_key(prefix: u8, pair: PairKey, arrival: Timestamp, position: u64) -> Vec<u8> {
-    let mut key = pair_prefix(prefix, pair);
-    key.extend_from_slice(&time_key(arrival));
-    key.extend_from_slice(&position.to_be_bytes());
-    key
-}
-
-/// The key right after every key starting with `prefix`.
-pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0xff; 32]
-}
-
-/// The log key of an entity's record.
-pub fn log_key(pair: PairKey, arrival: Timestamp, position: u64) -> Vec<u8> {
-    positioned_key(LOG_PREFIX, pair, arrival, position)
-}
-
-/// The snapshot key of an entity.
-pub fn snapshot_key(pair: PairKey) -> Vec<u8> {
-    pair_prefix(SNAPSHOT_PREFIX, pair)
-}
-
-/// The key of a checkpoint: the snapshot of `pair` after `position` log records, the last
-/// of them logged at `time`.
-pub fn checkpoint_key(pair: PairKey, time: Timestamp, position: u64) -> Vec<u8> {
-    positioned_key(CHECKPOINT_PREFIX, pair, time, position)
-}
-
-/// The time and position in a log or checkpoint key (`None`: not such a key).
-fn key_time_and_position(key: &[u8]) -> Option<(Timestamp, u64)> {
-    let time = u64::from_be_bytes(key.get(13..21)?.try_into().ok()?);
-    let position = u64::from_be_bytes(key.get(21..29)?.try_into().ok()?);
-    Some((Timestamp((time ^ (1 << 63)) as i64), position))
-}
-
-/// The key of a quarantine record.
-pub fn quarantine_key(pair: PairKey, arrival: Timestamp, position: u64) -> Vec<u8> {
-    positioned_key(QUARANTINE_PREFIX, pair, arrival, position)
-}
-
-/// The key of an identity record.
-pub fn identity_key(identity: &Identity) -> Vec<u8> {
-    let mut key = Vec::with_capacity(3 + identity.event_id.len());
-    key.push(IDENTITY_PREFIX);
-    key.push(identity.source as u8);
-    key.push(match identity.role {
-        EntryRole::Primary => 0,
-        EntryRole::InboundAtCounterparty => 1,
-    });
-    key.extend_from_slice(identity.event_id.as_bytes());
-    key
-}
-
-/// The expiry-index key that schedules `target` for deletion at `expires`.
-pub fn expiry_key(expires: Timestamp, target: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(9 + target.len());
-    key.push(EXPIRY_PREFIX);
-    key.extend_from_slice(&time_key(expires));
-    key.extend_from_slice(target);
-    key
 }
 
 /// Encodes a value with its format version.
@@ -284,9 +199,9 @@ pub fn load_entity(
     loaded.log_position = snapshot.log_position;
     loaded.snapshot_position = snapshot.log_position;
     loaded.found = true;
-    let start = pair_prefix(LOG_PREFIX, pair);
+    let start = keys::log_prefix(pair);
     scan_all(store, &start, &prefix_end(&start), |key, bytes| {
-        let (time, position) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        let (time, position) = keys::time_and_position(&key).ok_or_else(|| short_key(&key))?;
         if loaded.oldest_log_time.is_none() {
             loaded.oldest_log_time = Some(time);
         }
@@ -426,11 +341,11 @@ pub fn rebuild_entity(
         RebuildTo::Position(position) => position,
         RebuildTo::Last => u64::MAX,
     };
-    let start = pair_prefix(LOG_PREFIX, pair);
+    let start = keys::log_prefix(pair);
     let mut records: Vec<(u64, Vec<u8>, Vec<u8>)> = Vec::new();
     let mut oldest: Option<(Timestamp, u64)> = None;
     scan_all(store, &start, &prefix_end(&start), |key, bytes| {
-        let (time, at) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        let (time, at) = keys::time_and_position(&key).ok_or_else(|| short_key(&key))?;
         oldest = Some(oldest.map_or((time, at), |(t, p)| (t.min(time), p.min(at))));
         if at <= through {
             records.push((at, key, bytes));
@@ -506,10 +421,10 @@ fn newest_checkpoint_at_or_before(
     pair: PairKey,
     position: u64,
 ) -> Result<Option<Checkpoint>, PersistError> {
-    let start = pair_prefix(CHECKPOINT_PREFIX, pair);
+    let start = keys::checkpoint_prefix(pair);
     let mut newest: Option<(Timestamp, u64, Vec<u8>, Vec<u8>)> = None;
     scan_all(store, &start, &prefix_end(&start), |key, bytes| {
-        let (time, at) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        let (time, at) = keys::time_and_position(&key).ok_or_else(|| short_key(&key))?;
         if at <= position && newest.as_ref().is_none_or(|(_, best, _, _)| at > *best) {
             newest = Some((time, at, key, bytes));
         }
@@ -571,7 +486,7 @@ fn lookup_failed(message: impl std::fmt::Display) -> LookupFailed {
 
 impl DeltaHistory for LogHistory<'_> {
     fn units_after(&mut self, pair: PairKey, after: Timestamp) -> Result<i64, LookupFailed> {
-        let prefix = pair_prefix(LOG_PREFIX, pair);
+        let prefix = keys::log_prefix(pair);
         let end = prefix_end(&prefix);
         // A delta dated after `after` arrived no earlier than `after - skew`, and its log key
         // carries a time no earlier than its arrival: the scan starts there.
@@ -588,7 +503,7 @@ impl DeltaHistory for LogHistory<'_> {
         start.extend_from_slice(&time_key(scan_from));
         let mut units = 0i64;
         scan_all(self.store, &start, &end, |key, bytes| {
-            let (_, position) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+            let (_, position) = keys::time_and_position(&key).ok_or_else(|| short_key(&key))?;
             if position >= self.before_position {
                 return Ok(());
             }
@@ -620,7 +535,7 @@ pub fn quarantined_records(
     pair: PairKey,
     limit: usize,
 ) -> Result<Vec<QuarantineRecord>, PersistError> {
-    let start = pair_prefix(QUARANTINE_PREFIX, pair);
+    let start = keys::quarantine_prefix(pair);
     let end = prefix_end(&start);
     store
         .scan(&start, &end, limit)?
@@ -652,11 +567,11 @@ pub fn compact_log(
     cutoff: Timestamp,
     history_ms: i64,
 ) -> Result<Compaction, PersistError> {
-    let start = pair_prefix(CHECKPOINT_PREFIX, pair);
+    let start = keys::checkpoint_prefix(pair);
     let mut kept: Option<(Timestamp, u64)> = None;
     let mut next_due = None;
     scan_all(store, &start, &prefix_end(&start), |key, _| {
-        let (time, position) = key_time_and_position(&key).ok_or_else(|| short_key(&key))?;
+        let (time, position) = keys::time_and_position(&key).ok_or_else(|| short_key(&key))?;
         if time < cutoff {
             kept = Some((time, position));
             next_due = None;
@@ -673,7 +588,7 @@ pub fn compact_log(
     };
     batch.delete_range(start, checkpoint_key(pair, time, position));
     let kept_from = Timestamp(time.0.saturating_sub(history_ms));
-    let log_start = pair_prefix(LOG_PREFIX, pair);
+    let log_start = keys::log_prefix(pair);
     let mut log_end = log_start.clone();
     log_end.extend_from_slice(&time_key(kept_from));
     batch.delete_range(log_start, log_end);
@@ -695,21 +610,27 @@ pub fn expire(
     now: Timestamp,
     limit: usize,
 ) -> Result<usize, PersistError> {
-    let start = [EXPIRY_PREFIX];
-    let mut end = vec![EXPIRY_PREFIX];
-    end.extend_from_slice(&time_key(now));
-    let due = store.scan(&start, &end, limit)?;
-    for (key, value) in &due {
-        if value.is_empty() {
-            batch.delete(key[9..].to_vec());
-        } else {
-            for target in decode::<Vec<Vec<u8>>>("expiry list", key, value)? {
-                batch.delete(target);
-            }
+    let mut handled = 0;
+    for partition in keys::partitions() {
+        if handled >= limit {
+            break;
         }
-        batch.delete(key.clone());
+        let (start, end) = keys::expiries_due(partition, now);
+        let due = store.scan(&start, &end, limit - handled)?;
+        handled += due.len();
+        for (key, value) in &due {
+            if value.is_empty() {
+                let target = keys::expiry_target(key).ok_or_else(|| short_key(key))?;
+                batch.delete(target.to_vec());
+            } else {
+                for target in decode::<Vec<Vec<u8>>>("expiry list", key, value)? {
+                    batch.delete(target);
+                }
+            }
+            batch.delete(key.clone());
+        }
     }
-    Ok(due.len())
+    Ok(handled)
 }
 
 /// Identities recorded by one batch, grouped by the minute they expire in.
@@ -1020,17 +941,21 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1_000))]
 
-        /// Keys sort by pair, then time, then position, whatever the values (signed times
-        /// included), which is what recovery's ordered scans rely on.
+        /// A pair's log keys sort by time, then position, whatever the values (signed times
+        /// included), and all lie under the pair's log prefix: what recovery's ordered scans
+        /// rely on. (Across pairs, keys sort by partition first: see `crate::keys`.)
         #[test]
         fn log_keys_sort_like_their_fields(
-            a in (any::<u64>(), any::<u32>(), any::<i64>(), any::<u64>()),
-            b in (any::<u64>(), any::<u32>(), any::<i64>(), any::<u64>()),
+            sku in any::<u64>(),
+            location in any::<u32>(),
+            a in (any::<i64>(), any::<u64>()),
+            b in (any::<i64>(), any::<u64>()),
         ) {
-            let key = |(sku, location, time, position): (u64, u32, i64, u64)| {
-                log_key(PairKey::new(sku, location), Timestamp(time), position)
-            };
+            let pair = PairKey::new(sku, location);
+            let key = |(time, position): (i64, u64)| crate::keys::log_key(pair, Timestamp(time), position);
             prop_assert_eq!(key(a).cmp(&key(b)), a.cmp(&b));
+            let prefix = crate::keys::log_prefix(pair);
+            prop_assert!(key(a).starts_with(&prefix) && key(b).starts_with(&prefix));
         }
 
         /// Log records and snapshots decode to what was encoded.

@@ -10,38 +10,37 @@
 //! into place), so a failed run never leaves a partial answers file.
 //!
 //! # Layout
-//! - input parsing: one JSON object per line, each field checked by name, so an error says
-//!   `file:line: field `x`: reason`;
+//! - input files: opened here, parsed by `stockgrid_model::formats` (each field checked by
+//!   name, so an error says `file:line: field `x`: reason`);
 //! - [`run_replay`]: the driver.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
 
-use crate::catalog::{Location, LocationInput};
+use crate::catalog::Location;
 use stockgrid_inference::model::Model;
 
 use crate::audit::{AuditRecord, decide_and_record, is_promise, sampled};
 use crate::config::EngineConfig;
 use crate::decision::{Decision, DecisionMode, SafetyStock, unavailable};
-use crate::domain::{Arrival, PairKey, RawEvent, Surface};
+use crate::domain::{Arrival, Surface};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::ledger::Outcome;
 use crate::offline::{InMemoryLedger, replay_in_memory};
-use crate::time::{Clock, MINUTE_MS, SimulatedClock, Timestamp};
+use crate::time::{Clock, MINUTE_MS, SimulatedClock};
+pub use stockgrid_model::formats::Query;
+use stockgrid_model::formats::{self, FormatError};
 
 /// Events handed to the engine per ingest call.
 const REPLAY_BATCH_EVENTS: usize = 4_096;
 /// Simulated time between maintenance passes (passivation, expiry).
 const MAINTENANCE_INTERVAL_MS: i64 = 10 * MINUTE_MS;
-/// Longest accepted input line.
-const MAX_LINE_BYTES: usize = 64 << 10;
 /// Quarantined arrivals listed in the summary (all are counted).
 const MAX_LISTED_QUARANTINES: usize = 10_000;
 
@@ -173,275 +172,61 @@ struct Answer {
     reason: &'static str,
 }
 
-/// A validated query.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Query {
-    /// Echoed in the answer.
-    pub query_id: String,
-    /// When it is asked.
-    pub time: Timestamp,
-    /// The pair.
-    pub pair: PairKey,
-    /// Units wanted (>= 1).
-    pub quantity: i64,
-    /// Who asks.
-    pub surface: Surface,
-}
-
-struct LineError {
-    field: String,
-    reason: String,
-}
-
-impl LineError {
-    fn new(field: &str, reason: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
-
-/// Typed access to one JSON object's fields, naming the field in every error.
-struct Fields<'a>(&'a Map<String, Value>);
-
-impl Fields<'_> {
-    fn get(&self, field: &str) -> Option<&Value> {
-        self.0.get(field).filter(|v| !v.is_null())
-    }
-
-    fn string(&self, field: &str) -> Result<Option<String>, LineError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(text)) => Ok(Some(text.clone())),
-            Some(other) => Err(LineError::new(
-                field,
-                format!("must be a string, got {other}"),
-            )),
-        }
-    }
-
-    fn integer<T: TryFrom<i128>>(
-        &self,
-        field: &str,
-        type_name: &str,
-    ) -> Result<Option<T>, LineError> {
-        let Some(value) = self.get(field) else {
-            return Ok(None);
-        };
-        let number = value
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| value.as_u64().map(i128::from))
-            .ok_or_else(|| {
-                LineError::new(
-                    field,
-                    format!("must be an integer ({type_name}), got {value}"),
-                )
-            })?;
-        T::try_from(number)
-            .map(Some)
-            .map_err(|_| LineError::new(field, format!("{number} does not fit {type_name}")))
-    }
-
-    fn required_string(&self, field: &str) -> Result<String, LineError> {
-        self.string(field)?
-            .ok_or_else(|| LineError::new(field, "is required"))
-    }
-
-    fn required_integer<T: TryFrom<i128>>(
-        &self,
-        field: &str,
-        type_name: &str,
-    ) -> Result<T, LineError> {
-        self.integer(field, type_name)?
-            .ok_or_else(|| LineError::new(field, "is required"))
-    }
-}
-
-/// Reads a JSON Lines file, handing each non-blank line's object and line number to `parse`.
-fn read_jsonl<T>(
-    path: &Path,
-    mut parse: impl FnMut(Fields<'_>) -> Result<T, LineError>,
-) -> Result<Vec<(usize, T)>, ReplayError> {
-    let file_name = path.display().to_string();
+/// Opens an input file for one of the `stockgrid_model::formats` readers.
+fn open_input(path: &Path) -> Result<(BufReader<std::fs::File>, String), ReplayError> {
+    let name = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|source| ReplayError::Io {
         context: "open",
-        path: file_name.clone(),
+        path: name.clone(),
         source,
     })?;
-    let mut reader = BufReader::new(file);
-    let mut rows = Vec::new();
-    let mut line = String::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        let read = reader
-            .by_ref()
-            .take(MAX_LINE_BYTES as u64 + 1)
-            .read_line(&mut line)
-            .map_err(|source| ReplayError::Io {
-                context: "read",
-                path: file_name.clone(),
+    Ok((BufReader::new(file), name))
+}
+
+impl From<FormatError> for ReplayError {
+    fn from(error: FormatError) -> Self {
+        match error {
+            FormatError::Input {
+                file,
+                line,
+                field,
+                reason,
+            } => ReplayError::Input {
+                file,
+                line,
+                field,
+                reason,
+            },
+            FormatError::Io {
+                context,
+                path,
                 source,
-            })?;
-        if read == 0 {
-            break;
+            } => ReplayError::Io {
+                context,
+                path,
+                source,
+            },
         }
-        number += 1;
-        let error = |field: &str, reason: String| ReplayError::Input {
-            file: file_name.clone(),
-            line: number,
-            field: field.to_owned(),
-            reason,
-        };
-        if line.len() > MAX_LINE_BYTES {
-            return Err(error(
-                "<line>",
-                format!("longer than {MAX_LINE_BYTES} bytes"),
-            ));
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: Value = serde_json::from_str(&line)
-            .map_err(|e| error("<line>", format!("not valid JSON ({e})")))?;
-        let Value::Object(object) = value else {
-            return Err(error("<line>", "must be a JSON object".to_owned()));
-        };
-        let row = parse(Fields(&object)).map_err(|e| error(&e.field, e.reason))?;
-        rows.push((number, row));
     }
-    Ok(rows)
-}
-
-fn parse_event(fields: Fields<'_>) -> Result<Arrival, LineError> {
-    let raw = RawEvent {
-        event_id: fields.string("event_id")?,
-        source: fields.string("source")?,
-        kind: fields.string("kind")?,
-        sku: fields.integer("sku", "u64")?,
-        location: fields.integer("location", "u32")?,
-        qty: fields.integer("qty", "i64")?,
-        event_time: fields.string("event_time")?,
-        ingest_time: fields.string("ingest_time")?,
-        reservation_id: fields.string("reservation_id")?,
-        counterparty_location: fields.integer("counterparty_location", "u32")?,
-        expected_time: fields.string("expected_time")?,
-    };
-    raw.arrival().map_err(|e| LineError::new(e.field, e.reason))
-}
-
-fn parse_time(fields: &Fields<'_>, field: &str) -> Result<Timestamp, LineError> {
-    Timestamp::parse_rfc3339(&fields.required_string(field)?)
-        .map_err(|reason| LineError::new(field, reason))
-}
-
-fn parse_query(fields: Fields<'_>) -> Result<Query, LineError> {
-    let query_id = fields.required_string("query_id")?;
-    if query_id.is_empty() {
-        return Err(LineError::new("query_id", "must not be empty"));
-    }
-    let time = parse_time(&fields, "time")?;
-    let sku = fields.required_integer("sku", "u64")?;
-    let location = fields.required_integer("location", "u32")?;
-    let quantity: i64 = fields.required_integer("qty", "i64")?;
-    if quantity < 1 {
-        return Err(LineError::new(
-            "qty",
-            format!("must be at least 1, got {quantity}"),
-        ));
-    }
-    let surface_text = fields.required_string("surface")?;
-    let surface = Surface::parse(&surface_text).ok_or_else(|| {
-        LineError::new(
-            "surface",
-            format!(
-                "unknown surface {surface_text:?}; expected one of {}",
-                Surface::expected()
-            ),
-        )
-    })?;
-    Ok(Query {
-        query_id,
-        time,
-        pair: PairKey::new(sku, location),
-        quantity,
-        surface,
-    })
-}
-
-fn parse_location(fields: Fields<'_>) -> Result<Location, LineError> {
-    let sources = match fields.get("sources") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| {
-                item.as_str().map(str::to_owned).ok_or_else(|| {
-                    LineError::new("sources", format!("{item} is not a source name"))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => {
-            return Err(LineError::new(
-                "sources",
-                format!("must be a list of sources, got {other}"),
-            ));
-        }
-    };
-    LocationInput {
-        location: fields.required_integer("location", "u32")?,
-        kind: fields.string("kind")?,
-        region: fields.string("region")?,
-        timezone: fields.string("timezone")?,
-        open_hour: fields.integer("open_hour", "u8")?,
-        close_hour: fields.integer("close_hour", "u8")?,
-        sources,
-    }
-    .validate()
-    .map_err(|e| LineError::new(e.field, e.reason))
 }
 
 /// Reads and validates an events file, sorted by arrival (file order breaking ties); each
 /// arrival keeps its line number.
 pub fn read_events(path: &Path) -> Result<Vec<(usize, Arrival)>, ReplayError> {
-    let mut events = read_jsonl(path, parse_event)?;
-    events.sort_by_key(|(_, arrival)| arrival.arrival_time); // Stable: file order breaks ties.
-    Ok(events)
+    let (reader, name) = open_input(path)?;
+    Ok(formats::events_from(reader, &name)?)
 }
 
 /// Reads and validates a queries file, in file order.
 pub fn read_queries(path: &Path) -> Result<Vec<Query>, ReplayError> {
-    let rows = read_jsonl(path, parse_query)?;
-    let mut seen = std::collections::HashSet::new();
-    for (line, query) in &rows {
-        if !seen.insert(query.query_id.as_str()) {
-            return Err(ReplayError::Input {
-                file: path.display().to_string(),
-                line: *line,
-                field: "query_id".to_owned(),
-                reason: format!("{:?} repeats an earlier query's id", query.query_id),
-            });
-        }
-    }
-    Ok(rows.into_iter().map(|(_, query)| query).collect())
+    let (reader, name) = open_input(path)?;
+    Ok(formats::queries_from(reader, &name)?)
 }
 
 /// Reads and validates a locations file.
 pub fn read_locations(path: &Path) -> Result<Vec<Location>, ReplayError> {
-    let rows = read_jsonl(path, parse_location)?;
-    let mut seen = std::collections::HashSet::new();
-    for (line, location) in &rows {
-        if !seen.insert(location.location) {
-            return Err(ReplayError::Input {
-                file: path.display().to_string(),
-                line: *line,
-                field: "location".to_owned(),
-                reason: format!("location {} is listed twice", location.location),
-            });
-        }
-    }
-    Ok(rows.into_iter().map(|(_, location)| location).collect())
+    let (reader, name) = open_input(path)?;
+    Ok(formats::locations_from(reader, &name)?)
 }
 
 /// Runs a replay and writes the answers; `progress` is called as work advances.

@@ -31,24 +31,26 @@ use stockgrid_inference::belief::BeliefStats;
 use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use crate::audit::Decided;
 use crate::audit::{NodeMoment, digest_inputs, put_record};
 use crate::config::EngineConfig;
+use crate::counters::EngineCounters;
 use crate::decision::{Decision, spare_units};
 use crate::domain::{EventKind, PairKey, Surface};
-use crate::engine::Decided;
-use crate::engine::EngineCounters;
 use crate::error::EngineError;
+use crate::keys::{
+    checkpoint_key, deadline_key, expiry_key, hold_key, log_key, quarantine_key, settlement_key,
+    snapshot_key,
+};
 use crate::ledger::{
     EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ingest,
 };
 use crate::persist::{
-    self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, checkpoint_key,
-    encode, load_entity, log_key, quarantine_key, snapshot_key,
+    self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode,
+    load_entity,
 };
 use crate::policy::{Ask, DecisionContext};
-use crate::reservation::{
-    Hold, ReservationLine, Settlement, deadline_key, hold_key, load_holds, settlement_key,
-};
+use crate::reservation::{Hold, ReservationLine, Settlement, load_holds};
 use crate::shared::SharedDirectory;
 use crate::time::{Clock, Timestamp};
 
@@ -1045,7 +1047,7 @@ fn write_quarantine(
         reason,
     };
     batch.put(
-        persist::expiry_key(
+        expiry_key(
             arrived.arrival.plus_ms(config.quarantine_retention_ms),
             &key,
         ),

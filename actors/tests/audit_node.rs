@@ -141,7 +141,7 @@ async fn every_recorded_decision_of_a_node_replays_bit_for_bit_from_its_log() {
                 let surface = [Surface::Pickup, Surface::Delivery, Surface::ItemPage]
                     [rolls.below(3) as usize];
                 let quantity = 1 + rolls.below(3) as i64;
-                let decision_id = format!("d{step}");
+                let decision_id = format!("d{step}/{}-{}", pair.sku, pair.location);
                 engine
                     .decide_recorded(&decision_id, pair, quantity, surface, true)
                     .await
@@ -316,18 +316,19 @@ async fn an_altered_record_does_not_replay_as_identical() {
         .decide(pair, 2, Surface::Pickup, true)
         .await
         .expect("decide");
+    let id = |name: &str| format!("{name}/{}-{}", pair.sku, pair.location);
     let record = decided.record(
-        "honest".to_owned(),
+        id("honest"),
         pair,
         2,
         Surface::Pickup,
         engine.decisions().model_version(),
     );
     let mut altered: AuditRecord = record.clone();
-    altered.decision_id = "altered".to_owned();
+    altered.decision_id = id("altered");
     altered.decision.probability += 1e-12;
     let mut moved = record.clone();
-    moved.decision_id = "moved".to_owned();
+    moved.decision_id = id("moved");
     if let Some(NodeMoment::Entity { log_position, .. }) = &mut moved.node {
         *log_position = Some(1); // Before the sale.
     }
@@ -343,11 +344,11 @@ async fn an_altered_record_does_not_replay_as_identical() {
             .check
             .differences
     };
-    assert_eq!(check("honest"), Vec::<String>::new());
-    let differences = check("altered");
+    assert_eq!(check(&id("honest")), Vec::<String>::new());
+    let differences = check(&id("altered"));
     assert_eq!(differences.len(), 1, "{differences:?}");
     assert!(differences[0].starts_with("answer:"), "{differences:?}");
-    let differences = check("moved");
+    let differences = check(&id("moved"));
     assert!(
         differences.iter().any(|d| d.starts_with("inputs digest:")),
         "{differences:?}"

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use stockgrid_actors::decision::{ReasonCode, SafetyStock};
 use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source, Surface};
+use stockgrid_actors::keys;
 use stockgrid_actors::ledger::{LedgerConfig, LedgerView, Outcome, QuarantineReason};
 use stockgrid_actors::offline::InMemoryLedger;
 use stockgrid_actors::time::{HOUR_MS, MINUTE_MS, SimulatedClock, Timestamp};
@@ -595,12 +596,16 @@ async fn recovery_replays_a_late_anchor_against_only_the_earlier_log() {
 async fn the_first_of_two_conflicting_events_in_one_batch_always_wins() {
     for attempt in 0..20u64 {
         let (_store, _clock, engine) = memory_engine(EngineConfig::default()).await;
-        // Same identity, different pairs on different shards: they would race if sent together.
+        // Same identity, different pairs on different shards of one partition (identities are
+        // scoped to a partition): they would race if sent together.
         let first = PairKey::new(1, 1);
-        let second = (2..100)
+        let second = (2..1000)
             .map(|sku| PairKey::new(sku, 1))
-            .find(|p| engine.shard_of(*p) != engine.shard_of(first))
-            .expect("another shard");
+            .find(|p| {
+                engine.shard_of(*p) != engine.shard_of(first)
+                    && keys::partition_of(*p) == keys::partition_of(first)
+            })
+            .expect("another shard in the same partition");
         let (a, b) = if attempt % 2 == 0 {
             (first, second)
         } else {
@@ -679,7 +684,7 @@ async fn decision_records_expire_after_their_retention() {
     let (_store, clock, engine) = memory_engine(EngineConfig::default()).await;
     engine.decisions().set_audit_retention_days(2);
     let record = AuditRecord {
-        decision_id: "d-retention-0".to_owned(),
+        decision_id: "d-retention-0/1-10".to_owned(),
         sku: 1,
         location: 10,
         surface: Surface::Pickup,
@@ -699,12 +704,15 @@ async fn decision_records_expire_after_their_retention() {
     clock.advance_to(T0.plus_ms(47 * HOUR_MS));
     engine.maintain().await.expect("maintain");
     assert_eq!(
-        engine.decision_record("d-retention-0").expect("read"),
+        engine.decision_record("d-retention-0/1-10").expect("read"),
         Some(record)
     );
     clock.advance_to(T0.plus_ms(49 * HOUR_MS));
     engine.maintain().await.expect("maintain");
-    assert_eq!(engine.decision_record("d-retention-0").expect("read"), None);
+    assert_eq!(
+        engine.decision_record("d-retention-0/1-10").expect("read"),
+        None
+    );
 }
 
 /// The shared facts are statistics: a value the build cannot read (an older layout, a torn
@@ -713,7 +721,11 @@ async fn decision_records_expire_after_their_retention() {
 async fn unreadable_shared_facts_are_relearned_not_fatal() {
     let store = Arc::new(MemoryStore::new());
     let mut batch = stockgrid_storage::WriteBatch::new();
-    batch.put(b"g/shared-facts".to_vec(), vec![1, 0xc1, 0xc1]);
+    stockgrid_actors::keys::check_or_create_format(store.as_ref()).expect("a new store");
+    batch.put(
+        stockgrid_actors::keys::shared_facts_key(),
+        vec![1, 0xc1, 0xc1],
+    );
     store.commit(batch).expect("commit");
     let clock = SimulatedClock::starting_at(T0);
     let engine = Engine::start(store, Arc::new(clock), EngineConfig::default())

@@ -1,5 +1,6 @@
-//! The tonic services of one node: `Availability`, `Ingest`, `Reservations`, `Catalog` and
-//! `Inspect`, all backed by one [`Engine`].
+//! The tonic services of one node: `Availability`, `Ingest`, `Reservations`, `Catalog`,
+//! `Admin` and `Inspect`, all served over a [`Grid`] (one node's engine, or later the
+//! cluster's router).
 //!
 //! The node serves before its engine has recovered: until [`Api::set_engine`] is called
 //! every call answers UNAVAILABLE ("recovering") and health says NOT_SERVING. Each call
@@ -17,6 +18,7 @@ use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::policy::MAX_REGION_BYTES;
 use stockgrid_actors::reservation::ReserveRequest;
 use stockgrid_actors::{Engine, EngineError, Lookup};
+use stockgrid_cluster::Grid;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt;
@@ -67,8 +69,8 @@ const MAX_OUTCOME_RESULT_BYTES: usize = 192;
 /// Bytes a result's own framing adds inside the response (tag and length).
 const RESULT_FRAMING_BYTES: usize = 3;
 
-struct ApiInner {
-    engine: OnceLock<Engine>,
+struct ApiInner<G> {
+    engine: OnceLock<G>,
     limits: ServiceLimits,
     admission: Arc<Semaphore>,
     write_admission: Arc<Semaphore>,
@@ -76,13 +78,20 @@ struct ApiInner {
     decisions: AtomicU64,
 }
 
-/// The services of one node. Cloning shares them.
-#[derive(Clone)]
-pub struct Api {
-    inner: Arc<ApiInner>,
+/// The services of one node over its grid `G`. Cloning shares them.
+pub struct Api<G = Engine> {
+    inner: Arc<ApiInner<G>>,
 }
 
-impl std::fmt::Debug for Api {
+impl<G> Clone for Api<G> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<G> std::fmt::Debug for Api<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Api")
             .field("limits", &self.inner.limits)
@@ -96,7 +105,7 @@ type Answer<T> = Result<Response<T>, Status>;
 /// The slots a running write holds: a write slot and a call slot.
 type WritePermit = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
-impl Api {
+impl<G: Grid> Api<G> {
     /// Services with no engine yet (every call answers UNAVAILABLE until
     /// [`Api::set_engine`]). `node_tag` makes decision ids unique across nodes and restarts.
     pub fn new(limits: ServiceLimits, node_tag: u64) -> Self {
@@ -112,8 +121,8 @@ impl Api {
         }
     }
 
-    /// The engine is recovered: serve with it from now on.
-    pub fn set_engine(&self, engine: Engine) {
+    /// The grid is recovered: serve with it from now on.
+    pub fn set_engine(&self, engine: G) {
         let _ = self.inner.engine.set(engine);
     }
 
@@ -122,7 +131,7 @@ impl Api {
         self.inner.limits
     }
 
-    fn engine(&self) -> Result<&Engine, Status> {
+    fn engine(&self) -> Result<&G, Status> {
         self.inner
             .engine
             .get()
@@ -130,7 +139,7 @@ impl Api {
     }
 
     /// Admission: a permit per running call, or RESOURCE_EXHAUSTED when full.
-    fn admit(&self) -> Result<(OwnedSemaphorePermit, &Engine), Status> {
+    fn admit(&self) -> Result<(OwnedSemaphorePermit, &G), Status> {
         let limit = self.inner.limits.max_in_flight;
         let permit = take_slot(&self.inner.admission, limit, "calls")?;
         Ok((permit, self.engine()?))
@@ -138,16 +147,22 @@ impl Api {
 
     /// Admission of a write: a write slot as well as a call slot, or RESOURCE_EXHAUSTED
     /// when either is full.
-    fn admit_write(&self) -> Result<(WritePermit, &Engine), Status> {
+    fn admit_write(&self) -> Result<(WritePermit, &G), Status> {
         let limit = self.inner.limits.max_writes_in_flight;
         let write = take_slot(&self.inner.write_admission, limit, "writes")?;
         let (call, engine) = self.admit()?;
         Ok(((write, call), engine))
     }
 
-    fn decision_id(&self) -> String {
+    /// A new decision id for a lookup of `pair`: the node's prefix, a counter, and the pair
+    /// (so that the record is found in its pair's partition from the id alone).
+    fn decision_id(&self, pair: PairKey) -> String {
         let n = self.inner.decisions.fetch_add(1, Ordering::Relaxed);
-        format!("{}{n:x}", self.inner.decision_prefix)
+        format!(
+            "{}{n:x}{}",
+            self.inner.decision_prefix,
+            stockgrid_actors::keys::decision_id_suffix(pair)
+        )
     }
 
     /// Answers lookups in one pass, in order. Each is given its decision id here; the records
@@ -155,14 +170,14 @@ impl Api {
     /// item-page records one group commit later (`Engine::decide_recorded_many`).
     async fn decide(
         &self,
-        engine: &Engine,
+        engine: &G,
         lookups: Vec<(PairKey, i64, Surface)>,
     ) -> Result<Vec<Result<pb::AvailabilityAnswer, Status>>, Status> {
         let lookups: Vec<(String, Lookup)> = lookups
             .into_iter()
             .map(|(pair, quantity, surface)| {
-                let decision_id = self.decision_id();
-                let digest = engine.decisions().audits(surface, &decision_id);
+                let decision_id = self.decision_id(pair);
+                let digest = engine.audits(surface, &decision_id);
                 let lookup = Lookup {
                     pair,
                     quantity,
@@ -176,7 +191,7 @@ impl Api {
             tracing::debug!("lookup while the store is unavailable");
             convert::answer(&store_unavailable(), 0, decision_id)
         };
-        match engine.decide_recorded_many(&lookups).await {
+        match engine.decide(&lookups).await {
             Ok(decided) => Ok(lookups
                 .into_iter()
                 .zip(decided)
@@ -204,14 +219,14 @@ impl Api {
     /// Applies one batch of events: a result per event, in order.
     async fn ingest_batch(
         &self,
-        engine: &Engine,
+        engine: &G,
         events: Vec<pb::Event>,
     ) -> Result<pb::IngestEventsResponse, Status> {
         let limit = self.inner.limits.max_events_per_request;
         if events.len() > limit {
             return Err(too_many("events", events.len(), limit));
         }
-        let now = engine.clock().now();
+        let now = engine.now();
         let mut results: Vec<pb::EventResult> = Vec::with_capacity(events.len());
         let mut arrivals = Vec::with_capacity(events.len());
         let mut positions = Vec::with_capacity(events.len());
@@ -280,7 +295,7 @@ impl Api {
 }
 
 #[tonic::async_trait]
-impl pb::availability_server::Availability for Api {
+impl<G: Grid> pb::availability_server::Availability for Api<G> {
     async fn get_availability(
         &self,
         request: Request<pb::GetAvailabilityRequest>,
@@ -344,7 +359,7 @@ impl pb::availability_server::Availability for Api {
 }
 
 #[tonic::async_trait]
-impl pb::admin_server::Admin for Api {
+impl<G: Grid> pb::admin_server::Admin for Api<G> {
     async fn set_rules_fallback(
         &self,
         request: Request<pb::SetRulesFallbackRequest>,
@@ -365,7 +380,7 @@ impl pb::admin_server::Admin for Api {
             && request.rules_only
         {
             engine
-                .decisions()
+                .policy()
                 .check_rules_region(region)
                 .map_err(|reason| invalid("region", reason))?;
         } else if region.is_some_and(|region| region.len() > MAX_REGION_BYTES) {
@@ -375,7 +390,7 @@ impl pb::admin_server::Admin for Api {
             ));
         }
         if !engine
-            .decisions()
+            .policy()
             .switch_to_rules(surface, region, request.rules_only)
         {
             // Another call filled the last place between the check and the switch.
@@ -393,9 +408,7 @@ impl pb::admin_server::Admin for Api {
             rules_only = request.rules_only,
             "decision policy changed"
         );
-        Ok(Response::new(convert::policy(
-            &engine.decisions().snapshot(),
-        )))
+        Ok(Response::new(convert::policy(&engine.policy().snapshot())))
     }
 
     async fn get_decision_record(
@@ -440,7 +453,7 @@ impl pb::admin_server::Admin for Api {
         _request: Request<pb::GetExperimentReportRequest>,
     ) -> Answer<pb::ExperimentReport> {
         let engine = self.engine()?;
-        Ok(Response::new(match engine.decisions().experiment() {
+        Ok(Response::new(match engine.policy().experiment() {
             Some(experiment) => convert::experiment_report(&experiment),
             None => pb::ExperimentReport::default(),
         }))
@@ -451,16 +464,14 @@ impl pb::admin_server::Admin for Api {
         _request: Request<pb::GetDecisionPolicyRequest>,
     ) -> Answer<pb::DecisionPolicy> {
         let engine = self.engine()?;
-        Ok(Response::new(convert::policy(
-            &engine.decisions().snapshot(),
-        )))
+        Ok(Response::new(convert::policy(&engine.policy().snapshot())))
     }
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::IngestEventsResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl pb::ingest_server::Ingest for Api {
+impl<G: Grid> pb::ingest_server::Ingest for Api<G> {
     async fn ingest_events(
         &self,
         request: Request<pb::IngestEventsRequest>,
@@ -519,7 +530,7 @@ impl pb::ingest_server::Ingest for Api {
 }
 
 #[tonic::async_trait]
-impl pb::reservations_server::Reservations for Api {
+impl<G: Grid> pb::reservations_server::Reservations for Api<G> {
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Answer<pb::Reservation> {
         let (_permit, engine) = self.admit_write()?;
         let request = request.into_inner();
@@ -542,7 +553,7 @@ impl pb::reservations_server::Reservations for Api {
         let window = (request.pickup_window_seconds > 0)
             .then(|| i64::from(request.pickup_window_seconds) * 1_000);
         let report = engine
-            .commit_reservation(&request.reservation_id, window)
+            .commit(&request.reservation_id, window)
             .await
             .map_err(|e| reservation_status(&e))?;
         Ok(Response::new(convert::reservation(&report)))
@@ -553,7 +564,7 @@ impl pb::reservations_server::Reservations for Api {
         let request = request.get_ref();
         let reason = convert::release_reason(request.reason)?;
         let report = engine
-            .release_reservation(&request.reservation_id, reason)
+            .release(&request.reservation_id, reason)
             .await
             .map_err(|e| reservation_status(&e))?;
         Ok(Response::new(convert::reservation(&report)))
@@ -565,7 +576,7 @@ impl pb::reservations_server::Reservations for Api {
     ) -> Answer<pb::Reservation> {
         let (_permit, engine) = self.admit()?;
         let report = engine
-            .get_reservation(&request.get_ref().reservation_id)
+            .reservation(&request.get_ref().reservation_id)
             .await
             .map_err(|e| reservation_status(&e))?;
         Ok(Response::new(convert::reservation(&report)))
@@ -573,7 +584,7 @@ impl pb::reservations_server::Reservations for Api {
 }
 
 #[tonic::async_trait]
-impl pb::catalog_server::Catalog for Api {
+impl<G: Grid> pb::catalog_server::Catalog for Api<G> {
     async fn upsert_locations(
         &self,
         request: Request<pb::UpsertLocationsRequest>,
@@ -625,7 +636,7 @@ impl pb::catalog_server::Catalog for Api {
 }
 
 #[tonic::async_trait]
-impl pb::inspect_server::Inspect for Api {
+impl<G: Grid> pb::inspect_server::Inspect for Api<G> {
     async fn get_entity_state(
         &self,
         request: Request<pb::GetEntityStateRequest>,
@@ -639,7 +650,7 @@ impl pb::inspect_server::Inspect for Api {
             .ok_or_else(|| Status::not_found(format!("{pair} was never seen")))?;
         let mut reservations = Vec::with_capacity(report.holds.len());
         for hold in &report.holds {
-            match engine.get_reservation(&hold.reservation_id).await {
+            match engine.reservation(&hold.reservation_id).await {
                 Ok(found) => reservations.push(convert::reservation(&found)),
                 // A hold whose record was never written (an interrupted Reserve) until the
                 // reaper frees it: shown with what is known.

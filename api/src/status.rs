@@ -51,6 +51,7 @@ pub fn status_of(error: &EngineError) -> Status {
         EngineError::Corrupt(_) | EngineError::Start(_) => {
             Status::internal("internal error; the node's log has the details")
         }
+        EngineError::Invalid { .. } => Status::invalid_argument(error.to_string()),
     }
 }
 

@@ -1,12 +1,16 @@
 //! Placement, membership and routing of SKU-location partitions across nodes.
 //!
-//! This crate will own key -> partition (a fixed count, e.g. 4,096) -> node by rendezvous
-//! hashing over live members, region-aware; the router that fans a batch out to owners in
-//! parallel with deadlines and merges the answers; and the internal peer RPC. It may depend
-//! on `stockgrid-actors` (the entities it routes to) and nothing above it (`api`, `sim`).
-//! Multi-node durability and ownership belong to the shared store (FoundationDB), not to a
-//! home-made consensus.
+//! This crate owns the [`Grid`] seam that the public API serves: one node's engine implements
+//! it today; the router (key -> partition -> owner by rendezvous hashing over live members,
+//! fanning a batch out to the owners with deadlines and merging the answers), membership,
+//! leases and the peer RPC come with the multi-node work. It may depend on
+//! `stockgrid-actors` (the entities it routes to) and nothing above it (`api`, `sim`).
+//! Multi-node durability and ownership belong to the shared store, not to a home-made
+//! consensus.
 //!
 //! # Layout
-//! Empty until the multi-node work: a single node owns every partition, and
-//! `stockgrid_actors::engine::Engine` is the whole grid.
+//! - [`grid`]: the [`Grid`] trait and its implementation by one node's engine.
+
+pub mod grid;
+
+pub use grid::Grid;

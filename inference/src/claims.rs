@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::belief::{ObservationKind, compact_seconds, millis_of};
+use crate::observation::{ObservationKind, compact_seconds, millis_of};
 
 /// The kinds with a claim, in the order of [`SourceClaims`]' arrays.
 pub const CLAIM_KINDS: [ObservationKind; 3] = [

@@ -56,6 +56,9 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
 /// Number of features.
 pub const FEATURE_COUNT: usize = 29;
 
+// The ranker reads every feature but its own output (defined there, checked here).
+const _: () = assert!(RANKER_INPUTS == FEATURE_COUNT - 1);
+
 /// The age a source's claim is given when it never read the pair (a year).
 const NEVER_READ_DAYS: f64 = 365.0;
 

@@ -9,8 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::belief::compact_seconds;
 use crate::hours::OpeningHours;
+use crate::observation::compact_seconds;
 
 /// Most sources a location tracks (the domain has 7).
 pub const MAX_SOURCES: usize = 8;

@@ -8,6 +8,9 @@
 //!
 //! # Layout
 //! - [`hours`]: opening hours and open-hour counting (no-sale evidence counts open hours).
+//! - [`observation`]: the kinds of absolute observation and the compact time (shared by the
+//!   belief and the claims).
+//! - [`params`]: the belief's parameters (fitted by `train`, shipped in a model).
 //! - [`belief`]: per-pair sufficient statistics and the posterior over the truth.
 //! - [`claims`]: each observing source's claim (count, WMS snapshot, RFID) brought to now.
 //! - [`feeds`]: per-location feed health (last seen, typical gap, staleness).
@@ -31,6 +34,8 @@ pub mod features;
 pub mod feeds;
 pub mod hours;
 pub mod model;
+pub mod observation;
+pub mod params;
 pub mod ranker;
 pub mod shared;
 pub mod stats;

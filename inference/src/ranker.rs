@@ -42,7 +42,7 @@ pub const CANDIDATE_COUNT: usize = 8;
 /// Index of the zero candidate.
 pub const ZERO: usize = 4;
 /// Inputs of the ranker: every feature but the last (the fused probability it makes).
-pub const RANKER_INPUTS: usize = crate::features::FEATURE_COUNT - 1;
+pub const RANKER_INPUTS: usize = 28;
 
 /// The candidates' claims at one moment (`None`: absent).
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -28,9 +28,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::belief::{BeliefParams, compact_seconds};
 use crate::feeds::FeedHealth;
 use crate::hours::OpeningHours;
+use crate::observation::compact_seconds;
+use crate::params::BeliefParams;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;

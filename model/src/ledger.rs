@@ -35,6 +35,7 @@ use stockgrid_inference::belief::{BeliefStats, Observation, ObservationKind};
 use stockgrid_inference::claims::SourceClaims;
 
 use crate::domain::{Event, EventKind, PairKey, SOURCE_COUNT, Source};
+use crate::partition::{Partition, PartitionScheme};
 use crate::time::{HOUR_MS, MINUTE_MS, Timestamp, human_duration};
 
 /// How far behind the latest arrival an arrival may be processed; events dated at or before
@@ -204,12 +205,14 @@ impl LedgerEntry {
         }
     }
 
-    /// The dedup identity of the entry: (source, role, event id).
+    /// The dedup identity of the entry: (source, role, event id), in the partition of the
+    /// pair that applies it.
     pub fn identity(&self) -> Identity {
         Identity {
             source: self.event.source,
             role: self.role,
             event_id: self.event.event_id.clone(),
+            partition: PartitionScheme::STANDARD.partition(self.target()),
         }
     }
 }
@@ -223,6 +226,10 @@ pub struct Identity {
     pub role: EntryRole,
     /// Unique within the source.
     pub event_id: String,
+    /// The partition of the pair applying the entry: identities are scoped to it (DESIGN.md
+    /// "Storage"), so an event id reused by the same source at a pair of another partition
+    /// is a new identity there, not a conflict.
+    pub partition: Partition,
 }
 
 /// What the identity index knows of an identity.

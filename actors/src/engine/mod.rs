@@ -14,7 +14,7 @@
 //! are activated with one message per shard, then every item decides in order.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,13 +22,19 @@ use ractor::{Actor, ActorRef};
 use stockgrid_storage::{CommitTicket, GroupCommitConfig, GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
+mod audit;
+mod catalog;
+mod reservations;
+
 use crate::audit::NodeMoment;
+pub use crate::audit::{Decided, Lookup};
 use crate::config::EngineConfig;
-use stockgrid_inference::features::FeatureVector;
+pub use crate::counters::EngineCounters;
 
 use crate::decision::{Decision, SafetyStock, decide_by_rules, store_unavailable, unavailable};
 use crate::domain::{Arrival, PairKey, Source, Surface};
 use crate::error::EngineError;
+use crate::keys;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
 use crate::persist::{self, IdentityTail, Snapshot};
 use crate::policy::{Ask, DecisionContext};
@@ -51,25 +57,6 @@ const ACTIVATIONS_PER_SHARD: usize = 2;
 /// Pairs activated by one message: a shard handles a message at a time, so this bounds how
 /// long an activation delays the writes queued behind it.
 const ACTIVATIONS_PER_MESSAGE: usize = 64;
-/// The store key of the shared facts' learned statistics (a prefix no other record uses).
-const SHARED_KEY: &[u8] = b"g/shared-facts";
-
-/// Counters of what the engine did since it started.
-#[derive(Debug, Default)]
-pub struct EngineCounters {
-    /// Events applied.
-    pub applied_events: AtomicU64,
-    /// Duplicate arrivals.
-    pub duplicate_events: AtomicU64,
-    /// Quarantined arrivals.
-    pub quarantined_events: AtomicU64,
-    /// Arrivals refused with an error (not applied; the caller may retry).
-    pub failed_events: AtomicU64,
-    /// Picks that settled a reservation's hold.
-    pub settled_picks: AtomicU64,
-    /// Picks naming a reservation with no active hold at the pair (applied as plain deltas).
-    pub unmatched_picks: AtomicU64,
-}
 
 /// What one maintenance pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -104,39 +91,6 @@ struct EngineInner {
     counters: Arc<EngineCounters>,
     reservation_locks: ReservationLocks,
     decisions: Arc<DecisionContext>,
-}
-
-/// A decision with what it was made from.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Decided {
-    /// The answer.
-    pub decision: Decision,
-    /// The pair's state version (entries applied; 0: never seen).
-    pub version: u32,
-    /// The features, in ml mode.
-    pub features: Option<FeatureVector>,
-    /// When it was decided.
-    pub time: Timestamp,
-    /// xxh3-64 of the inputs (state and location facts, or the read view), hex, when asked
-    /// for (an audited decision): hashing the state is not free, and most item-page answers
-    /// are not recorded.
-    pub inputs_digest: Option<String>,
-    /// Where it stood and what else it read, when its inputs were digested (for its record).
-    pub moment: Option<NodeMoment>,
-}
-
-/// One availability question: `quantity` units of `pair` on `surface`, with its inputs
-/// digested when `digest` (an audited decision).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lookup {
-    /// The pair.
-    pub pair: PairKey,
-    /// Units wanted.
-    pub quantity: i64,
-    /// The surface asking.
-    pub surface: Surface,
-    /// Digest the inputs (the decision will be recorded).
-    pub digest: bool,
 }
 
 /// A running engine. Cloning shares it.
@@ -176,6 +130,10 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         config.validate().map_err(EngineError::Start)?;
+        keys::check_or_create_format(store.as_ref()).map_err(|error| match error {
+            keys::FormatError::Store(error) => EngineError::from(error),
+            incompatible => EngineError::Start(incompatible.to_string()),
+        })?;
         let config = Arc::new(config);
         let committer = GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
         let record_committer =
@@ -188,9 +146,10 @@ impl Engine {
         decisions
             .shared
             .upsert(&crate::catalog::all_locations(store.as_ref())?);
-        if let Some(bytes) = store.get(SHARED_KEY)? {
+        let shared_key = keys::shared_facts_key();
+        if let Some(bytes) = store.get(&shared_key)? {
             // Statistics, not records: an unreadable value (an older layout) starts them over.
-            match persist::decode("shared facts", SHARED_KEY, &bytes) {
+            match persist::decode("shared facts", &shared_key, &bytes) {
                 Ok(learned) => decisions.shared.restore(learned),
                 Err(error) => tracing::warn!(%error, "shared facts not restored; relearning"),
             }
@@ -882,7 +841,7 @@ impl Engine {
     async fn save_shared(&self) -> Result<(), EngineError> {
         let mut batch = WriteBatch::new();
         batch.put(
-            SHARED_KEY.to_vec(),
+            keys::shared_facts_key(),
             persist::encode(&self.inner.decisions.shared.learned()),
         );
         self.commit_batch(batch).await

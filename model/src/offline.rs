@@ -12,11 +12,11 @@ use std::collections::HashMap;
 
 use crate::catalog::Location;
 use crate::domain::{Arrival, PairKey};
+use crate::formats::Query;
 use crate::ledger::{
     EntityState, EntryRole, Identity, LedgerConfig, LedgerEntry, LookupFailed, Outcome,
     RecordedDeltas, ingest,
 };
-use crate::replay::Query;
 use crate::shared::SharedDirectory;
 
 /// Every pair's state, built from arrivals in order.

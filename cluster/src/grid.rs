@@ -1,0 +1,204 @@
+//! The `Grid` seam: what the public API asks of the grid, batch-shaped, whoever answers it.
+//!
+//! A [`Grid`] ingests arrivals, decides lookups, holds units for reservations, inspects pairs
+//! and takes admin changes. One node's [`Engine`] is a grid (every partition is local); the
+//! router of a cluster will be another (grouping each batch by owner and calling the owners
+//! over the peer service), and `stockgrid_api` serves either without knowing which.
+//!
+//! Calls take and return whole batches where the API has batches (ingest, decide), so that a
+//! router can split a batch by owner and merge the answers in order; each item of a batch
+//! answers its own error, and an `Err` for the whole call means nothing of it was done.
+
+use std::future::Future;
+
+use stockgrid_actors::audit::{AuditRecord, Decided, Lookup, NodeReplay};
+use stockgrid_actors::catalog::Location;
+use stockgrid_actors::domain::{Arrival, PairKey, Surface};
+use stockgrid_actors::ledger::{Outcome, ReadView};
+use stockgrid_actors::policy::DecisionContext;
+use stockgrid_actors::reservation::{
+    ReleaseReason, ReservationError, ReservationReport, ReserveRequest,
+};
+use stockgrid_actors::shard::EntityReport;
+use stockgrid_actors::time::Timestamp;
+use stockgrid_actors::{Engine, EngineError};
+
+/// The grid as the public API uses it. Cloning shares it.
+pub trait Grid: Clone + Send + Sync + 'static {
+    /// The grid's domain time now (the injected clock).
+    fn now(&self) -> Timestamp;
+
+    /// Applies arrivals; each answers its own outcome, once everything it caused is durable.
+    fn ingest(
+        &self,
+        arrivals: Vec<Arrival>,
+    ) -> impl Future<Output = Result<Vec<Result<Outcome, EngineError>>, EngineError>> + Send;
+
+    /// Whether a decision of `surface` with this id is recorded (promises always are; item
+    /// pages at the sampling rate).
+    fn audits(&self, surface: Surface, decision_id: &str) -> bool;
+
+    /// Decides lookups, each with its decision id, in order; the records of those asking for
+    /// a digest are written (a promise's before any answer returns).
+    fn decide(
+        &self,
+        lookups: &[(String, Lookup)],
+    ) -> impl Future<Output = Result<Vec<Result<Decided, EngineError>>, EngineError>> + Send;
+
+    /// Holds every line of a cart or none (idempotent by request id).
+    fn reserve(
+        &self,
+        request: ReserveRequest,
+    ) -> impl Future<Output = Result<ReservationReport, ReservationError>> + Send;
+
+    /// Commits a pending reservation (the order is placed), holding until the pickup window.
+    fn commit(
+        &self,
+        reservation_id: &str,
+        pickup_window_ms: Option<i64>,
+    ) -> impl Future<Output = Result<ReservationReport, ReservationError>> + Send;
+
+    /// Releases a reservation's held units.
+    fn release(
+        &self,
+        reservation_id: &str,
+        reason: ReleaseReason,
+    ) -> impl Future<Output = Result<ReservationReport, ReservationError>> + Send;
+
+    /// A reservation and the state of each of its lines.
+    fn reservation(
+        &self,
+        reservation_id: &str,
+    ) -> impl Future<Output = Result<ReservationReport, ReservationError>> + Send;
+
+    /// What a pair's entity holds (`None`: never seen).
+    fn inspect(
+        &self,
+        pair: PairKey,
+    ) -> impl Future<Output = Result<Option<EntityReport>, EngineError>> + Send;
+
+    /// The read view a rules lookup of `pair` decides from now (`None`: never seen).
+    fn read_view(
+        &self,
+        pair: PairKey,
+    ) -> impl Future<Output = Result<Option<ReadView>, EngineError>> + Send;
+
+    /// A decision record by its id (`None`: not recorded).
+    fn decision_record(&self, decision_id: &str) -> Result<Option<AuditRecord>, EngineError>;
+
+    /// Rebuilds a recorded decision from the log and compares it bit for bit (blocking: run
+    /// it off the async workers).
+    fn replay_decision(&self, decision_id: &str) -> Result<Option<NodeReplay>, EngineError>;
+
+    /// The decision policy: modes, rules switches, experiments, drift fallback.
+    fn policy(&self) -> &DecisionContext;
+
+    /// Inserts or replaces catalog locations, all or none, durably.
+    fn upsert_locations(
+        &self,
+        locations: &[Location],
+    ) -> impl Future<Output = Result<usize, EngineError>> + Send;
+
+    /// Catalog locations numbered above `after`, ascending, at most `limit`.
+    fn list_locations(
+        &self,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<Location>, EngineError>;
+}
+
+/// One node is the whole grid: every partition is its own.
+impl Grid for Engine {
+    fn now(&self) -> Timestamp {
+        self.clock().now()
+    }
+
+    fn ingest(
+        &self,
+        arrivals: Vec<Arrival>,
+    ) -> impl Future<Output = Result<Vec<Result<Outcome, EngineError>>, EngineError>> + Send {
+        Engine::ingest(self, arrivals)
+    }
+
+    fn audits(&self, surface: Surface, decision_id: &str) -> bool {
+        self.decisions().audits(surface, decision_id)
+    }
+
+    fn decide(
+        &self,
+        lookups: &[(String, Lookup)],
+    ) -> impl Future<Output = Result<Vec<Result<Decided, EngineError>>, EngineError>> + Send {
+        self.decide_recorded_many(lookups)
+    }
+
+    fn reserve(
+        &self,
+        request: ReserveRequest,
+    ) -> impl Future<Output = Result<ReservationReport, ReservationError>> + Send {
+        Engine::reserve(self, request)
+    }
+
+    fn commit(
+        &self,
+        reservation_id: &str,
+        pickup_window_ms: Option<i64>,
+    ) -> impl Future<Output = Result<ReservationReport, ReservationError>> + Send {
+        self.commit_reservation(reservation_id, pickup_window_ms)
+    }
+
+    fn release(
+        &self,
+        reservation_id: &str,
+        reason: ReleaseReason,
+    ) -> impl Future<Output = Result<ReservationReport, ReservationError>> + Send {
+        self.release_reservation(reservation_id, reason)
+    }
+
+    fn reservation(
+        &self,
+        reservation_id: &str,
+    ) -> impl Future<Output = Result<ReservationReport, ReservationError>> + Send {
+        self.get_reservation(reservation_id)
+    }
+
+    fn inspect(
+        &self,
+        pair: PairKey,
+    ) -> impl Future<Output = Result<Option<EntityReport>, EngineError>> + Send {
+        Engine::inspect(self, pair)
+    }
+
+    fn read_view(
+        &self,
+        pair: PairKey,
+    ) -> impl Future<Output = Result<Option<ReadView>, EngineError>> + Send {
+        Engine::read_view(self, pair)
+    }
+
+    fn decision_record(&self, decision_id: &str) -> Result<Option<AuditRecord>, EngineError> {
+        Engine::decision_record(self, decision_id)
+    }
+
+    fn replay_decision(&self, decision_id: &str) -> Result<Option<NodeReplay>, EngineError> {
+        Engine::replay_decision(self, decision_id)
+    }
+
+    fn policy(&self) -> &DecisionContext {
+        self.decisions()
+    }
+
+    fn upsert_locations(
+        &self,
+        locations: &[Location],
+    ) -> impl Future<Output = Result<usize, EngineError>> + Send {
+        Engine::upsert_locations(self, locations)
+    }
+
+    fn list_locations(
+        &self,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<Location>, EngineError> {
+        Engine::list_locations(self, after, limit)
+    }
+}
