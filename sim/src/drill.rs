@@ -9,6 +9,13 @@
 //! broken-promise rate (overall, and in the regions a fault touches) and recall, the ingest
 //! lag (simulated seconds from an event's arrival time to the node's durable ack), and the
 //! share of health checks answered SERVING, with the scenario's fault windows shaded.
+//!
+//! The node is given the world's locations first (kind, region, time zone, hours, expected
+//! feeds), as a retailer's catalog would give them. Every answer is tallied by mode and
+//! reason; with `compare_ledger`, each question is also put to the ledger (the pair's read
+//! view through `Inspect`, as a rules answer reads it), so the report shows where the belief
+//! and the ledger disagree and which of them the truth sided with (`stockgrid demo` uses it).
+//! At the end the report records the node's decision policy (regions fallen back to rules).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -43,6 +50,75 @@ pub struct DrillOptions {
     pub speed: f64,
     /// The `stockgrid` binary to run as the node.
     pub stockgrid: PathBuf,
+    /// Put each question to the ledger too (one `Inspect` call per query).
+    pub compare_ledger: bool,
+}
+
+/// Disagreements kept as examples in the report.
+const MAX_EXAMPLES: usize = 8;
+
+/// An answer where the belief and the ledger disagreed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Disagreement {
+    /// When it was asked (RFC 3339, simulated).
+    pub time: String,
+    /// The pair.
+    pub sku: u64,
+    /// The pair.
+    pub location: u32,
+    /// Units asked.
+    pub qty: i64,
+    /// Who asked.
+    pub surface: String,
+    /// The node's answer.
+    pub available: bool,
+    /// Its probability.
+    pub probability: f64,
+    /// Its reason code.
+    pub reason: String,
+    /// The ledger's spare units (on hand minus reserved) at the moment.
+    pub ledger_spare: i64,
+    /// The simulator's true on-hand at the moment.
+    pub true_on_hand: i64,
+}
+
+/// How the node decided, over the whole run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DecisionTally {
+    /// Answers by mode (`ml`, `rules`).
+    pub by_mode: std::collections::BTreeMap<String, u64>,
+    /// Answers by reason code.
+    pub by_reason: std::collections::BTreeMap<String, u64>,
+    /// Questions also put to the ledger.
+    pub compared: u64,
+    /// Of those, promised by the node, and broken (the truth was short).
+    pub promised: u64,
+    /// Broken promises of the node.
+    pub broken: u64,
+    /// Of those, what the ledger alone would have promised, and broken.
+    pub ledger_promised: u64,
+    /// Broken promises the ledger alone would have made.
+    pub ledger_broken: u64,
+    /// Promises of the node the ledger's spare units did not cover (must stay 0: promises
+    /// are capped by the ledger).
+    pub beyond_ledger: u64,
+    /// Answers where the node and the ledger disagreed.
+    pub disagreements: u64,
+    /// Of those, where the truth sided with the node.
+    pub node_right: u64,
+    /// The first disagreements.
+    pub examples: Vec<Disagreement>,
+}
+
+/// The node's decision policy at the end of the run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PolicyAtEnd {
+    /// The model answering ml decisions (empty: none).
+    pub model_version: String,
+    /// Regions answering by rules (switched, or fallen back on drift).
+    pub rules_regions: Vec<String>,
+    /// Regions that fell back to rules on feature drift, with the drifting feature and PSI.
+    pub drift_fallbacks: Vec<(String, String, f64)>,
 }
 
 /// One bucket of the drill's time series.
@@ -99,6 +175,10 @@ pub struct DrillReport {
     pub wall_seconds: f64,
     /// The series.
     pub buckets: Vec<Bucket>,
+    /// How the node decided.
+    pub decisions: DecisionTally,
+    /// Its decision policy at the end (`None`: it could not be read).
+    pub policy: Option<PolicyAtEnd>,
 }
 
 fn to_proto(event: &SimEvent) -> pb::Event {
@@ -266,6 +346,7 @@ pub async fn run_drill(
         .with_context(|| format!("start {} serve", options.stockgrid.display()))?;
     let node = NodeProcess(child);
     let channel = wait_serving(&address).await?;
+    upsert_locations(&channel, &world).await?;
     progress(&format!(
         "node serving on {address}; playing {} events and {} queries from {} at {}x",
         events.len(),
@@ -313,6 +394,8 @@ pub async fn run_drill(
 
     let mut ingest = pb::ingest_client::IngestClient::new(channel.clone());
     let mut availability = pb::availability_client::AvailabilityClient::new(channel.clone());
+    let mut inspect = pb::inspect_client::InspectClient::new(channel.clone());
+    let mut decisions = DecisionTally::default();
     let wall_started = std::time::Instant::now();
     let (mut next_event, mut next_query) = (0, 0);
     let mut last_progress = std::time::Instant::now();
@@ -378,13 +461,19 @@ pub async fn run_drill(
                     surface: surface_proto(query.surface) as i32,
                 })
                 .await;
+            let ledger_spare = match (&answer, options.compare_ledger) {
+                (Ok(_), true) => Some(ledger_spare(&mut inspect, query.sku, query.location).await),
+                _ => None,
+            };
             let mut buckets = buckets.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
             let at = bucket_of(query.time_ms).min(buckets_len - 1);
             let bucket = &mut buckets[at];
             let truly = query.true_on_hand >= query.qty;
             match answer {
                 Ok(answer) => {
-                    let promised = answer.into_inner().available;
+                    let answer = answer.into_inner();
+                    tally(&mut decisions, query, &answer, ledger_spare);
+                    let promised = answer.available;
                     bucket.queries += 1;
                     bucket.truly_available += u64::from(truly);
                     bucket.promised += u64::from(promised);
@@ -412,6 +501,7 @@ pub async fn run_drill(
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = health_task.await;
+    let policy = policy_at_end(&channel).await;
     drop(node);
     let mut buckets = Arc::try_unwrap(buckets)
         .map_err(|_| anyhow::anyhow!("health task still running"))?
@@ -433,6 +523,125 @@ pub async fn run_drill(
         queries: queries.len(),
         wall_seconds: wall_started.elapsed().as_secs_f64(),
         buckets,
+        decisions,
+        policy,
+    })
+}
+
+/// Gives the node the world's locations, as a retailer's catalog would.
+async fn upsert_locations(channel: &Channel, world: &crate::world::World) -> anyhow::Result<()> {
+    let locations = world
+        .locations
+        .iter()
+        .map(|location| {
+            let region = &world.scenario.network.regions[location.region];
+            pb::Location {
+                location: location.id,
+                kind: location.kind.as_str().to_owned(),
+                region: region.name.clone(),
+                timezone: region.timezone.clone(),
+                open_hour: location.open_hour,
+                close_hour: location.close_hour,
+                sources: location
+                    .sources
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect(),
+            }
+        })
+        .collect();
+    pb::catalog_client::CatalogClient::new(channel.clone())
+        .upsert_locations(pb::UpsertLocationsRequest { locations })
+        .await
+        .context("upsert the world's locations")?;
+    Ok(())
+}
+
+/// The ledger's spare units of a pair now (on hand minus reserved, what a rules answer reads;
+/// 0 for a pair never seen).
+async fn ledger_spare(
+    inspect: &mut pb::inspect_client::InspectClient<Channel>,
+    sku: u64,
+    location: u32,
+) -> i64 {
+    match inspect
+        .get_entity_state(pb::GetEntityStateRequest { sku, location })
+        .await
+    {
+        Ok(state) => state
+            .into_inner()
+            .read_view
+            .map_or(0, |view| view.on_hand - view.reserved.max(0)),
+        Err(_) => 0,
+    }
+}
+
+/// Counts one answer (and, when the ledger's spare units are known, compares with them).
+fn tally(
+    decisions: &mut DecisionTally,
+    query: &crate::generate::SimQuery,
+    answer: &pb::AvailabilityAnswer,
+    ledger_spare: Option<i64>,
+) {
+    let mode = match pb::DecisionMode::try_from(answer.mode) {
+        Ok(pb::DecisionMode::Ml) => "ml",
+        Ok(pb::DecisionMode::Rules) => "rules",
+        _ => "unspecified",
+    };
+    *decisions.by_mode.entry(mode.to_owned()).or_default() += 1;
+    *decisions
+        .by_reason
+        .entry(answer.reason.clone())
+        .or_default() += 1;
+    let Some(spare) = ledger_spare else {
+        return;
+    };
+    let truly = query.true_on_hand >= query.qty;
+    let ledger_promises = spare >= query.qty;
+    decisions.compared += 1;
+    decisions.promised += u64::from(answer.available);
+    decisions.broken += u64::from(answer.available && !truly);
+    decisions.ledger_promised += u64::from(ledger_promises);
+    decisions.ledger_broken += u64::from(ledger_promises && !truly);
+    decisions.beyond_ledger += u64::from(answer.available && !ledger_promises);
+    if answer.available != ledger_promises {
+        decisions.disagreements += 1;
+        decisions.node_right += u64::from(answer.available == truly);
+        if decisions.examples.len() < MAX_EXAMPLES {
+            let mut time = Vec::with_capacity(24);
+            crate::civil::push_rfc3339(&mut time, query.time_ms);
+            decisions.examples.push(Disagreement {
+                time: String::from_utf8(time).unwrap_or_default(),
+                sku: query.sku,
+                location: query.location,
+                qty: query.qty,
+                surface: query.surface.as_str().to_owned(),
+                available: answer.available,
+                probability: answer.probability,
+                reason: answer.reason.clone(),
+                ledger_spare: spare,
+                true_on_hand: query.true_on_hand,
+            });
+        }
+    }
+}
+
+/// The node's decision policy now (`None`: it did not answer).
+async fn policy_at_end(channel: &Channel) -> Option<PolicyAtEnd> {
+    let policy = pb::admin_client::AdminClient::new(channel.clone())
+        .get_decision_policy(pb::GetDecisionPolicyRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    Some(PolicyAtEnd {
+        model_version: policy.model_version,
+        rules_regions: policy.rules_regions,
+        drift_fallbacks: policy
+            .drift
+            .into_iter()
+            .filter(|d| d.fallback)
+            .map(|d| (d.region, d.feature, d.psi))
+            .collect(),
     })
 }
 

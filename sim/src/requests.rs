@@ -1,5 +1,5 @@
-//! Small pieces the demo and the load generator share: a seeded random stream and the
-//! requests they both build.
+//! Small pieces the load generator and its floor server share: a seeded random stream and
+//! the requests they build.
 
 use stockgrid_api::proto::v1 as pb;
 
@@ -22,11 +22,6 @@ impl Rng {
     /// Uniform in `0..n` (0 if `n` is 0).
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
-    }
-
-    /// True `per_thousand` times in a thousand.
-    pub(crate) fn chance(&mut self, per_thousand: u64) -> bool {
-        self.below(1000) < per_thousand
     }
 }
 

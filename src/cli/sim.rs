@@ -173,6 +173,7 @@ pub(crate) async fn sim_drill(args: SimDrillArgs) -> anyhow::Result<()> {
         days: args.days,
         speed: args.speed,
         stockgrid: std::env::current_exe().context("find the stockgrid binary")?,
+        compare_ledger: false,
     };
     let report = stockgrid_sim::drill::run_drill(&options, |line| eprintln!("{line}")).await?;
     stockgrid_sim::drill::write_drill_report(&report, &args.report)?;
