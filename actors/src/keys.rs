@@ -150,6 +150,14 @@ pub fn log_prefix(pair: PairKey) -> Vec<u8> {
     pair_prefix(LOG, pair)
 }
 
+/// The first possible log key of `pair` arrived at or after `time` (a scan's start, or a
+/// deletion's end).
+pub fn log_from(pair: PairKey, time: Timestamp) -> Vec<u8> {
+    let mut key = pair_prefix(LOG, pair);
+    key.extend_from_slice(&time_key(time));
+    key
+}
+
 /// The snapshot key of a pair.
 pub fn snapshot_key(pair: PairKey) -> Vec<u8> {
     pair_prefix(SNAPSHOT, pair)
@@ -272,10 +280,14 @@ pub fn decision_key(pair: PairKey, decision_id: &str) -> Vec<u8> {
     key
 }
 
-/// The expiry-index key that schedules `target` (a key of the same partition) for deletion at
-/// `expires`.
+/// The expiry-index key that schedules `target` (a per-partition key: the index entry lies in
+/// its partition) for deletion at `expires`.
 pub fn expiry_key(expires: Timestamp, target: &[u8]) -> Vec<u8> {
-    let partition = key_partition(target).unwrap_or(0);
+    debug_assert!(
+        key_partition(target).is_some(),
+        "only per-partition keys expire: {target:?}"
+    );
+    let partition = key_partition(target).unwrap_or_default();
     let mut key = in_partition(partition, EXPIRY, TIME + target.len());
     key.extend_from_slice(&time_key(expires));
     key.extend_from_slice(target);
@@ -367,7 +379,7 @@ pub enum FormatError {
     Store(#[from] StoreError),
     /// The store was written by another layout or partitioning.
     #[error(
-        "the store was written by key layout {found}; this build reads layout {LAYOUT_VERSION} only ({detail}). Start a new store (a new --data-dir) and feed it again; no migration exists"
+        "the store's format is key layout {found}; this build reads layout {LAYOUT_VERSION} with its own partitioning only ({detail}). Start a new store (a new --data-dir) and feed it again; no migration exists"
     )]
     Incompatible {
         /// The layout found (`3 or older` for a store without a format record).
@@ -388,6 +400,12 @@ pub fn check_or_create_format(store: &dyn Store) -> Result<FormatRecord, FormatE
                     found: "unknown".to_owned(),
                     detail: format!("its format record does not decode: {error}"),
                 })?;
+            if found.layout_version != LAYOUT_VERSION {
+                return Err(FormatError::Incompatible {
+                    found: found.layout_version.to_string(),
+                    detail: "written by another build".to_owned(),
+                });
+            }
             if found != FormatRecord::current() {
                 return Err(FormatError::Incompatible {
                     found: found.layout_version.to_string(),

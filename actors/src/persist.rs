@@ -1,6 +1,7 @@
 //! Persistence glue: how entities, their log and identities are laid out in the store.
 //!
-//! What is stored under the keys of [`crate::keys`] (per pair, in its partition):
+//! What is stored under the keys of [`crate::keys`] (each in a partition: a pair's, or for
+//! identities and expiry records the partition of the pairs they concern):
 //!
 //! | key family | value |
 //! |---|---|
@@ -13,7 +14,8 @@
 //!
 //! The arrival time in a log key is the entity's own latest arrival (never decreasing), so
 //! key order is application order, and the log entries older than the retention are one
-//! range. Values are MessagePack (rmp-serde), each with a format version byte first.
+//! range. Values are MessagePack (rmp-serde), each with a format version byte first (the store's
+//! format record, read before anything else, is plain MessagePack: see [`crate::keys`]).
 //!
 //! The log holds every input that changed an entity, reservations included (a hold granted,
 //! a hold freed, a nil pick), so an entity at any logged position can be rebuilt from it
@@ -31,14 +33,13 @@ use serde::{Deserialize, Serialize};
 use stockgrid_storage::{Store, StoreError, WriteBatch};
 
 use crate::domain::PairKey;
-use crate::keys::{
-    self, checkpoint_key, expiry_key, identity_key, prefix_end, snapshot_key, time_key,
-};
+use crate::keys::{self, checkpoint_key, expiry_key, identity_key, prefix_end, snapshot_key};
 use crate::ledger::{
     DeltaHistory, EntityState, EntryRole, IdentityCheck, IdentityIndex, LedgerConfig, LedgerEntry,
     LookupFailed, QuarantineReason, compare_digests,
 };
 use crate::time::{MINUTE_MS, Timestamp};
+use stockgrid_model::partition::Partition;
 
 /// The on-disk format version written first in every value. Version 2 added the belief
 /// statistics at the end of a snapshot's entity state; version 3 added each source's claim
@@ -499,8 +500,7 @@ impl DeltaHistory for LogHistory<'_> {
                 scan_from.0, complete_from.0
             )));
         }
-        let mut start = prefix;
-        start.extend_from_slice(&time_key(scan_from));
+        let start = keys::log_from(pair, scan_from);
         let mut units = 0i64;
         scan_all(self.store, &start, &end, |key, bytes| {
             let (_, position) = keys::time_and_position(&key).ok_or_else(|| short_key(&key))?;
@@ -588,10 +588,7 @@ pub fn compact_log(
     };
     batch.delete_range(start, checkpoint_key(pair, time, position));
     let kept_from = Timestamp(time.0.saturating_sub(history_ms));
-    let log_start = keys::log_prefix(pair);
-    let mut log_end = log_start.clone();
-    log_end.extend_from_slice(&time_key(kept_from));
-    batch.delete_range(log_start, log_end);
+    batch.delete_range(keys::log_prefix(pair), keys::log_from(pair, kept_from));
     Ok(Compaction {
         kept_from: Some(kept_from),
         next_due,
@@ -633,26 +630,32 @@ pub fn expire(
     Ok(handled)
 }
 
-/// Identities recorded by one batch, grouped by the minute they expire in.
+/// Identities recorded by one batch, grouped by their partition and the minute they expire
+/// in: an expiry record lists keys of its own partition only, so a partition's data stays one
+/// key range that its owner alone deletes from.
 #[derive(Debug, Default)]
 pub struct ExpiringIdentities {
-    by_minute: Vec<(Timestamp, Vec<Vec<u8>>)>,
+    groups: Vec<(ExpiryGroup, Vec<Vec<u8>>)>,
 }
+
+/// The partition of some identity keys, and the minute they expire in.
+type ExpiryGroup = (Partition, Timestamp);
 
 impl ExpiringIdentities {
     fn add(&mut self, expires: Timestamp, key: Vec<u8>) {
         // Round up to the minute: an identity may outlive its bound by under a minute.
         let minute = Timestamp(expires.0.div_euclid(MINUTE_MS) * MINUTE_MS + MINUTE_MS);
-        match self.by_minute.iter_mut().find(|(m, _)| *m == minute) {
+        let group = (keys::key_partition(&key).unwrap_or_default(), minute);
+        match self.groups.iter_mut().find(|(g, _)| *g == group) {
             Some((_, keys)) => keys.push(key),
-            None => self.by_minute.push((minute, vec![key])),
+            None => self.groups.push((group, vec![key])),
         }
     }
 
-    /// Writes one expiry record per minute into `batch`. Its key ends with the group's first
-    /// identity key, which no other group can hold, so records never collide.
+    /// Writes one expiry record per partition and minute into `batch`. Its key ends with the
+    /// group's first identity key, which no other group can hold, so records never collide.
     pub fn write_into(self, batch: &mut WriteBatch) {
-        for (minute, keys) in self.by_minute {
+        for ((_, minute), keys) in self.groups {
             let key = expiry_key(minute, &keys[0]);
             batch.put(key, encode(&keys));
         }
@@ -869,6 +872,50 @@ mod tests {
 
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// An expiry record lists keys of its own partition only, so a partition's owner never
+    /// deletes another partition's identities.
+    #[test]
+    fn identity_expiry_records_stay_in_their_partition() {
+        let identity = |event_id: &str, sku: u64| {
+            let pair = PairKey::new(sku, 7);
+            let entry = LedgerEntry {
+                event: Event::new(
+                    event_id.to_owned(),
+                    Source::Pos,
+                    EventKind::Sale,
+                    pair,
+                    1,
+                    Timestamp(0),
+                ),
+                role: EntryRole::Primary,
+            };
+            identity_key(&entry.identity())
+        };
+        let first = identity("a", 1);
+        let other = (2..1000)
+            .map(|sku| identity("b", sku))
+            .find(|key| keys::key_partition(key) != keys::key_partition(&first))
+            .expect("a pair in another partition");
+        let mut expiring = ExpiringIdentities::default();
+        expiring.add(Timestamp(MINUTE_MS), first.clone());
+        expiring.add(Timestamp(MINUTE_MS), other.clone());
+        let mut batch = WriteBatch::new();
+        expiring.write_into(&mut batch);
+        let store = stockgrid_storage::MemoryStore::new();
+        store.commit(batch).expect("commit");
+        let records = store.scan(&[], &[0xff; 4], 100).expect("scan");
+        assert_eq!(records.len(), 2, "one record per partition");
+        for (key, value) in records {
+            let listed: Vec<Vec<u8>> = decode("expiry list", &key, &value).expect("decodes");
+            assert!(
+                listed
+                    .iter()
+                    .all(|target| keys::key_partition(target) == keys::key_partition(&key)),
+                "{listed:?} under {key:?}"
+            );
+        }
     }
 
     #[test]

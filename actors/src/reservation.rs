@@ -1,17 +1,18 @@
-//! Reservations: what they are, where they are stored, and how the engine runs them.
+//! Reservations: what they are and how they are stored (the engine's calls that run them are
+//! in `engine/reservations.rs`; their keys in [`crate::keys`]).
 //!
 //! DESIGN.md "Reservations" is the contract. The pieces:
-//! - A **record** per reservation (`r` + id): request id, surface, lines, state, deadline.
-//!   Only the engine writes it, under a per-reservation lock, so `Commit`, `Release` and
-//!   expiry of one reservation are serialised.
-//! - A **hold** per line (`h` + pair + id): the units held at that pair. Only the pair's
-//!   shard writes it (single writer per pair), so concurrent reservations of one pair are
-//!   linearised by the shard's mailbox and never oversell. A pair's reserved units are the
+//! - A **record** per reservation (cluster-wide: a cart may span partitions): request id,
+//!   surface, lines, state, deadline. Only the engine writes it, under a per-reservation
+//!   lock, so `Commit`, `Release` and expiry of one reservation are serialised.
+//! - A **hold** per line (in the pair's partition): the units held at that pair. Only the
+//!   pair's shard writes it (single writer per pair), so concurrent reservations of one pair
+//!   are linearised by the shard's mailbox and never oversell. A pair's reserved units are the
 //!   sum of its holds, rebuilt from these keys when the entity activates.
-//! - A **settlement** per picked line (`z` + id + pair): written by the shard when a `pick`
-//!   event names the reservation.
-//! - A **deadline index** (`t` + deadline + id + pair): the reaper scans it up to now and
-//!   frees what is due, so PENDING and COMMITTED reservations expire also across restarts.
+//! - A **settlement** per picked line (in the pair's partition): written by the shard when a
+//!   `pick` event names the reservation.
+//! - A **deadline index** (per partition): the reaper scans it up to now and frees what is
+//!   due, so PENDING and COMMITTED reservations expire also across restarts.
 //!
 //! Order of writes, chosen so a crash can only leave units held too long (a false "out of
 //! stock" until the deadline), never units promised twice: `Reserve` writes holds (with

@@ -770,7 +770,10 @@ impl ShardState {
                     decision,
                 });
             }
-            let decision_id = format!("{reservation_id}/{}-{}", line.pair.sku, line.pair.location);
+            let decision_id = format!(
+                "{reservation_id}{}",
+                crate::keys::decision_id_suffix(line.pair)
+            );
             let record = decided.record(
                 decision_id,
                 line.pair,

@@ -16,6 +16,7 @@ use tonic_health::server::HealthReporter;
 use crate::connections::{self, ConnectionLimits};
 use crate::proto::v1 as pb;
 use crate::service::Api;
+use stockgrid_cluster::Grid;
 
 /// The fully qualified names of the stockgrid services, as health and reflection know them.
 pub const SERVICE_NAMES: &[&str] = &[
@@ -64,9 +65,9 @@ pub struct ServerError(String);
 
 /// Starts serving `api` on `listener` (health NOT_SERVING) until `shutdown` resolves, with
 /// at most `connection_cap` connections under `connections`' limits.
-pub async fn start(
+pub async fn start<G: Grid>(
     listener: TcpListener,
-    api: Api,
+    api: Api<G>,
     connections: ConnectionLimits,
     connection_cap: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -94,7 +94,8 @@ pub enum QuarantineReason {
         /// The bound in force.
         skew_ms: i64,
     },
-    /// Its identity (source, event id) was seen with a different payload; the first wins.
+    /// Its identity (source, event id, in its pair's partition) was seen with a different
+    /// payload; the first wins.
     ConflictingDuplicate,
     /// Handling it made the shard panic; the shard was restarted without it.
     HandlerPanicked {
@@ -224,7 +225,7 @@ pub struct Identity {
     pub source: Source,
     /// The role of the entry (a transfer's counterparty effect has its own identity).
     pub role: EntryRole,
-    /// Unique within the source.
+    /// Unique within the source (and dedup is scoped to the partition below).
     pub event_id: String,
     /// The partition of the pair applying the entry: identities are scoped to it (DESIGN.md
     /// "Storage"), so an event id reused by the same source at a pair of another partition

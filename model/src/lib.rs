@@ -3,7 +3,7 @@
 //! this crate depends on `stockgrid-inference` alone of ours), so the same code runs in a
 //! node's shards, in the in-memory replay, in training and in an audit replay.
 //!
-//! # Layout
+//! # Layout (each module uses only those listed before it; `tests/layout.rs` checks it)
 //! - [`time`]: timestamps, RFC 3339, the injected [`time::Clock`] (and the one wall clock).
 //! - [`domain`]: pairs, sources, kinds, surfaces, events and their validation.
 //! - [`partition`]: the partition of a pair (DESIGN.md "Cluster").
@@ -11,9 +11,9 @@
 //! - [`catalog`]: locations (kind, region, time zone, hours, expected feeds), validated.
 //! - [`decision`]: the rules decision and the ml decision of one pair.
 //! - [`shared`]: facts shared by a location's or a SKU's pairs, computed once.
-//! - [`audit`]: decision records and their replay from an event file.
-//! - [`offline`]: the event log through the entity code in memory.
 //! - [`formats`]: the REPLAY.md input files, parsed field by field.
+//! - [`offline`]: the event log through the entity code in memory.
+//! - [`audit`]: decision records and their replay from an event file.
 
 pub mod audit;
 pub mod catalog;

@@ -43,8 +43,9 @@ struct Floor {
 }
 
 impl Floor {
-    /// An answer shaped like a node's (a decision id of the same form, a reason code).
-    fn answer(&self) -> pb::AvailabilityAnswer {
+    /// An answer shaped like a node's to a question about `sku` at `location` (a decision
+    /// id of the same form, a reason code).
+    fn answer(&self, sku: u64, location: u32) -> pb::AvailabilityAnswer {
         let n = self.answers.fetch_add(1, Ordering::Relaxed);
         pb::AvailabilityAnswer {
             available: true,
@@ -53,7 +54,7 @@ impl Floor {
             mode: pb::DecisionMode::Ml as i32,
             reason: "BELIEF_CONFIDENT".to_owned(),
             state_version: 1,
-            decision_id: format!("d-floor-{n:x}"),
+            decision_id: format!("d-floor-{n:x}/{sku}-{location}"),
         }
     }
 }
@@ -62,9 +63,10 @@ impl Floor {
 impl pb::availability_server::Availability for Floor {
     async fn get_availability(
         &self,
-        _request: Request<pb::GetAvailabilityRequest>,
+        request: Request<pb::GetAvailabilityRequest>,
     ) -> Result<Response<pb::AvailabilityAnswer>, Status> {
-        Ok(Response::new(self.answer()))
+        let item = request.get_ref();
+        Ok(Response::new(self.answer(item.sku, item.location)))
     }
 
     async fn batch_get_availability(
@@ -75,8 +77,10 @@ impl pb::availability_server::Availability for Floor {
             .get_ref()
             .items
             .iter()
-            .map(|_| pb::BatchItemResult {
-                result: Some(pb::batch_item_result::Result::Answer(self.answer())),
+            .map(|item| pb::BatchItemResult {
+                result: Some(pb::batch_item_result::Result::Answer(
+                    self.answer(item.sku, item.location),
+                )),
             })
             .collect();
         Ok(Response::new(pb::BatchGetAvailabilityResponse { results }))

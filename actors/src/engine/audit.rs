@@ -96,6 +96,9 @@ impl Engine {
         surface: Surface,
         record: bool,
     ) -> Result<Decided, EngineError> {
+        if record {
+            check_decision_id(decision_id, pair)?;
+        }
         let decided = self.decide(pair, quantity, surface, record).await?;
         if record {
             let record = decided.record(

@@ -219,7 +219,9 @@ impl Engine {
         loop {
             let now = self.clock().now();
             let due = due_lines(self.store().as_ref(), now, REAPER_BATCH)?;
+            // Due lines come partition by partition: one cart's lines may be far apart.
             let mut ids: Vec<&str> = due.iter().map(|d| d.reservation_id.as_str()).collect();
+            ids.sort_unstable();
             ids.dedup();
             for reservation_id in ids {
                 let _guard = self.reservation_locks().lock(reservation_id).await;
