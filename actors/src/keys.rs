@@ -245,10 +245,66 @@ pub fn deadline_key(deadline: Timestamp, reservation_id: &str, pair: PairKey) ->
 
 /// The range of `partition`'s deadline-index keys due at or before `now`.
 pub fn deadlines_due(partition: Partition, now: Timestamp) -> (Vec<u8>, Vec<u8>) {
-    let start = in_partition(partition, DEADLINE, 0);
+    index_due(IndexFamily::Deadline, partition, now)
+}
+
+/// The two time-ordered indexes of a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IndexFamily {
+    /// Keys to delete once their time passes (identities, quarantine, decision records).
+    Expiry = 0,
+    /// Reservation lines to look at once their deadline is reached.
+    Deadline = 1,
+}
+
+impl IndexFamily {
+    fn byte(self) -> u8 {
+        match self {
+            IndexFamily::Expiry => EXPIRY,
+            IndexFamily::Deadline => DEADLINE,
+        }
+    }
+
+    /// The end (exclusive) of the times due at `now`: an expiry is due once its time has
+    /// passed, a deadline once it is reached.
+    pub fn due_before(self, now: Timestamp) -> Timestamp {
+        match self {
+            IndexFamily::Expiry => now,
+            IndexFamily::Deadline => now.plus_ms(1),
+        }
+    }
+}
+
+fn index_due(family: IndexFamily, partition: Partition, now: Timestamp) -> (Vec<u8>, Vec<u8>) {
+    let start = in_partition(partition, family.byte(), 0);
     let mut end = start.clone();
-    end.extend_from_slice(&time_key(now.plus_ms(1)));
+    end.extend_from_slice(&time_key(family.due_before(now)));
     (start, end)
+}
+
+/// The range of `partition`'s `family` index from time `from` on.
+pub fn index_range(
+    family: IndexFamily,
+    partition: Partition,
+    from: Timestamp,
+) -> (Vec<u8>, Vec<u8>) {
+    let family_start = in_partition(partition, family.byte(), 0);
+    let end = prefix_end(&family_start);
+    let mut start = family_start;
+    start.extend_from_slice(&time_key(from));
+    (start, end)
+}
+
+/// The family, partition and time of an index key (`None`: not an index key).
+pub fn index_entry(key: &[u8]) -> Option<(IndexFamily, Partition, Timestamp)> {
+    let family = match *key.get(3)? {
+        EXPIRY => IndexFamily::Expiry,
+        DEADLINE => IndexFamily::Deadline,
+        _ => return None,
+    };
+    let partition = key_partition(key)?;
+    let time = time_from_key(key.get(HEADER..HEADER + TIME)?)?;
+    Some((family, partition, time))
 }
 
 /// The reservation id and pair of a deadline-index key (`None`: not such a key).
@@ -296,10 +352,7 @@ pub fn expiry_key(expires: Timestamp, target: &[u8]) -> Vec<u8> {
 
 /// The range of `partition`'s expiry-index keys due before `now`.
 pub fn expiries_due(partition: Partition, now: Timestamp) -> (Vec<u8>, Vec<u8>) {
-    let start = in_partition(partition, EXPIRY, 0);
-    let mut end = start.clone();
-    end.extend_from_slice(&time_key(now));
-    (start, end)
+    index_due(IndexFamily::Expiry, partition, now)
 }
 
 /// The target in an expiry-index key.
@@ -540,6 +593,16 @@ mod tests {
             let target = snapshot_key(pair);
             let expiry = expiry_key(Timestamp(time), &target);
             prop_assert_eq!(expiry_target(&expiry), Some(&target[..]));
+            let partition = partition_of(pair);
+            prop_assert_eq!(
+                index_entry(&expiry),
+                Some((IndexFamily::Expiry, partition, Timestamp(time)))
+            );
+            prop_assert_eq!(
+                index_entry(&deadline),
+                Some((IndexFamily::Deadline, partition, Timestamp(time)))
+            );
+            prop_assert_eq!(index_entry(&hold), None);
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`counters`]: what the engine did since it started.
 //! - [`keys`]: the key layout: every key family, per partition or cluster-wide, and the
 //!   store's format record.
+//! - [`due`]: when each partition's expiry and deadline indexes next have work.
 //! - [`persist`]: log records, snapshots, recovery and the identity tail.
 //! - [`error`]: the crate's error type, [`EngineError`].
 //! - [`catalog`]: the stored location catalog.
@@ -32,6 +33,7 @@ pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod counters;
+pub mod due;
 pub mod engine;
 pub mod error;
 pub mod experiment;

@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 use stockgrid_storage::{Store, StoreError, WriteBatch};
 
 use crate::domain::PairKey;
-use crate::keys::{self, checkpoint_key, expiry_key, identity_key, prefix_end, snapshot_key};
+use crate::due::DueTimes;
+use crate::keys::{
+    self, IndexFamily, checkpoint_key, expiry_key, identity_key, prefix_end, snapshot_key,
+};
 use crate::ledger::{
     DeltaHistory, EntityState, EntryRole, IdentityCheck, IdentityIndex, LedgerConfig, LedgerEntry,
     LookupFailed, QuarantineReason, compare_digests,
@@ -603,19 +606,20 @@ pub fn compact_log(
 /// dedup costs one expiry record per batch and minute rather than one per event.
 pub fn expire(
     store: &dyn Store,
+    due_times: &DueTimes,
     batch: &mut WriteBatch,
     now: Timestamp,
     limit: usize,
 ) -> Result<usize, PersistError> {
     let mut handled = 0;
-    for partition in keys::partitions() {
+    for due in due_times.due(IndexFamily::Expiry, now) {
         if handled >= limit {
             break;
         }
-        let (start, end) = keys::expiries_due(partition, now);
-        let due = store.scan(&start, &end, limit - handled)?;
-        handled += due.len();
-        for (key, value) in &due {
+        let (start, end) = keys::expiries_due(due.partition, now);
+        let found = store.scan(&start, &end, limit - handled)?;
+        handled += found.len();
+        for (key, value) in &found {
             if value.is_empty() {
                 let target = keys::expiry_target(key).ok_or_else(|| short_key(key))?;
                 batch.delete(target.to_vec());
@@ -625,6 +629,10 @@ pub fn expire(
                 }
             }
             batch.delete(key.clone());
+        }
+        if handled < limit {
+            // Everything due in this partition is in `batch`: its next due time is after now.
+            due_times.settle(store, IndexFamily::Expiry, due, now)?;
         }
     }
     Ok(handled)

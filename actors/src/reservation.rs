@@ -28,8 +28,9 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::decision::Decision;
 use crate::domain::{PairKey, Surface};
+use crate::due::DueTimes;
 use crate::error::EngineError;
-use crate::keys::{self, hold_prefix, prefix_end, reservation_key, settlement_key};
+use crate::keys::{self, IndexFamily, hold_prefix, prefix_end, reservation_key, settlement_key};
 use crate::persist::{decode, encode};
 use crate::time::Timestamp;
 
@@ -319,18 +320,20 @@ pub struct DueLine {
     pub pair: PairKey,
 }
 
-/// Deadline-index entries due at or before `now`, oldest first, at most `limit`.
+/// Deadline-index entries due at or before `now`, at most `limit`: partition by partition,
+/// oldest first within each, from the partitions [`DueTimes`] says have work.
 pub fn due_lines(
     store: &dyn Store,
+    due_times: &DueTimes,
     now: Timestamp,
     limit: usize,
 ) -> Result<Vec<DueLine>, EngineError> {
     let mut due = Vec::new();
-    for partition in keys::partitions() {
+    for partition in due_times.due(IndexFamily::Deadline, now) {
         if due.len() >= limit {
             break;
         }
-        let (start, end) = keys::deadlines_due(partition, now);
+        let (start, end) = keys::deadlines_due(partition.partition, now);
         for (key, _) in store.scan(&start, &end, limit - due.len())? {
             let (reservation_id, pair) = keys::parse_deadline_key(&key)
                 .filter(|(id, _)| id.len() == ID_LEN)
@@ -343,6 +346,10 @@ pub fn due_lines(
                 reservation_id,
                 pair,
             });
+        }
+        if due.len() < limit {
+            // Every line due in this partition is in hand: its next deadline is after now.
+            due_times.settle(store, IndexFamily::Deadline, partition, now)?;
         }
     }
     Ok(due)

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use stockgrid_inference::belief::BeliefStats;
-use stockgrid_storage::{GroupCommitter, Store, WriteBatch};
+use stockgrid_storage::{Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::audit::Decided;
@@ -37,6 +37,7 @@ use crate::config::EngineConfig;
 use crate::counters::EngineCounters;
 use crate::decision::{Decision, spare_units};
 use crate::domain::{EventKind, PairKey, Surface};
+use crate::due::Committer;
 use crate::error::EngineError;
 use crate::keys::{
     checkpoint_key, deadline_key, expiry_key, hold_key, log_key, quarantine_key, settlement_key,
@@ -195,7 +196,7 @@ pub struct ShardContext {
     /// The store (reads).
     pub store: Arc<dyn Store>,
     /// The group committer (writes).
-    pub committer: GroupCommitter,
+    pub committer: Committer,
     /// The published snapshots of resident entities: what lookups decide from.
     pub published: Arc<PublishedSnapshots>,
     /// Recent identities.
@@ -521,9 +522,7 @@ impl ShardState {
             Ok(outcomes) => self
                 .context
                 .committer
-                .submit(batch)
-                .await
-                .wait()
+                .commit(batch)
                 .await
                 .map(|()| outcomes)
                 .map_err(EngineError::from),
@@ -863,7 +862,7 @@ impl ShardState {
         if batch.is_empty() {
             return Ok(());
         }
-        match self.context.committer.submit(batch).await.wait().await {
+        match self.context.committer.commit(batch).await {
             Ok(()) => {
                 self.publish(pairs);
                 Ok(())
@@ -945,7 +944,7 @@ impl ShardState {
                 now,
             )?;
         }
-        let committed = context.committer.submit(batch).await.wait().await;
+        let committed = context.committer.commit(batch).await;
         match committed {
             Ok(()) => self.publish(&[pair]),
             Err(_) => self.forget(&[pair]),
@@ -1014,7 +1013,7 @@ impl ShardState {
             }
         }
         if !batch.is_empty() {
-            self.context.committer.submit(batch).await.wait().await?;
+            self.context.committer.commit(batch).await?;
         }
         self.forget(&idle);
         // Give memory back after a large passivation: a map keeps its capacity otherwise.

@@ -33,6 +33,7 @@ pub use crate::counters::EngineCounters;
 
 use crate::decision::{Decision, SafetyStock, decide_by_rules, store_unavailable, unavailable};
 use crate::domain::{Arrival, PairKey, Source, Surface};
+use crate::due::{Committer, DueTimes};
 use crate::error::EngineError;
 use crate::keys;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
@@ -77,9 +78,11 @@ struct ShardHandle {
 struct EngineInner {
     config: Arc<EngineConfig>,
     store: Arc<dyn Store>,
-    committer: GroupCommitter,
+    committer: Committer,
     /// The group committer of decision records, apart from ingest's.
-    record_committer: GroupCommitter,
+    record_committer: Committer,
+    /// When each partition's expiry and deadline indexes next have work.
+    due_times: Arc<DueTimes>,
     clock: Arc<dyn Clock>,
     published: Arc<PublishedSnapshots>,
     shards: Vec<ShardHandle>,
@@ -135,9 +138,15 @@ impl Engine {
             incompatible => EngineError::Start(incompatible.to_string()),
         })?;
         let config = Arc::new(config);
-        let committer = GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
-        let record_committer =
-            GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
+        let due_times = Arc::new(DueTimes::load(store.as_ref())?);
+        let committer = Committer::new(
+            GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?,
+            Arc::clone(&due_times),
+        );
+        let record_committer = Committer::new(
+            GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?,
+            Arc::clone(&due_times),
+        );
         let published = Arc::new(PublishedSnapshots::default());
         let identities = Arc::new(IdentityTail::new(config.identity_tail_capacity));
         let reports = Arc::new(Mutex::new(Vec::new()));
@@ -192,6 +201,7 @@ impl Engine {
                 store,
                 committer,
                 record_committer,
+                due_times,
                 clock,
                 published,
                 shards,
@@ -471,18 +481,21 @@ impl Engine {
     pub(crate) async fn commit_batch(&self, batch: WriteBatch) -> Result<(), EngineError> {
         self.inner
             .committer
-            .submit(batch)
-            .await
-            .wait()
+            .commit(batch)
             .await
             .map_err(EngineError::from)
     }
 
+    /// When each partition's expiry and deadline indexes next have work.
+    pub(crate) fn due_times(&self) -> &DueTimes {
+        &self.inner.due_times
+    }
+
     /// Commits decision records durably through their own group committer.
     pub(crate) async fn commit_records(&self, batch: WriteBatch) -> Result<(), EngineError> {
-        self.submit_records(batch)
-            .await
-            .wait()
+        self.inner
+            .record_committer
+            .commit(batch)
             .await
             .map_err(EngineError::from)
     }
@@ -822,7 +835,13 @@ impl Engine {
         };
         loop {
             let mut batch = WriteBatch::new();
-            let due = persist::expire(self.inner.store.as_ref(), &mut batch, now, EXPIRY_BATCH)?;
+            let due = persist::expire(
+                self.inner.store.as_ref(),
+                &self.inner.due_times,
+                &mut batch,
+                now,
+                EXPIRY_BATCH,
+            )?;
             if due == 0 {
                 break;
             }

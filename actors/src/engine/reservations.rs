@@ -218,7 +218,7 @@ impl Engine {
         let mut expired = 0;
         loop {
             let now = self.clock().now();
-            let due = due_lines(self.store().as_ref(), now, REAPER_BATCH)?;
+            let due = due_lines(self.store().as_ref(), self.due_times(), now, REAPER_BATCH)?;
             // Due lines come partition by partition: one cart's lines may be far apart.
             let mut ids: Vec<&str> = due.iter().map(|d| d.reservation_id.as_str()).collect();
             ids.sort_unstable();

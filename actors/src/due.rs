@@ -1,0 +1,231 @@
+//! When each partition's expiry and deadline indexes next have something due, kept in memory
+//! so that a maintenance pass or the reservation reaper reads only the partitions with work
+//! (a scan of every one of 4,096 partitions each second would cost more than the work).
+//!
+//! The times start from one look at each partition's first index entry when the engine
+//! starts, are lowered by every commit that adds an index entry ([`DueTimes::note`], after
+//! the commit is durable), and are raised by the scans themselves once a partition's due
+//! entries are handled ([`DueTimes::settle`], a compare-and-swap from the value the scan
+//! started from, so a concurrent lowering is never lost). A commit whose outcome is unknown
+//! to this node, or one noted before it was durable (sampled decision records), can leave a
+//! time too late: every [`FULL_SWEEP_EVERY`]-th call of [`DueTimes::due`] sweeps every
+//! partition, so such an entry is handled late, never lost.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use std::sync::Arc;
+use stockgrid_model::partition::Partition;
+use stockgrid_model::time::Timestamp;
+
+use stockgrid_storage::{CommitTicket, GroupCommitter, Operation, Store, StoreError, WriteBatch};
+
+use crate::keys::{self, IndexFamily};
+
+/// Calls of [`DueTimes::due`] between two sweeps of every partition.
+pub const FULL_SWEEP_EVERY: u64 = 64;
+
+/// Nothing known to be due.
+const NEVER: i64 = i64::MAX;
+
+/// The earliest due time of each partition's expiry index and deadline index.
+#[derive(Debug)]
+pub struct DueTimes {
+    expiry: Box<[AtomicI64]>,
+    deadline: Box<[AtomicI64]>,
+    calls: [AtomicU64; 2],
+}
+
+/// A partition whose index has something due, and the time the caller saw (what
+/// [`DueTimes::settle`] swaps from).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DuePartition {
+    /// The partition.
+    pub partition: Partition,
+    /// Its earliest due time as read.
+    pub observed: i64,
+}
+
+impl DueTimes {
+    /// Reads the first entry of each partition's two indexes.
+    pub fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let times = Self {
+            expiry: keys::partitions().map(|_| AtomicI64::new(NEVER)).collect(),
+            deadline: keys::partitions().map(|_| AtomicI64::new(NEVER)).collect(),
+            calls: [AtomicU64::new(0), AtomicU64::new(0)],
+        };
+        for family in [IndexFamily::Expiry, IndexFamily::Deadline] {
+            for partition in keys::partitions() {
+                let first = first_due(store, family, partition, Timestamp(i64::MIN))?;
+                times
+                    .slot(family, partition)
+                    .store(first.map_or(NEVER, |t| t.0), Ordering::Relaxed);
+            }
+        }
+        Ok(times)
+    }
+
+    fn slot(&self, family: IndexFamily, partition: Partition) -> &AtomicI64 {
+        let slots = match family {
+            IndexFamily::Expiry => &self.expiry,
+            IndexFamily::Deadline => &self.deadline,
+        };
+        &slots[usize::from(partition)]
+    }
+
+    /// The index entries a batch adds (to [`DueTimes::note`] once it is durable).
+    pub fn entries_of(batch: &WriteBatch) -> Vec<(IndexFamily, Partition, Timestamp)> {
+        let mut entries: Vec<(IndexFamily, Partition, Timestamp)> = batch
+            .operations
+            .iter()
+            .filter_map(|operation| match operation {
+                Operation::Put { key, .. } => keys::index_entry(key),
+                _ => None,
+            })
+            .collect();
+        entries.sort_unstable_by_key(|&(family, partition, time)| (family, partition, time));
+        entries.dedup_by_key(|&mut (family, partition, _)| (family, partition));
+        entries
+    }
+
+    /// Index entries were committed: their partitions have something due at these times.
+    pub fn note(&self, entries: &[(IndexFamily, Partition, Timestamp)]) {
+        for &(family, partition, time) in entries {
+            self.slot(family, partition)
+                .fetch_min(time.0, Ordering::AcqRel);
+        }
+    }
+
+    /// The partitions of `family` with something due at `now` (every partition on a full
+    /// sweep).
+    pub fn due(&self, family: IndexFamily, now: Timestamp) -> Vec<DuePartition> {
+        let calls = self.calls[family as usize].fetch_add(1, Ordering::Relaxed);
+        let sweep = calls % FULL_SWEEP_EVERY == FULL_SWEEP_EVERY - 1;
+        let before = family.due_before(now).0;
+        keys::partitions()
+            .filter_map(|partition| {
+                let observed = self.slot(family, partition).load(Ordering::Acquire);
+                (sweep || observed < before).then_some(DuePartition {
+                    partition,
+                    observed,
+                })
+            })
+            .collect()
+    }
+
+    /// The scan of `due` handled every entry due at `now`: the partition's next due time is
+    /// the first entry after `now` (read from the store), unless a commit lowered it since.
+    pub fn settle(
+        &self,
+        store: &dyn Store,
+        family: IndexFamily,
+        due: DuePartition,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let next = first_due(store, family, due.partition, family.due_before(now))?;
+        let _ = self.slot(family, due.partition).compare_exchange(
+            due.observed,
+            next.map_or(NEVER, |t| t.0),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        Ok(())
+    }
+}
+
+/// A group committer that tells the due times about the index entries it made durable: every
+/// write of the engine and its shards goes through one.
+#[derive(Clone, Debug)]
+pub struct Committer {
+    group: GroupCommitter,
+    due_times: Arc<DueTimes>,
+}
+
+impl Committer {
+    /// Commits through `group`, noting index entries in `due_times`.
+    pub fn new(group: GroupCommitter, due_times: Arc<DueTimes>) -> Self {
+        Self { group, due_times }
+    }
+
+    /// Commits `batch` durably (merged into a group commit).
+    pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let entries = DueTimes::entries_of(&batch);
+        self.group.submit(batch).await.wait().await?;
+        self.due_times.note(&entries);
+        Ok(())
+    }
+
+    /// Queues `batch` without waiting for it to be durable (its index entries are noted
+    /// now: a too-early note only makes a scan find nothing yet).
+    pub async fn submit(&self, batch: WriteBatch) -> CommitTicket {
+        let entries = DueTimes::entries_of(&batch);
+        self.due_times.note(&entries);
+        self.group.submit(batch).await
+    }
+
+    /// Stops the group committer after what it holds.
+    pub fn shutdown(self) {
+        self.group.shutdown();
+    }
+}
+
+/// The due time of the first entry of `partition`'s `family` index at or after `from`.
+fn first_due(
+    store: &dyn Store,
+    family: IndexFamily,
+    partition: Partition,
+    from: Timestamp,
+) -> Result<Option<Timestamp>, StoreError> {
+    let (start, end) = keys::index_range(family, partition, from);
+    Ok(store
+        .scan(&start, &end, 1)?
+        .first()
+        .and_then(|(key, _)| keys::index_entry(key))
+        .map(|(_, _, time)| time))
+}
+
+#[cfg(test)]
+mod tests {
+    use stockgrid_model::domain::PairKey;
+    use stockgrid_storage::MemoryStore;
+
+    use super::*;
+
+    #[test]
+    fn only_partitions_with_work_are_due_and_a_lowering_is_never_lost() {
+        let store = MemoryStore::new();
+        let pair = PairKey::new(42, 7);
+        let partition = keys::partition_of(pair);
+        let mut batch = WriteBatch::new();
+        batch.put(
+            keys::deadline_key(Timestamp(100), "res-1", pair),
+            Vec::new(),
+        );
+        store.commit(batch).expect("commit");
+        let times = DueTimes::load(&store).expect("load");
+        assert!(times.due(IndexFamily::Deadline, Timestamp(99)).is_empty());
+        let due = times.due(IndexFamily::Deadline, Timestamp(100));
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].partition, partition);
+
+        // A commit lowers the time while the scan of `due` runs: the settle keeps it.
+        let mut batch = WriteBatch::new();
+        batch.put(keys::deadline_key(Timestamp(50), "res-2", pair), Vec::new());
+        let entries = DueTimes::entries_of(&batch);
+        store.commit(batch).expect("commit");
+        times.note(&entries);
+        times
+            .settle(&store, IndexFamily::Deadline, due[0], Timestamp(100))
+            .expect("settle");
+        assert_eq!(times.due(IndexFamily::Deadline, Timestamp(60)).len(), 1);
+    }
+
+    #[test]
+    fn every_partition_is_swept_now_and_then() {
+        let times = DueTimes::load(&MemoryStore::new()).expect("load");
+        let sizes: Vec<usize> = (0..FULL_SWEEP_EVERY)
+            .map(|_| times.due(IndexFamily::Expiry, Timestamp(0)).len())
+            .collect();
+        assert_eq!(sizes.iter().filter(|&&n| n > 0).count(), 1);
+        assert_eq!(sizes.iter().max(), Some(&usize::from(keys::SCHEME.count())));
+    }
+}
