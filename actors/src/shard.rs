@@ -1,9 +1,13 @@
 //! The shard actor: a supervised ractor actor owning the entities of many pairs.
 //!
-//! One ractor actor per pair costs ~7.8 KB, so pairs are virtual: a shard keeps a map of
-//! compact [`Entity`] states, activates an entity on first touch (snapshot plus log tail from
-//! the store), and passivates it when idle (snapshot, then out of memory). The shard is the
-//! single writer of its pairs; its mailbox order is their order.
+//! One ractor actor per pair costs ~7.8 KB, so pairs are virtual: every resident pair is one
+//! entry of the engine's concurrent map ([`Residents`]: the pair's durable [`Resident`]
+//! image behind an `Arc`, what lookups decide from, with the shard's bookkeeping beside the
+//! state), there is no second copy in the shard. A shard activates an entity on first touch
+//! (snapshot plus log tail from the store) and passivates it when idle (snapshot, then out of
+//! memory). While it handles a message it works on the pairs that message touches
+//! ([`Entity`], copy-on-write of the map's image) and puts them back once they are durable.
+//! The shard is the single writer of its pairs; its mailbox order is their order.
 //!
 //! Runtime semantics (what a caller may rely on):
 //! - Messages are handled one at a time in mailbox order, so the entries of one pair apply
@@ -17,9 +21,9 @@
 //! - If handling fails (a store error), the touched entities are dropped from memory and
 //!   their identities from the tail, so memory never runs ahead of the disk; they reload from
 //!   the store on next touch.
-//! - If handling panics, the supervisor restarts the shard with an empty map (entities
-//!   reload from the store), so nothing acknowledged is lost and nothing unacknowledged is
-//!   half-applied. See [`crate::supervision`].
+//! - If handling panics, the supervisor restarts the shard, which first drops its pairs from
+//!   the map (they reload from the store, holds included), so nothing acknowledged is lost and
+//!   nothing unacknowledged is half-applied. See [`crate::supervision`].
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -97,9 +101,44 @@ pub enum HoldOutcome {
 
 type Reply<T> = oneshot::Sender<Result<T, EngineError>>;
 
-/// The published snapshot of every resident pair, keyed with a fast seeded hash (a lookup
-/// hashes its pair once per item: the default SipHash was a tenth of a batch's time).
-pub type PublishedSnapshots = DashMap<PairKey, Arc<Snapshot>, foldhash::fast::RandomState>;
+/// A resident pair as lookups and its shard share it: its durable snapshot, and the shard's
+/// bookkeeping (never stored). Reads see it through `Deref` as the [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resident {
+    /// The ledger state at its log position: what lookups decide from.
+    pub snapshot: Snapshot,
+    /// Log records written since the latest snapshot ([`NEVER_SNAPSHOTTED`]: no snapshot yet).
+    pub records_since_snapshot: u32,
+    /// When its shard last touched it, in compact seconds.
+    pub last_touched: u32,
+    /// When a compaction may next delete something, in compact seconds (0: nothing logged):
+    /// the oldest stored log record's time until a compaction ran, then the time of the
+    /// oldest checkpoint newer than the one it kept. A snapshot asks the store to compact only
+    /// once this is past the retention cut-off.
+    pub compaction_due_seconds: u32,
+}
+
+impl std::ops::Deref for Resident {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+/// A shared [`Resident`]: an `Arc` without a weak count (8 bytes less for each of a billion
+/// pairs).
+pub type SharedResident = triomphe::Arc<Resident>;
+
+/// Every resident pair of the node, keyed with a fast seeded hash (a lookup hashes its pair
+/// once per item: the default SipHash was a tenth of a batch's time). The one map of entity
+/// state: a value is only ever replaced by its pair's shard, with a state that is durable.
+pub type Residents = DashMap<PairKey, SharedResident, foldhash::fast::RandomState>;
+
+/// The shard of `pair` among `shard_count` (a stable hash).
+pub fn shard_of(pair: PairKey, shard_count: usize) -> usize {
+    (pair.stable_hash() % shard_count.max(1) as u64) as usize
+}
 
 /// Messages a shard handles. Each carries the mailbox permit its sender acquired; dropping
 /// the message (handled or not) frees the slot.
@@ -133,7 +172,7 @@ pub enum ShardMessage {
         /// Mailbox slot.
         permit: OwnedSemaphorePermit,
         /// The answer.
-        reply: Reply<Vec<Option<Arc<Snapshot>>>>,
+        reply: Reply<Vec<Option<SharedResident>>>,
     },
     /// The full state of a pair for ops (`None`: never seen).
     Inspect {
@@ -197,8 +236,12 @@ pub struct ShardContext {
     pub store: Arc<dyn Store>,
     /// The group committer (writes).
     pub committer: Committer,
-    /// The published snapshots of resident entities: what lookups decide from.
-    pub published: Arc<PublishedSnapshots>,
+    /// Every resident entity (of every shard): what lookups decide from.
+    pub published: Arc<Residents>,
+    /// This shard's number, among `shard_count`.
+    pub shard_index: usize,
+    /// Shards of the engine.
+    pub shard_count: usize,
     /// Recent identities.
     pub identities: Arc<IdentityTail>,
     /// Configuration.
@@ -213,61 +256,63 @@ pub struct ShardContext {
     pub decisions: Arc<DecisionContext>,
 }
 
-/// One resident entity: its state, shared with lookups, and what only its shard needs.
+/// A pair the message being handled works on: the map's image, copied on its first change
+/// (lookups go on reading the published one until this one is durable and put back).
 #[derive(Clone, Debug)]
 pub struct Entity {
-    /// The ledger state at its log position: the image lookups decide from. Lookups hold
-    /// clones of the `Arc` published in [`ShardContext::published`]; the shard changes it
-    /// copy-on-write ([`Entity::state_mut`]), so the first change after a publication makes
-    /// the one new copy the shard goes on writing until it publishes again, and a lookup
-    /// never sees a half-applied batch or anything not yet durable.
-    pub snapshot: Arc<Snapshot>,
-    /// Log records written since the latest snapshot ([`NEVER_SNAPSHOTTED`]: no snapshot yet).
-    pub records_since_snapshot: u32,
-    /// When it was last touched, in compact seconds.
-    pub last_touched: u32,
-    /// When a compaction may next delete something, in compact seconds (0: nothing logged):
-    /// the oldest stored log record's time until a compaction ran, then the time of the
-    /// oldest checkpoint newer than the one it kept. A snapshot asks the store to compact only
-    /// once this is past the retention cut-off.
-    pub compaction_due_seconds: u32,
+    resident: SharedResident,
+    /// The state changed since it was taken from the map: it goes back only once durable.
+    changed: bool,
 }
 
-/// [`Entity::records_since_snapshot`] of a pair with no snapshot yet.
+/// [`Resident::records_since_snapshot`] of a pair with no snapshot yet.
 pub const NEVER_SNAPSHOTTED: u32 = u32::MAX;
 
 impl Entity {
     /// The ledger state.
     pub fn state(&self) -> &EntityState {
-        &self.snapshot.state
+        &self.resident.snapshot.state
     }
 
     /// Log records written for the pair.
     pub fn log_position(&self) -> u64 {
-        self.snapshot.log_position
+        self.resident.snapshot.log_position
+    }
+
+    /// The image, as lookups will see it.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.resident.snapshot
     }
 
     /// The state, to change (copied first if lookups may still read the published one).
     fn state_mut(&mut self) -> &mut EntityState {
-        &mut Arc::make_mut(&mut self.snapshot).state
+        self.changed = true;
+        &mut triomphe::Arc::make_mut(&mut self.resident).snapshot.state
+    }
+
+    /// The shard's bookkeeping, to change (copied first, like the state).
+    fn meta_mut(&mut self) -> &mut Resident {
+        triomphe::Arc::make_mut(&mut self.resident)
     }
 
     fn needs_snapshot(&self, every_records: u64) -> bool {
-        self.records_since_snapshot == NEVER_SNAPSHOTTED && self.log_position() > 0
-            || self.records_since_snapshot != NEVER_SNAPSHOTTED
-                && u64::from(self.records_since_snapshot) >= every_records
+        let since = self.resident.records_since_snapshot;
+        since == NEVER_SNAPSHOTTED && self.log_position() > 0
+            || since != NEVER_SNAPSHOTTED && u64::from(since) >= every_records
     }
 
     fn logged(&mut self) {
-        Arc::make_mut(&mut self.snapshot).log_position += 1;
-        if self.records_since_snapshot != NEVER_SNAPSHOTTED {
-            self.records_since_snapshot += 1;
+        self.changed = true;
+        let resident = self.meta_mut();
+        resident.snapshot.log_position += 1;
+        if resident.records_since_snapshot != NEVER_SNAPSHOTTED {
+            resident.records_since_snapshot += 1;
         }
     }
 
     fn logged_at(&mut self, time: Timestamp) {
-        if self.compaction_due_seconds == 0 {
-            self.compaction_due_seconds = time.to_compact_seconds().max(1);
+        if self.resident.compaction_due_seconds == 0 {
+            self.meta_mut().compaction_due_seconds = time.to_compact_seconds().max(1);
         }
     }
 }
@@ -342,12 +387,12 @@ fn append_log(batch: &mut WriteBatch, pair: PairKey, entity: &mut Entity, record
 #[derive(Debug)]
 pub struct Shard;
 
-/// A shard's private state: its resident entities.
+/// A shard's private state: the pairs the message being handled works on, and holds.
 #[derive(Debug)]
 pub struct ShardState {
     context: Arc<ShardContext>,
-    /// Small slots (the state is behind the snapshot's `Arc`): a map's table is sized in
-    /// powers of two and can be half empty.
+    /// The pairs the message being handled touched, taken from the map or the store; put
+    /// back (or forgotten) before the next message.
     entities: HashMap<PairKey, Entity>,
     /// Reservation holds of resident entities that have any (most have none, so they are
     /// kept beside the entities rather than in them).
@@ -364,7 +409,11 @@ impl Actor for Shard {
         _myself: ActorRef<Self::Msg>,
         context: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        // A (re)started shard begins empty: entities activate from the store on first touch.
+        // A (re)started shard begins empty: its pairs leave the map (a panic may have lost
+        // their holds) and activate from the store on first touch.
+        context
+            .published
+            .retain(|pair, _| shard_of(*pair, context.shard_count) != context.shard_index);
         Ok(ShardState {
             context,
             entities: HashMap::new(),
@@ -449,10 +498,11 @@ impl Actor for Shard {
                 drop(permit);
             }
             ShardMessage::ResidentCount { permit, reply } => {
-                let _ = reply.send(Ok(state.entities.len()));
+                let _ = reply.send(Ok(state.own_pairs().len()));
                 drop(permit);
             }
         }
+        state.put_back_touched();
         Ok(())
     }
 }
@@ -465,6 +515,17 @@ impl ShardState {
     /// The resident entity of `pair`, activated from the store if needed (`None` if the
     /// store knows nothing of it and `create` is false).
     fn entity(&mut self, pair: PairKey, create: bool) -> Result<Option<&mut Entity>, EngineError> {
+        if !self.entities.contains_key(&pair)
+            && let Some(resident) = self.context.published.get(&pair).map(|r| r.clone())
+        {
+            self.entities.insert(
+                pair,
+                Entity {
+                    resident,
+                    changed: false,
+                },
+            );
+        }
         if !self.entities.contains_key(&pair) {
             let loaded = load_entity(
                 self.context.store.as_ref(),
@@ -475,20 +536,23 @@ impl ShardState {
                 return Ok(None);
             }
             let mut entity = Entity {
-                snapshot: Arc::new(Snapshot {
-                    state: loaded.state,
-                    log_position: loaded.log_position,
+                resident: SharedResident::new(Resident {
+                    snapshot: Snapshot {
+                        state: loaded.state,
+                        log_position: loaded.log_position,
+                    },
+                    records_since_snapshot: if loaded.found {
+                        u32::try_from(loaded.log_position - loaded.snapshot_position)
+                            .unwrap_or(u32::MAX - 1)
+                    } else {
+                        NEVER_SNAPSHOTTED
+                    },
+                    last_touched: 0,
+                    compaction_due_seconds: loaded
+                        .oldest_log_time
+                        .map_or(0, |t| t.to_compact_seconds().max(1)),
                 }),
-                records_since_snapshot: if loaded.found {
-                    u32::try_from(loaded.log_position - loaded.snapshot_position)
-                        .unwrap_or(u32::MAX - 1)
-                } else {
-                    NEVER_SNAPSHOTTED
-                },
-                last_touched: 0,
-                compaction_due_seconds: loaded
-                    .oldest_log_time
-                    .map_or(0, |t| t.to_compact_seconds().max(1)),
+                changed: false,
             };
             // Reserved units are the sum of the stored holds, never a snapshot's copy.
             let holds = if loaded.found {
@@ -496,7 +560,11 @@ impl ShardState {
             } else {
                 Vec::new()
             };
-            entity.state_mut().reserved_units = holds
+            // Reserved units from the holds are part of the loaded (durable) image.
+            triomphe::Arc::make_mut(&mut entity.resident)
+                .snapshot
+                .state
+                .reserved_units = holds
                 .iter()
                 .fold(0i64, |sum, hold| sum.saturating_add(hold.units));
             if !holds.is_empty() {
@@ -508,7 +576,9 @@ impl ShardState {
         let touched = self.now().to_compact_seconds();
         let entity = self.entities.get_mut(&pair);
         if let Some(entity) = entity {
-            entity.last_touched = touched;
+            if entity.resident.last_touched != touched {
+                entity.meta_mut().last_touched = touched;
+            }
             return Ok(Some(entity));
         }
         Ok(None)
@@ -722,6 +792,41 @@ impl ShardState {
         }
     }
 
+    /// Puts the pairs the message touched back into the map: their state is what the store
+    /// holds (those changed were published or forgotten already), and their bookkeeping
+    /// (when last touched) is new. A changed pair still here would be a bug: it is forgotten
+    /// rather than published unsaved.
+    fn put_back_touched(&mut self) {
+        let touched: Vec<(PairKey, Entity)> = self.entities.drain().collect();
+        for (pair, entity) in touched {
+            if entity.changed {
+                debug_assert!(
+                    false,
+                    "{pair:?} changed but neither committed nor forgotten"
+                );
+                self.holds.remove(&pair);
+                self.context.published.remove(&pair);
+            } else {
+                self.context.published.insert(pair, entity.resident);
+            }
+        }
+        // Give memory back after a large batch: the map keeps its capacity otherwise.
+        if self.entities.capacity() > 4096 {
+            self.entities.shrink_to_fit();
+        }
+    }
+
+    /// The resident pairs of this shard.
+    fn own_pairs(&self) -> Vec<PairKey> {
+        let context = &self.context;
+        context
+            .published
+            .iter()
+            .map(|entry| *entry.key())
+            .filter(|pair| shard_of(*pair, context.shard_count) == context.shard_index)
+            .collect()
+    }
+
     /// Grants every line (durably) or none: each line must be available on `surface` for
     /// its quantity on top of what is reserved. A line this reservation already holds (a
     /// retried request) counts as granted and is not held twice.
@@ -755,7 +860,7 @@ impl ShardState {
             let decided = decide_entity(
                 &context.decisions,
                 &context.config,
-                entity.map(|entity| &*entity.snapshot),
+                entity.map(|entity| entity.snapshot()),
                 ask,
                 Some(reservation_id),
                 true,
@@ -875,17 +980,15 @@ impl ShardState {
     }
 
     /// Publishes the resident state of `pairs` to lookups (after it is durable).
-    fn publish(&self, pairs: &[PairKey]) {
+    fn publish(&mut self, pairs: &[PairKey]) {
         for pair in pairs {
-            if let Some(entity) = self.entities.get(pair) {
-                self.debug_check_reserved(*pair);
-                let previous = self
-                    .context
-                    .published
-                    .insert(*pair, Arc::clone(&entity.snapshot));
+            self.debug_check_reserved(*pair);
+            if let Some(entity) = self.entities.remove(pair) {
+                let log_position = entity.log_position();
+                let previous = self.context.published.insert(*pair, entity.resident);
                 // A pair's log only grows, and so does what lookups see of it.
                 debug_assert!(
-                    previous.is_none_or(|previous| previous.log_position <= entity.log_position()),
+                    previous.is_none_or(|previous| previous.log_position <= log_position),
                     "published log position of {pair:?} went backwards"
                 );
             }
@@ -953,17 +1056,16 @@ impl ShardState {
     }
 
     /// Makes `pairs` resident and publishes their snapshots (those the store knows).
-    fn activate(&mut self, pairs: &[PairKey]) -> Result<Vec<Option<Arc<Snapshot>>>, EngineError> {
+    fn activate(&mut self, pairs: &[PairKey]) -> Result<Vec<Option<SharedResident>>, EngineError> {
         let mut snapshots = Vec::with_capacity(pairs.len());
         for pair in pairs {
-            if self.entity(*pair, false)?.is_some() {
+            let resident = self
+                .entity(*pair, false)?
+                .map(|entity| entity.resident.clone());
+            if resident.is_some() {
                 self.publish(std::slice::from_ref(pair));
             }
-            snapshots.push(
-                self.entities
-                    .get(pair)
-                    .map(|entity| Arc::clone(&entity.snapshot)),
-            );
+            snapshots.push(resident);
         }
         Ok(snapshots)
     }
@@ -991,23 +1093,32 @@ impl ShardState {
         let cutoff = idle_before.to_compact_seconds();
         let now = self.now();
         let config = Arc::clone(&self.context.config);
-        let idle: Vec<PairKey> = self
-            .entities
+        let context = Arc::clone(&self.context);
+        let idle: Vec<PairKey> = context
+            .published
             .iter()
-            .filter(|(_, entity)| entity.last_touched < cutoff)
-            .map(|(pair, _)| *pair)
+            .filter(|entry| {
+                entry.value().last_touched < cutoff
+                    && shard_of(*entry.key(), context.shard_count) == context.shard_index
+            })
+            .map(|entry| *entry.key())
             .collect();
         let mut batch = WriteBatch::new();
         for pair in &idle {
-            if let Some(entity) = self.entities.get_mut(pair)
-                && entity.records_since_snapshot > 0
-            {
+            let Some(resident) = context.published.get(pair).map(|r| r.clone()) else {
+                continue;
+            };
+            let mut entity = Entity {
+                resident,
+                changed: false,
+            };
+            if entity.resident.records_since_snapshot > 0 {
                 write_snapshot(
                     &mut batch,
                     self.context.store.as_ref(),
                     &config,
                     *pair,
-                    entity,
+                    &mut entity,
                     now,
                 )?;
             }
@@ -1016,10 +1127,6 @@ impl ShardState {
             self.context.committer.commit(batch).await?;
         }
         self.forget(&idle);
-        // Give memory back after a large passivation: a map keeps its capacity otherwise.
-        if self.entities.capacity() > 2 * self.entities.len() + 1024 {
-            self.entities.shrink_to_fit();
-        }
         Ok(idle.len())
     }
 }
@@ -1066,7 +1173,7 @@ fn write_snapshot(
     entity: &mut Entity,
     now: Timestamp,
 ) -> Result<(), EngineError> {
-    let snapshot = encode(&*entity.snapshot);
+    let snapshot = encode(entity.snapshot());
     // The same image, kept as a checkpoint an audit rebuild may start from.
     batch.put(
         checkpoint_key(pair, entity.state().latest_arrival, entity.log_position()),
@@ -1074,15 +1181,15 @@ fn write_snapshot(
     );
     batch.put(snapshot_key(pair), snapshot);
     let cutoff = Timestamp(now.0 - config.log_retention_ms);
-    let due = Timestamp::from_compact_seconds(entity.compaction_due_seconds);
+    let due = Timestamp::from_compact_seconds(entity.resident.compaction_due_seconds);
     if due.is_some_and(|due| due < cutoff) {
         let compaction =
             persist::compact_log(store, batch, pair, cutoff, config.identity_retention_ms())?;
         // The checkpoint written above is not in the store yet: it is the next one due when
         // no stored checkpoint is newer than the one kept.
         let next_due = compaction.next_due.unwrap_or(entity.state().latest_arrival);
-        entity.compaction_due_seconds = next_due.to_compact_seconds().max(1);
+        entity.meta_mut().compaction_due_seconds = next_due.to_compact_seconds().max(1);
     }
-    entity.records_since_snapshot = 0;
+    entity.meta_mut().records_since_snapshot = 0;
     Ok(())
 }

@@ -357,7 +357,7 @@ pub fn entity_state(
             .map(|a| a.source.as_str().to_owned())
             .unwrap_or_default(),
         anchor_time: time_or_empty(anchor.map(|a| a.event_time)),
-        anchor_units: anchor.map_or(0, |a| a.units),
+        anchor_units: anchor.map_or(0, |a| i64::from(a.units)),
         last_sale: time_or_empty(view.last_sale),
         sources: stockgrid_actors::domain::Source::ALL
             .iter()

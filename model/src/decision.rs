@@ -213,7 +213,7 @@ pub fn ledger_facts(state: &EntityState) -> LedgerFacts {
         anchor: state.anchor.as_deref().map(|anchor| {
             (
                 observation_kind(anchor.kind),
-                anchor.units,
+                i64::from(anchor.units),
                 anchor.event_time.0,
             )
         }),

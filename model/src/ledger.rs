@@ -36,7 +36,7 @@ use stockgrid_inference::claims::SourceClaims;
 
 use crate::domain::{Event, EventKind, PairKey, SOURCE_COUNT, Source};
 use crate::partition::{Partition, PartitionScheme};
-use crate::time::{HOUR_MS, MINUTE_MS, Timestamp, human_duration};
+use crate::time::{HOUR_MS, MINUTE_MS, MaybeTime, Timestamp, human_duration};
 
 /// How far behind the latest arrival an arrival may be processed; events dated at or before
 /// the floor (latest arrival - lateness bound - this) are quarantined as late, so the delta
@@ -306,8 +306,9 @@ pub struct Anchor {
     pub source: Source,
     /// Its event id (breaks ties at the same instant and rank).
     pub event_id: Box<str>,
-    /// The units it observed.
-    pub units: i64,
+    /// The units it observed (an event's units are within +/-`MAX_EVENT_UNITS`, so they fit;
+    /// stored as `i64` would be).
+    pub units: i32,
 }
 
 impl Anchor {
@@ -400,7 +401,7 @@ pub struct EntityState {
     pub on_hand_units: i64,
     /// The latest event time of an applied delta counted in on-hand (none: no delta after
     /// the anchor), so an anchor dated at or after it needs no history.
-    pub latest_delta_time: Option<Timestamp>,
+    pub latest_delta_time: MaybeTime,
     /// The latest arrival applied.
     pub latest_arrival: Timestamp,
     /// Units held by active reservations.
@@ -671,7 +672,8 @@ impl EntityState {
             return; // Already counted by the anchor.
         }
         self.on_hand_units = self.on_hand_units.saturating_add(event.signed_units());
-        self.latest_delta_time = self.latest_delta_time.max(Some(event.event_time));
+        self.latest_delta_time =
+            MaybeTime::from(self.latest_delta_time.get().max(Some(event.event_time)));
     }
 
     /// Makes `event` the anchor if it takes precedence; says whether it did.
@@ -685,7 +687,9 @@ impl EntityState {
             kind: event.kind,
             source: event.source,
             event_id: event.event_id.as_str().into(),
-            units: event.quantity,
+            units: event
+                .quantity
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
         };
         if self
             .anchor
@@ -696,16 +700,16 @@ impl EntityState {
         }
         // Deltas dated after the anchor apply on top of it; only the log knows them, and it is
         // asked only when some applied delta is dated after the anchor.
-        let after = match self.latest_delta_time {
+        let after = match self.latest_delta_time.get() {
             Some(latest) if latest > candidate.event_time => {
                 history.units_after(event.pair, candidate.event_time)?
             }
             _ => {
-                self.latest_delta_time = None;
+                self.latest_delta_time = MaybeTime::NONE;
                 0
             }
         };
-        self.on_hand_units = candidate.units.saturating_add(after);
+        self.on_hand_units = i64::from(candidate.units).saturating_add(after);
         self.anchor = Some(Box::new(candidate));
         Ok(true)
     }

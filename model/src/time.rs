@@ -16,6 +16,46 @@ use serde::{Deserialize, Serialize};
 )]
 pub struct Timestamp(pub i64);
 
+/// An optional time in the 8 bytes of a [`Timestamp`] (`i64::MIN`, no valid event time,
+/// stands for none), stored as `Option<Timestamp>` would be: entity state is kept for a
+/// billion pairs, and an `Option<Timestamp>` takes 16.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MaybeTime(i64);
+
+impl MaybeTime {
+    /// No time.
+    pub const NONE: Self = Self(i64::MIN);
+
+    /// The time, if any.
+    pub fn get(self) -> Option<Timestamp> {
+        (self != Self::NONE).then_some(Timestamp(self.0))
+    }
+}
+
+impl Default for MaybeTime {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl From<Option<Timestamp>> for MaybeTime {
+    fn from(time: Option<Timestamp>) -> Self {
+        time.map_or(Self::NONE, |t| Self(t.0.max(i64::MIN + 1)))
+    }
+}
+
+impl Serialize for MaybeTime {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for MaybeTime {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Option::<Timestamp>::deserialize(deserializer).map(Self::from)
+    }
+}
+
 /// One second, minute and hour in milliseconds.
 pub const SECOND_MS: i64 = 1_000;
 /// One minute in milliseconds.

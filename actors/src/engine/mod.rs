@@ -41,7 +41,8 @@ use crate::persist::{self, IdentityTail, Snapshot};
 use crate::policy::{Ask, DecisionContext};
 use crate::reservation::ReservationLocks;
 use crate::shard::{
-    ArrivedEntry, EntityReport, PublishedSnapshots, ShardContext, ShardMessage, decide_entity,
+    ArrivedEntry, EntityReport, Residents, ShardContext, ShardMessage, SharedResident,
+    decide_entity,
 };
 use crate::supervision::{PanicReport, ShardSupervisor, SupervisorArguments};
 use crate::time::{Clock, Timestamp};
@@ -84,7 +85,7 @@ struct EngineInner {
     /// When each partition's expiry and deadline indexes next have work.
     due_times: Arc<DueTimes>,
     clock: Arc<dyn Clock>,
-    published: Arc<PublishedSnapshots>,
+    published: Arc<Residents>,
     shards: Vec<ShardHandle>,
     /// Activation messages in flight, over all shards: a flood of lookups of cold pairs
     /// waits here rather than in the mailboxes writes go through.
@@ -147,7 +148,7 @@ impl Engine {
             GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?,
             Arc::clone(&due_times),
         );
-        let published = Arc::new(PublishedSnapshots::default());
+        let published = Arc::new(Residents::default());
         let identities = Arc::new(IdentityTail::new(config.identity_tail_capacity));
         let reports = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(EngineCounters::default());
@@ -166,11 +167,13 @@ impl Engine {
         let mut contexts = Vec::with_capacity(config.shard_count);
         let mut publishers = Vec::with_capacity(config.shard_count);
         let mut shards = Vec::with_capacity(config.shard_count);
-        for _ in 0..config.shard_count {
+        for shard_index in 0..config.shard_count {
             contexts.push(Arc::new(ShardContext {
                 store: Arc::clone(&store),
                 committer: committer.clone(),
                 published: Arc::clone(&published),
+                shard_index,
+                shard_count: config.shard_count,
                 identities: Arc::clone(&identities),
                 config: Arc::clone(&config),
                 clock: Arc::clone(&clock),
@@ -250,7 +253,7 @@ impl Engine {
 
     /// The shard that owns `pair`.
     pub fn shard_of(&self, pair: PairKey) -> usize {
-        (pair.stable_hash() % self.inner.shards.len() as u64) as usize
+        crate::shard::shard_of(pair, self.inner.shards.len())
     }
 
     /// Applies a batch of arrivals; answers one result per arrival, in order, each only
@@ -576,7 +579,7 @@ impl Engine {
     /// The durable state of a pair that lookups decide from (`None`: never seen): the
     /// published snapshot, or the pair activated through its shard if it exists but is not
     /// resident.
-    pub async fn snapshot(&self, pair: PairKey) -> Result<Option<Arc<Snapshot>>, EngineError> {
+    pub async fn snapshot(&self, pair: PairKey) -> Result<Option<SharedResident>, EngineError> {
         self.snapshots(&[pair])
             .await
             .pop()
@@ -588,13 +591,13 @@ impl Engine {
     pub async fn snapshots(
         &self,
         pairs: &[PairKey],
-    ) -> Vec<Result<Option<Arc<Snapshot>>, EngineError>> {
+    ) -> Vec<Result<Option<SharedResident>, EngineError>> {
         let published = &self.inner.published;
-        let mut snapshots: Vec<Result<Option<Arc<Snapshot>>, EngineError>> =
+        let mut snapshots: Vec<Result<Option<SharedResident>, EngineError>> =
             Vec::with_capacity(pairs.len());
         let mut cold: Vec<Vec<(usize, PairKey)>> = Vec::new();
         for (index, &pair) in pairs.iter().enumerate() {
-            let snapshot = published.get(&pair).map(|entry| Arc::clone(entry.value()));
+            let snapshot = published.get(&pair).map(|entry| entry.value().clone());
             let snapshot = match snapshot {
                 Some(snapshot) => Ok(Some(snapshot)),
                 None => match persist::has_snapshot(self.inner.store.as_ref(), pair) {
@@ -651,7 +654,7 @@ impl Engine {
         &self,
         shard: usize,
         pairs: Vec<PairKey>,
-    ) -> Result<Vec<Option<Arc<Snapshot>>>, EngineError> {
+    ) -> Result<Vec<Option<SharedResident>>, EngineError> {
         let _slot =
             self.inner
                 .activations
@@ -760,7 +763,13 @@ impl Engine {
             .iter()
             .zip(snapshots)
             .map(|(lookup, snapshot)| {
-                snapshot.map(|snapshot| self.decide_from(lookup, snapshot.as_deref(), now))
+                snapshot.map(|snapshot| {
+                    self.decide_from(
+                        lookup,
+                        snapshot.as_deref().map(|resident| &resident.snapshot),
+                        now,
+                    )
+                })
             })
             .collect())
     }
