@@ -4,12 +4,13 @@
 //!
 //! The times start from one look at each partition's first index entry when the engine
 //! starts, are lowered by every commit that adds an index entry ([`DueTimes::note`], after
-//! the commit is durable), and are raised by the scans themselves once a partition's due
-//! entries are handled ([`DueTimes::settle`], a compare-and-swap from the value the scan
-//! started from, so a concurrent lowering is never lost). A commit whose outcome is unknown
-//! to this node, or one noted before it was durable (sampled decision records), can leave a
-//! time too late: every [`FULL_SWEEP_EVERY`]-th call of [`DueTimes::due`] sweeps every
-//! partition, so such an entry is handled late, never lost.
+//! the commit is durable), and are raised once a partition's due entries are handled and
+//! their deletion committed ([`DueTimes::settle`]: a compare-and-swap from the value the scan
+//! started from, then a second look at the store, so an entry noted while the swap ran is
+//! found by that look). An entry that is never noted (a commit whose caller went away before
+//! it was durable, or one noted before it was durable: sampled decision records) is found by
+//! the refresh every [`FULL_SWEEP_EVERY`]-th call of [`DueTimes::due`] makes of every
+//! partition's first entry: it is handled late, never lost.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -95,25 +96,38 @@ impl DueTimes {
         }
     }
 
-    /// The partitions of `family` with something due at `now` (every partition on a full
-    /// sweep).
-    pub fn due(&self, family: IndexFamily, now: Timestamp) -> Vec<DuePartition> {
+    /// The partitions of `family` with something due at `now`. Every
+    /// [`FULL_SWEEP_EVERY`]-th call first refreshes every partition's time from the store.
+    pub fn due(
+        &self,
+        store: &dyn Store,
+        family: IndexFamily,
+        now: Timestamp,
+    ) -> Result<Vec<DuePartition>, StoreError> {
         let calls = self.calls[family as usize].fetch_add(1, Ordering::Relaxed);
-        let sweep = calls % FULL_SWEEP_EVERY == FULL_SWEEP_EVERY - 1;
+        if calls % FULL_SWEEP_EVERY == FULL_SWEEP_EVERY - 1 {
+            for partition in keys::partitions() {
+                if let Some(first) = first_due(store, family, partition, Timestamp(i64::MIN))? {
+                    self.slot(family, partition)
+                        .fetch_min(first.0, Ordering::AcqRel);
+                }
+            }
+        }
         let before = family.due_before(now).0;
-        keys::partitions()
+        Ok(keys::partitions()
             .filter_map(|partition| {
                 let observed = self.slot(family, partition).load(Ordering::Acquire);
-                (sweep || observed < before).then_some(DuePartition {
+                (observed < before).then_some(DuePartition {
                     partition,
                     observed,
                 })
             })
-            .collect()
+            .collect())
     }
 
-    /// The scan of `due` handled every entry due at `now`: the partition's next due time is
-    /// the first entry after `now` (read from the store), unless a commit lowered it since.
+    /// Every entry of `due` due at `now` was handled and its deletion committed: the
+    /// partition's next due time is its first entry from then on (read from the store),
+    /// unless a commit lowered it since.
     pub fn settle(
         &self,
         store: &dyn Store,
@@ -121,13 +135,24 @@ impl DueTimes {
         due: DuePartition,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let next = first_due(store, family, due.partition, family.due_before(now))?;
-        let _ = self.slot(family, due.partition).compare_exchange(
-            due.observed,
-            next.map_or(NEVER, |t| t.0),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        let from = family.due_before(now);
+        let next = first_due(store, family, due.partition, from)?;
+        let slot = self.slot(family, due.partition);
+        let swapped = slot
+            .compare_exchange(
+                due.observed,
+                next.map_or(NEVER, |t| t.0),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if swapped {
+            // A note between the read above and the swap was overwritten; its entry is
+            // durable before it is noted, so a second read finds it.
+            if let Some(again) = first_due(store, family, due.partition, from)? {
+                slot.fetch_min(again.0, Ordering::AcqRel);
+            }
+        }
         Ok(())
     }
 }
@@ -154,8 +179,9 @@ impl Committer {
         Ok(())
     }
 
-    /// Queues `batch` without waiting for it to be durable (its index entries are noted
-    /// now: a too-early note only makes a scan find nothing yet).
+    /// Queues `batch` without waiting for it to be durable. Its index entries are noted now;
+    /// should a scan settle the partition before the batch lands, the entries are found by
+    /// the next refresh ([`FULL_SWEEP_EVERY`]).
     pub async fn submit(&self, batch: WriteBatch) -> CommitTicket {
         let entries = DueTimes::entries_of(&batch);
         self.due_times.note(&entries);
@@ -202,8 +228,13 @@ mod tests {
         );
         store.commit(batch).expect("commit");
         let times = DueTimes::load(&store).expect("load");
-        assert!(times.due(IndexFamily::Deadline, Timestamp(99)).is_empty());
-        let due = times.due(IndexFamily::Deadline, Timestamp(100));
+        let due_at = |now: i64| {
+            times
+                .due(&store, IndexFamily::Deadline, Timestamp(now))
+                .expect("due")
+        };
+        assert!(due_at(99).is_empty());
+        let due = due_at(100);
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].partition, partition);
 
@@ -216,16 +247,54 @@ mod tests {
         times
             .settle(&store, IndexFamily::Deadline, due[0], Timestamp(100))
             .expect("settle");
-        assert_eq!(times.due(IndexFamily::Deadline, Timestamp(60)).len(), 1);
+        assert_eq!(due_at(60).len(), 1);
+
+        // A note the swap overwrites (its entry durable, not yet due): the second read of
+        // `settle` finds it.
+        let later = DuePartition {
+            partition,
+            observed: 50,
+        };
+        let mut batch = WriteBatch::new();
+        batch.put(
+            keys::deadline_key(Timestamp(300), "res-3", pair),
+            Vec::new(),
+        );
+        store.commit(batch).expect("commit");
+        let mut batch = WriteBatch::new();
+        batch.delete(keys::deadline_key(Timestamp(50), "res-2", pair));
+        batch.delete(keys::deadline_key(Timestamp(100), "res-1", pair));
+        store.commit(batch).expect("commit");
+        times
+            .settle(&store, IndexFamily::Deadline, later, Timestamp(200))
+            .expect("settle");
+        assert!(due_at(299).is_empty());
+        assert_eq!(due_at(300).len(), 1);
     }
 
     #[test]
-    fn every_partition_is_swept_now_and_then() {
-        let times = DueTimes::load(&MemoryStore::new()).expect("load");
-        let sizes: Vec<usize> = (0..FULL_SWEEP_EVERY)
-            .map(|_| times.due(IndexFamily::Expiry, Timestamp(0)).len())
+    fn an_entry_never_noted_is_found_by_the_refresh() {
+        let store = MemoryStore::new();
+        let times = DueTimes::load(&store).expect("load");
+        let pair = PairKey::new(7, 3);
+        let mut batch = WriteBatch::new();
+        batch.put(
+            keys::expiry_key(Timestamp(10), &keys::snapshot_key(pair)),
+            Vec::new(),
+        );
+        store.commit(batch).expect("commit"); // Not through a committer: never noted.
+        let found: Vec<usize> = (0..FULL_SWEEP_EVERY)
+            .map(|_| {
+                times
+                    .due(&store, IndexFamily::Expiry, Timestamp(20))
+                    .expect("due")
+                    .len()
+            })
             .collect();
-        assert_eq!(sizes.iter().filter(|&&n| n > 0).count(), 1);
-        assert_eq!(sizes.iter().max(), Some(&usize::from(keys::SCHEME.count())));
+        assert_eq!(
+            found[..FULL_SWEEP_EVERY as usize - 1].iter().sum::<usize>(),
+            0
+        );
+        assert_eq!(found.last(), Some(&1));
     }
 }

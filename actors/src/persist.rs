@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use stockgrid_storage::{Store, StoreError, WriteBatch};
 
 use crate::domain::PairKey;
-use crate::due::DueTimes;
+use crate::due::{DuePartition, DueTimes};
 use crate::keys::{
     self, IndexFamily, checkpoint_key, expiry_key, identity_key, prefix_end, snapshot_key,
 };
@@ -610,9 +610,10 @@ pub fn expire(
     batch: &mut WriteBatch,
     now: Timestamp,
     limit: usize,
-) -> Result<usize, PersistError> {
+) -> Result<(usize, Vec<DuePartition>), PersistError> {
     let mut handled = 0;
-    for due in due_times.due(IndexFamily::Expiry, now) {
+    let mut exhausted = Vec::new();
+    for due in due_times.due(store, IndexFamily::Expiry, now)? {
         if handled >= limit {
             break;
         }
@@ -631,11 +632,11 @@ pub fn expire(
             batch.delete(key.clone());
         }
         if handled < limit {
-            // Everything due in this partition is in `batch`: its next due time is after now.
-            due_times.settle(store, IndexFamily::Expiry, due, now)?;
+            // Everything due in this partition is in `batch`: settle it once committed.
+            exhausted.push(due);
         }
     }
-    Ok(handled)
+    Ok((handled, exhausted))
 }
 
 /// Identities recorded by one batch, grouped by their partition and the minute they expire

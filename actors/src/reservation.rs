@@ -28,7 +28,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::decision::Decision;
 use crate::domain::{PairKey, Surface};
-use crate::due::DueTimes;
+use crate::due::{DuePartition, DueTimes};
 use crate::error::EngineError;
 use crate::keys::{self, IndexFamily, hold_prefix, prefix_end, reservation_key, settlement_key};
 use crate::persist::{decode, encode};
@@ -321,15 +321,17 @@ pub struct DueLine {
 }
 
 /// Deadline-index entries due at or before `now`, at most `limit`: partition by partition,
-/// oldest first within each, from the partitions [`DueTimes`] says have work.
+/// oldest first within each, from the partitions [`DueTimes`] says have work; and the
+/// partitions whose due entries are all among them (to [`DueTimes::settle`] once handled).
 pub fn due_lines(
     store: &dyn Store,
     due_times: &DueTimes,
     now: Timestamp,
     limit: usize,
-) -> Result<Vec<DueLine>, EngineError> {
+) -> Result<(Vec<DueLine>, Vec<DuePartition>), EngineError> {
     let mut due = Vec::new();
-    for partition in due_times.due(IndexFamily::Deadline, now) {
+    let mut exhausted = Vec::new();
+    for partition in due_times.due(store, IndexFamily::Deadline, now)? {
         if due.len() >= limit {
             break;
         }
@@ -348,11 +350,11 @@ pub fn due_lines(
             });
         }
         if due.len() < limit {
-            // Every line due in this partition is in hand: its next deadline is after now.
-            due_times.settle(store, IndexFamily::Deadline, partition, now)?;
+            // Every line due in this partition is in hand: settle it once they are handled.
+            exhausted.push(partition);
         }
     }
-    Ok(due)
+    Ok((due, exhausted))
 }
 
 /// Reads a reservation's record.

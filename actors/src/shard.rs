@@ -187,6 +187,8 @@ pub enum ShardMessage {
     Passivate {
         /// The idleness cut-off.
         idle_before: Timestamp,
+        /// This shard's pairs the engine found idle (checked again here).
+        candidates: Vec<PairKey>,
         /// Mailbox slot.
         permit: OwnedSemaphorePermit,
         /// The answer.
@@ -219,13 +221,6 @@ pub enum ShardMessage {
         permit: OwnedSemaphorePermit,
         /// The answer.
         reply: Reply<()>,
-    },
-    /// How many entities are resident.
-    ResidentCount {
-        /// Mailbox slot.
-        permit: OwnedSemaphorePermit,
-        /// The answer.
-        reply: Reply<usize>,
     },
 }
 
@@ -470,10 +465,11 @@ impl Actor for Shard {
             }
             ShardMessage::Passivate {
                 idle_before,
+                candidates,
                 permit,
                 reply,
             } => {
-                let _ = reply.send(state.passivate(idle_before).await);
+                let _ = reply.send(state.passivate(idle_before, candidates).await);
                 drop(permit);
             }
             ShardMessage::Hold {
@@ -495,10 +491,6 @@ impl Actor for Shard {
                 reply,
             } => {
                 let _ = reply.send(state.unhold(&reservation_id, &pairs, not_found).await);
-                drop(permit);
-            }
-            ShardMessage::ResidentCount { permit, reply } => {
-                let _ = reply.send(Ok(state.own_pairs().len()));
                 drop(permit);
             }
         }
@@ -800,10 +792,8 @@ impl ShardState {
         let touched: Vec<(PairKey, Entity)> = self.entities.drain().collect();
         for (pair, entity) in touched {
             if entity.changed {
-                debug_assert!(
-                    false,
-                    "{pair:?} changed but neither committed nor forgotten"
-                );
+                // A message that failed half-way (a store error): its change was never
+                // durable, so the pair reloads from the store on next touch.
                 self.holds.remove(&pair);
                 self.context.published.remove(&pair);
             } else {
@@ -814,17 +804,6 @@ impl ShardState {
         if self.entities.capacity() > 4096 {
             self.entities.shrink_to_fit();
         }
-    }
-
-    /// The resident pairs of this shard.
-    fn own_pairs(&self) -> Vec<PairKey> {
-        let context = &self.context;
-        context
-            .published
-            .iter()
-            .map(|entry| *entry.key())
-            .filter(|pair| shard_of(*pair, context.shard_count) == context.shard_index)
-            .collect()
     }
 
     /// Grants every line (durably) or none: each line must be available on `surface` for
@@ -1089,19 +1068,25 @@ impl ShardState {
         }))
     }
 
-    async fn passivate(&mut self, idle_before: Timestamp) -> Result<usize, EngineError> {
+    /// Snapshots and drops the `candidates` still idle before `idle_before`.
+    async fn passivate(
+        &mut self,
+        idle_before: Timestamp,
+        candidates: Vec<PairKey>,
+    ) -> Result<usize, EngineError> {
         let cutoff = idle_before.to_compact_seconds();
         let now = self.now();
         let config = Arc::clone(&self.context.config);
         let context = Arc::clone(&self.context);
-        let idle: Vec<PairKey> = context
-            .published
-            .iter()
-            .filter(|entry| {
-                entry.value().last_touched < cutoff
-                    && shard_of(*entry.key(), context.shard_count) == context.shard_index
+        let idle: Vec<PairKey> = candidates
+            .into_iter()
+            .filter(|pair| {
+                shard_of(*pair, context.shard_count) == context.shard_index
+                    && context
+                        .published
+                        .get(pair)
+                        .is_some_and(|resident| resident.last_touched < cutoff)
             })
-            .map(|entry| *entry.key())
             .collect();
         let mut batch = WriteBatch::new();
         for pair in &idle {

@@ -36,6 +36,7 @@ use crate::domain::{Arrival, PairKey, Source, Surface};
 use crate::due::{Committer, DueTimes};
 use crate::error::EngineError;
 use crate::keys;
+use crate::keys::IndexFamily;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
 use crate::persist::{self, IdentityTail, Snapshot};
 use crate::policy::{Ask, DecisionContext};
@@ -815,20 +816,7 @@ impl Engine {
 
     /// Entities resident in memory, over all shards.
     pub async fn resident_entities(&self) -> Result<usize, EngineError> {
-        self.sum_over_shards(|permit, reply| ShardMessage::ResidentCount { permit, reply })
-            .await
-    }
-
-    /// Asks every shard in turn and adds up the answers.
-    async fn sum_over_shards(
-        &self,
-        make: impl Fn(OwnedSemaphorePermit, Reply<usize>) -> ShardMessage,
-    ) -> Result<usize, EngineError> {
-        let mut total = 0;
-        for shard in 0..self.inner.shards.len() {
-            total += self.call_shard(shard, &make).await?;
-        }
-        Ok(total)
+        Ok(self.inner.published.len())
     }
 
     /// One maintenance pass: passivates entities idle past the configured time, and deletes
@@ -842,20 +830,20 @@ impl Engine {
             expired_keys: 0,
             expired_reservations,
         };
+        let store = self.inner.store.as_ref();
         loop {
             let mut batch = WriteBatch::new();
-            let due = persist::expire(
-                self.inner.store.as_ref(),
-                &self.inner.due_times,
-                &mut batch,
-                now,
-                EXPIRY_BATCH,
-            )?;
-            if due == 0 {
-                break;
+            let (due, exhausted) =
+                persist::expire(store, &self.inner.due_times, &mut batch, now, EXPIRY_BATCH)?;
+            if due > 0 {
+                self.commit_batch(batch).await?;
+                report.expired_keys += due;
             }
-            self.commit_batch(batch).await?;
-            report.expired_keys += due;
+            for partition in exhausted {
+                self.inner
+                    .due_times
+                    .settle(store, IndexFamily::Expiry, partition, now)?;
+            }
             if due < EXPIRY_BATCH {
                 break;
             }
@@ -881,14 +869,30 @@ impl Engine {
         self.passivate(Timestamp(i64::MAX)).await
     }
 
+    /// Passivates the pairs idle before `idle_before`: one pass over the map finds them, and
+    /// each shard with any gets its own (it checks each again: a write may have come since).
     async fn passivate(&self, idle_before: Timestamp) -> Result<usize, EngineError> {
-        let total = self
-            .sum_over_shards(|permit, reply| ShardMessage::Passivate {
-                idle_before,
-                permit,
-                reply,
-            })
-            .await?;
+        let cutoff = idle_before.to_compact_seconds();
+        let mut idle: Vec<Vec<PairKey>> = vec![Vec::new(); self.inner.shards.len()];
+        for entry in self.inner.published.iter() {
+            if entry.value().last_touched < cutoff {
+                idle[self.shard_of(*entry.key())].push(*entry.key());
+            }
+        }
+        let mut total = 0;
+        for (shard, candidates) in idle.into_iter().enumerate() {
+            if candidates.is_empty() {
+                continue;
+            }
+            total += self
+                .call_shard(shard, |permit, reply| ShardMessage::Passivate {
+                    idle_before,
+                    candidates,
+                    permit,
+                    reply,
+                })
+                .await?;
+        }
         let published = &self.inner.published;
         if total > 0 && published.capacity() > 2 * published.len() + 1024 {
             published.shrink_to_fit();

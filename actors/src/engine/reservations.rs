@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use crate::domain::PairKey;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::keys::deadline_key;
+use crate::keys::{IndexFamily, deadline_key};
 use crate::reservation::*;
 use crate::shard::{HoldOutcome, ShardMessage};
 
@@ -218,7 +218,8 @@ impl Engine {
         let mut expired = 0;
         loop {
             let now = self.clock().now();
-            let due = due_lines(self.store().as_ref(), self.due_times(), now, REAPER_BATCH)?;
+            let (due, exhausted) =
+                due_lines(self.store().as_ref(), self.due_times(), now, REAPER_BATCH)?;
             // Due lines come partition by partition: one cart's lines may be far apart.
             let mut ids: Vec<&str> = due.iter().map(|d| d.reservation_id.as_str()).collect();
             ids.sort_unstable();
@@ -255,6 +256,14 @@ impl Engine {
             }
             if !batch.is_empty() {
                 self.commit_batch(batch).await?;
+            }
+            for partition in exhausted {
+                self.due_times().settle(
+                    self.store().as_ref(),
+                    IndexFamily::Deadline,
+                    partition,
+                    now,
+                )?;
             }
             if due.len() < REAPER_BATCH {
                 return Ok(expired);
