@@ -47,19 +47,10 @@ const MAX_LISTED_QUARANTINES: usize = 10_000;
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// A bad line in an input file.
-    #[error("{file}:{line}: field `{field}`: {reason}")]
-    Input {
-        /// The file.
-        file: String,
-        /// The 1-based line number.
-        line: usize,
-        /// The offending field (`<line>` for the line itself).
-        field: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A file could not be read or written.
+    /// An input file is malformed or unreadable (`file:line: field `x`: reason`).
+    #[error(transparent)]
+    Input(#[from] FormatError),
+    /// A file could not be opened or written.
     #[error("{context} {path}: {source}")]
     Io {
         /// What was being done.
@@ -181,33 +172,6 @@ fn open_input(path: &Path) -> Result<(BufReader<std::fs::File>, String), ReplayE
         source,
     })?;
     Ok((BufReader::new(file), name))
-}
-
-impl From<FormatError> for ReplayError {
-    fn from(error: FormatError) -> Self {
-        match error {
-            FormatError::Input {
-                file,
-                line,
-                field,
-                reason,
-            } => ReplayError::Input {
-                file,
-                line,
-                field,
-                reason,
-            },
-            FormatError::Io {
-                context,
-                path,
-                source,
-            } => ReplayError::Io {
-                context,
-                path,
-                source,
-            },
-        }
-    }
 }
 
 /// Reads and validates an events file, sorted by arrival (file order breaking ties); each

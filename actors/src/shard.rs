@@ -821,6 +821,8 @@ impl ShardState {
         let safety = &context.config.safety_stock;
         let mut to_grant = Vec::with_capacity(lines.len());
         for &(index, line) in lines {
+            // Activate first: a passivated pair's holds are known only once it is loaded.
+            self.entity(line.pair, false)?;
             if self.holds_reservation(line.pair, reservation_id) {
                 continue;
             }

@@ -6,6 +6,7 @@ use std::path::Path;
 use stockgrid_actors::EngineConfig;
 use stockgrid_actors::decision::{DecisionMode, SafetyStock};
 use stockgrid_actors::replay::{ReplayError, ReplayOptions, run_replay};
+use stockgrid_model::formats::FormatError;
 
 fn options(dir: &Path, events: &str, queries: &str) -> ReplayOptions {
     std::fs::write(dir.join("events.jsonl"), events).expect("write events");
@@ -145,7 +146,10 @@ async fn input_errors_name_file_line_and_field() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let options = options(dir.path(), &events, &queries);
         let error = run_replay(&options, |_| {}).await.expect_err(expected);
-        assert!(matches!(error, ReplayError::Input { .. }), "{error}");
+        assert!(
+            matches!(error, ReplayError::Input(FormatError::Input { .. })),
+            "{error}"
+        );
         assert!(
             error.to_string().contains(expected),
             "{error} should contain {expected}"
