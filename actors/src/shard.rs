@@ -786,8 +786,8 @@ impl ShardState {
 
     /// Puts the pairs the message touched back into the map: their state is what the store
     /// holds (those changed were published or forgotten already), and their bookkeeping
-    /// (when last touched) is new. A changed pair still here would be a bug: it is forgotten
-    /// rather than published unsaved.
+    /// (when last touched) is new. A pair still changed here belongs to a message that failed
+    /// before its commit: it is forgotten, never published unsaved.
     fn put_back_touched(&mut self) {
         let touched: Vec<(PairKey, Entity)> = self.entities.drain().collect();
         for (pair, entity) in touched {
