@@ -40,6 +40,10 @@ pub struct EngineConfig {
     pub reservation_ttl_ms: i64,
     /// How long a COMMITTED reservation holds when the client names no pickup window.
     pub pickup_window_ms: i64,
+    /// Threads of a runtime of their own for the shards, run at a lower priority (nice +10)
+    /// than the callers' threads so that lookups keep the CPU while ingest runs flat out; 0:
+    /// the shards run on the caller's runtime.
+    pub shard_threads: usize,
     /// Test hook: a shard panics while handling the event with this id, so supervision can
     /// be tested for real. Not read from any file or flag; `None` outside tests.
     #[serde(skip)]
@@ -62,6 +66,7 @@ impl Default for EngineConfig {
             safety_stock: SafetyStock::default(),
             reservation_ttl_ms: 15 * MINUTE_MS,
             pickup_window_ms: 48 * HOUR_MS,
+            shard_threads: 0,
             panic_on_event_id: None,
         }
     }

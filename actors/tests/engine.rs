@@ -737,3 +737,52 @@ async fn unreadable_shared_facts_are_relearned_not_fatal() {
         "nothing restored"
     );
 }
+
+/// Shards on a runtime of their own (lower priority) apply, answer and recover as on the
+/// caller's runtime, and a panicked shard is restarted there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_on_their_own_runtime_apply_and_recover() {
+    let config = EngineConfig {
+        shard_threads: 1,
+        panic_on_event_id: Some("boom".to_owned()),
+        ..EngineConfig::default()
+    };
+    let (store, clock, engine) = memory_engine(config.clone()).await;
+    let pair = PairKey::new(1, 10);
+    let results = engine
+        .ingest(vec![
+            arrival(
+                event("c1", Source::StoreInventory, EventKind::Count, pair, 9, T0),
+                T0,
+            ),
+            arrival(event("boom", Source::Pos, EventKind::Sale, pair, 1, T0), T0),
+            arrival(
+                event(
+                    "s1",
+                    Source::Pos,
+                    EventKind::Sale,
+                    pair,
+                    2,
+                    T0.plus_ms(60_000),
+                ),
+                T0.plus_ms(60_000),
+            ),
+        ])
+        .await
+        .expect("ingest");
+    assert!(
+        matches!(
+            results[1],
+            Ok(Outcome::Quarantined(
+                QuarantineReason::HandlerPanicked { .. }
+            ))
+        ),
+        "{results:?}"
+    );
+    assert_eq!(on_hand(&engine, pair).await, Some(7), "{results:?}");
+    engine.shutdown().await.expect("shutdown");
+    let again = Engine::start(store, Arc::new(clock), config)
+        .await
+        .expect("start again");
+    assert_eq!(on_hand(&again, pair).await, Some(7));
+}

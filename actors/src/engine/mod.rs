@@ -85,6 +85,8 @@ struct EngineInner {
     record_committer: Committer,
     /// When each partition's expiry and deadline indexes next have work.
     due_times: Arc<DueTimes>,
+    /// The shards' own runtime, if configured (kept alive with the engine).
+    _shard_runtime: ShardRuntime,
     clock: Arc<dyn Clock>,
     published: Arc<Residents>,
     shards: Vec<ShardHandle>,
@@ -194,9 +196,18 @@ impl Engine {
             publishers,
             reports: Arc::clone(&reports),
         };
-        let (supervisor, _) = Actor::spawn(None, ShardSupervisor, arguments)
-            .await
-            .map_err(|e| EngineError::Start(format!("spawn shard supervisor: {e}")))?;
+        let shard_runtime = ShardRuntime::start(config.shard_threads)?;
+        let spawn = async move { Actor::spawn(None, ShardSupervisor, arguments).await };
+        let spawned = match shard_runtime.handle() {
+            // Spawned from inside that runtime, the supervisor and its shards run there.
+            Some(handle) => handle
+                .spawn(spawn)
+                .await
+                .map_err(|e| EngineError::Start(format!("spawn shard supervisor: {e}")))?,
+            None => spawn.await,
+        };
+        let (supervisor, _) =
+            spawned.map_err(|e| EngineError::Start(format!("spawn shard supervisor: {e}")))?;
         let activations = Arc::new(Semaphore::new(config.shard_count * ACTIVATIONS_PER_SHARD));
         Ok(Self {
             inner: Arc::new(EngineInner {
@@ -212,6 +223,7 @@ impl Engine {
                 supervisor,
                 reports,
                 counters,
+                _shard_runtime: shard_runtime,
                 reservation_locks: ReservationLocks::default(),
                 decisions,
             }),
@@ -441,19 +453,27 @@ impl Engine {
                 let message = report.message;
                 let quarantined = entry.clone();
                 let reason_message = message.clone();
-                self.call(shard, move |permit, reply| {
-                    ShardMessage::QuarantinePanicked {
-                        entry: quarantined,
-                        message: reason_message,
-                        permit,
-                        reply,
+                let recorded = self
+                    .call(shard, move |permit, reply| {
+                        ShardMessage::QuarantinePanicked {
+                            entry: quarantined,
+                            message: reason_message,
+                            permit,
+                            reply,
+                        }
+                    })
+                    .await;
+                match recorded {
+                    Ok(()) => {
+                        return Ok(Outcome::Quarantined(QuarantineReason::HandlerPanicked {
+                            message,
+                        }));
                     }
-                })
-                .await
-                .map_err(|e| self.call_error(shard, e))?;
-                return Ok(Outcome::Quarantined(QuarantineReason::HandlerPanicked {
-                    message,
-                }));
+                    // Cast into the dying shard's mailbox before its replacement was
+                    // published: deliver it again to the restarted shard.
+                    Err(CallError::Lost) => continue,
+                    Err(CallError::Failed(error)) => return Err(error),
+                }
             }
             match self.send_apply(shard, Arc::new(vec![entry.clone()])).await {
                 Ok(mut outcomes) => {
@@ -932,5 +952,45 @@ impl Engine {
         self.inner.committer.clone().shutdown();
         self.inner.record_committer.clone().shutdown();
         snapshot_result
+    }
+}
+
+/// The shards' own runtime at a lower priority ([`EngineConfig::shard_threads`]), or none.
+struct ShardRuntime(Option<tokio::runtime::Runtime>);
+
+/// How much lower the shards' threads run than the callers' (Linux nice).
+const SHARD_NICE: i32 = 10;
+
+impl ShardRuntime {
+    fn start(threads: usize) -> Result<Self, EngineError> {
+        if threads == 0 {
+            return Ok(Self(None));
+        }
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("stockgrid-shard")
+            .on_thread_start(|| {
+                // This thread only: Linux applies a process priority per thread.
+                if let Err(error) = rustix::process::setpriority_process(None, SHARD_NICE) {
+                    tracing::warn!(%error, "shard thread keeps the callers' priority");
+                }
+            })
+            .enable_all()
+            .build()
+            .map(|runtime| Self(Some(runtime)))
+            .map_err(|e| EngineError::Start(format!("start the shards' runtime: {e}")))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for ShardRuntime {
+    fn drop(&mut self) {
+        // The engine may be dropped on an async worker, where a blocking shutdown panics.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
     }
 }
