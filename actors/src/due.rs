@@ -18,7 +18,9 @@ use std::sync::Arc;
 use stockgrid_model::partition::Partition;
 use stockgrid_model::time::Timestamp;
 
-use stockgrid_storage::{CommitTicket, GroupCommitter, Operation, Store, StoreError, WriteBatch};
+use stockgrid_storage::{
+    CommitTicket, GroupCommitter, KeyValue, Operation, Store, StoreError, WriteBatch,
+};
 
 use crate::keys::{self, IndexFamily};
 
@@ -55,14 +57,20 @@ impl DueTimes {
             calls: [AtomicU64::new(0), AtomicU64::new(0)],
         };
         for family in [IndexFamily::Expiry, IndexFamily::Deadline] {
-            for partition in keys::partitions() {
-                let first = first_due(store, family, partition, Timestamp(i64::MIN))?;
-                times
-                    .slot(family, partition)
-                    .store(first.map_or(NEVER, |t| t.0), Ordering::Relaxed);
-            }
+            times.refresh(store, family)?;
         }
         Ok(times)
+    }
+
+    /// Lowers every partition's time of `family` to its first entry in the store.
+    fn refresh(&self, store: &dyn Store, family: IndexFamily) -> Result<(), StoreError> {
+        for partition in keys::partitions() {
+            if let Some(first) = first_due(store, family, partition, Timestamp(i64::MIN))? {
+                self.slot(family, partition)
+                    .fetch_min(first.0, Ordering::AcqRel);
+            }
+        }
+        Ok(())
     }
 
     fn slot(&self, family: IndexFamily, partition: Partition) -> &AtomicI64 {
@@ -106,12 +114,7 @@ impl DueTimes {
     ) -> Result<Vec<DuePartition>, StoreError> {
         let calls = self.calls[family as usize].fetch_add(1, Ordering::Relaxed);
         if calls % FULL_SWEEP_EVERY == FULL_SWEEP_EVERY - 1 {
-            for partition in keys::partitions() {
-                if let Some(first) = first_due(store, family, partition, Timestamp(i64::MIN))? {
-                    self.slot(family, partition)
-                        .fetch_min(first.0, Ordering::AcqRel);
-                }
-            }
+            self.refresh(store, family)?;
         }
         let before = family.due_before(now).0;
         Ok(keys::partitions()
@@ -123,6 +126,31 @@ impl DueTimes {
                 })
             })
             .collect())
+    }
+
+    /// The entries of `family` due at `now`, at most `limit`: partition by partition, oldest
+    /// first within each, from the partitions with work; and the partitions whose due entries
+    /// are all among them (to [`DueTimes::settle`] once they are handled).
+    pub fn due_entries(
+        &self,
+        store: &dyn Store,
+        family: IndexFamily,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<(Vec<KeyValue>, Vec<DuePartition>), StoreError> {
+        let mut entries = Vec::new();
+        let mut exhausted = Vec::new();
+        for due in self.due(store, family, now)? {
+            if entries.len() >= limit {
+                break;
+            }
+            let (start, end) = keys::index_due(family, due.partition, now);
+            entries.extend(store.scan(&start, &end, limit - entries.len())?);
+            if entries.len() < limit {
+                exhausted.push(due);
+            }
+        }
+        Ok((entries, exhausted))
     }
 
     /// Every entry of `due` due at `now` was handled and its deletion committed: the

@@ -243,11 +243,6 @@ pub fn deadline_key(deadline: Timestamp, reservation_id: &str, pair: PairKey) ->
     key
 }
 
-/// The range of `partition`'s deadline-index keys due at or before `now`.
-pub fn deadlines_due(partition: Partition, now: Timestamp) -> (Vec<u8>, Vec<u8>) {
-    index_due(IndexFamily::Deadline, partition, now)
-}
-
 /// The two time-ordered indexes of a partition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum IndexFamily {
@@ -275,7 +270,9 @@ impl IndexFamily {
     }
 }
 
-fn index_due(family: IndexFamily, partition: Partition, now: Timestamp) -> (Vec<u8>, Vec<u8>) {
+/// The range of `partition`'s `family` index keys due at `now` (see
+/// [`IndexFamily::due_before`]).
+pub fn index_due(family: IndexFamily, partition: Partition, now: Timestamp) -> (Vec<u8>, Vec<u8>) {
     let start = in_partition(partition, family.byte(), 0);
     let mut end = start.clone();
     end.extend_from_slice(&time_key(family.due_before(now)));
@@ -348,11 +345,6 @@ pub fn expiry_key(expires: Timestamp, target: &[u8]) -> Vec<u8> {
     key.extend_from_slice(&time_key(expires));
     key.extend_from_slice(target);
     key
-}
-
-/// The range of `partition`'s expiry-index keys due before `now`.
-pub fn expiries_due(partition: Partition, now: Timestamp) -> (Vec<u8>, Vec<u8>) {
-    index_due(IndexFamily::Expiry, partition, now)
 }
 
 /// The target in an expiry-index key.

@@ -611,32 +611,20 @@ pub fn expire(
     now: Timestamp,
     limit: usize,
 ) -> Result<(usize, Vec<DuePartition>), PersistError> {
-    let mut handled = 0;
-    let mut exhausted = Vec::new();
-    for due in due_times.due(store, IndexFamily::Expiry, now)? {
-        if handled >= limit {
-            break;
-        }
-        let (start, end) = keys::expiries_due(due.partition, now);
-        let found = store.scan(&start, &end, limit - handled)?;
-        handled += found.len();
-        for (key, value) in &found {
-            if value.is_empty() {
-                let target = keys::expiry_target(key).ok_or_else(|| short_key(key))?;
-                batch.delete(target.to_vec());
-            } else {
-                for target in decode::<Vec<Vec<u8>>>("expiry list", key, value)? {
-                    batch.delete(target);
-                }
+    let (found, exhausted) = due_times.due_entries(store, IndexFamily::Expiry, now, limit)?;
+    for (key, value) in &found {
+        if value.is_empty() {
+            let target = keys::expiry_target(key).ok_or_else(|| short_key(key))?;
+            batch.delete(target.to_vec());
+        } else {
+            for target in decode::<Vec<Vec<u8>>>("expiry list", key, value)? {
+                batch.delete(target);
             }
-            batch.delete(key.clone());
         }
-        if handled < limit {
-            // Everything due in this partition is in `batch`: settle it once committed.
-            exhausted.push(due);
-        }
+        batch.delete(key.clone());
     }
-    Ok((handled, exhausted))
+    // The exhausted partitions' due entries are all in `batch`: settle them once committed.
+    Ok((found.len(), exhausted))
 }
 
 /// Identities recorded by one batch, grouped by their partition and the minute they expire

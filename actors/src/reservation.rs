@@ -329,31 +329,23 @@ pub fn due_lines(
     now: Timestamp,
     limit: usize,
 ) -> Result<(Vec<DueLine>, Vec<DuePartition>), EngineError> {
-    let mut due = Vec::new();
-    let mut exhausted = Vec::new();
-    for partition in due_times.due(store, IndexFamily::Deadline, now)? {
-        if due.len() >= limit {
-            break;
-        }
-        let (start, end) = keys::deadlines_due(partition.partition, now);
-        for (key, _) in store.scan(&start, &end, limit - due.len())? {
+    let (found, exhausted) = due_times.due_entries(store, IndexFamily::Deadline, now, limit)?;
+    let due = found
+        .into_iter()
+        .map(|(key, _)| {
             let (reservation_id, pair) = keys::parse_deadline_key(&key)
                 .filter(|(id, _)| id.len() == ID_LEN)
                 .ok_or_else(|| {
                     EngineError::Corrupt(format!("deadline index key of {} bytes", key.len()))
                 })?;
             let reservation_id = reservation_id.to_owned();
-            due.push(DueLine {
+            Ok(DueLine {
                 key,
                 reservation_id,
                 pair,
-            });
-        }
-        if due.len() < limit {
-            // Every line due in this partition is in hand: settle it once they are handled.
-            exhausted.push(partition);
-        }
-    }
+            })
+        })
+        .collect::<Result<_, EngineError>>()?;
     Ok((due, exhausted))
 }
 

@@ -800,10 +800,8 @@ impl ShardState {
                 self.context.published.insert(pair, entity.resident);
             }
         }
-        // Give memory back after a large batch: the map keeps its capacity otherwise.
-        if self.entities.capacity() > 4096 {
-            self.entities.shrink_to_fit();
-        }
+        // Give memory back after a large batch, keeping room for the usual one.
+        self.entities.shrink_to(4096);
     }
 
     /// Grants every line (durably) or none: each line must be available on `surface` for
