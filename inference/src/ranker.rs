@@ -139,20 +139,26 @@ impl CandidateRanker {
 
     /// Candidate weights from the inputs, over the present candidates.
     pub fn weights(&self, inputs: &[f64], candidates: &Candidates) -> [f64; CANDIDATE_COUNT] {
+        // Standardized once for every candidate (the same operations as `(x - m) / s * w`
+        // term by term, so the same bits).
+        let mut standardized = [0.0; RANKER_INPUTS];
+        let terms = inputs.len().min(RANKER_INPUTS);
+        for (z, ((x, m), s)) in standardized
+            .iter_mut()
+            .zip(inputs.iter().zip(&self.means).zip(&self.scales))
+        {
+            *z = (x - m) / s;
+        }
         let mut scores = [f64::NEG_INFINITY; CANDIDATE_COUNT];
         for (c, score) in scores.iter_mut().enumerate() {
             if candidates.claims[c].is_none() {
                 continue;
             }
             let row = &self.weights[c * RANKER_INPUTS..(c + 1) * RANKER_INPUTS];
-            *score = inputs
+            *score = standardized[..terms]
                 .iter()
-                .zip(&self.means)
-                .zip(&self.scales)
                 .zip(row)
-                .fold(self.intercepts[c], |sum, (((x, m), s), w)| {
-                    sum + (x - m) / s * w
-                });
+                .fold(self.intercepts[c], |sum, (z, w)| sum + z * w);
         }
         softmax(&scores)
     }

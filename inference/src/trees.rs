@@ -84,26 +84,40 @@ impl PartialEq for TreeEnsemble {
 /// The deepest trees laid out complete (2^depth leaves a tree).
 const MAX_COMPLETE_DEPTH: u32 = 8;
 
+/// Most features the complete layout scores (a row is copied into a buffer this long, so that
+/// a feature index is masked rather than bounds-checked); wider ensembles walk the nested trees.
+const MAX_COMPLETE_FEATURES: usize = 64;
+
+/// Trees scored side by side: their walks are independent chains of loads the processor
+/// overlaps.
+const LANES: usize = 8;
+
 /// Every tree padded to one depth and laid out level by level, so that scoring a tree is
 /// `depth` steps of index arithmetic with no branch on the data (a row goes left at node i
 /// when `values[feature[i]] <= threshold[i]`, to 2i+1, else to 2i+2). A leaf above the full
 /// depth becomes a split whose two subtrees hold its value at every leaf, so whichever way a
 /// row goes it reaches that value: every row gets the leaf it gets in the nested trees, and
 /// the sum over the trees, in the same order, is the same to the bit.
+///
+/// Each tree owns `2^depth` slots of every array (its `2^depth - 1` splits and one unused
+/// slot; its `2^depth` leaves), so an index masked by `2^depth - 1` stays inside its tree
+/// without a bounds check; the tree count is padded to a multiple of [`LANES`] with trees
+/// whose leaves are all `-0.0`, which added to any sum leaves it the same to the bit.
 #[derive(Clone, Debug)]
 struct CompleteTrees {
     depth: u32,
-    /// Per tree, 2^depth - 1 splits: feature indices.
-    features: Vec<u16>,
-    /// Per tree, 2^depth - 1 splits: thresholds.
+    /// Per tree, 2^depth slots: the splits' feature indices.
+    features: Vec<u8>,
+    /// Per tree, 2^depth slots: the splits' thresholds.
     thresholds: Vec<f64>,
     /// Per tree, 2^depth leaf values.
     leaves: Vec<f64>,
 }
 
 impl CompleteTrees {
-    /// The layout of `trees` (valid ones), or `None` if one is deeper than the limit.
-    fn build(trees: &[Vec<Node>]) -> Option<Self> {
+    /// The layout of `trees` (valid ones over `features` features), or `None` if one is
+    /// deeper than the limit or the rows are too wide.
+    fn build(trees: &[Vec<Node>], features: usize) -> Option<Self> {
         fn depth_of(tree: &[Node], index: usize) -> u32 {
             match tree[index] {
                 Node::Leaf(_) => 0,
@@ -117,24 +131,20 @@ impl CompleteTrees {
             .map(|tree| depth_of(tree, 0))
             .max()
             .unwrap_or(0);
-        if depth > MAX_COMPLETE_DEPTH {
+        if depth > MAX_COMPLETE_DEPTH || features > MAX_COMPLETE_FEATURES {
             return None;
         }
-        let splits = (1usize << depth) - 1;
+        let slots = 1usize << depth;
+        let splits = slots - 1;
+        let padded = trees.len().div_ceil(LANES) * LANES;
         let mut layout = Self {
             depth,
-            features: Vec::with_capacity(trees.len() * splits),
-            thresholds: Vec::with_capacity(trees.len() * splits),
-            leaves: Vec::with_capacity(trees.len() * (splits + 1)),
+            features: vec![0; padded * slots],
+            thresholds: vec![f64::INFINITY; padded * slots],
+            leaves: vec![-0.0; padded * slots],
         };
-        for tree in trees {
-            let first_split = layout.features.len();
-            layout.features.resize(first_split + splits, 0);
-            layout
-                .thresholds
-                .resize(first_split + splits, f64::INFINITY);
-            let first_leaf = layout.leaves.len();
-            layout.leaves.resize(first_leaf + splits + 1, 0.0);
+        for (index, tree) in trees.iter().enumerate() {
+            let first = index * slots;
             // (node in the nested tree, slot in the complete one, level)
             let mut pending = vec![(0usize, 0usize, 0u32)];
             while let Some((node, slot, level)) = pending.pop() {
@@ -145,18 +155,16 @@ impl CompleteTrees {
                         left,
                         right,
                     } => {
-                        layout.features[first_split + slot] = feature;
-                        layout.thresholds[first_split + slot] = threshold;
+                        layout.features[first + slot] = u8::try_from(feature).ok()?;
+                        layout.thresholds[first + slot] = threshold;
                         pending.push((left as usize, 2 * slot + 1, level + 1));
                         pending.push((right as usize, 2 * slot + 2, level + 1));
                     }
                     Node::Leaf(value) => {
                         // Every leaf slot under `slot` at the full depth holds the value.
                         let below = depth - level;
-                        let first = ((slot + 1) << below) - 1 - splits;
-                        for leaf in first..first + (1usize << below) {
-                            layout.leaves[first_leaf + leaf] = value;
-                        }
+                        let leaf = ((slot + 1) << below) - 1 - splits;
+                        layout.leaves[first + leaf..first + leaf + (1usize << below)].fill(value);
                     }
                 }
             }
@@ -165,32 +173,63 @@ impl CompleteTrees {
     }
 
     fn log_odds(&self, base: f64, values: &[f64]) -> f64 {
-        let splits = (1usize << self.depth) - 1;
-        let trees = self.leaves.len() / (splits + 1);
-        // The walks of `LANES` trees at a time are independent chains of loads the processor
-        // overlaps; the leaves are then added one tree after the other, in tree order, so the
-        // sum is the same to the bit as the nested walk's.
-        const LANES: usize = 4;
+        let mut row = [f64::NAN; MAX_COMPLETE_FEATURES];
+        let width = values.len().min(MAX_COMPLETE_FEATURES);
+        row[..width].copy_from_slice(&values[..width]);
+        match self.depth {
+            0 => self.sum::<1>(base, &row),
+            1 => self.sum::<2>(base, &row),
+            2 => self.sum::<4>(base, &row),
+            3 => self.sum::<8>(base, &row),
+            4 => self.sum::<16>(base, &row),
+            5 => self.sum::<32>(base, &row),
+            6 => self.sum::<64>(base, &row),
+            7 => self.sum::<128>(base, &row),
+            _ => self.sum::<256>(base, &row),
+        }
+    }
+
+    /// The sum over the trees of `SLOTS = 2^depth` slots each, [`LANES`] trees walked at a
+    /// time; the leaves are then added one tree after the other, in tree order.
+    fn sum<const SLOTS: usize>(&self, base: f64, row: &[f64; MAX_COMPLETE_FEATURES]) -> f64 {
+        let depth = SLOTS.trailing_zeros();
+        let block = SLOTS * LANES;
+        let groups = self
+            .features
+            .chunks_exact(block)
+            .zip(self.thresholds.chunks_exact(block))
+            .zip(self.leaves.chunks_exact(block));
         let mut sum = base;
-        let mut first = 0;
-        while first < trees {
-            let lanes = LANES.min(trees - first);
+        for ((features, thresholds), leaves) in groups {
+            let tree = |lane: usize| lane * SLOTS..(lane + 1) * SLOTS;
+            let features: [&[u8; SLOTS]; LANES] =
+                std::array::from_fn(|lane| slots_of(&features[tree(lane)]));
+            let thresholds: [&[f64; SLOTS]; LANES] =
+                std::array::from_fn(|lane| slots_of(&thresholds[tree(lane)]));
             let mut slots = [0usize; LANES];
-            for _ in 0..self.depth {
-                for (lane, slot) in slots.iter_mut().enumerate().take(lanes) {
-                    let at = (first + lane) * splits + *slot;
+            for _ in 0..depth {
+                for lane in 0..LANES {
+                    let at = slots[lane] & (SLOTS - 1);
+                    let feature = usize::from(features[lane][at]) & (MAX_COMPLETE_FEATURES - 1);
                     // NaN compares false: it goes right, as in the nested trees.
-                    let goes_left = values[usize::from(self.features[at])] <= self.thresholds[at];
-                    *slot = 2 * *slot + 2 - usize::from(goes_left);
+                    let goes_left = row[feature] <= thresholds[lane][at];
+                    slots[lane] = 2 * slots[lane] + 2 - usize::from(goes_left);
                 }
             }
-            for (lane, slot) in slots.iter().enumerate().take(lanes) {
-                sum += self.leaves[(first + lane) * (splits + 1) + slot - splits];
+            for (lane, slot) in slots.iter().enumerate() {
+                let leaves: &[f64; SLOTS] = slots_of(&leaves[tree(lane)]);
+                sum += leaves[(slot + 1 - SLOTS) & (SLOTS - 1)];
             }
-            first += lanes;
         }
         sum
     }
+}
+
+/// A tree's slots as an array (the layout gives every tree exactly `SLOTS`).
+fn slots_of<T, const SLOTS: usize>(slots: &[T]) -> &[T; SLOTS] {
+    slots
+        .try_into()
+        .expect("the complete layout gives every tree 2^depth slots")
 }
 
 impl TreeEnsemble {
@@ -208,7 +247,7 @@ impl TreeEnsemble {
     pub fn log_odds(&self, values: &[f64]) -> f64 {
         match self
             .complete
-            .get_or_init(|| CompleteTrees::build(&self.trees))
+            .get_or_init(|| CompleteTrees::build(&self.trees, self.features))
         {
             Some(complete) => complete.log_odds(self.base, values),
             None => self.nested_log_odds(values),
@@ -532,6 +571,7 @@ mod tests {
         fn the_complete_layout_scores_to_the_bit(
             seed in 1u64..u64::MAX,
             depth in 0u32..7,
+            tree_count in 1usize..20,
             rows in proptest::collection::vec(
                 proptest::collection::vec(
                     proptest::prop_oneof![
@@ -544,10 +584,10 @@ mod tests {
             ),
         ) {
             let mut seed = seed;
-            let trees: Vec<Vec<Node>> = (0..12).map(|_| random_tree(&mut seed, 3, depth)).collect();
+            let trees: Vec<Vec<Node>> = (0..tree_count).map(|_| random_tree(&mut seed, 3, depth)).collect();
             let ensemble = TreeEnsemble::new(0.25, trees, 3);
             ensemble.validate(3).expect("valid");
-            proptest::prop_assert!(ensemble.complete.get_or_init(|| CompleteTrees::build(&ensemble.trees)).is_some());
+            proptest::prop_assert!(ensemble.complete.get_or_init(|| CompleteTrees::build(&ensemble.trees, 3)).is_some());
             for row in &rows {
                 let complete = ensemble.log_odds(row);
                 let nested = ensemble.nested_log_odds(row);
