@@ -322,7 +322,22 @@ pub fn decision_pair(decision_id: &str) -> Option<PairKey> {
 
 /// The suffix that makes a decision id name its pair ([`decision_pair`] reads it back).
 pub fn decision_id_suffix(pair: PairKey) -> String {
-    format!("/{}-{}", pair.sku, pair.location)
+    let mut suffix = String::with_capacity(DECISION_ID_SUFFIX_MAX);
+    push_decision_id_suffix(&mut suffix, pair);
+    suffix
+}
+
+/// The longest [`decision_id_suffix`]: `/`, a `u64`, `-`, a `u32`.
+pub const DECISION_ID_SUFFIX_MAX: usize = 1 + 20 + 1 + 10;
+
+/// Appends [`decision_id_suffix`] to `id` (lookups name a decision each: no formatter, no
+/// allocation beyond `id`'s own).
+pub fn push_decision_id_suffix(id: &mut String, pair: PairKey) {
+    let mut digits = itoa::Buffer::new();
+    id.push('/');
+    id.push_str(digits.format(pair.sku));
+    id.push('-');
+    id.push_str(digits.format(pair.location));
 }
 
 /// The key of the decision record `decision_id` of `pair` (a node's ids name their pair, so

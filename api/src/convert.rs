@@ -21,17 +21,24 @@ use crate::status::invalid;
 
 /// The domain surface of a proto surface; `field` names the request field.
 pub fn surface(value: i32, field: &str) -> Result<Surface, Status> {
-    match pb::Surface::try_from(value) {
-        Ok(pb::Surface::ItemPage) => Ok(Surface::ItemPage),
-        Ok(pb::Surface::Pickup) => Ok(Surface::Pickup),
-        Ok(pb::Surface::Delivery) => Ok(Surface::Delivery),
-        Ok(pb::Surface::Substitution) => Ok(Surface::Substitution),
-        Ok(pb::Surface::Replenishment) => Ok(Surface::Replenishment),
-        Ok(pb::Surface::Unspecified) => Err(invalid(
+    known_surface(value).ok_or_else(|| match pb::Surface::try_from(value) {
+        Ok(_) => invalid(
             field,
             "is required (ITEM_PAGE, PICKUP, DELIVERY, SUBSTITUTION or REPLENISHMENT)",
-        )),
-        Err(_) => Err(invalid(field, format!("unknown surface {value}"))),
+        ),
+        Err(_) => invalid(field, format!("unknown surface {value}")),
+    })
+}
+
+/// The domain surface of a proto one (`None`: unspecified or unknown).
+fn known_surface(value: i32) -> Option<Surface> {
+    match pb::Surface::try_from(value) {
+        Ok(pb::Surface::ItemPage) => Some(Surface::ItemPage),
+        Ok(pb::Surface::Pickup) => Some(Surface::Pickup),
+        Ok(pb::Surface::Delivery) => Some(Surface::Delivery),
+        Ok(pb::Surface::Substitution) => Some(Surface::Substitution),
+        Ok(pb::Surface::Replenishment) => Some(Surface::Replenishment),
+        Ok(pb::Surface::Unspecified) | Err(_) => None,
     }
 }
 
@@ -46,19 +53,27 @@ pub fn surface_to_proto(surface: Surface) -> pb::Surface {
     }
 }
 
-/// A checked lookup: pair, quantity, surface. `prefix` is the request path (`""` or
-/// `"items[3]."`).
+/// A checked lookup: pair, quantity, surface. `item` is the request's index in a batch
+/// (`None`: a point lookup); errors name the field by its path (`qty`, `items[3].qty`), built
+/// only when there is an error.
 pub fn lookup(
     request: &pb::GetAvailabilityRequest,
-    prefix: &str,
+    item: Option<usize>,
 ) -> Result<(PairKey, i64, Surface), Status> {
+    let field = |name: &str| match item {
+        Some(index) => format!("items[{index}].{name}"),
+        None => name.to_owned(),
+    };
     if request.qty < 1 || request.qty > i64::from(i32::MAX) {
         return Err(invalid(
-            format!("{prefix}qty"),
+            field("qty"),
             format!("must be 1 to {}, got {}", i32::MAX, request.qty),
         ));
     }
-    let surface = surface(request.surface, &format!("{prefix}surface"))?;
+    let surface = match known_surface(request.surface) {
+        Some(surface) => surface,
+        None => surface(request.surface, &field("surface"))?,
+    };
     Ok((
         PairKey::new(request.sku, request.location),
         request.qty,
@@ -425,7 +440,7 @@ mod tests {
         fn lookups_convert_only_quantities_in_range(qty in extreme_quantity(), surface in 0i32..7) {
             let request = pb::GetAvailabilityRequest { sku: 1, location: 1, qty, surface };
             let in_range = (1..=i64::from(i32::MAX)).contains(&qty);
-            match lookup(&request, "items[2].") {
+            match lookup(&request, Some(2)) {
                 Ok((_, quantity, _)) => {
                     prop_assert!(in_range);
                     prop_assert_eq!(quantity, qty);

@@ -15,6 +15,7 @@ use std::time::Duration;
 use stockgrid_actors::catalog::MAX_LOCATIONS_PER_UPSERT;
 use stockgrid_actors::decision::store_unavailable;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
+use stockgrid_actors::keys;
 use stockgrid_actors::policy::MAX_REGION_BYTES;
 use stockgrid_actors::reservation::ReserveRequest;
 use stockgrid_actors::{Engine, EngineError, Lookup};
@@ -158,11 +159,12 @@ impl<G: Grid> Api<G> {
     /// (so that the record is found in its pair's partition from the id alone).
     fn decision_id(&self, pair: PairKey) -> String {
         let n = self.inner.decisions.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{}{n:x}{}",
-            self.inner.decision_prefix,
-            stockgrid_actors::keys::decision_id_suffix(pair)
-        )
+        let prefix = &self.inner.decision_prefix;
+        let mut id = String::with_capacity(prefix.len() + 16 + keys::DECISION_ID_SUFFIX_MAX);
+        id.push_str(prefix);
+        push_hex(&mut id, n);
+        keys::push_decision_id_suffix(&mut id, pair);
+        id
     }
 
     /// Answers lookups in one pass, in order. Each is given its decision id here; the records
@@ -301,7 +303,7 @@ impl<G: Grid> pb::availability_server::Availability for Api<G> {
         request: Request<pb::GetAvailabilityRequest>,
     ) -> Answer<pb::AvailabilityAnswer> {
         let (_permit, engine) = self.admit()?;
-        let lookup = convert::lookup(request.get_ref(), "")?;
+        let lookup = convert::lookup(request.get_ref(), None)?;
         let mut answers = self.decide(engine, vec![lookup]).await?;
         let answer = answers
             .pop()
@@ -323,7 +325,7 @@ impl<G: Grid> pb::availability_server::Availability for Api<G> {
         let mut parsed: Vec<Result<(PairKey, i64, Surface), Status>> = items
             .iter()
             .enumerate()
-            .map(|(index, item)| convert::lookup(item, &format!("items[{index}].")))
+            .map(|(index, item)| convert::lookup(item, Some(index)))
             .collect();
         let lookups: Vec<(PairKey, i64, Surface)> = parsed
             .iter()
@@ -699,4 +701,39 @@ fn no_record(decision_id: &str) -> Status {
         "decision_id: no record of decision {} (item-page decisions are sampled)",
         stockgrid_actors::domain::excerpt(decision_id)
     ))
+}
+
+/// Appends `n` in lower-case hexadecimal, without leading zeros (as `{n:x}` writes it).
+fn push_hex(out: &mut String, n: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buffer = [0u8; 16];
+    let mut start = buffer.len();
+    let mut rest = n;
+    loop {
+        start -= 1;
+        buffer[start] = DIGITS[(rest & 0xf) as usize];
+        rest >>= 4;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &buffer[start..] {
+        out.push(char::from(digit));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn push_hex_writes_what_the_formatter_writes(n in any::<u64>(), small in 0u64..300) {
+            for value in [n, small, u64::MAX, 0] {
+                let mut written = String::from("d-");
+                super::push_hex(&mut written, value);
+                prop_assert_eq!(written, format!("d-{value:x}"));
+            }
+        }
+    }
 }
