@@ -275,3 +275,67 @@ async fn a_batch_of_cold_warm_and_unseen_pairs_answers_as_single_lookups_do() {
         engine.shutdown().await.expect("shutdown");
     }
 }
+
+/// A sampled item-page record is not waited for: its answer returns while the store holds
+/// every commit, and the record lands once the store lets it (a promise's record, by
+/// contrast, is durable before its answer). Samples still lingering at shutdown are written
+/// before the engine stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampled_records_never_hold_an_answer_and_land_after_it() {
+    let (engine, store) = engine(DecisionMode::Ml).await;
+    let pair = PairKey::new(7, 70);
+    let counted = arrival("count", EventKind::Count, Source::StoreInventory, pair, 9);
+    engine.ingest(vec![counted]).await.expect("ingest");
+    let sampled = |id: &str| {
+        (
+            format!("{id}/7-70"),
+            Lookup {
+                pair,
+                quantity: 1,
+                surface: Surface::ItemPage,
+                digest: true,
+            },
+        )
+    };
+
+    store.close();
+    let answered = within(
+        "a sampled lookup",
+        engine.decide_recorded_many(&[sampled("d-1")]),
+    )
+    .await
+    .expect("answered");
+    assert!(answered[0].is_ok(), "{answered:?}");
+    store.wait_for_held_commit();
+    assert_eq!(engine.decision_record("d-1/7-70").expect("read"), None);
+    store.open();
+    let deadline = std::time::Instant::now() + PROMPTLY;
+    while engine.decision_record("d-1/7-70").expect("read").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sample never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    engine
+        .decide_recorded_many(&[sampled("d-2"), sampled("d-3")])
+        .await
+        .expect("answered");
+    engine.shutdown().await.expect("shutdown");
+    let restarted = Engine::start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        Arc::new(SimulatedClock::starting_at(T0)),
+        EngineConfig::default(),
+    )
+    .await
+    .expect("restart");
+    for id in ["d-1/7-70", "d-2/7-70", "d-3/7-70"] {
+        let record = restarted.decision_record(id).expect("read");
+        assert!(
+            record.is_some_and(|r| r.decision_id == id),
+            "{id} was written"
+        );
+    }
+    restarted.shutdown().await.expect("shutdown");
+}

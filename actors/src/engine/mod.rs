@@ -83,6 +83,8 @@ struct EngineInner {
     committer: Committer,
     /// The group committer of decision records, apart from ingest's.
     record_committer: Committer,
+    /// Sampled item-page decision records waiting for their lingering group commit.
+    sampled_records: Mutex<WriteBatch>,
     /// When each partition's expiry and deadline indexes next have work.
     due_times: Arc<DueTimes>,
     /// The shards' own runtime, if configured (kept alive with the engine).
@@ -216,6 +218,7 @@ impl Engine {
                 store,
                 committer,
                 record_committer,
+                sampled_records: Mutex::new(WriteBatch::new()),
                 due_times,
                 clock,
                 published,
@@ -949,6 +952,7 @@ impl Engine {
         {
             tracing::warn!(%error, "shard supervisor did not stop in time");
         }
+        self.flush_sampled_records().await;
         self.inner.committer.clone().shutdown();
         self.inner.record_committer.clone().shutdown();
         snapshot_result
