@@ -169,7 +169,7 @@ impl<G: Grid> Api<G> {
 
     /// Answers lookups in one pass, in order. Each is given its decision id here; the records
     /// of promises (pickup, delivery) are durable before any answer returns, sampled
-    /// item-page records one group commit later (`Engine::decide_recorded_many`).
+    /// item-page records lingering up to 20 ms to share a commit (`Engine::decide_recorded_many`).
     async fn decide(
         &self,
         engine: &G,
