@@ -40,6 +40,7 @@ pub mod experiment;
 pub mod keys;
 pub mod persist;
 pub mod policy;
+mod prefetch;
 pub mod replay;
 pub mod reservation;
 pub mod shard;

@@ -38,6 +38,7 @@ use crate::error::EngineError;
 use crate::keys;
 use crate::keys::IndexFamily;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
+use crate::prefetch::prefetch;
 use crate::persist::{self, IdentityTail, Snapshot};
 use crate::policy::{Ask, DecisionContext};
 use crate::reservation::ReservationLocks;
@@ -620,6 +621,15 @@ impl Engine {
         let mut snapshots: Vec<Result<Option<SharedResident>, EngineError>> =
             Vec::with_capacity(pairs.len());
         let mut cold: Vec<Vec<(usize, PairKey)>> = Vec::new();
+        if pairs.len() > 1 {
+            // The entities lie scattered over memory: ask for all of them first, so that
+            // their cache misses overlap rather than stall each look-up below in turn.
+            for pair in pairs {
+                if let Some(entry) = published.get(pair) {
+                    prefetch(triomphe::Arc::as_ptr(entry.value()));
+                }
+            }
+        }
         for (index, &pair) in pairs.iter().enumerate() {
             let snapshot = published.get(&pair).map(|entry| entry.value().clone());
             let snapshot = match snapshot {
@@ -782,6 +792,12 @@ impl Engine {
         self.inner.store.check_writable()?;
         let pairs: Vec<PairKey> = lookups.iter().map(|lookup| lookup.pair).collect();
         let snapshots = self.snapshots(&pairs).await;
+        // The anchors hang off the states: ask for them all before the first decision.
+        for resident in snapshots.iter().flatten().flatten() {
+            if let Some(anchor) = &resident.snapshot.state.anchor {
+                prefetch(&raw const **anchor);
+            }
+        }
         let now = self.clock().now();
         Ok(lookups
             .iter()
