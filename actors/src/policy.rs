@@ -210,9 +210,12 @@ impl DecisionContext {
         };
         let measured = {
             let mut windows = self.drift_windows();
-            let (window, latest) = windows
-                .entry(region.to_string())
-                .or_insert_with(|| (DriftWindow::default(), None));
+            if !windows.contains_key(&*region) {
+                windows.insert(region.to_string(), (DriftWindow::default(), None));
+            }
+            let Some((window, latest)) = windows.get_mut(&*region) else {
+                return; // Cannot happen: inserted just above, under the same lock.
+            };
             window.add(&model.drift, values);
             if window.total < DRIFT_WINDOW_DECISIONS {
                 return;
@@ -261,7 +264,12 @@ impl DecisionContext {
     /// Whether a rules switch (surface, region, or a region's drift) covers this decision:
     /// switches win over the default mode and over experiment arms.
     fn switched_to_rules(&self, surface: Surface, location: u32) -> bool {
-        let switches = self.read();
+        self.switched_in(&self.read(), surface, location)
+    }
+
+    /// [`Self::switched_to_rules`] under switches already read (one read of the lock a
+    /// decision: both worker threads take it for every lookup).
+    fn switched_in(&self, switches: &Switches, surface: Surface, location: u32) -> bool {
         switches.rules_surfaces.contains(&surface)
             || ((!switches.rules_regions.is_empty() || !switches.drifted_regions.is_empty())
                 && self.shared.region(location).is_some_and(|region| {
@@ -349,21 +357,39 @@ impl DecisionContext {
     /// The mode and model for a surface at a location (the model only in ml mode), outside
     /// any experiment.
     pub fn mode_for(&self, surface: Surface, location: u32) -> (DecisionMode, Option<Arc<Model>>) {
-        if self.switched_to_rules(surface, location) {
-            return (DecisionMode::Rules, None);
-        }
         let switches = self.read();
-        match switches.default_mode.unwrap_or(DecisionMode::Rules) {
+        match Self::mode_in(&switches, self.switched_in(&switches, surface, location)) {
             DecisionMode::Rules => (DecisionMode::Rules, None),
             DecisionMode::Ml => (DecisionMode::Ml, switches.model.clone()),
+        }
+    }
+
+    /// The mode under `switches` of a decision that a switch does or does not cover.
+    fn mode_in(switches: &Switches, switched: bool) -> DecisionMode {
+        if switched {
+            DecisionMode::Rules
+        } else {
+            switches.default_mode.unwrap_or(DecisionMode::Rules)
         }
     }
 
     /// Whether a decision must go to the owning shard (ml, or an experiment that may need
     /// ml): rules alone are answered from the read view.
     pub fn needs_entity(&self, surface: Surface, location: u32) -> bool {
-        self.mode_for(surface, location).0 == DecisionMode::Ml
-            || (self.experiment().is_some() && !self.switched_to_rules(surface, location))
+        let switched = {
+            let switches = self.read();
+            let switched = self.switched_in(&switches, surface, location);
+            if Self::mode_in(&switches, switched) == DecisionMode::Ml {
+                return true;
+            }
+            switched
+        };
+        !switched
+            && self
+                .experiment
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some()
     }
 
     #[allow(clippy::too_many_arguments)]
