@@ -38,9 +38,9 @@ use crate::error::EngineError;
 use crate::keys;
 use crate::keys::IndexFamily;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
-use crate::prefetch::prefetch;
 use crate::persist::{self, IdentityTail, Snapshot};
 use crate::policy::{Ask, DecisionContext};
+use crate::prefetch::prefetch;
 use crate::reservation::ReservationLocks;
 use crate::shard::{
     ArrivedEntry, EntityReport, Residents, ShardContext, ShardMessage, SharedResident,
