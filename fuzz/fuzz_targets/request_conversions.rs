@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     match selector % 5 {
         0 => {
             if let Ok(request) = pb::GetAvailabilityRequest::decode(body) {
-                match convert::lookup(&request, "items[3].") {
+                match convert::lookup(&request, Some(3)) {
                     Ok((_, quantity, _)) => assert!(quantity >= 1),
                     Err(status) => assert!(status.message().len() <= MAX_MESSAGE_BYTES),
                 }
