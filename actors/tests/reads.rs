@@ -12,7 +12,7 @@ use stockgrid_actors::engine::Decided;
 use stockgrid_actors::time::{MINUTE_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig, Lookup};
 use stockgrid_inference::model::Model;
-use stockgrid_storage::{KeyValue, MemoryStore, Store, StoreError, WriteBatch};
+use stockgrid_storage::{KeyValue, MemoryStore, Store, StoreError, StoreLimits, WriteBatch};
 
 const T0: Timestamp = Timestamp(1_772_445_600_000); // 2026-03-02T10:00:00Z
 const PROMPTLY: Duration = Duration::from_secs(5);
@@ -58,6 +58,10 @@ impl GatedStore {
 impl Store for GatedStore {
     fn backend_name(&self) -> &'static str {
         "gated"
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.inner.limits()
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

@@ -30,7 +30,7 @@ use stockgrid_storage::embedded::EmbeddedStore;
 use stockgrid_storage::group_commit::{GroupCommitConfig, GroupCommitter};
 use stockgrid_storage::memory::MemoryStore;
 use stockgrid_storage::store::KeyValue;
-use stockgrid_storage::{Store, StoreError, WriteBatch};
+use stockgrid_storage::{Store, StoreError, StoreLimits, WriteBatch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::loadgen::{Kind, KindReport, LoadReport, counts, sales};
@@ -157,6 +157,10 @@ impl RecordingStore {
 impl Store for RecordingStore {
     fn backend_name(&self) -> &'static str {
         "recording"
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.inner.limits()
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

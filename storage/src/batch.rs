@@ -2,14 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::StoreError;
-
-/// Most operations one batch may carry.
-pub const MAX_BATCH_OPERATIONS: usize = 1 << 20;
-/// Most key and value bytes one batch may carry.
-pub const MAX_BATCH_BYTES: usize = 256 << 20;
-/// Longest key a store accepts (fjall's own limit is 65,536).
-pub const MAX_KEY_BYTES: usize = 16 << 10;
+use crate::{StoreError, StoreLimits};
 
 /// One write of a batch. Operations apply in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,39 +109,56 @@ impl WriteBatch {
             .sum()
     }
 
-    /// Checks the size limits; every backend calls this before writing anything.
-    pub fn check_limits(&self) -> Result<(), StoreError> {
-        let count = self.operations.len() + self.conditions.len();
-        if count > MAX_BATCH_OPERATIONS {
-            return Err(StoreError::BatchTooLarge {
-                what: "operation count",
-                actual: count,
-                limit: MAX_BATCH_OPERATIONS,
-            });
+    /// Operations and conditions together: what [`StoreLimits::max_batch_operations`] counts.
+    pub fn operation_count(&self) -> usize {
+        self.operations.len() + self.conditions.len()
+    }
+
+    /// Checks the batch against a store's `limits`; every backend calls this (through
+    /// [`resolve`]) before writing anything, so a batch over them is refused whole.
+    pub fn check_limits(&self, limits: &StoreLimits) -> Result<(), StoreError> {
+        let too_large = |what, actual, limit| StoreError::BatchTooLarge {
+            what,
+            actual,
+            limit,
+        };
+        let count = self.operation_count();
+        if count > limits.max_batch_operations {
+            return Err(too_large(
+                "operation count",
+                count,
+                limits.max_batch_operations,
+            ));
         }
         let check_key = |key: &[u8]| {
-            if key.is_empty() || key.len() > MAX_KEY_BYTES {
-                return Err(StoreError::BatchTooLarge {
-                    what: "key length (must be 1 or more)",
-                    actual: key.len(),
-                    limit: MAX_KEY_BYTES,
-                });
+            if key.is_empty() || key.len() > limits.max_key_bytes {
+                return Err(too_large(
+                    "key length (must be 1 or more)",
+                    key.len(),
+                    limits.max_key_bytes,
+                ));
             }
             Ok(())
         };
         for operation in &self.operations {
             match operation {
-                Operation::Put { key, .. } | Operation::Delete { key } => check_key(key)?,
+                Operation::Put { key, value } => {
+                    check_key(key)?;
+                    if value.len() > limits.max_value_bytes {
+                        return Err(too_large(
+                            "value length",
+                            value.len(),
+                            limits.max_value_bytes,
+                        ));
+                    }
+                }
+                Operation::Delete { key } => check_key(key)?,
                 Operation::DeleteRange { .. } => {}
             }
         }
         let bytes = self.byte_size();
-        if bytes > MAX_BATCH_BYTES {
-            return Err(StoreError::BatchTooLarge {
-                what: "byte size",
-                actual: bytes,
-                limit: MAX_BATCH_BYTES,
-            });
+        if bytes > limits.max_batch_bytes {
+            return Err(too_large("byte size", bytes, limits.max_batch_bytes));
         }
         Ok(())
     }
@@ -161,13 +171,14 @@ pub type ResolvedWrites = Vec<ResolvedWrite>;
 /// One key's net write: `Some(value)` to write, `None` to delete.
 pub type ResolvedWrite = (Vec<u8>, Option<Vec<u8>>);
 
-/// Checks the batch's conditions through `read` and folds its operations, in order, into the
-/// net write per key. `existing_keys(start, end)` lists the stored keys of a range, for range
-/// deletes. Every backend resolves batches through this one routine so that all of them give
+/// Checks the batch against the store's `limits` and its conditions through `read`, and folds
+/// its operations, in order, into the net write per key. `existing_keys(start, end)` lists the
+/// stored keys of a range, for range deletes. Every backend resolves batches through this one routine so that all of them give
 /// ordered operations and conditions the same meaning. The batch is consumed: keys and values
 /// move, nothing is copied.
 pub fn resolve<R, K>(
     batch: WriteBatch,
+    limits: &StoreLimits,
     read: R,
     existing_keys: K,
 ) -> Result<ResolvedWrites, StoreError>
@@ -175,7 +186,7 @@ where
     R: Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
     K: Fn(&[u8], &[u8]) -> Result<Vec<Vec<u8>>, StoreError>,
 {
-    batch.check_limits()?;
+    batch.check_limits(limits)?;
     for condition in &batch.conditions {
         let (key, holds) = match condition {
             Condition::Absent(key) => (key, read(key)?.is_none()),

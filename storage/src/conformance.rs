@@ -142,17 +142,56 @@ pub fn conditions_are_atomic<H: Harness>(harness: &mut H) {
     assert_eq!(store.get(b"absent").expect("get"), Some(b"now".to_vec()));
 }
 
-/// Oversized or malformed batches are refused whole.
+/// Oversized or malformed batches are refused whole, against the limits the backend
+/// declares: an empty key and a key one byte over the limit, each beside a valid put that must
+/// not be applied either; a key at the limit is accepted.
 pub fn limits_are_enforced<H: Harness>(harness: &mut H) {
     let store = harness.fresh();
-    let mut batch = WriteBatch::new();
-    batch.put(b"fine".to_vec(), b"v".to_vec());
-    batch.put(Vec::new(), b"empty key".to_vec());
-    assert!(matches!(
-        store.commit(batch),
-        Err(StoreError::BatchTooLarge { .. })
-    ));
-    assert_eq!(store.get(b"fine").expect("get"), None);
+    let limits = store.limits();
+    assert!(limits.max_key_bytes > 0 && limits.max_batch_operations > 0);
+    let over_long_key = vec![b'k'; limits.max_key_bytes + 1];
+    for bad in [Vec::new(), over_long_key] {
+        let mut batch = WriteBatch::new();
+        batch.put(b"fine".to_vec(), b"v".to_vec());
+        batch.put(bad, b"refused".to_vec());
+        assert!(matches!(
+            store.commit(batch),
+            Err(StoreError::BatchTooLarge { .. })
+        ));
+        assert_eq!(store.get(b"fine").expect("get"), None);
+    }
+    // The longest key the backend declares is accepted.
+    let mut longest = WriteBatch::new();
+    longest.put(vec![b'k'; limits.max_key_bytes], b"v".to_vec());
+    store.commit(longest).expect("a key at the limit");
+}
+
+/// Many keys read in one call come back in the order asked, absent ones as `None`, a key
+/// asked twice twice, as single reads would give them.
+pub fn get_many_answers_in_order<H: Harness>(harness: &mut H) {
+    let store = harness.fresh();
+    put(&store, b"b", b"2");
+    put(&store, b"a", b"1");
+    let keys: [&[u8]; 4] = [b"b", b"missing", b"a", b"b"];
+    let values = store.get_many(&keys).expect("get_many");
+    let singles: Vec<Option<Vec<u8>>> = keys
+        .iter()
+        .map(|key| store.get(key).expect("get"))
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            Some(b"2".to_vec()),
+            None,
+            Some(b"1".to_vec()),
+            Some(b"2".to_vec())
+        ]
+    );
+    assert_eq!(values, singles);
+    assert_eq!(
+        store.get_many(&[]).expect("nothing asked"),
+        Vec::<Option<Vec<u8>>>::new()
+    );
 }
 
 /// A failed write poisons the store: that commit and every later one is refused, reads go on.
@@ -330,6 +369,10 @@ macro_rules! conformance_tests {
         #[test]
         fn limits_are_enforced() {
             $crate::conformance::limits_are_enforced(&mut $make);
+        }
+        #[test]
+        fn get_many_answers_in_order() {
+            $crate::conformance::get_many_answers_in_order(&mut $make);
         }
         #[test]
         fn failed_write_poisons() {

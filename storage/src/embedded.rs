@@ -19,7 +19,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::batch::resolve;
 use crate::poison::PoisonState;
-use crate::{KeyValue, Store, StoreError, WriteBatch};
+use crate::{KeyValue, Store, StoreError, StoreLimits, WriteBatch};
 
 const KEYSPACE_NAME: &str = "stockgrid";
 /// Table files the store keeps open at most (fjall's default is 900 on Linux).
@@ -229,6 +229,10 @@ impl Store for EmbeddedStore {
         "embedded"
     }
 
+    fn limits(&self) -> StoreLimits {
+        StoreLimits::LOCAL
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.fjall()?
             .keyspace
@@ -262,6 +266,7 @@ impl Store for EmbeddedStore {
             .map_err(|_| backend_error("lock commit", "poisoned by a panic"))?;
         let writes = resolve(
             batch,
+            &StoreLimits::LOCAL,
             |key| self.get(key),
             |start, end| self.keys_in(start, end),
         )?;

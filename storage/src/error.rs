@@ -48,6 +48,18 @@ pub enum StoreError {
         /// The backend's own description.
         message: String,
     },
+    /// A commit whose result was lost (the connection dropped while the commit was under
+    /// way): it may or may not have been applied. A backend over a network resolves this by
+    /// the batch's own id before it writes anything else; the error reaches its caller only
+    /// when that resolution could not be made either, and the caller retries (every write of
+    /// the engine is idempotent by its ids).
+    #[error("{context}: commit outcome unknown ({message})")]
+    OutcomeUnknown {
+        /// The operation, as a verb phrase.
+        context: &'static str,
+        /// The backend's own description.
+        message: String,
+    },
     /// The group committer is gone (the node is shutting down).
     #[error("group committer stopped")]
     CommitterStopped,
@@ -62,5 +74,11 @@ impl StoreError {
     /// Whether the failure is transient (DESIGN.md "Storage": unavailable, not poisoned).
     pub fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable { .. })
+    }
+
+    /// Whether a commit may or may not have been applied (DESIGN.md "Storage": outcome
+    /// unknown).
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, StoreError::OutcomeUnknown { .. })
     }
 }

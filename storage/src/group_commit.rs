@@ -1,9 +1,10 @@
 //! [`GroupCommitter`]: many writers, one fsync.
 //!
 //! Writers submit batches through a bounded queue (a full queue makes `submit` wait: that is
-//! the back-pressure). One committer thread drains whatever is queued, merges consecutive
-//! unconditional batches into one store commit (one fsync), commits each conditional batch on
-//! its own in order, and only then answers each writer. A writer's acknowledgement therefore
+//! the back-pressure). One committer thread drains whatever is queued, up to the store's
+//! declared limits, merges consecutive unconditional batches into one store commit (one
+//! fsync), commits each conditional batch on its own in order, and only then answers each
+//! writer. A writer's acknowledgement therefore
 //! always means "on stable storage". Batches commit in submission order.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Store, StoreError, WriteBatch};
+use crate::{Store, StoreError, StoreLimits, WriteBatch};
 
 /// Most bytes merged into one store commit (below the per-batch limit).
 const MAX_GROUP_BYTES: usize = 64 << 20;
@@ -128,21 +129,36 @@ impl GroupCommitter {
 }
 
 fn run(store: &dyn Store, mut receiver: mpsc::Receiver<Request>, config: GroupCommitConfig) {
-    while let Some(first) = receiver.blocking_recv() {
-        let mut operations = first.batch.operations.len();
+    // A merged commit stays within the store's own limits: it is one atomic batch.
+    let limits = store.limits();
+    let merged_limits = StoreLimits {
+        max_batch_operations: config
+            .max_operations_per_commit
+            .min(limits.max_batch_operations),
+        max_batch_bytes: MAX_GROUP_BYTES.min(limits.max_batch_bytes),
+        ..limits
+    };
+    // A batch drained that would take its group over the limits starts the next group.
+    let mut carried: Option<Request> = None;
+    loop {
+        let Some(first) = carried.take().or_else(|| receiver.blocking_recv()) else {
+            break;
+        };
+        let mut operations = first.batch.operation_count();
         let mut bytes = first.batch.byte_size();
         let mut group = vec![first];
-        while operations < config.max_operations_per_commit && bytes < MAX_GROUP_BYTES {
-            match receiver.try_recv() {
-                Ok(request) => {
-                    operations += request.batch.operations.len();
-                    bytes += request.batch.byte_size();
-                    group.push(request);
-                }
-                Err(_) => break,
+        while let Ok(request) = receiver.try_recv() {
+            let (more_operations, more_bytes) =
+                (request.batch.operation_count(), request.batch.byte_size());
+            if !merged_limits.admits(operations + more_operations, bytes + more_bytes) {
+                carried = Some(request);
+                break;
             }
+            operations += more_operations;
+            bytes += more_bytes;
+            group.push(request);
         }
-        commit_group(store, group);
+        commit_group(store, &limits, group);
     }
 }
 
@@ -150,10 +166,10 @@ fn run(store: &dyn Store, mut receiver: mpsc::Receiver<Request>, config: GroupCo
 /// batches alone (their conditions must see exactly the writes committed before them).
 /// A batch over the size limits is refused on its own and never merged, so one bad batch
 /// cannot fail its neighbours.
-fn commit_group(store: &dyn Store, group: Vec<Request>) {
+fn commit_group(store: &dyn Store, limits: &StoreLimits, group: Vec<Request>) {
     let mut run: Vec<Request> = Vec::new();
     for request in group {
-        if let Err(error) = request.batch.check_limits() {
+        if let Err(error) = request.batch.check_limits(limits) {
             let _ = request.reply.send(Err(error));
         } else if request.batch.conditions.is_empty() {
             run.push(request);
@@ -179,5 +195,119 @@ fn commit_merged(store: &dyn Store, run: Vec<Request>) {
     let result = store.commit(merged);
     for reply in replies {
         let _ = reply.send(result.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{KeyValue, MemoryStore};
+
+    /// A memory store that declares small limits and notes the size of every commit; its
+    /// first commit waits for `release`, so that what is submitted meanwhile queues up.
+    #[derive(Debug, Default)]
+    struct SmallStore {
+        inner: MemoryStore,
+        commits: Mutex<Vec<usize>>,
+        hold_first: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    const SMALL: StoreLimits = StoreLimits {
+        max_batch_operations: 4,
+        max_batch_bytes: 1 << 20,
+        max_key_bytes: 64,
+        max_value_bytes: 64,
+    };
+
+    impl Store for SmallStore {
+        fn backend_name(&self) -> &'static str {
+            "small"
+        }
+
+        fn limits(&self) -> StoreLimits {
+            SMALL
+        }
+
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+
+        fn scan(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            limit: usize,
+        ) -> Result<Vec<KeyValue>, StoreError> {
+            self.inner.scan(start, end, limit)
+        }
+
+        fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+            let held = self.hold_first.lock().expect("hold").take();
+            if let Some(release) = held {
+                let _ = release.recv();
+            }
+            batch.check_limits(&SMALL)?;
+            self.commits
+                .lock()
+                .expect("commits")
+                .push(batch.operation_count());
+            self.inner.commit(batch)
+        }
+
+        fn check_writable(&self) -> Result<(), StoreError> {
+            self.inner.check_writable()
+        }
+
+        fn disk_bytes(&self) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
+
+    /// Batches queued together merge only up to the store's limits, and a batch over them is
+    /// refused on its own while every other batch is acknowledged and applied.
+    #[test]
+    fn merged_commits_stay_within_the_store_limits() {
+        let store = Arc::new(SmallStore::default());
+        let (release, held) = std::sync::mpsc::channel();
+        *store.hold_first.lock().expect("hold") = Some(held);
+        let committer = GroupCommitter::start(
+            Arc::clone(&store) as Arc<dyn Store>,
+            GroupCommitConfig::default(),
+        )
+        .expect("start");
+        let mut tickets = Vec::new();
+        for i in 0u8..12 {
+            let mut batch = WriteBatch::new();
+            batch
+                .put(vec![b'a', i], vec![i])
+                .put(vec![b'b', i], vec![i]);
+            tickets.push(committer.submit_blocking(batch));
+        }
+        let mut too_large = WriteBatch::new();
+        for i in 0u8..5 {
+            too_large.put(vec![b'x', i], vec![i]);
+        }
+        let refused = committer.submit_blocking(too_large);
+        // Everything is queued behind the held first commit: let it go.
+        release.send(()).expect("release");
+        for ticket in tickets {
+            ticket.wait_blocking().expect("a batch within the limits");
+        }
+        assert!(matches!(
+            refused.wait_blocking(),
+            Err(StoreError::BatchTooLarge { .. })
+        ));
+        committer.shutdown();
+        let commits = store.commits.lock().expect("commits").clone();
+        assert!(
+            commits.iter().all(|&operations| operations <= 4),
+            "{commits:?}"
+        );
+        assert!(commits.contains(&4), "queued batches merged: {commits:?}");
+        assert_eq!(commits.iter().sum::<usize>(), 24);
+        assert_eq!(store.scan(b"a", b"c", 100).expect("scan").len(), 24);
+        assert_eq!(store.get(&[b'x', 0]).expect("get"), None);
     }
 }

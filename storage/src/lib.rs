@@ -9,6 +9,7 @@
 //! - [`store`]: the [`Store`] trait, the contract every backend fulfils.
 //! - [`batch`]: [`WriteBatch`], its operations and conditions, and the one routine that
 //!   resolves a batch against existing keys (shared by every backend so they agree).
+//! - [`limits`]: [`StoreLimits`], what one atomic batch may carry, declared per backend.
 //! - [`error`]: [`StoreError`], including the poisoned state.
 //! - [`poison`]: the poisoned state every backend keeps, and the test hook that trips it.
 //! - [`memory`]: [`MemoryStore`], an in-memory backend for unit tests and simulation.
@@ -31,6 +32,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod error;
 pub mod group_commit;
+pub mod limits;
 pub mod memory;
 pub mod poison;
 pub mod store;
@@ -40,5 +42,6 @@ pub use batch::{Condition, Operation, WriteBatch};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
 pub use group_commit::{CommitTicket, GroupCommitConfig, GroupCommitter};
+pub use limits::StoreLimits;
 pub use memory::MemoryStore;
 pub use store::{KeyValue, Store};

@@ -9,7 +9,7 @@ use std::sync::RwLock;
 
 use crate::batch::resolve;
 use crate::poison::PoisonState;
-use crate::{KeyValue, Store, StoreError, WriteBatch};
+use crate::{KeyValue, Store, StoreError, StoreLimits, WriteBatch};
 
 /// An ordered map behind a lock.
 #[derive(Debug, Default)]
@@ -55,6 +55,10 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    fn limits(&self) -> StoreLimits {
+        StoreLimits::LOCAL
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         let map = self.map.read().map_err(|_| Self::lock_error())?;
         Ok(map.get(key).cloned())
@@ -73,6 +77,7 @@ impl Store for MemoryStore {
         let mut map = self.map.write().map_err(|_| Self::lock_error())?;
         let writes = resolve(
             batch,
+            &StoreLimits::LOCAL,
             |key| Ok(map.get(key).cloned()),
             |start, end| Ok(range_of(&map, start, end).map(|(k, _)| k.clone()).collect()),
         )?;

@@ -1,6 +1,6 @@
 //! The [`Store`] contract.
 
-use crate::{StoreError, WriteBatch};
+use crate::{StoreError, StoreLimits, WriteBatch};
 
 /// A key and its value, as returned by scans.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
@@ -12,8 +12,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A short name for logs ("embedded", "memory").
     fn backend_name(&self) -> &'static str;
 
+    /// What one atomic batch may carry on this backend: a larger batch is refused whole
+    /// ([`StoreError::BatchTooLarge`]), never split, and the group committer merges batches
+    /// only up to these limits.
+    fn limits(&self) -> StoreLimits;
+
     /// The value stored under `key`, if any.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The values stored under `keys`, in their order (`None` where absent): one round trip
+    /// where the backend is reached over a network, so that a shard needing many keys waits
+    /// once. Each value is as [`Store::get`] would return it at some moment of the call.
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get(key)).collect()
+    }
 
     /// The pairs with `start <= key < end`, in key order, at most `limit` of them.
     fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError>;
