@@ -12,12 +12,15 @@ use stockgrid_actors::engine::Decided;
 use stockgrid_actors::time::{MINUTE_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig, Lookup};
 use stockgrid_inference::model::Model;
-use stockgrid_storage::{KeyValue, MemoryStore, Store, StoreError, StoreLimits, WriteBatch};
+use stockgrid_storage::{
+    KeyValue, MemoryStore, Operation, Store, StoreError, StoreLimits, WriteBatch,
+};
 
 const T0: Timestamp = Timestamp(1_772_445_600_000); // 2026-03-02T10:00:00Z
 const PROMPTLY: Duration = Duration::from_secs(5);
 
-/// A store whose commits wait while its gate is closed (on the group committer's thread).
+/// A store whose commits wait while its gate is closed (on the group committer's thread):
+/// every commit, or only those writing a key that contains `Gate::only`.
 #[derive(Debug, Default)]
 struct GatedStore {
     inner: MemoryStore,
@@ -29,11 +32,19 @@ struct GatedStore {
 struct Gate {
     closed: bool,
     waiting: usize,
+    only: Option<Vec<u8>>,
 }
 
 impl GatedStore {
     fn close(&self) {
         self.gate.lock().expect("gate").closed = true;
+    }
+
+    /// Closes the gate to the commits that write a key containing `pattern` only.
+    fn close_to(&self, pattern: &[u8]) {
+        let mut gate = self.gate.lock().expect("gate");
+        gate.only = Some(pattern.to_vec());
+        gate.closed = true;
     }
 
     fn open(&self) {
@@ -74,6 +85,16 @@ impl Store for GatedStore {
 
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         let mut gate = self.gate.lock().expect("gate");
+        if let Some(pattern) = &gate.only {
+            let gated = batch.operations.iter().any(|operation| match operation {
+                Operation::Put { key, .. } => key.windows(pattern.len()).any(|w| w == pattern),
+                _ => false,
+            });
+            if !gated {
+                drop(gate);
+                return self.inner.commit(batch);
+            }
+        }
         gate.waiting += 1;
         self.changed.notify_all();
         let mut gate = self
@@ -342,4 +363,50 @@ async fn sampled_records_never_hold_an_answer_and_land_after_it() {
         );
     }
     restarted.shutdown().await.expect("shutdown");
+}
+
+/// Shutdown waits for a flush of sampled records already under way: the linger's end has
+/// taken the records and its commit is held at the store when shutdown begins, and when
+/// shutdown returns the record is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_sampled_flush_under_way() {
+    let (engine, store) = engine(DecisionMode::Ml).await;
+    let pair = PairKey::new(7, 70);
+    let counted = arrival("count", EventKind::Count, Source::StoreInventory, pair, 9);
+    engine.ingest(vec![counted]).await.expect("ingest");
+    store.close_to(b"d-9/7-70");
+    let sample = Lookup {
+        pair,
+        quantity: 1,
+        surface: Surface::ItemPage,
+        digest: true,
+    };
+    engine
+        .decide_recorded_many(&[("d-9/7-70".to_owned(), sample)])
+        .await
+        .expect("answered");
+    // The linger ends and its commit reaches the gate.
+    let waiting = Arc::clone(&store);
+    tokio::task::spawn_blocking(move || waiting.wait_for_held_commit())
+        .await
+        .expect("held");
+    let opener = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            store.open();
+        })
+    };
+    engine.shutdown().await.expect("shutdown");
+    let written = store
+        .inner
+        .scan(b"", &[0xff; 8], usize::MAX)
+        .expect("scan")
+        .iter()
+        .any(|(key, _)| key.windows(8).any(|w| w == b"d-9/7-70"));
+    assert!(
+        written,
+        "shutdown returned before the sampled record was durable"
+    );
+    opener.join().expect("opener");
 }

@@ -414,6 +414,49 @@ mod tests {
 
     use super::*;
 
+    /// A refused lookup names its field by its path: bare for a point lookup, under
+    /// `items[i].` in a batch; quantity first, then the surface (unspecified or unknown).
+    #[test]
+    fn lookup_errors_name_the_field_by_its_path() {
+        let message = |request: &pb::GetAvailabilityRequest, item| {
+            lookup(request, item)
+                .expect_err("refused")
+                .message()
+                .to_owned()
+        };
+        let zero = pb::GetAvailabilityRequest {
+            sku: 1,
+            location: 1,
+            qty: 0,
+            surface: pb::Surface::ItemPage as i32,
+        };
+        assert!(message(&zero, None).starts_with("qty: must be 1 to "));
+        assert!(message(&zero, Some(2)).starts_with("items[2].qty: must be 1 to "));
+        let unspecified = pb::GetAvailabilityRequest {
+            qty: 1,
+            surface: pb::Surface::Unspecified as i32,
+            ..zero
+        };
+        assert!(message(&unspecified, None).starts_with("surface: is required"));
+        assert!(message(&unspecified, Some(2)).starts_with("items[2].surface: is required"));
+        let unknown = pb::GetAvailabilityRequest {
+            surface: 99,
+            ..unspecified
+        };
+        assert_eq!(
+            message(&unknown, Some(0)),
+            "items[0].surface: unknown surface 99"
+        );
+        let fine = pb::GetAvailabilityRequest {
+            surface: pb::Surface::Pickup as i32,
+            ..unspecified
+        };
+        assert_eq!(
+            lookup(&fine, Some(5)).expect("valid"),
+            (PairKey::new(1, 1), 1, Surface::Pickup)
+        );
+    }
+
     /// Quantities a hostile client sends: the integer extremes, the bounds and one past them.
     fn extreme_quantity() -> impl Strategy<Value = i64> {
         prop_oneof![

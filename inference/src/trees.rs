@@ -155,6 +155,9 @@ impl CompleteTrees {
                         left,
                         right,
                     } => {
+                        if usize::from(feature) >= features {
+                            return None; // Not a valid ensemble: the nested walk says so.
+                        }
                         layout.features[first + slot] = u8::try_from(feature).ok()?;
                         layout.thresholds[first + slot] = threshold;
                         pending.push((left as usize, 2 * slot + 1, level + 1));
@@ -245,6 +248,7 @@ impl TreeEnsemble {
 
     /// The log-odds of a row (from the complete layout when the trees allow it).
     pub fn log_odds(&self, values: &[f64]) -> f64 {
+        debug_assert!(values.len() >= self.features, "a row of every feature");
         match self
             .complete
             .get_or_init(|| CompleteTrees::build(&self.trees, self.features))
@@ -564,35 +568,94 @@ mod tests {
         nodes
     }
 
+    /// Rows of `features` values: on and near the trees' thresholds, and any `f64` (NaN and
+    /// the infinities included).
+    fn rows(features: usize) -> impl proptest::strategy::Strategy<Value = Vec<Vec<f64>>> {
+        proptest::collection::vec(
+            proptest::collection::vec(
+                proptest::prop_oneof![
+                    (-60i32..60).prop_map(|v| f64::from(v) / 10.0),
+                    proptest::num::f64::ANY,
+                ],
+                features,
+            ),
+            1..12,
+        )
+    }
+
     proptest::proptest! {
         /// The complete layout scores every row exactly as the nested trees do, NaN, the
-        /// infinities and values on the thresholds included, for trees of any shape.
+        /// infinities and values on the thresholds included, for trees of any shape and depth
+        /// up to the layout's limit, any tree count (none included) and rows as wide as the
+        /// layout takes.
         #[test]
         fn the_complete_layout_scores_to_the_bit(
             seed in 1u64..u64::MAX,
-            depth in 0u32..7,
-            tree_count in 1usize..20,
-            rows in proptest::collection::vec(
-                proptest::collection::vec(
-                    proptest::prop_oneof![
-                        (-60i32..60).prop_map(|v| f64::from(v) / 10.0),
-                        proptest::num::f64::ANY,
-                    ],
-                    3,
-                ),
-                1..20,
-            ),
+            depth in 0u32..=MAX_COMPLETE_DEPTH,
+            tree_count in 0usize..20,
+            (features, rows) in proptest::prop_oneof![
+                Just(1usize), Just(3usize), Just(MAX_COMPLETE_FEATURES)
+            ]
+            .prop_flat_map(|features| (Just(features), rows(features))),
         ) {
             let mut seed = seed;
-            let trees: Vec<Vec<Node>> = (0..tree_count).map(|_| random_tree(&mut seed, 3, depth)).collect();
-            let ensemble = TreeEnsemble::new(0.25, trees, 3);
-            ensemble.validate(3).expect("valid");
-            proptest::prop_assert!(ensemble.complete.get_or_init(|| CompleteTrees::build(&ensemble.trees, 3)).is_some());
+            let width = u16::try_from(features).expect("narrow");
+            let trees: Vec<Vec<Node>> =
+                (0..tree_count).map(|_| random_tree(&mut seed, width, depth)).collect();
+            let ensemble = TreeEnsemble::new(0.25, trees, features);
+            ensemble.validate(features).expect("valid");
+            proptest::prop_assert!(
+                ensemble
+                    .complete
+                    .get_or_init(|| CompleteTrees::build(&ensemble.trees, features))
+                    .is_some()
+            );
             for row in &rows {
                 let complete = ensemble.log_odds(row);
                 let nested = ensemble.nested_log_odds(row);
                 proptest::prop_assert_eq!(complete.to_bits(), nested.to_bits(), "row {:?}", row);
             }
+        }
+    }
+
+    /// Rows wider than the complete layout takes, and trees deeper than it lays out, are
+    /// scored by the nested walk.
+    #[test]
+    fn wide_rows_and_deep_trees_fall_back_to_the_nested_walk() {
+        let mut seed = 7;
+        let wide = MAX_COMPLETE_FEATURES + 1;
+        let trees: Vec<Vec<Node>> = (0..5)
+            .map(|_| random_tree(&mut seed, u16::try_from(wide).expect("narrow"), 3))
+            .collect();
+        assert!(CompleteTrees::build(&trees, wide).is_none());
+        let ensemble = TreeEnsemble::new(0.5, trees, wide);
+        let row: Vec<f64> = (0..wide).map(|i| i as f64 / 7.0 - 4.0).collect();
+        assert_eq!(
+            ensemble.log_odds(&row).to_bits(),
+            ensemble.nested_log_odds(&row).to_bits()
+        );
+        // A chain of splits down the left, one level deeper than the layout takes.
+        let mut chain = Vec::new();
+        for level in 0..=MAX_COMPLETE_DEPTH {
+            let index = u32::try_from(chain.len()).expect("small");
+            chain.push(Node::Split {
+                feature: 0,
+                threshold: f64::from(level),
+                left: index + 2,
+                right: index + 1,
+            });
+            chain.push(Node::Leaf(f64::from(level)));
+        }
+        chain.push(Node::Leaf(-1.0));
+        let deep = vec![chain];
+        assert!(CompleteTrees::build(&deep, 1).is_none());
+        let ensemble = TreeEnsemble::new(0.0, deep, 1);
+        ensemble.validate(1).expect("valid");
+        for value in [-1.0, 0.5, 4.5, 100.0, f64::NAN] {
+            assert_eq!(
+                ensemble.log_odds(&[value]).to_bits(),
+                ensemble.nested_log_odds(&[value]).to_bits()
+            );
         }
     }
 }

@@ -1,8 +1,6 @@
 //! The engine's decision records: written durably (their own group commit), read back by id,
 //! and replayed from the node's own log ([`Engine::replay_decision`]).
 
-use std::time::Duration;
-
 use stockgrid_storage::WriteBatch;
 
 use crate::audit::{
@@ -18,61 +16,7 @@ use crate::ledger::{EntityState, ReadView};
 use crate::persist::{RebuildBase, RebuildTo, decode, rebuild_entity};
 use crate::time::Timestamp;
 
-/// How long a sampled item-page record waits for others before their group commit: one
-/// fsync per linger rather than one per request (at 1% of 300 K lookups a second, a fsync a
-/// request cost a quarter of the lookups' throughput).
-pub const SAMPLE_LINGER: Duration = Duration::from_millis(20);
-
-/// Sampled records that are committed at once, without lingering further.
-const SAMPLE_FLUSH_OPERATIONS: usize = 4096;
-
 impl Engine {
-    /// Adds sampled records to those lingering: the first of a linger schedules their commit,
-    /// and a full buffer is committed at once (waiting only while the committer's queue is
-    /// full: the back-pressure).
-    async fn linger_sampled_records(&self, samples: WriteBatch) {
-        let (first, full) = {
-            let mut lingering = self.lock_sampled_records();
-            let first = lingering.is_empty();
-            lingering.append(samples);
-            let full = lingering.operations.len() >= SAMPLE_FLUSH_OPERATIONS;
-            (first, full.then(|| std::mem::take(&mut *lingering)))
-        };
-        if let Some(full) = full {
-            let ticket = self.submit_records(full).await;
-            tokio::spawn(async move {
-                if let Err(error) = ticket.wait().await {
-                    tracing::warn!(%error, "sampled decision records not written");
-                }
-            });
-        } else if first {
-            let engine = self.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(SAMPLE_LINGER).await;
-                engine.flush_sampled_records().await;
-            });
-        }
-    }
-
-    /// Commits the lingering sampled records now (the linger's end, and shutdown).
-    pub(crate) async fn flush_sampled_records(&self) {
-        let lingering = std::mem::take(&mut *self.lock_sampled_records());
-        if lingering.is_empty() {
-            return;
-        }
-        if let Err(error) = self.commit_records(lingering).await {
-            tracing::warn!(%error, "sampled decision records not written");
-        }
-    }
-
-    fn lock_sampled_records(&self) -> std::sync::MutexGuard<'_, WriteBatch> {
-        // The buffer is only appended to and taken whole: a panic cannot leave it torn.
-        self.inner
-            .sampled_records
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Writes decision records durably, in one group commit, before returning. Records have
     /// their own group committer: a promise's record never queues behind ingest batches.
     pub async fn record_decisions(&self, records: &[AuditRecord]) -> Result<(), EngineError> {
@@ -94,9 +38,9 @@ impl Engine {
     /// whose pair cannot be read answers its own error). The records of those with `digest`
     /// set are written in one group commit of their own: a promise's record (pickup,
     /// delivery) is durable before any answer is returned; a sampled item-page record is not
-    /// a promise and is not waited for: it lingers up to [`SAMPLE_LINGER`] so that the samples
-    /// of many requests share one commit (a crash in between loses those samples, never a
-    /// promise's record).
+    /// a promise and is not waited for: it lingers up to [`super::samples::SAMPLE_LINGER`] so
+    /// that the samples of many requests share one commit (a crash in between loses those
+    /// samples, never a promise's record).
     pub async fn decide_recorded_many(
         &self,
         lookups: &[(String, Lookup)],

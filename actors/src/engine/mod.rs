@@ -25,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 mod audit;
 mod catalog;
 mod reservations;
+mod samples;
 
 use crate::audit::NodeMoment;
 pub use crate::audit::{Decided, Lookup};
@@ -84,8 +85,8 @@ struct EngineInner {
     committer: Committer,
     /// The group committer of decision records, apart from ingest's.
     record_committer: Committer,
-    /// Sampled item-page decision records waiting for their lingering group commit.
-    sampled_records: Mutex<WriteBatch>,
+    /// Sampled item-page decision records lingering for their shared group commit.
+    sampled_records: samples::SampledRecords,
     /// When each partition's expiry and deadline indexes next have work.
     due_times: Arc<DueTimes>,
     /// The shards' own runtime, if configured (kept alive with the engine).
@@ -219,7 +220,7 @@ impl Engine {
                 store,
                 committer,
                 record_committer,
-                sampled_records: Mutex::new(WriteBatch::new()),
+                sampled_records: samples::SampledRecords::default(),
                 due_times,
                 clock,
                 published,
@@ -968,7 +969,7 @@ impl Engine {
         {
             tracing::warn!(%error, "shard supervisor did not stop in time");
         }
-        self.flush_sampled_records().await;
+        self.flush_sampled_records(true).await;
         self.inner.committer.clone().shutdown();
         self.inner.record_committer.clone().shutdown();
         snapshot_result
