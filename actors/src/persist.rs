@@ -174,13 +174,6 @@ pub struct LoadedEntity {
     pub oldest_log_time: Option<Timestamp>,
 }
 
-/// Whether the store holds a snapshot of `pair`: whether the pair was ever seen (the batch
-/// that writes a pair's first log record also writes its first snapshot). One point read,
-/// which the LSM's bloom filters make cheap for a pair never seen.
-pub fn has_snapshot(store: &dyn Store, pair: PairKey) -> Result<bool, PersistError> {
-    Ok(store.get(&snapshot_key(pair))?.is_some())
-}
-
 /// Rebuilds an entity exactly as it was after its last committed record: snapshot, then
 /// every later log record through the same pure code that applied it the first time.
 ///

@@ -410,3 +410,111 @@ async fn shutdown_waits_for_a_sampled_flush_under_way() {
     );
     opener.join().expect("opener");
 }
+
+/// A store reached over a network, whose reads, once armed, wait until released.
+#[derive(Debug, Default)]
+struct RemoteStore {
+    inner: MemoryStore,
+    armed: std::sync::atomic::AtomicBool,
+    released: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl RemoteStore {
+    /// A read under way waits here (at most `PROMPTLY`); whether it was released in time.
+    fn round_trip(&self) -> bool {
+        if !self.armed.load(std::sync::atomic::Ordering::SeqCst) {
+            return true;
+        }
+        let released = self.released.lock().expect("released");
+        let (released, _) = self
+            .changed
+            .wait_timeout_while(released, PROMPTLY, |released| !*released)
+            .expect("released");
+        *released
+    }
+
+    fn release(&self) {
+        *self.released.lock().expect("released") = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Store for RemoteStore {
+    fn backend_name(&self) -> &'static str {
+        "remote"
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn limits(&self) -> StoreLimits {
+        self.inner.limits()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if !self.round_trip() {
+            return Err(StoreError::Unavailable {
+                context: "read key",
+                message: "never released".to_owned(),
+            });
+        }
+        self.inner.get(key)
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        self.inner.scan(start, end, limit)
+    }
+
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.inner.commit(batch)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.inner.check_writable()
+    }
+
+    fn disk_bytes(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+/// A lookup that must read a remote store (a pair not resident) does not hold the runtime's
+/// only worker for the round trip: another task runs meanwhile, and here it is that task that
+/// lets the read finish. Were the read made on the worker, the other task could never run and
+/// the read would give up after `PROMPTLY`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_remote_read_never_holds_a_runtime_worker() {
+    let store = Arc::new(RemoteStore::default());
+    let engine = Engine::start(
+        Arc::clone(&store) as Arc<dyn Store>,
+        Arc::new(SimulatedClock::starting_at(T0)),
+        EngineConfig {
+            shard_count: 1,
+            ..EngineConfig::default()
+        },
+    )
+    .await
+    .expect("engine");
+    store.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let lookup = Lookup {
+        pair: PairKey::new(3, 30),
+        quantity: 1,
+        surface: Surface::ItemPage,
+        digest: false,
+    };
+    let reading = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.decide_many(&[lookup]).await }
+    });
+    let releaser = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.release() }
+    });
+    releaser.await.expect("the other task ran");
+    let answers = reading.await.expect("lookup").expect("answered");
+    let decided = answers[0].as_ref().expect("read in time");
+    assert_eq!(decided.decision.reason, ReasonCode::NoRecord);
+    engine.shutdown().await.expect("shutdown");
+}

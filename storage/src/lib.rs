@@ -17,6 +17,7 @@
 //!   `embedded` feature.
 //! - [`group_commit`]: [`GroupCommitter`], which merges batches from many writers into one
 //!   fsync'd commit and acknowledges each writer only after that commit.
+//! - [`offload`]: store calls from an async runtime, on the blocking pool for a remote backend.
 //! - [`conformance`]: the suite any backend must pass (FoundationDB will run it too).
 //!
 //! # Durability contract
@@ -34,6 +35,7 @@ pub mod error;
 pub mod group_commit;
 pub mod limits;
 pub mod memory;
+pub mod offload;
 pub mod poison;
 pub mod store;
 

@@ -12,6 +12,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A short name for logs ("embedded", "memory").
     fn backend_name(&self) -> &'static str;
 
+    /// Whether a call may wait on a network round trip (a shared backend): callers on an
+    /// async runtime then make it through [`crate::offload::offload`], never on a worker.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     /// What one atomic batch may carry on this backend: a larger batch is refused whole
     /// ([`StoreError::BatchTooLarge`]), never split, and the group committer merges batches
     /// only up to these limits.

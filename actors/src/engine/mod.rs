@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
+use stockgrid_storage::offload::offload;
 use stockgrid_storage::{CommitTicket, GroupCommitConfig, GroupCommitter, Store, WriteBatch};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
@@ -631,23 +632,43 @@ impl Engine {
                 }
             }
         }
+        // Pairs not resident: one batched read says which were ever seen (a snapshot is
+        // written with a pair's first log record), off the runtime's workers for a remote store.
+        let mut unresident: Vec<(usize, PairKey)> = Vec::new();
         for (index, &pair) in pairs.iter().enumerate() {
             let snapshot = published.get(&pair).map(|entry| entry.value().clone());
-            let snapshot = match snapshot {
-                Some(snapshot) => Ok(Some(snapshot)),
-                None => match persist::has_snapshot(self.inner.store.as_ref(), pair) {
-                    Ok(false) => Ok(None),
-                    Ok(true) => {
-                        if cold.is_empty() {
-                            cold = (0..self.inner.shards.len()).map(|_| Vec::new()).collect();
+            if snapshot.is_none() {
+                unresident.push((index, pair));
+            }
+            snapshots.push(Ok(snapshot));
+        }
+        if !unresident.is_empty() {
+            let keys: Vec<Vec<u8>> = unresident
+                .iter()
+                .map(|&(_, pair)| keys::snapshot_key(pair))
+                .collect();
+            let seen = offload(self.store(), move |store| {
+                let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+                store.get_many(&keys)
+            })
+            .await;
+            match seen {
+                Ok(seen) => {
+                    for ((index, pair), snapshot) in unresident.into_iter().zip(seen) {
+                        if snapshot.is_some() {
+                            if cold.is_empty() {
+                                cold = (0..self.inner.shards.len()).map(|_| Vec::new()).collect();
+                            }
+                            cold[self.shard_of(pair)].push((index, pair));
                         }
-                        cold[self.shard_of(pair)].push((index, pair));
-                        Ok(None)
                     }
-                    Err(error) => Err(error.into()),
-                },
-            };
-            snapshots.push(snapshot);
+                }
+                Err(error) => {
+                    for (index, _) in unresident {
+                        snapshots[index] = Err(error.clone().into());
+                    }
+                }
+            }
         }
         if cold.is_empty() {
             return snapshots;
