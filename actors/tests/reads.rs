@@ -301,28 +301,46 @@ async fn a_batch_of_cold_warm_and_unseen_pairs_answers_as_single_lookups_do() {
     }
 }
 
+/// The pair the sampling tests ask about, counted once so that its decision is an ml one.
+const SAMPLED_PAIR: PairKey = PairKey {
+    sku: 7,
+    location: 70,
+};
+
+/// An ml engine over a gated store with `SAMPLED_PAIR` counted.
+async fn engine_with_a_counted_pair() -> (Engine, Arc<GatedStore>) {
+    let (engine, store) = engine(DecisionMode::Ml).await;
+    let counted = arrival(
+        "count",
+        EventKind::Count,
+        Source::StoreInventory,
+        SAMPLED_PAIR,
+        9,
+    );
+    engine.ingest(vec![counted]).await.expect("ingest");
+    (engine, store)
+}
+
+/// A sampled (audited) item-page lookup of `SAMPLED_PAIR` under decision id `{id}/7-70`.
+fn sampled(id: &str) -> (String, Lookup) {
+    (
+        format!("{id}/7-70"),
+        Lookup {
+            pair: SAMPLED_PAIR,
+            quantity: 1,
+            surface: Surface::ItemPage,
+            digest: true,
+        },
+    )
+}
+
 /// A sampled item-page record is not waited for: its answer returns while the store holds
 /// every commit, and the record lands once the store lets it (a promise's record, by
 /// contrast, is durable before its answer). Samples still lingering at shutdown are written
 /// before the engine stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sampled_records_never_hold_an_answer_and_land_after_it() {
-    let (engine, store) = engine(DecisionMode::Ml).await;
-    let pair = PairKey::new(7, 70);
-    let counted = arrival("count", EventKind::Count, Source::StoreInventory, pair, 9);
-    engine.ingest(vec![counted]).await.expect("ingest");
-    let sampled = |id: &str| {
-        (
-            format!("{id}/7-70"),
-            Lookup {
-                pair,
-                quantity: 1,
-                surface: Surface::ItemPage,
-                digest: true,
-            },
-        )
-    };
-
+    let (engine, store) = engine_with_a_counted_pair().await;
     store.close();
     let answered = within(
         "a sampled lookup",
@@ -370,19 +388,10 @@ async fn sampled_records_never_hold_an_answer_and_land_after_it() {
 /// shutdown returns the record is durable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_a_sampled_flush_under_way() {
-    let (engine, store) = engine(DecisionMode::Ml).await;
-    let pair = PairKey::new(7, 70);
-    let counted = arrival("count", EventKind::Count, Source::StoreInventory, pair, 9);
-    engine.ingest(vec![counted]).await.expect("ingest");
+    let (engine, store) = engine_with_a_counted_pair().await;
     store.close_to(b"d-9/7-70");
-    let sample = Lookup {
-        pair,
-        quantity: 1,
-        surface: Surface::ItemPage,
-        digest: true,
-    };
     engine
-        .decide_recorded_many(&[("d-9/7-70".to_owned(), sample)])
+        .decide_recorded_many(&[sampled("d-9")])
         .await
         .expect("answered");
     // The linger ends and its commit reaches the gate.
