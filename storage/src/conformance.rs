@@ -20,6 +20,17 @@ pub trait Harness {
     fn reopen(&mut self, store: Self::Backend) -> Option<Self::Backend>;
     /// Arms `count` write failures that look like a failed fsync.
     fn inject_write_failures(&self, store: &Self::Backend, count: u32);
+    /// A second, independent client of the same store, as another node would open it; `None`
+    /// for a store one process owns (its writers then share one handle).
+    fn second_client(&mut self, _store: &Self::Backend) -> Option<Self::Backend> {
+        None
+    }
+    /// Makes the answer to the next commit get lost, after the commit was applied
+    /// (`applied`) or before it was sent; `false` where a commit's outcome cannot be unknown
+    /// (a store in the same process), and the check is then skipped for that backend only.
+    fn lose_next_commit_answer(&self, _store: &Self::Backend, _applied: bool) -> bool {
+        false
+    }
 }
 
 fn put(store: &dyn Store, key: &[u8], value: &[u8]) {
@@ -160,6 +171,22 @@ pub fn limits_are_enforced<H: Harness>(harness: &mut H) {
         ));
         assert_eq!(store.get(b"fine").expect("get"), None);
     }
+    // One operation too many is refused whole as well.
+    if limits.max_batch_operations <= 2_000_000 {
+        let mut batch = WriteBatch::new();
+        batch.put(b"fine".to_vec(), b"v".to_vec());
+        for i in 0..limits.max_batch_operations as u32 {
+            batch.put(i.to_be_bytes().to_vec(), Vec::new());
+        }
+        assert!(matches!(
+            store.commit(batch),
+            Err(StoreError::BatchTooLarge {
+                what: "operation count",
+                ..
+            })
+        ));
+        assert_eq!(store.get(b"fine").expect("get"), None);
+    }
     // The longest key the backend declares is accepted.
     let mut longest = WriteBatch::new();
     longest.put(vec![b'k'; limits.max_key_bytes], b"v".to_vec());
@@ -234,6 +261,138 @@ pub fn commits_survive_reopen<H: Harness>(harness: &mut H) {
     let after: Vec<_> = reopened.scan(&[], &[0xff; 8], usize::MAX).expect("scan");
     assert_eq!(before.len(), 190);
     assert_eq!(before, after);
+}
+/// A condition used as a fence: two writers race to move an epoch from `n` to `n + 1`, each
+/// with a write of its own; exactly one commits, and the loser's write is nowhere. On a
+/// shared backend the two writers are independent clients, as two nodes would be.
+pub fn fences_let_one_racing_writer_through<H: Harness>(harness: &mut H) {
+    let first = harness.fresh();
+    let second = harness.second_client(&first);
+    let store: Arc<dyn Store> = Arc::new(first);
+    let other: Arc<dyn Store> = match second {
+        Some(second) => Arc::new(second),
+        None => Arc::clone(&store),
+    };
+    put(store.as_ref(), b"epoch", &0u32.to_be_bytes());
+    for round in 0u32..12 {
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = (0u8..2)
+            .map(|writer| {
+                let store = Arc::clone(if writer == 0 { &store } else { &other });
+                let barrier = Arc::clone(&barrier);
+                std::thread::spawn(move || {
+                    let mut batch = WriteBatch::new();
+                    batch.require(Condition::Equals(
+                        b"epoch".to_vec(),
+                        round.to_be_bytes().to_vec(),
+                    ));
+                    batch.put(b"epoch".to_vec(), (round + 1).to_be_bytes().to_vec());
+                    batch.put(
+                        [&b"won-"[..], &[writer], &round.to_be_bytes()].concat(),
+                        b"1".to_vec(),
+                    );
+                    barrier.wait();
+                    store.commit(batch)
+                })
+            })
+            .collect();
+        let results: Vec<Result<(), StoreError>> = racers
+            .into_iter()
+            .map(|racer| racer.join().expect("racer thread"))
+            .collect();
+        let winners: Vec<u8> = (0u8..2).filter(|&w| results[w as usize].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let loser = 1 - winners[0];
+        assert!(
+            matches!(
+                results[loser as usize],
+                Err(StoreError::ConditionFailed { ref key }) if key == b"epoch"
+            ),
+            "round {round}: {results:?}"
+        );
+        let written = |writer: u8| {
+            store
+                .get(&[&b"won-"[..], &[writer], &round.to_be_bytes()].concat())
+                .expect("get")
+        };
+        assert!(written(winners[0]).is_some());
+        assert_eq!(written(loser), None, "the loser wrote nothing");
+        assert_eq!(
+            store.get(b"epoch").expect("get"),
+            Some((round + 1).to_be_bytes().to_vec())
+        );
+    }
+}
+
+/// Scans made while batches rewrite every key of the range see each batch whole or not at
+/// all: all keys, in order, each with the same version, across more keys than one page.
+pub fn scans_see_whole_batches_during_writes<H: Harness>(harness: &mut H) {
+    const KEYS: u32 = 5000;
+    const VERSIONS: u32 = 12;
+    let store: Arc<dyn Store> = Arc::new(harness.fresh());
+    let rewrite = |store: &dyn Store, version: u32| {
+        let mut batch = WriteBatch::new();
+        for i in 0..KEYS {
+            batch.put(
+                [&b"s"[..], &i.to_be_bytes()].concat(),
+                version.to_be_bytes().to_vec(),
+            );
+        }
+        store.commit(batch).expect("rewrite the range");
+    };
+    rewrite(store.as_ref(), 0);
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for version in 1..=VERSIONS {
+                rewrite(store.as_ref(), version);
+            }
+        })
+    };
+    let mut versions_seen = std::collections::BTreeSet::new();
+    loop {
+        let done = writer.is_finished();
+        let pairs = store.scan(b"s", b"t", usize::MAX).expect("scan");
+        assert_eq!(pairs.len(), KEYS as usize, "every key, once");
+        assert!(pairs.windows(2).all(|w| w[0].0 < w[1].0), "in key order");
+        let version = &pairs[0].1;
+        assert!(
+            pairs.iter().all(|(_, v)| v == version),
+            "one batch's values, not a mix"
+        );
+        versions_seen.insert(version.clone());
+        if done {
+            break;
+        }
+    }
+    writer.join().expect("writer thread");
+    assert!(versions_seen.contains(VERSIONS.to_be_bytes().as_slice()));
+}
+
+/// A commit whose answer is lost is resolved by its id: applied, it answers `Ok` and is in
+/// the store once; not applied, it answers UNAVAILABLE and nothing of it is there; the next
+/// commit goes through. Skipped where an outcome cannot be unknown.
+pub fn unknown_outcomes_are_resolved<H: Harness>(harness: &mut H) {
+    let store = harness.fresh();
+    if !harness.lose_next_commit_answer(&store, true) {
+        return;
+    }
+    let mut applied = WriteBatch::new();
+    applied.put(b"applied".to_vec(), b"1".to_vec());
+    store
+        .commit(applied)
+        .expect("a lost answer of an applied commit resolves to Ok");
+    assert_eq!(store.get(b"applied").expect("get"), Some(b"1".to_vec()));
+
+    assert!(harness.lose_next_commit_answer(&store, false));
+    let mut lost = WriteBatch::new();
+    lost.put(b"lost".to_vec(), b"2".to_vec());
+    let error = store.commit(lost).expect_err("not applied");
+    assert!(error.is_transient(), "{error}");
+    assert_eq!(store.get(b"lost").expect("get"), None);
+
+    put(&store, b"after", b"3");
+    assert_eq!(store.get(b"after").expect("get"), Some(b"3".to_vec()));
 }
 
 /// Many writers through one group committer: every acknowledged batch is visible, in order
@@ -386,11 +545,31 @@ macro_rules! conformance_tests {
         fn group_commit_acknowledges_durable_batches() {
             $crate::conformance::group_commit_acknowledges_durable_batches(&mut $make);
         }
-        proptest::proptest! {
-            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
-            #[test]
-            fn matches_model(batches in $crate::conformance::model_batches()) {
-                $crate::conformance::matches_model(&mut $make, &batches);
+        #[test]
+        fn fences_let_one_racing_writer_through() {
+            $crate::conformance::fences_let_one_racing_writer_through(&mut $make);
+        }
+        #[test]
+        fn scans_see_whole_batches_during_writes() {
+            $crate::conformance::scans_see_whole_batches_during_writes(&mut $make);
+        }
+        #[test]
+        fn unknown_outcomes_are_resolved() {
+            $crate::conformance::unknown_outcomes_are_resolved(&mut $make);
+        }
+        /// One harness for all cases: a fresh store per case, not a fresh server.
+        #[test]
+        fn matches_model() {
+            let harness = std::cell::RefCell::new($make);
+            let mut runner = proptest::test_runner::TestRunner::new(
+                proptest::test_runner::Config::with_cases(64),
+            );
+            let outcome = runner.run(&$crate::conformance::model_batches(), |batches| {
+                $crate::conformance::matches_model(&mut *harness.borrow_mut(), &batches);
+                Ok(())
+            });
+            if let Err(failure) = outcome {
+                panic!("{failure}");
             }
         }
     };

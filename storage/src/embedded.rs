@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use crate::batch::resolve;
 use crate::poison::PoisonState;
@@ -245,9 +245,13 @@ impl Store for EmbeddedStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        self.fjall()?
-            .keyspace
-            .range(start..end)
+        // Through a snapshot: a scan sees each commit whole or not at all, even while
+        // commits land during it (the keyspace's own iterator reads the newest of each key).
+        let fjall = self.fjall()?;
+        fjall
+            .database
+            .snapshot()
+            .range(&fjall.keyspace, start..end)
             .take(limit)
             .map(|guard| {
                 guard

@@ -15,6 +15,8 @@
 //! - [`memory`]: [`MemoryStore`], an in-memory backend for unit tests and simulation.
 //! - [`embedded`]: [`EmbeddedStore`], the on-disk default (fjall, an LSM tree), behind the
 //!   `embedded` feature.
+//! - [`postgres`]: [`PostgresStore`], the store a cluster's nodes share, behind the
+//!   `postgres` feature.
 //! - [`group_commit`]: [`GroupCommitter`], which merges batches from many writers into one
 //!   fsync'd commit and acknowledges each writer only after that commit.
 //! - [`offload`]: store calls from an async runtime, on the blocking pool for a remote backend.
@@ -37,6 +39,8 @@ pub mod limits;
 pub mod memory;
 pub mod offload;
 pub mod poison;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod store;
 
 pub use batch::{Condition, Operation, WriteBatch};
@@ -46,4 +50,6 @@ pub use error::StoreError;
 pub use group_commit::{CommitTicket, GroupCommitConfig, GroupCommitter};
 pub use limits::StoreLimits;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use store::{KeyValue, Store};

@@ -28,3 +28,17 @@ where
         }),
     }
 }
+
+/// Runs `wait`, a call that blocks its thread (a remote store's round trip), without holding
+/// a worker of the runtime it is called from: on a worker of a multi-threaded runtime the
+/// worker's other tasks move to a fresh thread first (`block_in_place`); off a runtime, or
+/// on a blocking-pool thread, it simply runs. On a single-threaded runtime (tests) there is
+/// no other worker to hand over to, and it runs in place.
+pub fn block_off_workers<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}

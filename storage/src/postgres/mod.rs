@@ -1,0 +1,1163 @@
+//! [`PostgresStore`]: the store the nodes of a small cluster share, on PostgreSQL (15 or
+//! later), behind the `postgres` feature.
+//!
+//! # Layout
+//! One table of ordered byte keys, `<schema>.kv (k bytea primary key, v bytea)`: bytea
+//! compares as unsigned bytes, then by length, which is the order of the [`Store`] contract,
+//! so a range scan is an index range scan in key order. A second table,
+//! `<schema>.commits (id bytea primary key, at timestamptz)`, holds the id of every commit,
+//! written in the commit's own transaction: a commit whose outcome was lost is resolved by its
+//! id (see [`PostgresStore::commit`]). Ids older than [`COMMIT_ID_RETENTION`] are trimmed.
+//!
+//! # Client
+//! tokio-postgres, pooled by deadpool-postgres. tokio-postgres speaks the extended protocol
+//! with prepared statements and pipelines statements sent together on one connection, so a
+//! commit's writes go out in one round trip; deadpool keeps a bounded set of connections,
+//! drops a closed one and reconnects on demand, which is how the store recovers by itself when
+//! the database returns. A batch's rows travel as two bytea arrays through `unnest` in one
+//! `INSERT .. ON CONFLICT DO UPDATE` (and one `DELETE .. = ANY`): binary COPY would be faster
+//! for bulk loads but cannot upsert without a staging table and two more statements, and group
+//! commits are upserts. The pool and its connections run on a small runtime of the store's
+//! own; the synchronous [`Store`] calls wait for it without holding a worker of the caller's
+//! runtime ([`crate::offload::block_off_workers`]).
+//!
+//! # Conditions and isolation
+//! A commit runs at SERIALIZABLE: its conditions are read in the transaction that writes, so
+//! two writers racing on a fence (`Equals(epoch, 7)` against a claim that moves it to 8, or two
+//! `Absent` on one key) cannot both commit: PostgreSQL's serializable snapshot isolation
+//! aborts one with a serialization failure, which is retried with backoff from the start
+//! (conditions read again, so the loser then fails its condition and writes nothing). Every
+//! connection sets `lock_timeout`, `statement_timeout` and
+//! `idle_in_transaction_session_timeout`, so a stalled writer holding row locks blocks others
+//! for at most the lock timeout and is itself cut off by the server; every call is also bounded
+//! on the client side by the operation timeout, after which it answers
+//! [`StoreError::Unavailable`].
+//!
+//! # Passwords
+//! A URL that carries a password is refused (it would show in the process list and in logs):
+//! the password comes from `PGPASSWORD` or from a file ([`Password`]), and the store's `Debug`
+//! and every error leave it out.
+
+#[cfg(feature = "postgres-testing")]
+pub mod testing;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use crate::batch::resolve;
+use crate::offload::block_off_workers;
+use crate::poison::PoisonState;
+use crate::{KeyValue, Operation, Store, StoreError, StoreLimits, WriteBatch};
+
+/// How long a commit's id is kept: a commit whose outcome is unknown must be resolved within
+/// half of it, or the store poisons itself rather than guess.
+pub const COMMIT_ID_RETENTION: Duration = Duration::from_secs(3600);
+
+/// The stored keys of each range a batch deletes, by (start, end).
+type RangeKeys = HashMap<(Vec<u8>, Vec<u8>), Vec<Vec<u8>>>;
+
+/// Rows a scan asks for in one statement.
+const SCAN_PAGE_ROWS: usize = 4096;
+
+/// Keys of one `= ANY` read.
+const READ_CHUNK_KEYS: usize = 8192;
+
+/// Attempts of a commit that lost a serialization race, and of a call whose connection broke.
+const MAX_ATTEMPTS: u32 = 6;
+
+/// Commits between two trims of old commit ids.
+const TRIM_EVERY_COMMITS: u64 = 4096;
+
+/// What one atomic batch may carry: a B-tree index entry must fit a third of a page (about
+/// 2.7 KB), so keys stay under 2,000 bytes; batches stay well under the protocol's 1 GB
+/// message and within what one transaction writes in the operation timeout.
+pub const LIMITS: StoreLimits = StoreLimits {
+    max_batch_operations: 200_000,
+    max_batch_bytes: 64 << 20,
+    max_key_bytes: 2000,
+    max_value_bytes: 16 << 20,
+};
+
+/// Where the password of the database user comes from (never the URL).
+#[derive(Clone, Default)]
+pub enum Password {
+    /// No password (trust or peer authentication).
+    #[default]
+    None,
+    /// The value itself, read from the environment or a file by the caller.
+    Given(String),
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Password::None => f.write_str("None"),
+            Password::Given(_) => f.write_str("Given(<redacted>)"),
+        }
+    }
+}
+
+impl Password {
+    /// `PGPASSWORD` if set, else the first line of `file` if given, else none.
+    pub fn from_environment_or_file(file: Option<&Path>) -> Result<Self, StoreError> {
+        if let Ok(value) = std::env::var("PGPASSWORD") {
+            return Ok(Password::Given(value));
+        }
+        let Some(file) = file else {
+            return Ok(Password::None);
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| StoreError::Backend {
+            context: "read the store password file",
+            message: format!("{}: {e}", file.display()),
+        })?;
+        let value = text.lines().next().unwrap_or_default().to_owned();
+        if value.is_empty() {
+            return Err(StoreError::Backend {
+                context: "read the store password file",
+                message: format!("{}: the first line is empty", file.display()),
+            });
+        }
+        Ok(Password::Given(value))
+    }
+}
+
+/// How to reach the database and how long to wait for it.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// Host, port, user and database, parsed from a `postgres://` URL (no password).
+    pub connection: tokio_postgres::Config,
+    /// The password, from the environment or a file.
+    pub password: Password,
+    /// The schema holding the store's tables (one store per schema).
+    pub schema: String,
+    /// Connections kept open at most.
+    pub pool_size: usize,
+    /// The longest any call waits (connect, read, write, commit): after it, UNAVAILABLE.
+    pub operation_timeout: Duration,
+    /// The longest a statement waits for a row lock held by another writer.
+    pub lock_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("target", &describe_target(&self.connection))
+            .field("password", &self.password)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("operation_timeout", &self.operation_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .finish()
+    }
+}
+
+impl PostgresOptions {
+    /// Options for `url` (`postgres://USER@HOST:PORT/DATABASE`) with the defaults: schema
+    /// `stockgrid`, 8 connections, a 5 s operation timeout and a 2 s lock timeout. A URL
+    /// with a password is refused.
+    pub fn from_url(url: &str, password: Password) -> Result<Self, StoreError> {
+        let invalid = |message: String| StoreError::Backend {
+            context: "parse the store URL",
+            message,
+        };
+        let connection: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| invalid(format!("not a PostgreSQL URL ({e})")))?;
+        if connection.get_password().is_some() {
+            return Err(invalid(
+                "the URL carries a password, which would show in the process list and in logs; \
+                 remove it and give it in PGPASSWORD or a password file"
+                    .to_owned(),
+            ));
+        }
+        if connection.get_user().is_none() {
+            return Err(invalid(
+                "the URL names no user (postgres://USER@HOST:PORT/DATABASE)".to_owned(),
+            ));
+        }
+        Ok(Self {
+            connection,
+            password,
+            schema: "stockgrid".to_owned(),
+            pool_size: 8,
+            operation_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(2),
+        })
+    }
+}
+
+/// 64 bits that differ between processes and between stores of one process: the prefix of
+/// commit ids.
+fn random_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    // RandomState's keys come from the operating system's randomness once per thread and
+    // change with every instance.
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+/// "host:port/database" of a connection, for logs (never the password).
+fn describe_target(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().unwrap_or("(user's database)");
+    format!("{host}:{port}/{database}")
+}
+
+/// The SQL of the store, with its schema's name in place.
+struct Statements {
+    get: String,
+    get_many: String,
+    scan: String,
+    scan_keys: String,
+    delete: String,
+    upsert: String,
+    record_commit: String,
+    trim_commits: String,
+    sizes: String,
+    live_bytes: String,
+}
+
+impl Statements {
+    fn new(schema: &str) -> Self {
+        let kv = format!("\"{schema}\".kv");
+        let commits = format!("\"{schema}\".commits");
+        Self {
+            get: format!("SELECT v FROM {kv} WHERE k = $1"),
+            get_many: format!("SELECT k, v FROM {kv} WHERE k = ANY($1::bytea[])"),
+            scan: format!(
+                "SELECT k, v FROM {kv} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3::bigint"
+            ),
+            scan_keys: format!("SELECT k FROM {kv} WHERE k >= $1 AND k < $2 ORDER BY k"),
+            delete: format!("DELETE FROM {kv} WHERE k = ANY($1::bytea[])"),
+            upsert: format!(
+                "INSERT INTO {kv} (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v"
+            ),
+            record_commit: format!("INSERT INTO {commits} (id) VALUES ($1)"),
+            trim_commits: format!(
+                "DELETE FROM {commits} WHERE at < now() - make_interval(secs => $1::float8)"
+            ),
+            sizes: format!(
+                "SELECT (pg_total_relation_size('{kv}') + pg_total_relation_size('{commits}'))::bigint"
+            ),
+            live_bytes: format!(
+                "SELECT coalesce(sum(octet_length(k) + octet_length(v)), 0)::bigint FROM {kv}"
+            ),
+        }
+    }
+
+    fn schema(schema: &str) -> String {
+        format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+             CREATE TABLE IF NOT EXISTS \"{schema}\".kv (k bytea PRIMARY KEY, v bytea NOT NULL);
+             CREATE TABLE IF NOT EXISTS \"{schema}\".commits (
+                 id bytea PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());"
+        )
+    }
+}
+
+/// A commit whose outcome was lost, not yet resolved.
+#[derive(Clone, Debug)]
+struct UnresolvedCommit {
+    id: Vec<u8>,
+    since: Instant,
+}
+
+/// What the store's own runtime shares with the calls it runs.
+struct Shared {
+    pool: Pool,
+    statements: Statements,
+    operation_timeout: Duration,
+    poison: PoisonState,
+    /// The commit whose outcome is unknown, resolved before any other commit is written.
+    unresolved: Mutex<Option<UnresolvedCommit>>,
+    /// Commits of this process go one at a time (a group committer merges them upstream), so
+    /// an unknown outcome is always resolved before the next commit starts.
+    commit_gate: tokio::sync::Mutex<()>,
+    /// A fault armed by a test: lose the answer of the next commit, after it was applied
+    /// (`true`) or before COMMIT was sent (`false`).
+    lost_answer: Mutex<Option<bool>>,
+    id_prefix: u64,
+    next_commit: AtomicU64,
+    target: String,
+}
+
+/// The PostgreSQL backend. See the module documentation.
+pub struct PostgresStore {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.shared.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// Worth another attempt from the start (a serialization race, a broken connection
+    /// before anything was committed).
+    Retry(StoreError),
+    /// Final.
+    Fail(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Fail(error)
+    }
+}
+
+/// The class of a PostgreSQL error (DESIGN.md "Storage").
+fn classify(context: &'static str, error: &tokio_postgres::Error) -> Failure {
+    let message = match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    };
+    let unavailable = StoreError::Unavailable {
+        context,
+        message: message.clone(),
+    };
+    let Some(code) = error.code() else {
+        // No SQL state: the connection closed or broke, or the socket failed.
+        return Failure::Retry(unavailable);
+    };
+    if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+        return Failure::Retry(unavailable);
+    }
+    let class = &code.code()[..2];
+    match class {
+        // Connection exceptions, shutdowns, a server starting: a fresh connection may do.
+        "08" | "57" if *code != SqlState::QUERY_CANCELED => Failure::Retry(unavailable),
+        // Statement or lock timeout, resources (disk full, too many connections), locks.
+        "57" | "53" | "55" => Failure::Fail(unavailable),
+        _ => Failure::Fail(StoreError::Backend { context, message }),
+    }
+}
+
+/// Backoff before attempt `attempt` (1-based) of a retried call: 5 ms doubling, jittered.
+fn backoff(attempt: u32, salt: u64) -> Duration {
+    let base = 5u64 << attempt.min(7);
+    let jitter = (salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) % base.max(1);
+    Duration::from_millis(base / 2 + jitter / 2)
+}
+
+/// A pooled connection that is thrown away, not reused, unless the call using it finished
+/// cleanly: a connection left mid-transaction or stuck on a hung server must not serve the
+/// next call.
+struct Checkout {
+    client: Option<Object>,
+    healthy: bool,
+}
+
+impl Checkout {
+    fn client(&mut self) -> &mut Object {
+        self.client.as_mut().expect("present until drop")
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take()
+            && !self.healthy
+        {
+            drop(Object::take(client));
+        }
+    }
+}
+
+impl Shared {
+    async fn checkout(&self, context: &'static str) -> Result<Checkout, Failure> {
+        match self.pool.get().await {
+            Ok(client) => Ok(Checkout {
+                client: Some(client),
+                healthy: false,
+            }),
+            Err(error) => Err(Failure::Retry(StoreError::Unavailable {
+                context,
+                message: match error {
+                    deadpool_postgres::PoolError::Backend(e) => match classify(context, &e) {
+                        Failure::Retry(e) | Failure::Fail(e) => e.to_string(),
+                    },
+                    other => other.to_string(),
+                },
+            })),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or has been tried
+    /// [`MAX_ATTEMPTS`] times.
+    async fn with_retries<T, F, A>(&self, mut attempt: A) -> Result<T, StoreError>
+    where
+        A: FnMut() -> F,
+        F: Future<Output = Result<T, Failure>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match attempt().await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Fail(error)) => return Err(error),
+                Err(Failure::Retry(error)) if tries >= MAX_ATTEMPTS => return Err(error),
+                Err(Failure::Retry(_)) => {
+                    tokio::time::sleep(backoff(tries, self.next_commit.load(Ordering::Relaxed)))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(READ_CHUNK_KEYS) {
+            let rows = self
+                .with_retries(|| async {
+                    let mut checkout = self.checkout("read keys").await?;
+                    let client = checkout.client();
+                    let statement = client
+                        .prepare_cached(&self.statements.get_many)
+                        .await
+                        .map_err(|e| classify("read keys", &e))?;
+                    let keys: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+                    let rows = client
+                        .query(&statement, &[&keys])
+                        .await
+                        .map_err(|e| classify("read keys", &e))?;
+                    checkout.healthy = true;
+                    Ok(rows)
+                })
+                .await?;
+            for row in rows {
+                found.insert(row.get(0), row.get(1));
+            }
+        }
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+
+    async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_retries(|| async {
+            let mut checkout = self.checkout("read key").await?;
+            let client = checkout.client();
+            let statement = client
+                .prepare_cached(&self.statements.get)
+                .await
+                .map_err(|e| classify("read key", &e))?;
+            let row = client
+                .query_opt(&statement, &[&key.as_slice()])
+                .await
+                .map_err(|e| classify("read key", &e))?;
+            checkout.healthy = true;
+            Ok(row.map(|row| row.get(0)))
+        })
+        .await
+    }
+
+    /// Up to `limit` pairs of `start <= key < end` in key order, page by page in one
+    /// REPEATABLE READ transaction, so that a long scan sees one consistent state.
+    async fn scan(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        if start >= end || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_retries(|| async {
+            let context = "scan keys";
+            let mut checkout = self.checkout(context).await?;
+            let client = checkout.client();
+            let statement = client
+                .prepare_cached(&self.statements.scan)
+                .await
+                .map_err(|e| classify(context, &e))?;
+            let transaction = client
+                .build_transaction()
+                .isolation_level(IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(|e| classify(context, &e))?;
+            let mut pairs: Vec<KeyValue> = Vec::new();
+            let mut from = start.clone();
+            loop {
+                let page = (limit - pairs.len()).min(SCAN_PAGE_ROWS);
+                let rows = transaction
+                    .query(
+                        &statement,
+                        &[&from.as_slice(), &end.as_slice(), &(page as i64)],
+                    )
+                    .await
+                    .map_err(|e| classify(context, &e))?;
+                let full = rows.len() == page;
+                pairs.extend(rows.into_iter().map(|row| (row.get(0), row.get(1))));
+                if !full || pairs.len() >= limit {
+                    break;
+                }
+                from = pairs.last().map(|(key, _)| key.clone()).unwrap_or_default();
+                from.push(0);
+            }
+            transaction
+                .commit()
+                .await
+                .map_err(|e| classify(context, &e))?;
+            checkout.healthy = true;
+            Ok(pairs)
+        })
+        .await
+    }
+
+    /// One try of a commit: conditions read and writes made in one SERIALIZABLE transaction
+    /// that also records `id`. `committing` is set just before COMMIT is sent: after that, a
+    /// failure leaves the outcome unknown.
+    async fn try_commit(
+        &self,
+        batch: &WriteBatch,
+        id: &[u8],
+        committing: &mut bool,
+    ) -> Result<(), Failure> {
+        let context = "commit batch";
+        let mut checkout = self.checkout(context).await?;
+        let client = checkout.client();
+        let fail = |e: tokio_postgres::Error| classify(context, &e);
+        let statements = &self.statements;
+        let transaction = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::Serializable)
+            .start()
+            .await
+            .map_err(fail)?;
+        // What the batch's conditions and range deletes need to know, read in the transaction.
+        let condition_keys: Vec<&[u8]> = batch
+            .conditions
+            .iter()
+            .map(|condition| match condition {
+                crate::Condition::Absent(key) | crate::Condition::Equals(key, _) => key.as_slice(),
+            })
+            .collect();
+        let mut current: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        if !condition_keys.is_empty() {
+            let statement = transaction
+                .prepare_cached(&statements.get_many)
+                .await
+                .map_err(fail)?;
+            for row in transaction
+                .query(&statement, &[&condition_keys])
+                .await
+                .map_err(fail)?
+            {
+                current.insert(row.get(0), row.get(1));
+            }
+        }
+        let mut ranges: RangeKeys = HashMap::new();
+        for operation in &batch.operations {
+            if let Operation::DeleteRange { start, end } = operation
+                && start < end
+                && !ranges.contains_key(&(start.clone(), end.clone()))
+            {
+                let statement = transaction
+                    .prepare_cached(&statements.scan_keys)
+                    .await
+                    .map_err(fail)?;
+                let keys = transaction
+                    .query(&statement, &[&start.as_slice(), &end.as_slice()])
+                    .await
+                    .map_err(fail)?
+                    .into_iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                ranges.insert((start.clone(), end.clone()), keys);
+            }
+        }
+        let resolved = resolve(
+            batch.clone(),
+            &LIMITS,
+            |key| Ok(current.get(key).cloned()),
+            |start, end| {
+                Ok(ranges
+                    .get(&(start.to_vec(), end.to_vec()))
+                    .cloned()
+                    .unwrap_or_default())
+            },
+        );
+        let writes = match resolved {
+            Ok(writes) => writes,
+            Err(error) => {
+                // A failed condition is an answer, not a fault: the connection stays.
+                transaction.rollback().await.map_err(fail)?;
+                checkout.healthy = true;
+                return Err(Failure::Fail(error));
+            }
+        };
+        let mut deleted: Vec<&[u8]> = Vec::new();
+        let mut put_keys: Vec<&[u8]> = Vec::new();
+        let mut put_values: Vec<&[u8]> = Vec::new();
+        for (key, value) in &writes {
+            match value {
+                Some(value) => {
+                    put_keys.push(key);
+                    put_values.push(value);
+                }
+                None => deleted.push(key),
+            }
+        }
+        let delete = transaction
+            .prepare_cached(&statements.delete)
+            .await
+            .map_err(fail)?;
+        let upsert = transaction
+            .prepare_cached(&statements.upsert)
+            .await
+            .map_err(fail)?;
+        let record = transaction
+            .prepare_cached(&statements.record_commit)
+            .await
+            .map_err(fail)?;
+        // Sent together: tokio-postgres pipelines them on the connection.
+        let deletes = async {
+            if deleted.is_empty() {
+                Ok(0)
+            } else {
+                transaction.execute(&delete, &[&deleted]).await
+            }
+        };
+        let puts = async {
+            if put_keys.is_empty() {
+                Ok(0)
+            } else {
+                transaction
+                    .execute(&upsert, &[&put_keys, &put_values])
+                    .await
+            }
+        };
+        let recorded = async { transaction.execute(&record, &[&id]).await };
+        futures_util::future::try_join3(deletes, puts, recorded)
+            .await
+            .map_err(fail)?;
+        let lost_answer = self
+            .lost_answer
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        *committing = true;
+        if lost_answer == Some(false) {
+            // The test fault: the connection "breaks" as COMMIT is sent; the open transaction
+            // goes with it and the server rolls it back.
+            return Err(Failure::Fail(StoreError::Unavailable {
+                context,
+                message: "injected: the connection broke as COMMIT was sent".to_owned(),
+            }));
+        }
+        if let Err(error) = transaction.commit().await {
+            if error.as_db_error().is_some() {
+                // The server answered COMMIT with an error (a serialization failure found at
+                // commit time): nothing was applied, and the outcome is known.
+                *committing = false;
+            }
+            return Err(fail(error));
+        }
+        checkout.healthy = true;
+        if lost_answer == Some(true) {
+            return Err(Failure::Fail(StoreError::Unavailable {
+                context,
+                message: "injected: the answer to COMMIT was lost".to_owned(),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Whether the commit `id` was applied: inserting the id waits for a transaction that
+    /// still holds it (the lost commit, if the server is still finishing it), then fails
+    /// with a unique violation if that transaction committed and succeeds if it did not. The
+    /// probe is rolled back.
+    async fn was_applied(&self, id: &[u8]) -> Result<bool, Failure> {
+        let context = "resolve a commit of unknown outcome";
+        let mut checkout = self.checkout(context).await?;
+        let client = checkout.client();
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|e| classify(context, &e))?;
+        let statement = transaction
+            .prepare_cached(&self.statements.record_commit)
+            .await
+            .map_err(|e| classify(context, &e))?;
+        let applied = match transaction.execute(&statement, &[&id]).await {
+            Ok(_) => false,
+            Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => true,
+            Err(error) => return Err(classify(context, &error)),
+        };
+        transaction
+            .rollback()
+            .await
+            .map_err(|e| classify(context, &e))?;
+        checkout.healthy = true;
+        Ok(applied)
+    }
+
+    /// Resolves the pending unknown commit, if any: `Ok` once there is none.
+    async fn resolve_unknown(&self) -> Result<(), StoreError> {
+        let pending = self
+            .unresolved
+            .lock()
+            .map(|slot| slot.clone())
+            .ok()
+            .flatten();
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        if pending.since.elapsed() > COMMIT_ID_RETENTION / 2 {
+            return Err(self.poison.poison(format!(
+                "the outcome of a commit stayed unknown for {} s, longer than its id is kept",
+                pending.since.elapsed().as_secs()
+            )));
+        }
+        let deadline = Instant::now() + self.operation_timeout;
+        let resolved = tokio::time::timeout_at(
+            deadline.into(),
+            self.with_retries(|| self.was_applied(&pending.id)),
+        )
+        .await;
+        match resolved {
+            Ok(Ok(applied)) => {
+                tracing::warn!(
+                    applied,
+                    "a commit of unknown outcome was resolved by its id"
+                );
+                if let Ok(mut slot) = self.unresolved.lock() {
+                    *slot = None;
+                }
+                Ok(())
+            }
+            Ok(Err(error)) => Err(StoreError::OutcomeUnknown {
+                context: "commit batch",
+                message: format!("an earlier commit is still unresolved: {error}"),
+            }),
+            Err(_) => Err(StoreError::OutcomeUnknown {
+                context: "commit batch",
+                message:
+                    "an earlier commit is still unresolved: the database did not answer in time"
+                        .to_owned(),
+            }),
+        }
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.poison.check()?;
+        batch.check_limits(&LIMITS)?;
+        let _gate = self.commit_gate.lock().await;
+        // An earlier commit of unknown outcome is resolved before anything else is written.
+        self.resolve_unknown().await.map_err(|error| match error {
+            StoreError::OutcomeUnknown { message, .. } => StoreError::Unavailable {
+                context: "commit batch",
+                message,
+            },
+            other => other,
+        })?;
+        let sequence = self.next_commit.fetch_add(1, Ordering::Relaxed);
+        let mut id = self.id_prefix.to_be_bytes().to_vec();
+        id.extend_from_slice(&sequence.to_be_bytes());
+        let deadline = Instant::now() + self.operation_timeout;
+        let mut committing = false;
+        let mut tries = 0;
+        let outcome = loop {
+            tries += 1;
+            let attempt = tokio::time::timeout_at(
+                deadline.into(),
+                self.try_commit(&batch, &id, &mut committing),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(())) => break Ok(()),
+                Ok(Err(failure)) if !committing => match failure {
+                    Failure::Retry(error) if tries >= MAX_ATTEMPTS => break Err(error),
+                    Failure::Retry(_) => {
+                        tokio::time::sleep(backoff(tries, sequence)).await;
+                    }
+                    Failure::Fail(error) => break Err(error),
+                },
+                Err(_) if !committing => {
+                    break Err(StoreError::Unavailable {
+                        context: "commit batch",
+                        message: format!(
+                            "no answer within {} ms",
+                            self.operation_timeout.as_millis()
+                        ),
+                    });
+                }
+                // COMMIT was sent and its answer lost: applied or not, only the id can say.
+                Ok(Err(Failure::Retry(error) | Failure::Fail(error))) => {
+                    break self.settle_lost_commit(id, error.to_string()).await;
+                }
+                Err(_) => {
+                    break self
+                        .settle_lost_commit(id, "the answer to COMMIT timed out".to_owned())
+                        .await;
+                }
+            }
+        };
+        if outcome.is_ok() && sequence % TRIM_EVERY_COMMITS == TRIM_EVERY_COMMITS - 1 {
+            self.trim_commit_ids().await;
+        }
+        outcome
+    }
+
+    /// Resolves a commit whose COMMIT answer was lost: `Ok` if it was applied, UNAVAILABLE
+    /// if it was not (nothing of it is in the store), OUTCOME UNKNOWN if the database cannot
+    /// say yet (the id is kept and resolved before the next commit).
+    async fn settle_lost_commit(&self, id: Vec<u8>, cause: String) -> Result<(), StoreError> {
+        tracing::warn!(%cause, "commit outcome unknown; resolving it by the batch's id");
+        if let Ok(mut slot) = self.unresolved.lock() {
+            *slot = Some(UnresolvedCommit {
+                id: id.clone(),
+                since: Instant::now(),
+            });
+        }
+        let applied = tokio::time::timeout(
+            self.operation_timeout,
+            self.with_retries(|| self.was_applied(&id)),
+        )
+        .await;
+        match applied {
+            Ok(Ok(applied)) => {
+                if let Ok(mut slot) = self.unresolved.lock() {
+                    *slot = None;
+                }
+                if applied {
+                    Ok(())
+                } else {
+                    Err(StoreError::Unavailable {
+                        context: "commit batch",
+                        message: format!("the commit was lost and not applied ({cause})"),
+                    })
+                }
+            }
+            Ok(Err(error)) => Err(StoreError::OutcomeUnknown {
+                context: "commit batch",
+                message: format!("{cause}; resolving it failed: {error}"),
+            }),
+            Err(_) => Err(StoreError::OutcomeUnknown {
+                context: "commit batch",
+                message: format!("{cause}; the database did not answer the resolution in time"),
+            }),
+        }
+    }
+
+    /// Deletes commit ids older than [`COMMIT_ID_RETENTION`] (best effort).
+    async fn trim_commit_ids(&self) {
+        let trimmed = async {
+            let mut checkout = self.checkout("trim commit ids").await.ok()?;
+            let client = checkout.client();
+            let seconds = COMMIT_ID_RETENTION.as_secs_f64();
+            let rows = client
+                .execute(self.statements.trim_commits.as_str(), &[&seconds])
+                .await
+                .ok()?;
+            checkout.healthy = true;
+            Some(rows)
+        }
+        .await;
+        tracing::debug!(?trimmed, "trimmed old commit ids");
+    }
+
+    async fn single_number(&self, context: &'static str, sql: &str) -> Result<u64, StoreError> {
+        self.with_retries(|| async {
+            let mut checkout = self.checkout(context).await?;
+            let client = checkout.client();
+            let row = client
+                .query_one(sql, &[])
+                .await
+                .map_err(|e| classify(context, &e))?;
+            checkout.healthy = true;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+        .await
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates the schema and tables if missing, and checks that the database
+    /// answers. Fails with [`StoreError::Unavailable`] when it cannot be reached.
+    pub fn open(options: PostgresOptions) -> Result<Self, StoreError> {
+        let schema = &options.schema;
+        let valid_schema = !schema.is_empty()
+            && schema.len() <= 63
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            && !schema.as_bytes()[0].is_ascii_digit();
+        if !valid_schema {
+            return Err(StoreError::Backend {
+                context: "open store",
+                message: format!(
+                    "schema {schema:?}: 1-63 lower-case letters, digits and '_', not starting with a digit"
+                ),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("stockgrid-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable {
+                context: "start the PostgreSQL client runtime",
+                message: e.to_string(),
+            })?;
+        let mut connection = options.connection.clone();
+        if let Password::Given(password) = &options.password {
+            connection.password(password.as_bytes());
+        }
+        let millis = |d: Duration| d.as_millis().max(1);
+        let session = format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            millis(options.operation_timeout),
+            millis(options.lock_timeout),
+            millis(options.operation_timeout * 2),
+        );
+        let session = match connection.get_options() {
+            Some(existing) if !existing.is_empty() => format!("{existing} {session}"),
+            _ => session,
+        };
+        connection
+            .options(&session)
+            .application_name("stockgrid")
+            .connect_timeout(options.operation_timeout)
+            .tcp_user_timeout(options.operation_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10));
+        let manager = Manager::from_config(
+            connection,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = {
+            let _entered = runtime.enter();
+            Pool::builder(manager)
+                .max_size(options.pool_size.max(1))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(options.operation_timeout))
+                .create_timeout(Some(options.operation_timeout))
+                .recycle_timeout(Some(options.operation_timeout))
+                .build()
+                .map_err(|e| StoreError::Backend {
+                    context: "open store",
+                    message: e.to_string(),
+                })?
+        };
+        let salt = random_salt();
+        let shared = Arc::new(Shared {
+            pool,
+            statements: Statements::new(schema),
+            operation_timeout: options.operation_timeout,
+            poison: PoisonState::default(),
+            unresolved: Mutex::new(None),
+            commit_gate: tokio::sync::Mutex::new(()),
+            lost_answer: Mutex::new(None),
+            id_prefix: salt,
+            next_commit: AtomicU64::new(0),
+            target: describe_target(&options.connection),
+        });
+        let store = Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            shared,
+        };
+        let create = Statements::schema(schema);
+        store.run("create the store's tables", move |shared| async move {
+            shared
+                .with_retries(|| async {
+                    let context = "create the store's tables";
+                    let mut checkout = shared.checkout(context).await?;
+                    match checkout.client().batch_execute(&create).await {
+                        Ok(()) => {
+                            checkout.healthy = true;
+                            Ok(())
+                        }
+                        // Two nodes creating the tables at once: one loses, and retries.
+                        Err(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                            Err(Failure::Retry(StoreError::Unavailable {
+                                context,
+                                message: error.to_string(),
+                            }))
+                        }
+                        Err(error) => Err(classify(context, &error)),
+                    }
+                })
+                .await
+        })?;
+        tracing::info!(target = %store.shared.target, "opened the PostgreSQL store");
+        Ok(store)
+    }
+
+    /// Makes the next `count` commits fail as a failed fsync would (the conformance suite's
+    /// poisoning check; nothing else calls it).
+    pub fn inject_write_failures(&self, count: u32) {
+        self.shared.poison.inject_write_failures(count);
+    }
+
+    /// Makes the answer to the next commit get lost: after the commit was applied
+    /// (`applied`), or as COMMIT is sent (the transaction then rolls back). The conformance
+    /// suite's check of unknown outcomes; nothing else calls it.
+    pub fn lose_next_commit_answer(&self, applied: bool) {
+        if let Ok(mut slot) = self.shared.lost_answer.lock() {
+            *slot = Some(applied);
+        }
+    }
+
+    /// Runs `work` on the store's runtime and waits for it without holding a worker of the
+    /// caller's runtime.
+    fn run<T, F>(
+        &self,
+        context: &'static str,
+        work: impl FnOnce(Arc<Shared>) -> F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let future = work(Arc::clone(&self.shared));
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = sender.send(future.await);
+        });
+        block_off_workers(|| receiver.recv()).unwrap_or_else(|_| {
+            Err(StoreError::Unavailable {
+                context,
+                message: "the PostgreSQL client runtime stopped".to_owned(),
+            })
+        })
+    }
+
+    /// As [`PostgresStore::run`], bounded by the operation timeout (reads: nothing to
+    /// resolve when they are cut short).
+    fn run_read<T, F>(
+        &self,
+        context: &'static str,
+        work: impl FnOnce(Arc<Shared>) -> F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let timeout = self.shared.operation_timeout;
+        self.run(context, move |shared| {
+            let future = work(shared);
+            async move {
+                tokio::time::timeout(timeout, future)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable {
+                            context,
+                            message: format!("no answer within {} ms", timeout.as_millis()),
+                        })
+                    })
+            }
+        })
+    }
+}
+
+impl Store for PostgresStore {
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn limits(&self) -> StoreLimits {
+        LIMITS
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_vec();
+        self.run_read(
+            "read key",
+            move |shared| async move { shared.get(key).await },
+        )
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<Vec<u8>> = keys.iter().map(|key| key.to_vec()).collect();
+        self.run_read("read keys", move |shared| async move {
+            shared.get_many(keys).await
+        })
+    }
+
+    fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KeyValue>, StoreError> {
+        let (start, end) = (start.to_vec(), end.to_vec());
+        self.run_read("scan keys", move |shared| async move {
+            shared.scan(start, end, limit).await
+        })
+    }
+
+    /// Applies the batch in one SERIALIZABLE transaction with its conditions, durable once
+    /// PostgreSQL acknowledges COMMIT (its WAL is flushed with the server's default
+    /// `synchronous_commit = on`). A commit whose answer is lost is resolved by its id before
+    /// this call returns, or, when the database cannot say, before the next commit.
+    fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.shared.poison.check()?;
+        batch.check_limits(&LIMITS)?;
+        if self.shared.poison.take_injected_failure() {
+            return Err(self
+                .shared
+                .poison
+                .poison("injected write failure".to_owned()));
+        }
+        self.run("commit batch", move |shared| async move {
+            shared.commit(batch).await
+        })
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        self.shared.poison.check()
+    }
+
+    fn disk_bytes(&self) -> Result<u64, StoreError> {
+        self.run_read("measure the store", |shared| async move {
+            let sql = shared.statements.sizes.clone();
+            shared.single_number("measure the store", &sql).await
+        })
+    }
+
+    fn live_bytes(&self) -> Result<u64, StoreError> {
+        self.run_read("measure the store", |shared| async move {
+            let sql = shared.statements.live_bytes.clone();
+            shared.single_number("measure the store", &sql).await
+        })
+    }
+}
