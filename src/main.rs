@@ -20,7 +20,7 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Sends load to a running node (or a floor) and prints throughput and latency percentiles.
     Loadgen(cli::loadgen::LoadgenArgs),
-    /// Runs one node: the gRPC API over an embedded store, until SIGTERM or Ctrl-C.
+    /// Runs one node: the gRPC API over its store (embedded, PostgreSQL), until SIGTERM or Ctrl-C.
     Serve(cli::serve::ServeArgs),
     /// Runs replay files (events, queries) through the engine and writes answers.jsonl.
     Replay(cli::replay::ReplayArgs),

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
+use stockgrid_storage::{EmbeddedOptions, OpenSettings, Store, StoreLocation};
 
 use crate::catalog::Location;
 use stockgrid_inference::model::Model;
@@ -83,8 +83,9 @@ pub struct ReplayOptions {
     pub mode: DecisionMode,
     /// Safety stock per surface.
     pub safety_stock: SafetyStock,
-    /// The engine's store directory; `None` for a temporary one removed afterwards.
-    pub data_dir: Option<PathBuf>,
+    /// The engine's store (a directory, a `postgres://` URL, `fdb:`); `None` for a
+    /// temporary embedded store removed afterwards.
+    pub store: Option<StoreLocation>,
     /// The engine's configuration.
     pub engine: EngineConfig,
     /// Replay in memory (true) or through the durable engine.
@@ -362,25 +363,27 @@ async fn answer_durably(
     mut progress: impl FnMut(ReplayProgress),
 ) -> Result<Vec<Answer>, ReplayError> {
     let temporary_dir;
-    let data_dir = match &options.data_dir {
-        Some(dir) => dir.clone(),
+    let location = match &options.store {
+        Some(location) => location.clone(),
         None => {
             temporary_dir = tempfile::tempdir().map_err(|source| ReplayError::Io {
                 context: "create temporary store",
                 path: "(temp)".to_owned(),
                 source,
             })?;
-            temporary_dir.path().to_path_buf()
+            StoreLocation::Embedded(temporary_dir.path().to_path_buf())
         }
     };
     // A replay is a batch job whose answers are written at its very end: fsync'ing every
-    // group commit would buy nothing, so the store syncs once, when the run is done.
-    let store_options = EmbeddedOptions {
-        sync_commits: false,
-        ..EmbeddedOptions::default()
+    // group commit would buy nothing, so the embedded store syncs once, when the run is done.
+    let settings = OpenSettings {
+        embedded: EmbeddedOptions {
+            sync_commits: false,
+            ..EmbeddedOptions::default()
+        },
+        ..OpenSettings::default()
     };
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open_with(&data_dir, store_options).map_err(EngineError::from)?);
+    let store: Arc<dyn Store> = location.open(&settings).map_err(EngineError::from)?;
     let first_time = events
         .first()
         .map(|(_, a)| a.arrival_time)

@@ -18,7 +18,7 @@ fn options(dir: &Path, events: &str, queries: &str) -> ReplayOptions {
         out: dir.join("answers.jsonl"),
         mode: DecisionMode::Rules,
         safety_stock: SafetyStock::uniform(0),
-        data_dir: Some(dir.join("data")),
+        store: Some(stockgrid_storage::StoreLocation::Embedded(dir.join("data"))),
         engine: EngineConfig::default(),
         in_memory: false,
         model: None,

@@ -21,7 +21,7 @@ use stockgrid_actors::ledger::FOLD_MARGIN_MS;
 use stockgrid_actors::time::{Clock, MINUTE_MS};
 use stockgrid_actors::{Engine, EngineConfig, EngineError};
 use stockgrid_inference::model::Model;
-use stockgrid_storage::{EmbeddedOptions, EmbeddedStore, Store};
+use stockgrid_storage::{EmbeddedOptions, OpenSettings, StoreLocation};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -53,8 +53,17 @@ pub struct SurfaceUnits {
 pub struct NodeConfig {
     /// Address to listen on. Loopback by default until access control exists.
     pub listen: SocketAddr,
-    /// Directory of the embedded store.
+    /// Directory of the embedded store (used when `store` is not set).
     pub data_dir: PathBuf,
+    /// Where the store lives: a directory, `postgres://USER@HOST:PORT/DATABASE` (password
+    /// from `PGPASSWORD` or `store_password_file`, never the URL) or `fdb:CLUSTER-FILE`.
+    /// Overrides `data_dir`.
+    pub store: Option<String>,
+    /// A file holding the database password of a `postgres://` store.
+    pub store_password_file: Option<PathBuf>,
+    /// The longest a call to a shared store waits before the node answers UNAVAILABLE
+    /// (writes) or "not available" (lookups of pairs it cannot read).
+    pub store_timeout_ms: u64,
     /// Shard actors.
     pub shards: usize,
     /// Threads of the shards' own runtime, at a lower priority than the API's (0: the shards
@@ -198,6 +207,9 @@ impl Default for NodeConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("./data"),
+            store: None,
+            store_password_file: None,
+            store_timeout_ms: 5000,
             shards: engine.shard_count,
             // A node runs its shards below the API's priority: lookups keep the CPU while
             // ingest runs flat out (docs/measurements.md); an embedded engine does not.
@@ -243,6 +255,34 @@ impl NodeConfig {
     /// Parses a TOML configuration file's text; unknown keys are errors.
     pub fn from_toml(text: &str) -> Result<Self, NodeError> {
         toml::from_str(text).map_err(|e| NodeError::Config(e.to_string()))
+    }
+
+    /// Where the store lives: `store` when set, else the directory `data_dir`.
+    pub fn store_location(&self) -> Result<StoreLocation, NodeError> {
+        match &self.store {
+            Some(text) => text
+                .parse()
+                .map_err(|e| NodeError::Config(format!("store: {e}"))),
+            None => Ok(StoreLocation::Embedded(self.data_dir.clone())),
+        }
+    }
+
+    /// How to open the store.
+    pub fn store_settings(&self) -> Result<OpenSettings, NodeError> {
+        if !(100..=600_000).contains(&self.store_timeout_ms) {
+            return Err(NodeError::Config(format!(
+                "store_timeout_ms must be 100 to 600000, got {}",
+                self.store_timeout_ms
+            )));
+        }
+        Ok(OpenSettings {
+            embedded: EmbeddedOptions {
+                cache_bytes: self.cache_mib << 20,
+                ..EmbeddedOptions::default()
+            },
+            password_file: self.store_password_file.clone(),
+            operation_timeout: Some(Duration::from_millis(self.store_timeout_ms)),
+        })
     }
 
     /// The engine configuration these settings make, validated.
@@ -332,18 +372,13 @@ impl Node {
     /// the embedded store under `config.data_dir` and starts the engine on `clock`.
     pub async fn start(config: &NodeConfig, clock: Arc<dyn Clock>) -> Result<Node, NodeError> {
         let engine_config = config.engine_config()?;
-        let data_dir = config.data_dir.clone();
-        let options = EmbeddedOptions {
-            cache_bytes: config.cache_mib << 20,
-            ..EmbeddedOptions::default()
-        };
+        let location = config.store_location()?;
+        let settings = config.store_settings()?;
         Self::start_with(config, async move {
-            let store =
-                tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&data_dir, options))
-                    .await
-                    .map_err(|e| NodeError::Server(format!("open store: {e}")))?
-                    .map_err(EngineError::from)?;
-            let store: Arc<dyn Store> = Arc::new(store);
+            let store = tokio::task::spawn_blocking(move || location.open(&settings))
+                .await
+                .map_err(|e| NodeError::Server(format!("open store: {e}")))?
+                .map_err(EngineError::from)?;
             Ok(Engine::start(store, clock, engine_config).await?)
         })
         .await
@@ -509,7 +544,12 @@ async fn watch_store_health(engine: Engine, health: NodeHealth, stop: oneshot::R
             _ = &mut stop => return,
             _ = tick.tick() => {}
         }
-        let writable = engine.store().check_writable();
+        // Only a poisoned store takes the node out of service: while a shared store is
+        // unreachable the node still answers lookups (writes are refused call by call).
+        let writable = match engine.store().check_writable() {
+            Err(error) if error.is_poisoned() => Err(error),
+            _ => Ok(()),
+        };
         if writable.is_ok() != serving {
             serving = writable.is_ok();
             match writable {

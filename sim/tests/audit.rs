@@ -36,7 +36,7 @@ async fn every_promise_of_a_run_replays_bit_identical() {
             out: scratch.path().join("ml.jsonl"),
             mode: DecisionMode::Ml,
             safety_stock: SafetyStock::uniform(0),
-            data_dir: None,
+            store: None,
             engine: EngineConfig::default(),
             in_memory: true,
             model: Some(Arc::clone(&model)),

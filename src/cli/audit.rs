@@ -3,7 +3,7 @@
 use super::read_node_config;
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use stockgrid_actors::decision::{DecisionMode, SafetyStock};
 use stockgrid_actors::persist::RebuildBase;
@@ -11,7 +11,7 @@ use stockgrid_actors::time::WallClock;
 use stockgrid_actors::{Engine, EngineConfig};
 use stockgrid_api::node::NodeConfig;
 use stockgrid_inference::model::Model;
-use stockgrid_storage::{EmbeddedStore, Store};
+use stockgrid_storage::{OpenSettings, Store, StoreLocation};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
@@ -26,9 +26,15 @@ pub(crate) enum AuditCommand {
 pub(crate) struct AuditShowArgs {
     /// The decision's id (from an answer, or RESERVATION_ID/SKU-LOCATION).
     decision_id: String,
-    /// The data directory of a stopped node.
-    #[arg(long, default_value = "./data")]
-    data_dir: PathBuf,
+    /// The store of a stopped node: its data directory, or a postgres:// URL (password
+    /// from PGPASSWORD). --data-dir is the same.
+    #[arg(
+        long = "store",
+        visible_alias = "data-dir",
+        default_value = "./data",
+        value_name = "DIR|URL"
+    )]
+    data_dir: StoreLocation,
 }
 
 /// Either a stopped node's data directory (its own records and event log) or a replay's
@@ -38,9 +44,10 @@ pub(crate) struct AuditShowArgs {
 pub(crate) struct AuditReplayArgs {
     /// The decision to check (with --audit, `all`: every record of the file).
     decision_id: String,
-    /// The data directory of a stopped node: rebuild from the node's own event log.
-    #[arg(long, conflicts_with_all = ["audit", "events", "locations"])]
-    data_dir: Option<PathBuf>,
+    /// The store of a stopped node (its data directory, or a postgres:// URL with the
+    /// password in PGPASSWORD): rebuild from the node's own event log. --data-dir is the same.
+    #[arg(long = "store", visible_alias = "data-dir", value_name = "DIR|URL", conflicts_with_all = ["audit", "events", "locations"])]
+    data_dir: Option<StoreLocation>,
     /// With --data-dir: the node's TOML configuration (its ledger rules, safety stock and
     /// model).
     #[arg(long, requires = "data_dir")]
@@ -71,7 +78,7 @@ pub(crate) async fn audit_show(args: AuditShowArgs) -> anyhow::Result<()> {
         None => bail!(
             "no record of decision {:?} in {} (item-page decisions are sampled)",
             args.decision_id,
-            args.data_dir.display()
+            args.data_dir
         ),
     }
 }
@@ -79,7 +86,7 @@ pub(crate) async fn audit_show(args: AuditShowArgs) -> anyhow::Result<()> {
 /// `audit replay --data-dir`: one decision of a stopped node, from its own log.
 pub(crate) async fn audit_replay_node(
     args: &AuditReplayArgs,
-    data_dir: &Path,
+    data_dir: &StoreLocation,
 ) -> anyhow::Result<()> {
     let node_config = match &args.config {
         Some(path) => read_node_config(path)?,
@@ -100,7 +107,7 @@ pub(crate) async fn audit_replay_node(
         bail!(
             "no record of decision {:?} in {} (item-page decisions are sampled)",
             args.decision_id,
-            data_dir.display()
+            data_dir
         );
     };
     let from = match replay.base {
@@ -126,21 +133,19 @@ pub(crate) async fn audit_replay_node(
     bail!("the decision does not replay bit for bit from the node's log")
 }
 
-/// The engine of a stopped node over its data directory, for offline tools.
+/// The engine of a stopped node over its store, for offline tools.
 pub(crate) async fn open_stopped_node(
-    data_dir: &Path,
+    location: &StoreLocation,
     config: EngineConfig,
 ) -> anyhow::Result<Engine> {
-    if !EmbeddedStore::exists_at(data_dir) {
-        bail!(
-            "{} holds no stockgrid store (no data directory of a node)",
-            data_dir.display()
-        );
+    if !location.holds_a_store() {
+        bail!("{location} holds no stockgrid store (no data directory of a node)");
     }
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(data_dir)
-            .with_context(|| format!("open store in {}", data_dir.display()))?,
-    );
+    let opening = location.clone();
+    let store: Arc<dyn Store> =
+        tokio::task::spawn_blocking(move || opening.open(&OpenSettings::default()))
+            .await?
+            .with_context(|| format!("open store {location}"))?;
     Ok(Engine::start(store, Arc::new(WallClock), config).await?)
 }
 

@@ -1,18 +1,20 @@
-//! `stockgrid inspect`: the full state of one pair, read from a stopped node's data directory.
+//! `stockgrid inspect`: the full state of one pair, read from a stopped node's store.
 
-use anyhow::{Context, bail};
-use std::path::PathBuf;
-use std::sync::Arc;
+use stockgrid_actors::EngineConfig;
 use stockgrid_actors::domain::PairKey;
-use stockgrid_actors::time::WallClock;
-use stockgrid_actors::{Engine, EngineConfig};
-use stockgrid_storage::{EmbeddedStore, Store};
+use stockgrid_storage::StoreLocation;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct InspectArgs {
-    /// The data directory of a stopped node or a replay's `--data-dir`.
-    #[arg(long, default_value = "./data")]
-    data_dir: PathBuf,
+    /// The store of a stopped node or a replay's `--store`: a data directory or a
+    /// postgres:// URL (password from PGPASSWORD). --data-dir is the same.
+    #[arg(
+        long = "store",
+        visible_alias = "data-dir",
+        default_value = "./data",
+        value_name = "DIR|URL"
+    )]
+    data_dir: StoreLocation,
     /// Item number.
     #[arg(long)]
     sku: u64,
@@ -22,17 +24,7 @@ pub(crate) struct InspectArgs {
 }
 
 pub(crate) async fn inspect(args: InspectArgs) -> anyhow::Result<()> {
-    if !EmbeddedStore::exists_at(&args.data_dir) {
-        bail!(
-            "{} holds no stockgrid store (no data directory of a node or a replay)",
-            args.data_dir.display()
-        );
-    }
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&args.data_dir)
-            .with_context(|| format!("open store in {}", args.data_dir.display()))?,
-    );
-    let engine = Engine::start(store, Arc::new(WallClock), EngineConfig::default()).await?;
+    let engine = super::audit::open_stopped_node(&args.data_dir, EngineConfig::default()).await?;
     let pair = PairKey::new(args.sku, args.location);
     let report = engine.inspect(pair).await?;
     match report {

@@ -56,10 +56,11 @@ pub(crate) struct ReplayArgs {
     /// Model file for --mode ml (default: the model shipped with this build).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// With --engine durable: keep the engine's store here (default: a temporary directory,
-    /// removed afterwards).
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    /// With --engine durable: keep the engine's store here: a directory, a
+    /// postgres://USER@HOST:PORT/DATABASE URL (password from PGPASSWORD) or fdb:CLUSTER-FILE
+    /// (default: a temporary directory, removed afterwards). --data-dir is the same.
+    #[arg(long, visible_alias = "data-dir", value_name = "DIR|URL")]
+    store: Option<stockgrid_storage::StoreLocation>,
     /// Lateness bound in hours: later events are quarantined.
     #[arg(long, default_value_t = 24)]
     lateness_bound_hours: i64,
@@ -85,8 +86,8 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             args.lateness_bound_hours
         );
     }
-    if args.data_dir.is_some() && matches!(args.engine, ReplayEngine::Memory) {
-        bail!("--data-dir keeps the durable engine's store; add --engine durable");
+    if args.store.is_some() && matches!(args.engine, ReplayEngine::Memory) {
+        bail!("--store (--data-dir) keeps the durable engine's store; add --engine durable");
     }
     let mut engine = EngineConfig {
         shard_count: args.shards,
@@ -107,7 +108,7 @@ pub(crate) async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             Mode::Ml => DecisionMode::Ml,
         },
         safety_stock: parse_surface_safety_stock(args.safety_stock, &args.surface_safety_stock)?,
-        data_dir: args.data_dir,
+        store: args.store,
         engine,
         in_memory: matches!(args.engine, ReplayEngine::Memory),
         model: match (&args.mode, &args.model) {

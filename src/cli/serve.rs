@@ -18,9 +18,21 @@ pub(crate) struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:50051].
     #[arg(long, env = "STOCKGRID_LISTEN")]
     listen: Option<std::net::SocketAddr>,
-    /// Directory of the embedded store [default: ./data].
-    #[arg(long, env = "STOCKGRID_DATA_DIR")]
+    /// Where the store lives: a directory for the embedded store [default: ./data], a
+    /// PostgreSQL URL postgres://USER@HOST:PORT/DATABASE (the password from PGPASSWORD or
+    /// --store-password-file, never the URL), or fdb:CLUSTER-FILE.
+    #[arg(long, env = "STOCKGRID_STORE", value_name = "DIR|URL")]
+    store: Option<String>,
+    /// Directory of the embedded store (the same as --store DIR).
+    #[arg(long, env = "STOCKGRID_DATA_DIR", conflicts_with = "store")]
     data_dir: Option<PathBuf>,
+    /// A file whose first line is the database password of a postgres:// store.
+    #[arg(long, env = "STOCKGRID_STORE_PASSWORD_FILE")]
+    store_password_file: Option<PathBuf>,
+    /// The longest a store call may take before writes answer UNAVAILABLE and lookups of
+    /// pairs not in memory "not available" [default: 5000].
+    #[arg(long, env = "STOCKGRID_STORE_TIMEOUT_MS")]
+    store_timeout_ms: Option<u64>,
     /// Events later than this after their event time are quarantined [default: 86400].
     #[arg(long, env = "STOCKGRID_LATENESS_BOUND_SECONDS")]
     lateness_bound_seconds: Option<i64>,
@@ -54,9 +66,20 @@ pub(crate) fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    if let Some(store) = &args.store {
+        config.store = Some(store.clone());
+    }
     if let Some(dir) = &args.data_dir {
+        config.store = None;
         config.data_dir = dir.clone();
     }
+    if let Some(file) = &args.store_password_file {
+        config.store_password_file = Some(file.clone());
+    }
+    if let Some(timeout) = args.store_timeout_ms {
+        config.store_timeout_ms = timeout;
+    }
+    config.store_location()?;
     if let Some(bound) = args.lateness_bound_seconds {
         config.lateness_bound_seconds = bound;
     }
@@ -136,9 +159,9 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let node = Node::start(&config, clock).await?;
     eprintln!(
-        "stockgrid serving on {} (data in {}); SIGTERM or Ctrl-C stops it",
+        "stockgrid serving on {} (store: {}); SIGTERM or Ctrl-C stops it",
         node.address(),
-        config.data_dir.display()
+        config.store_location()?
     );
     node.run_until(termination()).await?;
     eprintln!("stockgrid stopped cleanly");

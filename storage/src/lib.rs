@@ -9,6 +9,8 @@
 //! - [`store`]: the [`Store`] trait, the contract every backend fulfils.
 //! - [`batch`]: [`WriteBatch`], its operations and conditions, and the one routine that
 //!   resolves a batch against existing keys (shared by every backend so they agree).
+//! - [`location`]: [`StoreLocation`], where a store lives (a directory, a `postgres://` URL,
+//!   `fdb:`), and opening any of them.
 //! - [`limits`]: [`StoreLimits`], what one atomic batch may carry, declared per backend.
 //! - [`error`]: [`StoreError`], including the poisoned state.
 //! - [`poison`]: the poisoned state every backend keeps, and the test hook that trips it.
@@ -36,6 +38,7 @@ pub mod embedded;
 pub mod error;
 pub mod group_commit;
 pub mod limits;
+pub mod location;
 pub mod memory;
 pub mod offload;
 pub mod poison;
@@ -49,6 +52,7 @@ pub use embedded::{EmbeddedOptions, EmbeddedStore};
 pub use error::StoreError;
 pub use group_commit::{CommitTicket, GroupCommitConfig, GroupCommitter};
 pub use limits::StoreLimits;
+pub use location::{OpenSettings, StoreLocation};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};

@@ -41,7 +41,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// the store becomes poisoned and the error says so.
     fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
 
-    /// `Ok` while writes are accepted; the poison error once they are not.
+    /// `Ok` while writes are accepted; the poison error once they never will be again, and
+    /// [`StoreError::Unavailable`] while a shared store is known to be unreachable (writes
+    /// would only wait to fail; reads of what a node holds in memory go on).
     fn check_writable(&self) -> Result<(), StoreError>;
 
     /// Bytes the store occupies on disk (0 for in-memory backends).

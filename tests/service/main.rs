@@ -1,11 +1,13 @@
 //! The gRPC service end to end: real nodes on `127.0.0.1:0`, real embedded stores on disk,
-//! the generated client, and real `stockgrid serve` processes that are killed and restarted.
+//! the generated client, and real `stockgrid serve` processes that are killed and restarted;
+//! `postgres` runs a named part of it on private PostgreSQL servers, and their outages.
 
 #![allow(missing_docs)] // Test helpers.
 
 mod api;
 mod attacks;
 mod hardening;
+mod postgres;
 mod processes;
 mod reservations;
 
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use stockgrid_actors::time::{Clock, SimulatedClock, Timestamp, WallClock};
 use stockgrid_api::node::{Node, NodeConfig};
 use stockgrid_api::proto::v1 as pb;
+use stockgrid_storage::postgres::testing::PrivateServer;
 use tonic::transport::Channel;
 
 /// 2026-03-02T10:00:00Z: the simulated clock of in-process nodes starts here.
@@ -40,12 +43,41 @@ impl TestNode {
     /// As [`TestNode::start`], with the default configuration changed by `configure`.
     pub async fn start_configured(configure: impl FnOnce(&mut NodeConfig)) -> TestNode {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let clock = Arc::new(SimulatedClock::starting_at(T0));
-        let mut config = NodeConfig {
+        let config = NodeConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
             data_dir: dir.path().join("data"),
             ..NodeConfig::default()
         };
+        Self::launch(dir, config, configure).await
+    }
+
+    /// A rules node on the database [`postgres::DATABASE`] of a private PostgreSQL server
+    /// (its password in a file, store calls bounded by 1 s), with `configure` applied.
+    pub async fn start_on_postgres(
+        server: &PrivateServer,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> TestNode {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let config = NodeConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            store: Some(server.url(postgres::DATABASE)),
+            store_password_file: Some(server.password_file(dir.path())),
+            store_timeout_ms: 1000,
+            decisions: stockgrid_api::node::DecisionSettings {
+                mode: stockgrid_actors::decision::DecisionMode::Rules,
+                ..Default::default()
+            },
+            ..NodeConfig::default()
+        };
+        Self::launch(dir, config, configure).await
+    }
+
+    async fn launch(
+        dir: tempfile::TempDir,
+        mut config: NodeConfig,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> TestNode {
+        let clock = Arc::new(SimulatedClock::starting_at(T0));
         configure(&mut config);
         let mut node = Node::start(&config, Arc::clone(&clock) as Arc<dyn Clock>)
             .await

@@ -1,6 +1,6 @@
 //! Real `stockgrid serve` processes: SIGKILL, then a restart on the same data directory
 //! has every acknowledged event and reservation, and reservations whose TTL passed while
-//! the node was down come back EXPIRED; `stockgrid audit replay --data-dir` then replays
+//! the node was down come back EXPIRED; `stockgrid audit replay --store` then replays
 //! the promises made before the crash from the stopped node's log.
 
 use std::io::{BufRead, BufReader};
@@ -40,6 +40,30 @@ pub fn spawn_serve(mut command: Command) -> (Child, String) {
     (child, address)
 }
 
+/// The store a `stockgrid` process is pointed at: its `--store` argument and the
+/// environment it needs (a database password).
+#[derive(Clone, Debug)]
+pub struct ProcessStore {
+    pub location: String,
+    pub environment: Vec<(String, String)>,
+}
+
+impl ProcessStore {
+    pub fn directory(path: &Path) -> Self {
+        Self {
+            location: path.display().to_string(),
+            environment: Vec::new(),
+        }
+    }
+
+    fn apply(&self, command: &mut Command) {
+        command.arg("--store").arg(&self.location);
+        for (name, value) in &self.environment {
+            command.env(name, value);
+        }
+    }
+}
+
 /// A `stockgrid serve` child process and its address.
 struct ServeProcess {
     child: Child,
@@ -47,11 +71,10 @@ struct ServeProcess {
 }
 
 impl ServeProcess {
-    fn start(data_dir: &Path) -> ServeProcess {
+    fn start(store: &ProcessStore) -> ServeProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_stockgrid"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir);
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        store.apply(&mut command);
         let (child, address) = spawn_serve(command);
         ServeProcess {
             child,
@@ -97,7 +120,16 @@ impl ServeProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_nothing_acknowledged_and_ttls_run_across_the_restart() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let node = ServeProcess::start(dir.path());
+    sigkill_and_restart(&ProcessStore::directory(dir.path())).await;
+}
+
+/// A node on `store` is killed (SIGKILL) after acknowledging events and reservations, and
+/// restarted on the same store: every acknowledged event is there exactly once, the
+/// reservation whose TTL passed meanwhile is EXPIRED, the other still holds, a retried
+/// Reserve answers the same reservation, and `audit replay` rebuilds each promise bit for
+/// bit from the stopped node's log.
+pub async fn sigkill_and_restart(store: &ProcessStore) {
+    let node = ServeProcess::start(store);
     node.wait_serving().await;
     let now = wall_now();
     let mut ingest = pb::ingest_client::IngestClient::connect(node.url.clone())
@@ -156,7 +188,7 @@ async fn sigkill_loses_nothing_acknowledged_and_ttls_run_across_the_restart() {
 
     // Down for longer than the short reservation's TTL.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let node = ServeProcess::start(dir.path());
+    let node = ServeProcess::start(store);
     node.wait_serving().await;
     let state = pb::inspect_client::InspectClient::connect(node.url.clone())
         .await
@@ -206,11 +238,10 @@ async fn sigkill_loses_nothing_acknowledged_and_ttls_run_across_the_restart() {
     // Each promise made before the crash replays bit for bit from the node's own log, the
     // hold the restart expired included.
     for decision_id in &promised_lines {
-        let output = Command::new(env!("CARGO_BIN_EXE_stockgrid"))
-            .args(["audit", "replay", decision_id, "--data-dir"])
-            .arg(dir.path())
-            .output()
-            .expect("run stockgrid audit replay");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_stockgrid"));
+        command.args(["audit", "replay", decision_id]);
+        store.apply(&mut command);
+        let output = command.output().expect("run stockgrid audit replay");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),

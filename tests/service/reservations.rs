@@ -32,7 +32,12 @@ async fn reserved(node: &TestNode, sku: u64, location: u32) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_clients_never_oversell_the_last_units() {
-    let node = TestNode::start().await;
+    race_for_the_last_units(TestNode::start().await).await;
+}
+
+/// Thirty clients race for five units: exactly five holds are granted, the others refused
+/// as FAILED_PRECONDITION, and the pair holds five reserved units.
+pub async fn race_for_the_last_units(node: TestNode) {
     node.stock(7, 1, 5).await;
     let mut tasks = Vec::new();
     for client in 0..30 {

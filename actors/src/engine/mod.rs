@@ -768,10 +768,20 @@ impl Engine {
         surface: Surface,
         safety_stock: &SafetyStock,
     ) -> Result<(Decision, Option<ReadView>), EngineError> {
-        self.inner.store.check_writable()?;
+        self.refuse_if_poisoned()?;
         let view = self.read_view(pair).await?;
         let decision = decide_by_rules(view.as_ref(), quantity, surface, safety_stock);
         Ok((decision, view))
+    }
+
+    /// The poison error of a store that refuses writes for good: the node's memory may then
+    /// be behind what was acknowledged, so nothing is read from it. A shared store that is
+    /// only unreachable is no reason: what the node holds in memory is all durable.
+    fn refuse_if_poisoned(&self) -> Result<(), EngineError> {
+        match self.inner.store.check_writable() {
+            Err(error) if error.is_poisoned() => Err(error.into()),
+            _ => Ok(()),
+        }
     }
 
     /// The decision policy and the location facts decisions read.
@@ -811,7 +821,7 @@ impl Engine {
         &self,
         lookups: &[Lookup],
     ) -> Result<Vec<Result<Decided, EngineError>>, EngineError> {
-        self.inner.store.check_writable()?;
+        self.refuse_if_poisoned()?;
         let pairs: Vec<PairKey> = lookups.iter().map(|lookup| lookup.pair).collect();
         let snapshots = self.snapshots(&pairs).await;
         // The anchors hang off the states: ask for them all before the first decision.

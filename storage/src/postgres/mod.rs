@@ -44,8 +44,8 @@ pub mod testing;
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
@@ -72,6 +72,9 @@ const READ_CHUNK_KEYS: usize = 8192;
 
 /// Attempts of a commit that lost a serialization race, and of a call whose connection broke.
 const MAX_ATTEMPTS: u32 = 6;
+
+/// How often the database is probed while it is marked unreachable.
+const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Commits between two trims of old commit ids.
 const TRIM_EVERY_COMMITS: u64 = 4096;
@@ -297,6 +300,11 @@ struct Shared {
     id_prefix: u64,
     next_commit: AtomicU64,
     target: String,
+    /// Set when calls stopped reaching the database: calls then fail at once, until the
+    /// probe started with it gets an answer.
+    unreachable: AtomicBool,
+    /// The store itself, for the probe task.
+    me: Weak<Shared>,
 }
 
 /// The PostgreSQL backend. See the module documentation.
@@ -327,8 +335,20 @@ enum Failure {
     /// Worth another attempt from the start (a serialization race, a broken connection
     /// before anything was committed).
     Retry(StoreError),
+    /// The database could not be reached (no connection, a broken one, a server shutting
+    /// down): worth another attempt, and if the last one fails too, the store is marked
+    /// unreachable until a background probe reaches it again.
+    Unreachable(StoreError),
     /// Final.
     Fail(StoreError),
+}
+
+impl Failure {
+    fn into_error(self) -> StoreError {
+        match self {
+            Failure::Retry(error) | Failure::Unreachable(error) | Failure::Fail(error) => error,
+        }
+    }
 }
 
 impl From<StoreError> for Failure {
@@ -349,7 +369,7 @@ fn classify(context: &'static str, error: &tokio_postgres::Error) -> Failure {
     };
     let Some(code) = error.code() else {
         // No SQL state: the connection closed or broke, or the socket failed.
-        return Failure::Retry(unavailable);
+        return Failure::Unreachable(unavailable);
     };
     if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
         return Failure::Retry(unavailable);
@@ -357,7 +377,7 @@ fn classify(context: &'static str, error: &tokio_postgres::Error) -> Failure {
     let class = &code.code()[..2];
     match class {
         // Connection exceptions, shutdowns, a server starting: a fresh connection may do.
-        "08" | "57" if *code != SqlState::QUERY_CANCELED => Failure::Retry(unavailable),
+        "08" | "57" if *code != SqlState::QUERY_CANCELED => Failure::Unreachable(unavailable),
         // Statement or lock timeout, resources (disk full, too many connections), locks.
         "57" | "53" | "55" => Failure::Fail(unavailable),
         _ => Failure::Fail(StoreError::Backend { context, message }),
@@ -396,21 +416,68 @@ impl Drop for Checkout {
 }
 
 impl Shared {
+    /// A pooled connection, refused at once while the database is marked unreachable (a
+    /// node then answers UNAVAILABLE without waiting out a timeout per call).
     async fn checkout(&self, context: &'static str) -> Result<Checkout, Failure> {
+        if self.unreachable.load(Ordering::Acquire) {
+            return Err(Failure::Fail(StoreError::Unavailable {
+                context,
+                message: "the database is unreachable; reconnecting in the background".to_owned(),
+            }));
+        }
+        self.connect_pooled(context).await
+    }
+
+    async fn connect_pooled(&self, context: &'static str) -> Result<Checkout, Failure> {
         match self.pool.get().await {
             Ok(client) => Ok(Checkout {
                 client: Some(client),
                 healthy: false,
             }),
-            Err(error) => Err(Failure::Retry(StoreError::Unavailable {
+            Err(error) => Err(Failure::Unreachable(StoreError::Unavailable {
                 context,
                 message: match error {
-                    deadpool_postgres::PoolError::Backend(e) => match classify(context, &e) {
-                        Failure::Retry(e) | Failure::Fail(e) => e.to_string(),
-                    },
+                    deadpool_postgres::PoolError::Backend(e) => {
+                        classify(context, &e).into_error().to_string()
+                    }
                     other => other.to_string(),
                 },
             })),
+        }
+    }
+
+    /// Marks the database unreachable and starts the probe that clears the mark once it
+    /// answers again (on the store's own runtime).
+    fn mark_unreachable(&self, cause: &str) {
+        if self.unreachable.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(target = %self.target, %cause, "the database is unreachable; refusing store calls until it answers");
+        if let Some(shared) = self.me.upgrade() {
+            tokio::spawn(async move { shared.probe_until_reachable().await });
+        }
+    }
+
+    async fn probe_until_reachable(&self) {
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            let answered = tokio::time::timeout(self.operation_timeout, async {
+                let mut checkout = self.connect_pooled("probe the database").await.ok()?;
+                checkout.client().simple_query("SELECT 1").await.ok()?;
+                checkout.healthy = true;
+                Some(())
+            })
+            .await;
+            if let Ok(Some(())) = answered {
+                self.unreachable.store(false, Ordering::Release);
+                tracing::info!(
+                    target = %self.target,
+                    down_ms = started.elapsed().as_millis() as u64,
+                    "the database answers again"
+                );
+                return;
+            }
         }
     }
 
@@ -428,7 +495,11 @@ impl Shared {
                 Ok(value) => return Ok(value),
                 Err(Failure::Fail(error)) => return Err(error),
                 Err(Failure::Retry(error)) if tries >= MAX_ATTEMPTS => return Err(error),
-                Err(Failure::Retry(_)) => {
+                Err(Failure::Unreachable(error)) if tries >= MAX_ATTEMPTS => {
+                    self.mark_unreachable(&error.to_string());
+                    return Err(error);
+                }
+                Err(Failure::Retry(_) | Failure::Unreachable(_)) => {
                     tokio::time::sleep(backoff(tries, self.next_commit.load(Ordering::Relaxed)))
                         .await;
                 }
@@ -800,25 +871,32 @@ impl Shared {
                 Ok(Ok(())) => break Ok(()),
                 Ok(Err(failure)) if !committing => match failure {
                     Failure::Retry(error) if tries >= MAX_ATTEMPTS => break Err(error),
-                    Failure::Retry(_) => {
+                    Failure::Unreachable(error) if tries >= MAX_ATTEMPTS => {
+                        self.mark_unreachable(&error.to_string());
+                        break Err(error);
+                    }
+                    Failure::Retry(_) | Failure::Unreachable(_) => {
                         tokio::time::sleep(backoff(tries, sequence)).await;
                     }
                     Failure::Fail(error) => break Err(error),
                 },
                 Err(_) if !committing => {
+                    let message =
+                        format!("no answer within {} ms", self.operation_timeout.as_millis());
+                    self.mark_unreachable(&message);
                     break Err(StoreError::Unavailable {
                         context: "commit batch",
-                        message: format!(
-                            "no answer within {} ms",
-                            self.operation_timeout.as_millis()
-                        ),
+                        message,
                     });
                 }
                 // COMMIT was sent and its answer lost: applied or not, only the id can say.
-                Ok(Err(Failure::Retry(error) | Failure::Fail(error))) => {
-                    break self.settle_lost_commit(id, error.to_string()).await;
+                Ok(Err(failure)) => {
+                    break self
+                        .settle_lost_commit(id, failure.into_error().to_string())
+                        .await;
                 }
                 Err(_) => {
+                    self.mark_unreachable("the answer to COMMIT timed out");
                     break self
                         .settle_lost_commit(id, "the answer to COMMIT timed out".to_owned())
                         .await;
@@ -976,7 +1054,7 @@ impl PostgresStore {
                 })?
         };
         let salt = random_salt();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
             pool,
             statements: Statements::new(schema),
             operation_timeout: options.operation_timeout,
@@ -987,6 +1065,8 @@ impl PostgresStore {
             id_prefix: salt,
             next_commit: AtomicU64::new(0),
             target: describe_target(&options.connection),
+            unreachable: AtomicBool::new(false),
+            me: me.clone(),
         });
         let store = Self {
             handle: runtime.handle().clone(),
@@ -1072,16 +1152,16 @@ impl PostgresStore {
     {
         let timeout = self.shared.operation_timeout;
         self.run(context, move |shared| {
-            let future = work(shared);
+            let future = work(Arc::clone(&shared));
             async move {
-                tokio::time::timeout(timeout, future)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(StoreError::Unavailable {
-                            context,
-                            message: format!("no answer within {} ms", timeout.as_millis()),
-                        })
-                    })
+                match tokio::time::timeout(timeout, future).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        let message = format!("no answer within {} ms", timeout.as_millis());
+                        shared.mark_unreachable(&message);
+                        Err(StoreError::Unavailable { context, message })
+                    }
+                }
             }
         })
     }
@@ -1143,8 +1223,17 @@ impl Store for PostgresStore {
         })
     }
 
+    /// The poison error once poisoned; UNAVAILABLE while the database is known unreachable
+    /// (a write would only wait to fail).
     fn check_writable(&self) -> Result<(), StoreError> {
-        self.shared.poison.check()
+        self.shared.poison.check()?;
+        if self.shared.unreachable.load(Ordering::Acquire) {
+            return Err(StoreError::Unavailable {
+                context: "write",
+                message: "the database is unreachable; reconnecting in the background".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     fn disk_bytes(&self) -> Result<u64, StoreError> {

@@ -3,9 +3,8 @@
 //! Tests never use a shared database: each starts Debian's `postgres` from `initdb` in a
 //! temporary directory on a free loopback port, with password authentication over TCP,
 //! and stops it when dropped. `initdb` and `postgres` refuse to run as root, so under root
-//! both run as the `postgres` user (or `nobody`), which then owns the directory. The server
-//! runs in a process group of its own, so that a test can stop, hang (SIGSTOP) and resume
-//! all of its processes at once.
+//! both run as the `postgres` user (or `nobody`), which then owns the directory. A test can
+//! stop and restart the server, or hang every one of its processes (SIGSTOP) and resume them.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -75,6 +74,24 @@ fn unprivileged_owner() -> Option<(u32, u32)> {
             .or_else(|| find("nobody"))
             .unwrap_or((65534, 65534)),
     )
+}
+
+/// The processes whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": the command may hold spaces and parentheses.
+            let after_command = &stat[stat.rfind(')')? + 1..];
+            let ppid: u32 = after_command.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -164,7 +181,6 @@ impl PrivateServer {
             .open(self.log())
             .expect("open the server log");
         let child = {
-            use std::os::unix::process::CommandExt;
             self.command("postgres")
                 .arg("-D")
                 .arg(self.data())
@@ -181,7 +197,6 @@ impl PrivateServer {
                 ])
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
-                .process_group(0)
                 .spawn()
                 .expect("start postgres")
         };
@@ -277,23 +292,34 @@ impl PrivateServer {
         path
     }
 
-    fn signal_group(&self, signal: rustix::process::Signal) {
-        if let Some(child) = &self.server
-            && let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32)
-        {
-            let _ = rustix::process::kill_process_group(pid, signal);
+    /// Sends `signal` to the postmaster, then to every process it started. (Each of them
+    /// is a session leader of its own, so one signal to the process group reaches the
+    /// postmaster alone.)
+    fn signal_all(&self, signal: rustix::process::Signal) {
+        let Some(child) = &self.server else {
+            return;
+        };
+        let postmaster = child.id();
+        let send = |pid: u32| {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, signal);
+            }
+        };
+        send(postmaster);
+        for pid in children_of(postmaster) {
+            send(pid);
         }
     }
 
     /// Hangs every process of the server (SIGSTOP): connections stay open, nothing answers.
     pub fn pause(&mut self) {
-        self.signal_group(rustix::process::Signal::STOP);
+        self.signal_all(rustix::process::Signal::STOP);
         self.paused = true;
     }
 
     /// Resumes a paused server.
     pub fn resume(&mut self) {
-        self.signal_group(rustix::process::Signal::CONT);
+        self.signal_all(rustix::process::Signal::CONT);
         self.paused = false;
     }
 
