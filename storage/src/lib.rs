@@ -19,6 +19,8 @@
 //!   `embedded` feature.
 //! - [`postgres`]: [`PostgresStore`], the store a cluster's nodes share, behind the
 //!   `postgres` feature.
+//! - [`fdb`]: [`fdb::FdbStore`], the FoundationDB backend's logic over a transaction
+//!   interface, its in-memory fake, and (feature `fdb`) the binding to the real client.
 //! - [`group_commit`]: [`GroupCommitter`], which merges batches from many writers into one
 //!   fsync'd commit and acknowledges each writer only after that commit.
 //! - [`offload`]: store calls from an async runtime, on the blocking pool for a remote backend.
@@ -36,6 +38,7 @@ pub mod conformance;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod error;
+pub mod fdb;
 pub mod group_commit;
 pub mod limits;
 pub mod location;
@@ -57,3 +60,14 @@ pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use store::{KeyValue, Store};
+
+/// 64 bits that differ between processes and between stores of one process: the prefix of
+/// commit ids.
+pub(crate) fn random_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    // RandomState's keys come from the operating system's randomness once per thread and
+    // change with every instance.
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

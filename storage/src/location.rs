@@ -97,10 +97,6 @@ impl StoreLocation {
 
     /// Opens the store (blocking: call it off an async runtime's workers).
     pub fn open(&self, settings: &OpenSettings) -> Result<Arc<dyn Store>, StoreError> {
-        let unsupported = |what: &str| StoreError::Backend {
-            context: "open store",
-            message: format!("this build has no {what} backend"),
-        };
         match self {
             #[cfg(feature = "embedded")]
             StoreLocation::Embedded(path) => Ok(Arc::new(crate::EmbeddedStore::open_with(
@@ -123,10 +119,27 @@ impl StoreLocation {
             }
             #[cfg(not(feature = "postgres"))]
             StoreLocation::Postgres(_) => Err(unsupported("PostgreSQL")),
+            #[cfg(feature = "fdb")]
+            StoreLocation::FoundationDb(cluster_file) => {
+                Ok(Arc::new(crate::fdb::binding::open(cluster_file)?))
+            }
+            #[cfg(not(feature = "fdb"))]
             StoreLocation::FoundationDb(_) => Err(unsupported(
                 "FoundationDB (build with `--features fdb` where the FoundationDB client is installed)",
             )),
         }
+    }
+}
+
+/// The error of a backend this build was made without.
+#[cfg_attr(
+    all(feature = "embedded", feature = "postgres", feature = "fdb"),
+    allow(dead_code)
+)]
+fn unsupported(what: &str) -> StoreError {
+    StoreError::Backend {
+        context: "open store",
+        message: format!("this build has no {what} backend"),
     }
 }
 

@@ -42,3 +42,65 @@ pub fn block_off_workers<T>(wait: impl FnOnce() -> T) -> T {
         _ => wait(),
     }
 }
+
+/// A small runtime of a remote backend's own, on which its client's futures run, and the one
+/// way synchronous [`Store`] calls wait for them: without holding a worker of the caller's
+/// runtime ([`block_off_workers`]), from any thread, inside a runtime or not.
+#[derive(Debug)]
+pub struct ClientRuntime {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    name: &'static str,
+}
+
+impl ClientRuntime {
+    /// Starts a runtime of `threads` workers named `name`.
+    pub fn start(name: &'static str, threads: usize) -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable {
+                context: "start a store client runtime",
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            name,
+        })
+    }
+
+    /// The runtime's handle (to build clients that spawn on it).
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    /// Runs `future` on this runtime and waits for its result.
+    pub fn run<T, F>(&self, context: &'static str, future: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = sender.send(future.await);
+        });
+        block_off_workers(|| receiver.recv()).unwrap_or_else(|_| {
+            Err(StoreError::Unavailable {
+                context,
+                message: format!("the {} runtime stopped", self.name),
+            })
+        })
+    }
+}
+
+impl Drop for ClientRuntime {
+    fn drop(&mut self) {
+        // Dropped anywhere, an async context included: the workers stop in the background.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

@@ -91,7 +91,8 @@ fn a_stalled_writer_blocks_others_only_for_the_lock_timeout() {
     store.commit(batch).expect("first write");
 
     // Another client takes the row lock and stalls (psql, holding the transaction open).
-    let mut stalled = std::process::Command::new("psql")
+    let mut stalled = server
+        .program("psql")
         .args([
             "-h",
             "127.0.0.1",
@@ -106,7 +107,6 @@ fn a_stalled_writer_blocks_others_only_for_the_lock_timeout() {
             "-c",
             "BEGIN; UPDATE stall.kv SET v = 'x' WHERE k = 'hot'; SELECT pg_sleep(3); ROLLBACK;",
         ])
-        .env("PGPASSWORD", server.password())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("run psql");

@@ -53,7 +53,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use crate::batch::resolve;
-use crate::offload::block_off_workers;
+use crate::offload::ClientRuntime;
 use crate::poison::PoisonState;
 use crate::{KeyValue, Operation, Store, StoreError, StoreLimits, WriteBatch};
 
@@ -197,17 +197,6 @@ impl PostgresOptions {
     }
 }
 
-/// 64 bits that differ between processes and between stores of one process: the prefix of
-/// commit ids.
-fn random_salt() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    // RandomState's keys come from the operating system's randomness once per thread and
-    // change with every instance.
-    hasher.write_u32(std::process::id());
-    hasher.finish()
-}
-
 /// "host:port/database" of a connection, for logs (never the password).
 fn describe_target(config: &tokio_postgres::Config) -> String {
     let host = config
@@ -309,8 +298,7 @@ struct Shared {
 
 /// The PostgreSQL backend. See the module documentation.
 pub struct PostgresStore {
-    runtime: Option<tokio::runtime::Runtime>,
-    handle: tokio::runtime::Handle,
+    runtime: ClientRuntime,
     shared: Arc<Shared>,
 }
 
@@ -319,14 +307,6 @@ impl std::fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("target", &self.shared.target)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for PostgresStore {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -1001,15 +981,7 @@ impl PostgresStore {
                 ),
             });
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("stockgrid-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Unavailable {
-                context: "start the PostgreSQL client runtime",
-                message: e.to_string(),
-            })?;
+        let runtime = ClientRuntime::start("stockgrid-postgres", 2)?;
         let mut connection = options.connection.clone();
         if let Password::Given(password) = &options.password {
             connection.password(password.as_bytes());
@@ -1040,7 +1012,7 @@ impl PostgresStore {
             },
         );
         let pool = {
-            let _entered = runtime.enter();
+            let _entered = runtime.handle().enter();
             Pool::builder(manager)
                 .max_size(options.pool_size.max(1))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -1053,7 +1025,7 @@ impl PostgresStore {
                     message: e.to_string(),
                 })?
         };
-        let salt = random_salt();
+        let salt = crate::random_salt();
         let shared = Arc::new_cyclic(|me| Shared {
             pool,
             statements: Statements::new(schema),
@@ -1068,11 +1040,7 @@ impl PostgresStore {
             unreachable: AtomicBool::new(false),
             me: me.clone(),
         });
-        let store = Self {
-            handle: runtime.handle().clone(),
-            runtime: Some(runtime),
-            shared,
-        };
+        let store = Self { runtime, shared };
         let create = Statements::schema(schema);
         store.run("create the store's tables", move |shared| async move {
             shared
@@ -1126,17 +1094,7 @@ impl PostgresStore {
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        let future = work(Arc::clone(&self.shared));
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = sender.send(future.await);
-        });
-        block_off_workers(|| receiver.recv()).unwrap_or_else(|_| {
-            Err(StoreError::Unavailable {
-                context,
-                message: "the PostgreSQL client runtime stopped".to_owned(),
-            })
-        })
+        self.runtime.run(context, work(Arc::clone(&self.shared)))
     }
 
     /// As [`PostgresStore::run`], bounded by the operation timeout (reads: nothing to

@@ -113,7 +113,7 @@ impl PrivateServer {
             std::os::unix::fs::chown(directory.path(), Some(uid), Some(gid))
                 .expect("give the server's directory to its unprivileged user");
         }
-        let password = format!("pw-{:x}", super::random_salt());
+        let password = format!("pw-{:x}", crate::random_salt());
         let password_file = directory.path().join("password");
         std::fs::write(&password_file, &password).expect("write the password file");
         if let Some((uid, gid)) = owner {
@@ -234,6 +234,14 @@ impl PrivateServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A client program of the server's own version (`psql`, `pgbench`), with the
+    /// password in its environment.
+    pub fn program(&self, name: &str) -> Command {
+        let mut command = Command::new(self.binaries.join(name));
+        command.env("PGPASSWORD", &self.password);
+        command
     }
 
     /// The last lines the server logged (for failure messages).
