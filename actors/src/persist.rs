@@ -697,6 +697,13 @@ impl IdentityTail {
         &self.stripes[(hash as usize) % TAIL_STRIPES]
     }
 
+    /// Whether the tail holds an identity under `key`.
+    pub fn knows(&self, key: &[u8]) -> bool {
+        self.stripe(key)
+            .lock()
+            .is_ok_and(|stripe| stripe.get(key).is_some())
+    }
+
     /// What the tail knows of the identity stored under `key`, or `None`.
     fn check(&self, key: &[u8], digest: u128) -> Option<IdentityCheck> {
         let stripe = self.stripe(key).lock().ok()?;
@@ -748,7 +755,14 @@ pub struct StoreIdentityIndex<'a> {
     pub retention_ms: i64,
     /// New identities to schedule for expiry, written once the batch is complete.
     pub expiring: &'a mut ExpiringIdentities,
+    /// Values read ahead for the message being applied (one batched read from a remote
+    /// store), consulted before the store.
+    pub read_ahead: &'a ReadAhead,
 }
+
+/// Values of keys read in one batched call before a message is applied (`None`: absent),
+/// so that a remote store is asked once per message rather than once per event.
+pub type ReadAhead = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 fn decode_digest(key: &[u8], bytes: &[u8]) -> Result<u128, LookupFailed> {
     match bytes {
@@ -772,10 +786,13 @@ impl IdentityIndex for StoreIdentityIndex<'_> {
         if let Some(check) = self.tail.check(&key, digest) {
             return Ok(check);
         }
-        let stored = self.store.get(&key).map_err(|e| LookupFailed {
-            what: "event identity",
-            message: e.to_string(),
-        })?;
+        let stored = match self.read_ahead.get(&key) {
+            Some(value) => value.clone(),
+            None => self.store.get(&key).map_err(|e| LookupFailed {
+                what: "event identity",
+                message: e.to_string(),
+            })?,
+        };
         let stored = stored
             .map(|bytes| decode_digest(&key, &bytes))
             .transpose()?;

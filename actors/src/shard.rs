@@ -44,15 +44,15 @@ use crate::domain::{EventKind, PairKey, Surface};
 use crate::due::Committer;
 use crate::error::EngineError;
 use crate::keys::{
-    checkpoint_key, deadline_key, expiry_key, hold_key, log_key, quarantine_key, settlement_key,
-    snapshot_key,
+    checkpoint_key, deadline_key, expiry_key, hold_key, identity_key, log_key, quarantine_key,
+    settlement_key, snapshot_key,
 };
 use crate::ledger::{
     EntityState, EntryRole, LedgerEntry, LedgerView, Outcome, QuarantineReason, ingest,
 };
 use crate::persist::{
-    self, IdentityTail, LogRecord, QuarantineRecord, Snapshot, StoreIdentityIndex, encode,
-    load_entity,
+    self, IdentityTail, LoadedEntity, LogRecord, QuarantineRecord, ReadAhead, Snapshot,
+    StoreIdentityIndex, encode, load_entity,
 };
 use crate::policy::{Ask, DecisionContext};
 use crate::reservation::{Hold, ReservationLine, Settlement, load_holds};
@@ -392,6 +392,9 @@ pub struct ShardState {
     /// Reservation holds of resident entities that have any (most have none, so they are
     /// kept beside the entities rather than in them).
     holds: HashMap<PairKey, Vec<Hold>>,
+    /// What the message being applied will read from a remote store, read in one call
+    /// before it (empty for a local store, and between messages).
+    read_ahead: Arc<ReadAhead>,
 }
 
 impl Actor for Shard {
@@ -413,6 +416,7 @@ impl Actor for Shard {
             context,
             entities: HashMap::new(),
             holds: HashMap::new(),
+            read_ahead: Arc::default(),
         })
     }
 
@@ -519,11 +523,17 @@ impl ShardState {
             );
         }
         if !self.entities.contains_key(&pair) {
-            let loaded = load_entity(
-                self.context.store.as_ref(),
-                pair,
-                &self.context.config.ledger,
-            )?;
+            let never_seen = !self.read_ahead.is_empty()
+                && self.read_ahead.get(&snapshot_key(pair)) == Some(&None);
+            let loaded = if never_seen {
+                LoadedEntity::default()
+            } else {
+                load_entity(
+                    self.context.store.as_ref(),
+                    pair,
+                    &self.context.config.ledger,
+                )?
+            };
             if !loaded.found && !create {
                 return Ok(None);
             }
@@ -576,10 +586,47 @@ impl ShardState {
         Ok(None)
     }
 
+    /// For a remote store, reads in one call what applying `entries` would otherwise ask
+    /// for one event at a time: the identities the tail does not hold, and the snapshot keys
+    /// of pairs not in memory (absent: a pair never seen, created without another read).
+    fn read_ahead(&self, entries: &[ArrivedEntry]) -> Result<ReadAhead, EngineError> {
+        let store = &self.context.store;
+        if !store.is_remote() {
+            return Ok(ReadAhead::new());
+        }
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for arrived in entries {
+            let identity = identity_key(&arrived.entry.identity());
+            if !self.context.identities.knows(&identity) {
+                keys.push(identity);
+            }
+            let pair = arrived.entry.target();
+            if !self.entities.contains_key(&pair) && !self.context.published.contains_key(&pair) {
+                keys.push(snapshot_key(pair));
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(ReadAhead::new());
+        }
+        let asked: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let values = store.get_many(&asked)?;
+        Ok(keys.into_iter().zip(values).collect())
+    }
+
     async fn apply(&mut self, entries: &[ArrivedEntry]) -> Result<Vec<Outcome>, EngineError> {
         let mut batch = WriteBatch::new();
         let mut touched: Vec<PairKey> = Vec::new();
-        let result = self.apply_into(entries, &mut batch, &mut touched);
+        let result = match self.read_ahead(entries) {
+            Ok(read_ahead) => {
+                self.read_ahead = Arc::new(read_ahead);
+                let applied = self.apply_into(entries, &mut batch, &mut touched);
+                self.read_ahead = Arc::default();
+                applied
+            }
+            Err(error) => Err(error),
+        };
         let committed = match result {
             Ok(outcomes) => self
                 .context
@@ -613,6 +660,7 @@ impl ShardState {
         touched: &mut Vec<PairKey>,
     ) -> Result<Vec<Outcome>, EngineError> {
         let context = Arc::clone(&self.context);
+        let read_ahead = Arc::clone(&self.read_ahead);
         let config = &context.config;
         let now = self.now();
         let mut outcomes = Vec::with_capacity(entries.len());
@@ -634,6 +682,7 @@ impl ShardState {
                 batch,
                 retention_ms: config.identity_retention_ms(),
                 expiring: &mut expiring,
+                read_ahead: &read_ahead,
             };
             let mut history = persist::LogHistory {
                 store: context.store.as_ref(),

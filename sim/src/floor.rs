@@ -5,16 +5,18 @@
 //!   decodes each request and answers it without deciding or storing anything (every lookup
 //!   "available", every event "accepted"), so `stockgrid loadgen` against it measures the cost
 //!   of gRPC, HTTP/2 and the load generator on this machine.
-//! - [`store_floor`]: the embedded store alone absorbing the writes a durable ingest makes.
-//!   The write batches are recorded by running the real engine over an in-memory store with
-//!   the load generator's ingest workload, then committed to a fresh embedded store on disk
-//!   through the same group committer, from as many submitters as the engine has shards (each
-//!   waits for its batch to be durable, as a shard does). Its events per second is the most a
-//!   durable ingest could reach on this disk with these writes.
+//! - [`store_floor`]: the store alone (embedded, or PostgreSQL through its backend) absorbing
+//!   the writes a durable ingest makes. The write batches are recorded by running the real
+//!   engine over an in-memory store with the load generator's ingest workload, then committed
+//!   to a fresh store through the same group committer, from as many submitters as the engine
+//!   has shards (each waits for its batch to be durable, as a shard does). Its events per
+//!   second is the most a durable ingest could reach on this store with these writes.
+//! - [`postgres_floor`]: PostgreSQL alone absorbing the same rows: each recorded batch as one
+//!   plain transaction (one `unnest` upsert, READ COMMITTED, no conditions, no commit id) on a
+//!   connection per submitter, so the database's own group commit merges their WAL flushes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,11 +28,10 @@ use stockgrid_actors::time::{Clock, WallClock};
 use stockgrid_actors::{Engine, EngineConfig};
 use stockgrid_api::convert;
 use stockgrid_api::proto::v1 as pb;
-use stockgrid_storage::embedded::EmbeddedStore;
 use stockgrid_storage::group_commit::{GroupCommitConfig, GroupCommitter};
 use stockgrid_storage::memory::MemoryStore;
 use stockgrid_storage::store::KeyValue;
-use stockgrid_storage::{Store, StoreError, StoreLimits, WriteBatch};
+use stockgrid_storage::{OpenSettings, Store, StoreError, StoreLimits, StoreLocation, WriteBatch};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::loadgen::{Kind, KindReport, LoadReport, counts, sales};
@@ -192,8 +193,9 @@ impl Store for RecordingStore {
 /// What [`store_floor`] writes.
 #[derive(Clone, Debug)]
 pub struct StoreFloorOptions {
-    /// Where the embedded store is created (it must not exist, or be empty).
-    pub dir: PathBuf,
+    /// The store written: a new (or empty) directory for the embedded store, or a
+    /// PostgreSQL database (password from `PGPASSWORD`).
+    pub store: StoreLocation,
     /// Sales ingested to record the writes.
     pub events: u64,
     /// Events per ingest request.
@@ -206,37 +208,54 @@ pub struct StoreFloorOptions {
     pub shards: usize,
 }
 
-/// Records the writes of a durable ingest and measures the embedded store absorbing them.
-pub async fn store_floor(
+/// Records the writes of a durable ingest, reporting their count and size.
+async fn recorded_writes(
     options: &StoreFloorOptions,
-    mut progress: impl FnMut(&str),
-) -> anyhow::Result<LoadReport> {
-    let batches = record_ingest_writes(options, &mut progress).await?;
+    floor: &str,
+    progress: &mut impl FnMut(&str),
+) -> anyhow::Result<Vec<WriteBatch>> {
+    let batches = record_ingest_writes(options, progress).await?;
     let operations: usize = batches.iter().map(|b| b.operations.len()).sum();
     let bytes: usize = batches.iter().map(WriteBatch::byte_size).sum();
     progress(&format!(
-        "store floor: recorded {} batches, {operations} writes, {:.1} MiB for {} events ({:.1} writes and {:.0} bytes an event)",
+        "{floor}: recorded {} batches, {operations} writes, {:.1} MiB for {} events ({:.1} writes and {:.0} bytes an event)",
         batches.len(),
         bytes as f64 / (1 << 20) as f64,
         options.events,
         operations as f64 / options.events.max(1) as f64,
         bytes as f64 / options.events.max(1) as f64,
     ));
-    let dir = options.dir.clone();
-    let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
-        .await?
-        .with_context(|| format!("open the embedded store in {}", options.dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
-    let committer = GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?;
-    // Each submitter commits its share in recorded order, one batch durable at a time.
-    let submitters = options.shards.max(1);
-    let mut shares: Vec<Vec<WriteBatch>> = (0..submitters).map(|_| Vec::new()).collect();
+    Ok(batches)
+}
+
+/// Each submitter's share of the recorded batches, in recorded order.
+fn shares(batches: Vec<WriteBatch>, submitters: usize) -> Vec<Vec<WriteBatch>> {
+    let mut shares: Vec<Vec<WriteBatch>> = (0..submitters.max(1)).map(|_| Vec::new()).collect();
+    let count = shares.len();
     for (index, batch) in batches.into_iter().enumerate() {
-        shares[index % submitters].push(batch);
+        shares[index % count].push(batch);
     }
+    shares
+}
+
+/// Records the writes of a durable ingest and measures the store absorbing them.
+pub async fn store_floor(
+    options: &StoreFloorOptions,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<LoadReport> {
+    let batches = recorded_writes(options, "store floor", &mut progress).await?;
+    let location = options.store.clone();
+    let store = tokio::task::spawn_blocking(move || location.open(&OpenSettings::default()))
+        .await?
+        .with_context(|| format!("open the store {}", options.store))?;
+    let committer = GroupCommitter::start(
+        Arc::clone(&store),
+        GroupCommitConfig::for_store(store.as_ref()),
+    )?;
+    // Each submitter commits its share in recorded order, one batch durable at a time.
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for share in shares {
+    for share in shares(batches, options.shards) {
         let committer = committer.clone();
         tasks.spawn(async move {
             let mut report = KindReport::default();
@@ -261,6 +280,111 @@ pub async fn store_floor(
         BTreeMap::from([(Kind::Ingest, commits)]),
         elapsed,
     ))
+}
+
+/// Records the writes of a durable ingest and measures PostgreSQL alone writing the same rows
+/// into a table of its own (`floor_kv`, created if missing) of the database at `url`
+/// (password from `PGPASSWORD`): each batch one plain transaction, a connection per
+/// submitter.
+pub async fn postgres_floor(
+    url: &str,
+    options: &StoreFloorOptions,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<LoadReport> {
+    let batches = recorded_writes(options, "postgres floor", &mut progress).await?;
+    let mut config: tokio_postgres::Config = url.parse().context("--postgres-floor URL")?;
+    if let Ok(password) = std::env::var("PGPASSWORD") {
+        config.password(password);
+    }
+    let mut clients = Vec::new();
+    for _ in 0..options.shards.max(1) {
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .context("connect to PostgreSQL")?;
+        tokio::spawn(connection);
+        clients.push(client);
+    }
+    clients[0]
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS floor_kv (k bytea PRIMARY KEY, v bytea NOT NULL)",
+        )
+        .await
+        .context("create floor_kv")?;
+    // Each batch's net rows, folded before the clock starts: resolving a batch is the
+    // store's work, not the database's.
+    let shares: Vec<Vec<NetRows>> = shares(batches, options.shards)
+        .into_iter()
+        .map(|share| share.into_iter().map(net_rows).collect())
+        .collect();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut client, share) in clients.into_iter().zip(shares) {
+        tasks.spawn(async move {
+            let upsert = client
+                .prepare(
+                    "INSERT INTO floor_kv (k, v) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+                )
+                .await?;
+            let delete = client
+                .prepare("DELETE FROM floor_kv WHERE k = ANY($1::bytea[])")
+                .await?;
+            let mut report = KindReport::default();
+            for (keys, values, deleted) in share {
+                let sent = Instant::now();
+                let transaction = client.transaction().await?;
+                if !deleted.is_empty() {
+                    transaction.execute(&delete, &[&deleted]).await?;
+                }
+                transaction.execute(&upsert, &[&keys, &values]).await?;
+                transaction.commit().await?;
+                report.record(true, 0, sent.elapsed());
+            }
+            anyhow::Ok(report)
+        });
+    }
+    let mut commits = KindReport::default();
+    while let Some(report) = tasks.join_next().await {
+        commits.add(&report??);
+    }
+    let elapsed = start.elapsed();
+    commits.items = options.events;
+    Ok(LoadReport::new(
+        "postgres-floor",
+        BTreeMap::from([(Kind::Ingest, commits)]),
+        elapsed,
+    ))
+}
+
+/// A batch's net rows: the keys and values put (each key once, its last value) and the keys
+/// deleted. Recorded ingest batches carry no conditions and no range deletes.
+type NetRows = (Vec<Vec<u8>>, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn net_rows(batch: WriteBatch) -> NetRows {
+    let mut last: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    for operation in batch.operations {
+        match operation {
+            stockgrid_storage::Operation::Put { key, value } => {
+                last.insert(key, Some(value));
+            }
+            stockgrid_storage::Operation::Delete { key } => {
+                last.insert(key, None);
+            }
+            stockgrid_storage::Operation::DeleteRange { .. } => {}
+        }
+    }
+    let (mut keys, mut values, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+    for (key, value) in last {
+        match value {
+            Some(value) => {
+                keys.push(key);
+                values.push(value);
+            }
+            None => deleted.push(key),
+        }
+    }
+    (keys, values, deleted)
 }
 
 /// Runs the engine over a recording in-memory store: counts every pair (not recorded), then

@@ -3,7 +3,6 @@
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -20,7 +19,7 @@ pub(crate) enum WorkloadArg {
 
 /// `stockgrid loadgen`: exactly one of `--target`, `--serve-floor` and `--store-floor`.
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("mode").required(true).args(["target", "serve_floor", "store_floor"])))]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["target", "serve_floor", "store_floor", "postgres_floor"])))]
 pub(crate) struct LoadgenArgs {
     /// The node (or floor) to load, e.g. 127.0.0.1:50051.
     #[arg(long, requires = "workload")]
@@ -29,10 +28,15 @@ pub(crate) struct LoadgenArgs {
     /// services answering without deciding or storing anything.
     #[arg(long, value_name = "ADDR")]
     serve_floor: Option<SocketAddr>,
-    /// Measure the store floor in this new directory: the embedded store alone absorbing the
-    /// writes of `--events` sales of a durable ingest.
-    #[arg(long, value_name = "DIR")]
-    store_floor: Option<PathBuf>,
+    /// Measure the store floor: the store alone absorbing the writes of `--events` sales of
+    /// a durable ingest; a new directory for the embedded store, or a postgres:// URL
+    /// (password from PGPASSWORD) of an empty database.
+    #[arg(long, value_name = "DIR|URL")]
+    store_floor: Option<stockgrid_storage::StoreLocation>,
+    /// Measure PostgreSQL alone writing the same rows (plain transactions, no conditions or
+    /// commit ids) into the database at this URL (password from PGPASSWORD).
+    #[arg(long, value_name = "URL", conflicts_with = "store_floor")]
+    postgres_floor: Option<String>,
     /// What to send.
     #[arg(long, value_enum)]
     workload: Option<WorkloadArg>,
@@ -79,16 +83,18 @@ pub(crate) async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
         eprintln!("loadgen: serving the floor on {address} until stopped");
         return stockgrid_sim::floor::serve_floor(address).await;
     }
-    let report = if let Some(dir) = &args.store_floor {
-        let options = stockgrid_sim::floor::StoreFloorOptions {
-            dir: dir.clone(),
+    let floor_options =
+        |store: stockgrid_storage::StoreLocation| stockgrid_sim::floor::StoreFloorOptions {
+            store,
             events: args.events,
             ingest_events: args.ingest_events as usize,
             concurrency: args.concurrency as usize,
             pairs: args.pairs,
             shards: args.shards as usize,
         };
-        if dir.exists()
+    let report = if let Some(store) = &args.store_floor {
+        if let stockgrid_storage::StoreLocation::Embedded(dir) = store
+            && dir.exists()
             && dir
                 .read_dir()
                 .context("read --store-floor")?
@@ -100,7 +106,12 @@ pub(crate) async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
                 dir.display()
             );
         }
+        let options = floor_options(store.clone());
         stockgrid_sim::floor::store_floor(&options, |line| eprintln!("{line}")).await?
+    } else if let Some(url) = &args.postgres_floor {
+        // The recording runs on a temporary in-memory store; `store` is unused here.
+        let options = floor_options(stockgrid_storage::StoreLocation::default());
+        stockgrid_sim::floor::postgres_floor(url, &options, |line| eprintln!("{line}")).await?
     } else {
         let (Some(target), Some(workload)) = (&args.target, args.workload) else {
             bail!("--target needs --workload");

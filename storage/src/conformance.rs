@@ -445,6 +445,53 @@ pub fn group_commit_acknowledges_durable_batches<H: Harness>(harness: &mut H) {
     committer.shutdown();
 }
 
+/// Writers that wait for each batch, through a committer of four lanes: every batch is
+/// acknowledged and visible, and each writer's last write is the one that stays.
+pub fn group_commit_lanes_acknowledge_waiting_writers<H: Harness>(harness: &mut H) {
+    let store: Arc<dyn Store> = Arc::new(harness.fresh());
+    let committer = GroupCommitter::start(
+        Arc::clone(&store),
+        GroupCommitConfig {
+            lanes: 4,
+            ..GroupCommitConfig::default()
+        },
+    )
+    .expect("start");
+    let writers: Vec<_> = (0u8..6)
+        .map(|writer| {
+            let committer = committer.clone();
+            std::thread::spawn(move || {
+                for i in 0u32..60 {
+                    let mut batch = WriteBatch::new();
+                    batch.put(
+                        [&[b'w', writer][..], &i.to_be_bytes()].concat(),
+                        vec![writer],
+                    );
+                    batch.put(vec![b'L', writer], i.to_be_bytes().to_vec());
+                    committer
+                        .submit_blocking(batch)
+                        .wait_blocking()
+                        .expect("acknowledged");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("writer thread");
+    }
+    committer.shutdown();
+    for writer in 0u8..6 {
+        assert_eq!(
+            store.get(&[b'L', writer]).expect("get"),
+            Some(59u32.to_be_bytes().to_vec())
+        );
+        let rows = store
+            .scan(&[b'w', writer], &[b'w', writer + 1], usize::MAX)
+            .expect("scan");
+        assert_eq!(rows.len(), 60);
+    }
+}
+
 /// One operation of the random model check.
 #[derive(Clone, Debug)]
 pub enum ModelOperation {
@@ -555,6 +602,10 @@ macro_rules! conformance_tests {
         #[test]
         fn group_commit_acknowledges_durable_batches() {
             $crate::conformance::group_commit_acknowledges_durable_batches(&mut $make);
+        }
+        #[test]
+        fn group_commit_lanes_acknowledge_waiting_writers() {
+            $crate::conformance::group_commit_lanes_acknowledge_waiting_writers(&mut $make);
         }
         #[test]
         fn fences_let_one_racing_writer_through() {

@@ -4,8 +4,14 @@
 //! the back-pressure). One committer thread drains whatever is queued, up to the store's
 //! declared limits, merges consecutive unconditional batches into one store commit (one
 //! fsync), commits each conditional batch on its own in order, and only then answers each
-//! writer. A writer's acknowledgement therefore
-//! always means "on stable storage". Batches commit in submission order.
+//! writer. A writer's acknowledgement therefore always means "on stable storage". With one
+//! lane (the default) batches commit in submission order.
+//!
+//! With more lanes (a remote store: a database commits several transactions at once, each on
+//! a connection of its own, and merges their log flushes itself), a group is drained whenever
+//! a lane is free and committed on that lane while the next group forms. Groups then land in
+//! any order: batches submitted while another is unacknowledged may commit before it. Give
+//! lanes only to writers that wait for each batch before the next that depends on it.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,6 +30,8 @@ pub struct GroupCommitConfig {
     pub queue_capacity: usize,
     /// Most operations merged into one store commit.
     pub max_operations_per_commit: usize,
+    /// Groups committed at once (1: one at a time, in submission order).
+    pub lanes: usize,
 }
 
 impl Default for GroupCommitConfig {
@@ -31,6 +39,7 @@ impl Default for GroupCommitConfig {
         Self {
             queue_capacity: 1024,
             max_operations_per_commit: 256 * 1024,
+            lanes: 1,
         }
     }
 }
@@ -58,6 +67,25 @@ impl CommitTicket {
     }
 }
 
+impl GroupCommitConfig {
+    /// The defaults for `store`: [`REMOTE_COMMIT_LANES`] lanes over a remote store, one over
+    /// a local one (whose commits serialise on its journal anyway).
+    pub fn for_store(store: &dyn Store) -> Self {
+        Self {
+            lanes: if store.is_remote() {
+                REMOTE_COMMIT_LANES
+            } else {
+                1
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// Groups committed at once over a remote store: enough to keep a database's cores busy
+/// while each commit waits for its round trips and its log flush.
+pub const REMOTE_COMMIT_LANES: usize = 4;
+
 /// The handle writers submit through. Cloning shares the one committer thread.
 #[derive(Clone)]
 pub struct GroupCommitter {
@@ -81,7 +109,7 @@ impl GroupCommitter {
         let thread_store = Arc::clone(&store);
         let thread = std::thread::Builder::new()
             .name("stockgrid-group-commit".to_owned())
-            .spawn(move || run(thread_store.as_ref(), receiver, config))
+            .spawn(move || run(thread_store, receiver, config))
             .map_err(|e| StoreError::Backend {
                 context: "start group committer",
                 message: e.to_string(),
@@ -128,7 +156,7 @@ impl GroupCommitter {
     }
 }
 
-fn run(store: &dyn Store, mut receiver: mpsc::Receiver<Request>, config: GroupCommitConfig) {
+fn run(store: Arc<dyn Store>, mut receiver: mpsc::Receiver<Request>, config: GroupCommitConfig) {
     // A merged commit stays within the store's own limits: it is one atomic batch.
     let limits = store.limits();
     let merged_limits = StoreLimits {
@@ -138,9 +166,12 @@ fn run(store: &dyn Store, mut receiver: mpsc::Receiver<Request>, config: GroupCo
         max_batch_bytes: MAX_GROUP_BYTES.min(limits.max_batch_bytes),
         ..limits
     };
+    let lanes = Lanes::start(&store, config.lanes);
     // A batch drained that would take its group over the limits starts the next group.
     let mut carried: Option<Request> = None;
     loop {
+        // Wait for a free lane first: what queues meanwhile joins the next group.
+        let lane = lanes.as_ref().map(Lanes::free_lane);
         let Some(first) = carried.take().or_else(|| receiver.blocking_recv()) else {
             break;
         };
@@ -158,7 +189,86 @@ fn run(store: &dyn Store, mut receiver: mpsc::Receiver<Request>, config: GroupCo
             bytes += more_bytes;
             group.push(request);
         }
-        commit_group(store, &limits, group);
+        match (&lanes, lane) {
+            (Some(lanes), Some(Some(lane))) => lanes.commit_on(lane, group),
+            _ => commit_group(store.as_ref(), &limits, group),
+        }
+    }
+    if let Some(lanes) = lanes {
+        lanes.finish();
+    }
+}
+
+/// The worker threads of a committer with more than one lane: each commits one group at a
+/// time and hands its lane back when done.
+struct Lanes {
+    work: Vec<std::sync::mpsc::Sender<Vec<Request>>>,
+    free: std::sync::mpsc::Receiver<usize>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Lanes {
+    /// `None` for one lane: the committer thread commits itself.
+    fn start(store: &Arc<dyn Store>, lanes: usize) -> Option<Self> {
+        if lanes <= 1 {
+            return None;
+        }
+        let limits = store.limits();
+        let (free_sender, free) = std::sync::mpsc::channel();
+        let mut work = Vec::with_capacity(lanes);
+        let mut threads = Vec::with_capacity(lanes);
+        for lane in 0..lanes {
+            let (sender, receiver) = std::sync::mpsc::channel::<Vec<Request>>();
+            let store = Arc::clone(store);
+            let free_sender = free_sender.clone();
+            let _ = free_sender.send(lane);
+            let thread = std::thread::Builder::new()
+                .name(format!("stockgrid-commit-lane-{lane}"))
+                .spawn(move || {
+                    for group in receiver {
+                        commit_group(store.as_ref(), &limits, group);
+                        let _ = free_sender.send(lane);
+                    }
+                });
+            match thread {
+                Ok(thread) => {
+                    work.push(sender);
+                    threads.push(thread);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, lane, "a commit lane did not start; fewer lanes");
+                }
+            }
+        }
+        if work.is_empty() {
+            return None;
+        }
+        Some(Self {
+            work,
+            free,
+            threads,
+        })
+    }
+
+    /// Waits for a lane to be free; `None` if none will ever be.
+    fn free_lane(&self) -> Option<usize> {
+        self.free.recv().ok()
+    }
+
+    fn commit_on(&self, lane: usize, group: Vec<Request>) {
+        if let Some(sender) = self.work.get(lane) {
+            // A lane that ended leaves the group's replies dropped: its writers learn that
+            // the committer stopped.
+            let _ = sender.send(group);
+        }
+    }
+
+    /// Lets each lane finish its group and waits for it.
+    fn finish(self) {
+        drop(self.work);
+        for thread in self.threads {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -263,6 +373,46 @@ mod tests {
         fn disk_bytes(&self) -> Result<u64, StoreError> {
             Ok(0)
         }
+    }
+
+    /// With two lanes, a group commits while another is still under way: the second batch is
+    /// acknowledged while the first commit is held (one lane would wait for it), and both land.
+    #[test]
+    fn a_second_lane_commits_while_the_first_is_held() {
+        let store = Arc::new(SmallStore::default());
+        let (release, held) = std::sync::mpsc::channel();
+        *store.hold_first.lock().expect("hold") = Some(held);
+        let committer = GroupCommitter::start(
+            Arc::clone(&store) as Arc<dyn Store>,
+            GroupCommitConfig {
+                lanes: 2,
+                ..GroupCommitConfig::default()
+            },
+        )
+        .expect("start");
+        let mut first = WriteBatch::new();
+        first.put(b"first".to_vec(), b"1".to_vec());
+        let first = committer.submit_blocking(first);
+        // Wait until the first commit has begun (and is held), so the second forms a group
+        // of its own.
+        while store.hold_first.lock().expect("hold").is_some() {
+            std::thread::yield_now();
+        }
+        let mut second = WriteBatch::new();
+        second.put(b"second".to_vec(), b"2".to_vec());
+        let second = committer.submit_blocking(second);
+        let (done, acknowledged) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(second.wait_blocking());
+        });
+        let result = acknowledged
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the second lane acknowledged its batch while the first was held");
+        result.expect("the second batch");
+        release.send(()).expect("release");
+        first.wait_blocking().expect("the first batch");
+        committer.shutdown();
+        assert_eq!(store.scan(b"", b"z", 10).expect("scan").len(), 2);
     }
 
     /// Batches queued together merge only up to the store's limits, and a batch over them is

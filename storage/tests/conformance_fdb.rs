@@ -62,6 +62,7 @@ fn conformance_on_a_foundationdb_cluster() {
     conformance::failed_write_poisons(&mut harness);
     conformance::commits_survive_reopen(&mut harness);
     conformance::group_commit_acknowledges_durable_batches(&mut harness);
+    conformance::group_commit_lanes_acknowledge_waiting_writers(&mut harness);
     conformance::fences_let_one_racing_writer_through(&mut harness);
     conformance::scans_see_whole_batches_during_writes(&mut harness);
     conformance::unknown_outcomes_are_resolved(&mut harness);

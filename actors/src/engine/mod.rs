@@ -148,8 +148,14 @@ impl Engine {
         })?;
         let config = Arc::new(config);
         let due_times = Arc::new(DueTimes::load(store.as_ref())?);
+        // Shards wait for each batch, so the main committer may run groups on several lanes
+        // over a remote store; decision records keep one lane (their flush barrier relies on
+        // submission order).
         let committer = Committer::new(
-            GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?,
+            GroupCommitter::start(
+                Arc::clone(&store),
+                GroupCommitConfig::for_store(store.as_ref()),
+            )?,
             Arc::clone(&due_times),
         );
         let record_committer = Committer::new(

@@ -52,10 +52,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{IsolationLevel, NoTls};
 
-use crate::batch::resolve;
+use crate::batch::{ResolvedWrites, resolve};
 use crate::offload::ClientRuntime;
 use crate::poison::PoisonState;
-use crate::{KeyValue, Operation, Store, StoreError, StoreLimits, WriteBatch};
+use crate::{Condition, KeyValue, Operation, Store, StoreError, StoreLimits, WriteBatch};
 
 /// How long a commit's id is kept: a commit whose outcome is unknown must be resolved within
 /// half of it, or the store poisons itself rather than guess.
@@ -265,6 +265,73 @@ impl Statements {
     }
 }
 
+/// A batch made ready for its attempts: its operations folded into net writes once, unless a
+/// range delete needs the stored keys of its range (read in each attempt's transaction).
+enum CommitPlan {
+    /// Conditions to check, and the net writes.
+    Resolved {
+        conditions: Vec<Condition>,
+        writes: ResolvedWrites,
+    },
+    /// A batch with range deletes, resolved in each attempt.
+    PerAttempt(WriteBatch),
+}
+
+impl CommitPlan {
+    fn of(batch: WriteBatch) -> Result<Self, StoreError> {
+        let has_ranges = batch
+            .operations
+            .iter()
+            .any(|operation| matches!(operation, Operation::DeleteRange { .. }));
+        if has_ranges {
+            return Ok(CommitPlan::PerAttempt(batch));
+        }
+        let WriteBatch {
+            conditions,
+            operations,
+        } = batch;
+        let unconditional = WriteBatch {
+            conditions: Vec::new(),
+            operations,
+        };
+        // Without range deletes and conditions, nothing is read.
+        let writes = resolve(unconditional, &LIMITS, |_| Ok(None), |_, _| Ok(Vec::new()))?;
+        Ok(CommitPlan::Resolved { conditions, writes })
+    }
+
+    fn conditions(&self) -> &[Condition] {
+        match self {
+            CommitPlan::Resolved { conditions, .. } => conditions,
+            CommitPlan::PerAttempt(batch) => &batch.conditions,
+        }
+    }
+
+    fn range_deletes(&self) -> impl Iterator<Item = &Operation> {
+        let operations: &[Operation] = match self {
+            CommitPlan::Resolved { .. } => &[],
+            CommitPlan::PerAttempt(batch) => &batch.operations,
+        };
+        operations.iter()
+    }
+}
+
+/// Checks `conditions` against the values read in the transaction (`current`).
+fn check_conditions(
+    conditions: &[Condition],
+    current: &HashMap<Vec<u8>, Vec<u8>>,
+) -> Result<(), StoreError> {
+    for condition in conditions {
+        let (key, holds) = match condition {
+            Condition::Absent(key) => (key, !current.contains_key(key)),
+            Condition::Equals(key, expected) => (key, current.get(key) == Some(expected)),
+        };
+        if !holds {
+            return Err(StoreError::ConditionFailed { key: key.clone() });
+        }
+    }
+    Ok(())
+}
+
 /// A commit whose outcome was lost, not yet resolved.
 #[derive(Clone, Debug)]
 struct UnresolvedCommit {
@@ -280,9 +347,9 @@ struct Shared {
     poison: PoisonState,
     /// The commit whose outcome is unknown, resolved before any other commit is written.
     unresolved: Mutex<Option<UnresolvedCommit>>,
-    /// Commits of this process go one at a time (a group committer merges them upstream), so
-    /// an unknown outcome is always resolved before the next commit starts.
-    commit_gate: tokio::sync::Mutex<()>,
+    /// Commits share it; resolving an unknown outcome takes it alone, so that no commit
+    /// starts before the outcome is known.
+    commit_gate: tokio::sync::RwLock<()>,
     /// A fault armed by a test: lose the answer of the next commit, after it was applied
     /// (`true`) or before COMMIT was sent (`false`).
     lost_answer: Mutex<Option<bool>>,
@@ -592,7 +659,7 @@ impl Shared {
     /// failure leaves the outcome unknown.
     async fn try_commit(
         &self,
-        batch: &WriteBatch,
+        plan: &CommitPlan,
         id: &[u8],
         committing: &mut bool,
     ) -> Result<(), Failure> {
@@ -608,11 +675,11 @@ impl Shared {
             .await
             .map_err(fail)?;
         // What the batch's conditions and range deletes need to know, read in the transaction.
-        let condition_keys: Vec<&[u8]> = batch
-            .conditions
+        let condition_keys: Vec<&[u8]> = plan
+            .conditions()
             .iter()
             .map(|condition| match condition {
-                crate::Condition::Absent(key) | crate::Condition::Equals(key, _) => key.as_slice(),
+                Condition::Absent(key) | Condition::Equals(key, _) => key.as_slice(),
             })
             .collect();
         let mut current: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
@@ -630,7 +697,7 @@ impl Shared {
             }
         }
         let mut ranges: RangeKeys = HashMap::new();
-        for operation in &batch.operations {
+        for operation in plan.range_deletes() {
             if let Operation::DeleteRange { start, end } = operation
                 && start < end
                 && !ranges.contains_key(&(start.clone(), end.clone()))
@@ -649,17 +716,23 @@ impl Shared {
                 ranges.insert((start.clone(), end.clone()), keys);
             }
         }
-        let resolved = resolve(
-            batch.clone(),
-            &LIMITS,
-            |key| Ok(current.get(key).cloned()),
-            |start, end| {
-                Ok(ranges
-                    .get(&(start.to_vec(), end.to_vec()))
-                    .cloned()
-                    .unwrap_or_default())
-            },
-        );
+        let resolved = match plan {
+            CommitPlan::Resolved { conditions, writes } => {
+                check_conditions(conditions, &current).map(|()| std::borrow::Cow::Borrowed(writes))
+            }
+            CommitPlan::PerAttempt(batch) => resolve(
+                batch.clone(),
+                &LIMITS,
+                |key| Ok(current.get(key).cloned()),
+                |start, end| {
+                    Ok(ranges
+                        .get(&(start.to_vec(), end.to_vec()))
+                        .cloned()
+                        .unwrap_or_default())
+                },
+            )
+            .map(std::borrow::Cow::Owned),
+        };
         let writes = match resolved {
             Ok(writes) => writes,
             Err(error) => {
@@ -672,7 +745,7 @@ impl Shared {
         let mut deleted: Vec<&[u8]> = Vec::new();
         let mut put_keys: Vec<&[u8]> = Vec::new();
         let mut put_values: Vec<&[u8]> = Vec::new();
-        for (key, value) in &writes {
+        for (key, value) in writes.iter() {
             match value {
                 Some(value) => {
                     put_keys.push(key);
@@ -825,15 +898,20 @@ impl Shared {
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.poison.check()?;
         batch.check_limits(&LIMITS)?;
-        let _gate = self.commit_gate.lock().await;
         // An earlier commit of unknown outcome is resolved before anything else is written.
-        self.resolve_unknown().await.map_err(|error| match error {
-            StoreError::OutcomeUnknown { message, .. } => StoreError::Unavailable {
-                context: "commit batch",
-                message,
-            },
-            other => other,
-        })?;
+        let unresolved = self.unresolved.lock().is_ok_and(|slot| slot.is_some());
+        if unresolved {
+            let _alone = self.commit_gate.write().await;
+            self.resolve_unknown().await.map_err(|error| match error {
+                StoreError::OutcomeUnknown { message, .. } => StoreError::Unavailable {
+                    context: "commit batch",
+                    message,
+                },
+                other => other,
+            })?;
+        }
+        let _shared = self.commit_gate.read().await;
+        let plan = CommitPlan::of(batch)?;
         let sequence = self.next_commit.fetch_add(1, Ordering::Relaxed);
         let mut id = self.id_prefix.to_be_bytes().to_vec();
         id.extend_from_slice(&sequence.to_be_bytes());
@@ -844,7 +922,7 @@ impl Shared {
             tries += 1;
             let attempt = tokio::time::timeout_at(
                 deadline.into(),
-                self.try_commit(&batch, &id, &mut committing),
+                self.try_commit(&plan, &id, &mut committing),
             )
             .await;
             match attempt {
@@ -1032,7 +1110,7 @@ impl PostgresStore {
             operation_timeout: options.operation_timeout,
             poison: PoisonState::default(),
             unresolved: Mutex::new(None),
-            commit_gate: tokio::sync::Mutex::new(()),
+            commit_gate: tokio::sync::RwLock::new(()),
             lost_answer: Mutex::new(None),
             id_prefix: salt,
             next_commit: AtomicU64::new(0),
