@@ -133,7 +133,8 @@ pub(crate) async fn audit_replay_node(
     bail!("the decision does not replay bit for bit from the node's log")
 }
 
-/// The engine of a stopped node over its store, for offline tools.
+/// The engine of a stopped node over its store, for offline tools: read-only over a shared
+/// store, which nodes may still be serving.
 pub(crate) async fn open_stopped_node(
     location: &StoreLocation,
     config: EngineConfig,
@@ -142,10 +143,15 @@ pub(crate) async fn open_stopped_node(
         bail!("{location} holds no stockgrid store (no data directory of a node)");
     }
     let opening = location.clone();
-    let store: Arc<dyn Store> =
+    let mut store: Arc<dyn Store> =
         tokio::task::spawn_blocking(move || opening.open(&OpenSettings::default()))
             .await?
             .with_context(|| format!("open store {location}"))?;
+    if !location.is_embedded() {
+        // Nodes may be serving a shared store: read it, never write to it (the embedded
+        // store's lock already keeps a running node out).
+        store = Arc::new(stockgrid_storage::read_only::ReadOnly(store));
+    }
     Ok(Engine::start(store, Arc::new(WallClock), config).await?)
 }
 

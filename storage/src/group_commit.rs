@@ -217,26 +217,28 @@ impl Lanes {
         let (free_sender, free) = std::sync::mpsc::channel();
         let mut work = Vec::with_capacity(lanes);
         let mut threads = Vec::with_capacity(lanes);
-        for lane in 0..lanes {
+        for wanted in 0..lanes {
+            // A lane's number is its place in `work`, counted over the lanes that started.
+            let lane = work.len();
             let (sender, receiver) = std::sync::mpsc::channel::<Vec<Request>>();
             let store = Arc::clone(store);
-            let free_sender = free_sender.clone();
-            let _ = free_sender.send(lane);
+            let lane_free = free_sender.clone();
             let thread = std::thread::Builder::new()
-                .name(format!("stockgrid-commit-lane-{lane}"))
+                .name(format!("stockgrid-commit-lane-{wanted}"))
                 .spawn(move || {
                     for group in receiver {
                         commit_group(store.as_ref(), &limits, group);
-                        let _ = free_sender.send(lane);
+                        let _ = lane_free.send(lane);
                     }
                 });
             match thread {
                 Ok(thread) => {
                     work.push(sender);
                     threads.push(thread);
+                    let _ = free_sender.send(lane);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, lane, "a commit lane did not start; fewer lanes");
+                    tracing::warn!(%error, lane = wanted, "a commit lane did not start; fewer lanes");
                 }
             }
         }

@@ -23,6 +23,7 @@
 //!   interface, its in-memory fake, and (feature `fdb`) the binding to the real client.
 //! - [`group_commit`]: [`GroupCommitter`], which merges batches from many writers into one
 //!   fsync'd commit and acknowledges each writer only after that commit.
+//! - [`read_only`]: [`read_only::ReadOnly`], a store offline tools open beside live nodes.
 //! - [`offload`]: store calls from an async runtime, on the blocking pool for a remote backend.
 //! - [`conformance`]: the suite any backend must pass (FoundationDB will run it too).
 //!
@@ -47,6 +48,7 @@ pub mod offload;
 pub mod poison;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod read_only;
 pub mod store;
 
 pub use batch::{Condition, Operation, WriteBatch};

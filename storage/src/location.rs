@@ -33,7 +33,20 @@ impl std::str::FromStr for StoreLocation {
         if text.is_empty() {
             return Err("empty: give a directory, a postgres:// URL or fdb:CLUSTER-FILE".into());
         }
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        if let Some(rest) = text
+            .strip_prefix("postgres://")
+            .or_else(|| text.strip_prefix("postgresql://"))
+        {
+            let authority = rest.split(['/', '?']).next().unwrap_or_default();
+            if let Some((user_info, _)) = authority.rsplit_once('@')
+                && user_info.contains(':')
+            {
+                return Err(
+                    "the URL carries a password, which would show in the process list \
+                     and in logs; remove it and give it in PGPASSWORD or a password file"
+                        .into(),
+                );
+            }
             #[cfg(feature = "postgres")]
             crate::postgres::PostgresOptions::from_url(text, crate::postgres::Password::None)
                 .map_err(|e| e.to_string())?;
@@ -72,7 +85,7 @@ pub struct OpenSettings {
     /// The embedded store's options.
     #[cfg(feature = "embedded")]
     pub embedded: crate::EmbeddedOptions,
-    /// A file holding the database password (`PGPASSWORD` wins when set).
+    /// A file holding the database password (it wins over `PGPASSWORD`).
     pub password_file: Option<PathBuf>,
     /// The longest a call to a shared store waits before answering UNAVAILABLE (the
     /// backend's default when `None`).

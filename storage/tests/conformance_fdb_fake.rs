@@ -89,7 +89,7 @@ fn an_unknown_result_is_resolved_by_the_batch_id_exactly_once() {
 }
 
 #[test]
-fn a_result_still_unknown_is_resolved_before_the_next_commit() {
+fn a_result_still_unknown_is_settled_before_the_next_commit() {
     let store = store_over(FakeDatabase::new());
     for _ in 0..8 {
         store
@@ -98,9 +98,11 @@ fn a_result_still_unknown_is_resolved_before_the_next_commit() {
     }
     let error = store.commit(once(b"a")).expect_err("out of attempts");
     assert!(error.is_outcome_unknown(), "{error}");
-    assert_eq!(store.get(b"a").expect("get"), None);
-    // The next commit first settles the earlier one: applied once, then its own.
+    let attempted = store.database().commits_attempted();
+    // The next commit first settles the earlier one (applied once: its condition held),
+    // then commits its own.
     store.commit(once(b"b")).expect("the next commit");
+    assert_eq!(store.database().commits_attempted(), attempted + 2);
     assert_eq!(store.get(b"a").expect("get"), Some(b"v".to_vec()));
     assert_eq!(store.get(b"b").expect("get"), Some(b"v".to_vec()));
 }
@@ -141,4 +143,48 @@ fn a_transaction_too_large_is_refused_whole_and_not_split() {
         Err(StoreError::BatchTooLarge { .. })
     ));
     assert_eq!(store.database().commits_attempted(), 1);
+}
+
+#[test]
+fn a_batch_of_unknown_result_that_landed_is_not_applied_again_over_later_writes() {
+    let database = FakeDatabase::new();
+    let store = store_over(database.clone());
+    let other = store_over(database.clone());
+    // An unconditional write times out after it landed: its result is unknown.
+    database.fail_next_commit(codes::TRANSACTION_TIMED_OUT, true);
+    let mut first = WriteBatch::new();
+    first.put(b"k".to_vec(), b"first".to_vec());
+    let error = store.commit(first).expect_err("a timeout is not retried");
+    assert!(error.is_outcome_unknown(), "{error}");
+    // Another node writes the key meanwhile.
+    let mut later = WriteBatch::new();
+    later.put(b"k".to_vec(), b"later".to_vec());
+    other.commit(later).expect("the other node's write");
+    // Settling the first batch finds its id: it is not written again over the later value.
+    assert_eq!(
+        store.get(b"k").expect("a read settles it first"),
+        Some(b"later".to_vec())
+    );
+    let mut next = WriteBatch::new();
+    next.put(b"n".to_vec(), b"1".to_vec());
+    store.commit(next).expect("the next commit");
+    assert_eq!(store.get(b"k").expect("get"), Some(b"later".to_vec()));
+}
+
+#[test]
+fn a_batch_of_unknown_result_that_did_not_land_is_applied_before_the_next_read() {
+    let store = store_over(FakeDatabase::new());
+    database_fails_unknown(&store);
+    let mut first = WriteBatch::new();
+    first.put(b"k".to_vec(), b"first".to_vec());
+    let error = store.commit(first).expect_err("unknown");
+    assert!(error.is_outcome_unknown(), "{error}");
+    // A read settles it before it answers: applied now, once.
+    assert_eq!(store.get(b"k").expect("get"), Some(b"first".to_vec()));
+}
+
+fn database_fails_unknown(store: &FakeStore) {
+    store
+        .database()
+        .fail_next_commit(codes::TRANSACTION_TIMED_OUT, false);
 }

@@ -217,3 +217,31 @@ fn second_process_writer() {
     let store = PostgresStore::open(options).expect("open from the second process");
     increment_counter(&store, 1);
 }
+
+/// A commit whose answer was lost and whose resolution failed stays unresolved: the next
+/// read settles it first (and sees it, since it landed), and so does the next commit.
+#[test]
+fn an_unresolved_commit_is_settled_before_the_next_read() {
+    let server = PrivateServer::start();
+    server.create_database(DATABASE);
+    let store = PostgresStore::open(server.options(DATABASE, "unresolved")).expect("open");
+    store.lose_next_commit_answer(true);
+    store.fail_next_resolutions(1);
+    let mut batch = WriteBatch::new();
+    batch.put(b"landed".to_vec(), b"1".to_vec());
+    let error = store.commit(batch).expect_err("the outcome stays unknown");
+    assert!(error.is_outcome_unknown(), "{error}");
+    // A read tries to settle it first: while that fails, the read is refused rather than
+    // answered from a state that may not show the commit yet.
+    store.fail_next_resolutions(1);
+    let refused = store.get(b"landed").expect_err("not settled yet");
+    assert!(refused.is_transient(), "{refused}");
+    assert_eq!(
+        store.get(b"landed").expect("the read settles it first"),
+        Some(b"1".to_vec())
+    );
+    let mut next = WriteBatch::new();
+    next.require(stockgrid_storage::Condition::Absent(b"next".to_vec()));
+    next.put(b"next".to_vec(), b"2".to_vec());
+    store.commit(next).expect("the next commit");
+}

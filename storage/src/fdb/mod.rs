@@ -20,15 +20,17 @@
 //! [`LIMITS`] keep a margin under each (the prefix, the commit id, conflict ranges), so a batch
 //! that passes them fits one transaction; a batch over them is refused whole, never split.
 //! A transaction gets the 5 s timeout as an option, and a long scan continues in a new
-//! transaction when its own grows too old.
+//! transaction when its own grows too old or times out: such a scan is then not one snapshot
+//! (the embedded and PostgreSQL stores' scans are).
 //!
 //! # Unknown results
 //! `commit_unknown_result` (1021) means the commit may or may not have happened. The retry
 //! reads the batch's id in the same transaction that applies the batch again: found, the
 //! batch was applied and the call answers `Ok`; absent, it is applied now, and should the
-//! first attempt still land, the retry conflicts on the id key and runs again, and then finds
-//! it. Either way the batch is applied exactly once. If the retries run out while the result
-//! is unknown, the batch is kept and resolved the same way before the next commit is written.
+//! first attempt still land, the retry conflicts on the id key (every attempt reads it) and
+//! runs again, and then finds it. Either way the batch is applied exactly once. If the retries
+//! run out while the result is unknown (or the transaction timed out), the batch is kept and
+//! settled the same way before anything else is read or written.
 
 pub mod fake;
 
@@ -168,8 +170,9 @@ struct Inner<D> {
     next_commit: std::sync::atomic::AtomicU64,
     /// The id of this process's last commit known to have landed (cleared by the next).
     last_id: Mutex<Option<Vec<u8>>>,
-    unresolved: Mutex<Option<Unresolved>>,
-    commit_gate: tokio::sync::Mutex<()>,
+    unresolved: Mutex<Vec<Unresolved>>,
+    /// Commits share it; settling batches of unknown result takes it alone.
+    commit_gate: tokio::sync::RwLock<()>,
     backoff_base: Duration,
     poison: PoisonState,
 }
@@ -211,8 +214,8 @@ impl<D: KvDatabase> FdbStore<D> {
                 id_prefix: crate::random_salt(),
                 next_commit: std::sync::atomic::AtomicU64::new(0),
                 last_id: Mutex::new(None),
-                unresolved: Mutex::new(None),
-                commit_gate: tokio::sync::Mutex::new(()),
+                unresolved: Mutex::new(Vec::new()),
+                commit_gate: tokio::sync::RwLock::new(()),
                 backoff_base: backoff,
                 poison: PoisonState::default(),
             }),
@@ -276,15 +279,14 @@ impl<D: KvDatabase> Inner<D> {
     }
 
     async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let _shared = self.gate().await?;
         let keys: Vec<Vec<u8>> = keys.iter().map(|key| self.data_key(key)).collect();
         self.read("read keys", |transaction| {
             let keys = keys.clone();
             async move {
-                let mut values = Vec::with_capacity(keys.len());
-                for key in &keys {
-                    values.push(transaction.get(key).await?);
-                }
-                Ok(values)
+                // All asked at once: the client sends them together.
+                let reads = keys.iter().map(|key| transaction.get(key));
+                futures_util::future::try_join_all(reads).await
             }
         })
         .await
@@ -302,6 +304,7 @@ impl<D: KvDatabase> Inner<D> {
         if start >= end || limit == 0 {
             return Ok(Vec::new());
         }
+        let _shared = self.gate().await?;
         let (first, last) = (self.data_key(&start), self.data_key(&end));
         let strip = self.prefix.len() + 1;
         let mut pairs: Vec<KeyValue> = Vec::new();
@@ -329,7 +332,9 @@ impl<D: KvDatabase> Inner<D> {
                 },
                 Err(failure) => failure,
             };
-            if !failure.retryable || attempt >= MAX_ATTEMPTS {
+            // Too old or past its 5 s: the scan goes on from its last key in a new one.
+            let continues = failure.retryable || failure.code == codes::TRANSACTION_TIMED_OUT;
+            if !continues || attempt >= MAX_ATTEMPTS {
                 return Err(unavailable("scan keys", failure));
             }
             self.backoff(attempt).await;
@@ -337,17 +342,17 @@ impl<D: KvDatabase> Inner<D> {
         Ok(pairs)
     }
 
-    /// One attempt: `Ok(true)` once the batch is known applied (by this attempt, or by an
-    /// earlier one whose id it found).
+    /// One attempt: `Ok` once the batch is known applied, by this attempt or by an earlier
+    /// one whose id it found. Every attempt reads the id: the read is also a conflict range,
+    /// so an earlier attempt that lands late makes this one conflict and run again.
     async fn attempt(
         &self,
         batch: &WriteBatch,
         id: &[u8],
-        check_id: bool,
     ) -> Result<(), Result<FdbFailure, StoreError>> {
         let transaction = self.database.begin().map_err(Ok)?;
         let id_key = self.id_key(id);
-        if check_id && transaction.get(&id_key).await.map_err(Ok)?.is_some() {
+        if transaction.get(&id_key).await.map_err(Ok)?.is_some() {
             return Ok(()); // An earlier attempt landed.
         }
         for condition in &batch.conditions {
@@ -392,7 +397,7 @@ impl<D: KvDatabase> Inner<D> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.attempt(batch, id, maybe_committed).await {
+            match self.attempt(batch, id).await {
                 Ok(()) => {
                     if let Ok(mut slot) = self.last_id.lock() {
                         *slot = Some(id.to_vec());
@@ -427,34 +432,52 @@ impl<D: KvDatabase> Inner<D> {
         }
     }
 
-    /// Resolves a batch left with an unknown result: applied exactly once when this returns
-    /// `Ok` (found by its id, or applied now).
+    /// Settles every batch left with an unknown result: each applied exactly once (found by
+    /// its id, or applied now) or refused, before anything else reads or writes.
     async fn resolve_unknown(&self) -> Result<(), StoreError> {
-        let pending = self.unresolved.lock().ok().and_then(|slot| slot.clone());
-        let Some(pending) = pending else {
-            return Ok(());
-        };
-        match self.commit_with_id(&pending.batch, &pending.id).await {
-            // Settled: applied once, or refused (its condition no longer holds, so the first
-            // attempt did not land either, since it would have found its id).
-            Ok(()) | Err(CommitEnd::Refused(_)) => {
-                tracing::warn!("a commit of unknown result was resolved by its id");
-                if let Ok(mut slot) = self.unresolved.lock() {
-                    *slot = None;
+        let pending: Vec<Unresolved> = self
+            .unresolved
+            .lock()
+            .map(|pending| pending.clone())
+            .unwrap_or_default();
+        for commit in pending {
+            match self.commit_with_id(&commit.batch, &commit.id).await {
+                // Settled: applied once, or refused (its condition no longer holds; had the
+                // first attempt landed, this one would have found its id).
+                Ok(()) | Err(CommitEnd::Refused(_)) => {
+                    tracing::warn!("a commit of unknown result was resolved by its id");
+                    if let Ok(mut pending) = self.unresolved.lock() {
+                        pending.retain(|other| other.id != commit.id);
+                    }
                 }
-                Ok(())
+                Err(CommitEnd::Unknown(failure)) => {
+                    return Err(StoreError::Unavailable {
+                        context: "resolve an earlier commit",
+                        message: format!("its result is still unknown ({failure})"),
+                    });
+                }
             }
-            Err(CommitEnd::Unknown(failure)) => Err(StoreError::Unavailable {
-                context: "commit batch",
-                message: format!("an earlier commit's result is still unknown ({failure})"),
-            }),
         }
+        Ok(())
+    }
+
+    /// Settles what is unresolved (the gate taken alone meanwhile), then holds the gate
+    /// shared for the caller's read or commit.
+    async fn gate(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, StoreError> {
+        let unresolved = self
+            .unresolved
+            .lock()
+            .is_ok_and(|pending| !pending.is_empty());
+        if unresolved {
+            let _alone = self.commit_gate.write().await;
+            self.resolve_unknown().await?;
+        }
+        Ok(self.commit_gate.read().await)
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         batch.check_limits(&LIMITS)?;
-        let _gate = self.commit_gate.lock().await;
-        self.resolve_unknown().await?;
+        let _shared = self.gate().await?;
         let sequence = self
             .next_commit
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -464,8 +487,8 @@ impl<D: KvDatabase> Inner<D> {
             Ok(()) => Ok(()),
             Err(CommitEnd::Refused(error)) => Err(error),
             Err(CommitEnd::Unknown(failure)) => {
-                if let Ok(mut slot) = self.unresolved.lock() {
-                    *slot = Some(Unresolved { id, batch });
+                if let Ok(mut pending) = self.unresolved.lock() {
+                    pending.push(Unresolved { id, batch });
                 }
                 Err(StoreError::OutcomeUnknown {
                     context: "commit batch",

@@ -109,13 +109,14 @@ impl std::fmt::Debug for Password {
 }
 
 impl Password {
-    /// `PGPASSWORD` if set, else the first line of `file` if given, else none.
+    /// The first line of `file` if one is given (an explicit setting wins), else
+    /// `PGPASSWORD` if set, else none.
     pub fn from_environment_or_file(file: Option<&Path>) -> Result<Self, StoreError> {
-        if let Ok(value) = std::env::var("PGPASSWORD") {
-            return Ok(Password::Given(value));
-        }
         let Some(file) = file else {
-            return Ok(Password::None);
+            return Ok(match std::env::var("PGPASSWORD") {
+                Ok(value) => Password::Given(value),
+                Err(_) => Password::None,
+            });
         };
         let text = std::fs::read_to_string(file).map_err(|e| StoreError::Backend {
             context: "read the store password file",
@@ -346,13 +347,16 @@ struct Shared {
     operation_timeout: Duration,
     poison: PoisonState,
     /// The commit whose outcome is unknown, resolved before any other commit is written.
-    unresolved: Mutex<Option<UnresolvedCommit>>,
+    unresolved: Mutex<Vec<UnresolvedCommit>>,
     /// Commits share it; resolving an unknown outcome takes it alone, so that no commit
     /// starts before the outcome is known.
     commit_gate: tokio::sync::RwLock<()>,
     /// A fault armed by a test: lose the answer of the next commit, after it was applied
     /// (`true`) or before COMMIT was sent (`false`).
     lost_answer: Mutex<Option<bool>>,
+    /// A fault armed by a test: this many resolutions by id fail as if the database were
+    /// unreachable.
+    failing_resolutions: std::sync::atomic::AtomicU32,
     id_prefix: u64,
     next_commit: AtomicU64,
     target: String,
@@ -481,14 +485,15 @@ impl Shared {
                 client: Some(client),
                 healthy: false,
             }),
-            Err(error) => Err(Failure::Unreachable(StoreError::Unavailable {
+            // A refusal by the server (a wrong password, a missing database) is final; no
+            // answer at all is the database being unreachable.
+            Err(deadpool_postgres::PoolError::Backend(error)) => match classify(context, &error) {
+                Failure::Fail(error) => Err(Failure::Fail(error)),
+                other => Err(Failure::Unreachable(other.into_error())),
+            },
+            Err(other) => Err(Failure::Unreachable(StoreError::Unavailable {
                 context,
-                message: match error {
-                    deadpool_postgres::PoolError::Backend(e) => {
-                        classify(context, &e).into_error().to_string()
-                    }
-                    other => other.to_string(),
-                },
+                message: other.to_string(),
             })),
         }
     }
@@ -555,6 +560,7 @@ impl Shared {
     }
 
     async fn get_many(&self, keys: Vec<Vec<u8>>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let _shared = self.gate(Instant::now() + self.operation_timeout).await?;
         let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(READ_CHUNK_KEYS) {
             let rows = self
@@ -582,6 +588,7 @@ impl Shared {
     }
 
     async fn get(&self, key: Vec<u8>) -> Result<Option<Vec<u8>>, StoreError> {
+        let _shared = self.gate(Instant::now() + self.operation_timeout).await?;
         self.with_retries(|| async {
             let mut checkout = self.checkout("read key").await?;
             let client = checkout.client();
@@ -610,6 +617,7 @@ impl Shared {
         if start >= end || limit == 0 {
             return Ok(Vec::new());
         }
+        let _shared = self.gate(Instant::now() + self.operation_timeout).await?;
         self.with_retries(|| async {
             let context = "scan keys";
             let mut checkout = self.checkout(context).await?;
@@ -745,7 +753,11 @@ impl Shared {
         let mut deleted: Vec<&[u8]> = Vec::new();
         let mut put_keys: Vec<&[u8]> = Vec::new();
         let mut put_values: Vec<&[u8]> = Vec::new();
-        for (key, value) in writes.iter() {
+        // In key order, so that concurrent commits touching the same rows lock them in the
+        // same order and never deadlock.
+        let mut ordered: Vec<&(Vec<u8>, Option<Vec<u8>>)> = writes.iter().collect();
+        ordered.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in ordered {
             match value {
                 Some(value) => {
                     put_keys.push(key);
@@ -784,9 +796,16 @@ impl Shared {
             }
         };
         let recorded = async { transaction.execute(&record, &[&id]).await };
-        futures_util::future::try_join3(deletes, puts, recorded)
-            .await
-            .map_err(fail)?;
+        if let Err(error) = futures_util::future::try_join3(deletes, puts, recorded).await {
+            if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+                // Only the id can collide (the upsert never does): an earlier attempt of this
+                // very batch landed.
+                transaction.rollback().await.map_err(fail)?;
+                checkout.healthy = true;
+                return Ok(());
+            }
+            return Err(fail(error));
+        }
         let lost_answer = self
             .lost_answer
             .lock()
@@ -802,9 +821,15 @@ impl Shared {
             }));
         }
         if let Err(error) = transaction.commit().await {
-            if error.as_db_error().is_some() {
-                // The server answered COMMIT with an error (a serialization failure found at
-                // commit time): nothing was applied, and the outcome is known.
+            let rolled_back = error.code().is_some_and(|code| {
+                *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+            });
+            if rolled_back {
+                // A serialization failure found at commit time: the server rolled the
+                // transaction back, so nothing was applied and the outcome is known. Any other
+                // error (a backend terminated after committing locally, say) leaves it
+                // unknown.
                 *committing = false;
             }
             return Err(fail(error));
@@ -825,6 +850,16 @@ impl Shared {
     /// probe is rolled back.
     async fn was_applied(&self, id: &[u8]) -> Result<bool, Failure> {
         let context = "resolve a commit of unknown outcome";
+        let injected = self
+            .failing_resolutions
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            return Err(Failure::Fail(StoreError::Unavailable {
+                context,
+                message: "injected: the database did not answer".to_owned(),
+            }));
+        }
         let mut checkout = self.checkout(context).await?;
         let client = checkout.client();
         let transaction = client
@@ -848,74 +883,91 @@ impl Shared {
         Ok(applied)
     }
 
-    /// Resolves the pending unknown commit, if any: `Ok` once there is none.
-    async fn resolve_unknown(&self) -> Result<(), StoreError> {
-        let pending = self
+    fn has_unresolved(&self) -> bool {
+        self.unresolved
+            .lock()
+            .is_ok_and(|pending| !pending.is_empty())
+    }
+
+    fn forget_unresolved(&self, id: &[u8]) {
+        if let Ok(mut pending) = self.unresolved.lock() {
+            pending.retain(|commit| commit.id != id);
+        }
+    }
+
+    /// Resolves every commit of unknown outcome, by its id, before anything else reads or
+    /// writes: `Ok` once none is left (the caller holds the gate alone). A read after a lost
+    /// commit must see it if it landed, or a retried event could be applied twice.
+    async fn resolve_unknown(&self, deadline: Instant) -> Result<(), StoreError> {
+        let pending: Vec<UnresolvedCommit> = self
             .unresolved
             .lock()
-            .map(|slot| slot.clone())
-            .ok()
-            .flatten();
-        let Some(pending) = pending else {
-            return Ok(());
-        };
-        if pending.since.elapsed() > COMMIT_ID_RETENTION / 2 {
-            return Err(self.poison.poison(format!(
-                "the outcome of a commit stayed unknown for {} s, longer than its id is kept",
-                pending.since.elapsed().as_secs()
-            )));
-        }
-        let deadline = Instant::now() + self.operation_timeout;
-        let resolved = tokio::time::timeout_at(
-            deadline.into(),
-            self.with_retries(|| self.was_applied(&pending.id)),
-        )
-        .await;
-        match resolved {
-            Ok(Ok(applied)) => {
-                tracing::warn!(
-                    applied,
-                    "a commit of unknown outcome was resolved by its id"
-                );
-                if let Ok(mut slot) = self.unresolved.lock() {
-                    *slot = None;
-                }
-                Ok(())
+            .map(|pending| pending.clone())
+            .unwrap_or_default();
+        for commit in pending {
+            if commit.since.elapsed() > COMMIT_ID_RETENTION / 2 {
+                return Err(self.poison.poison(format!(
+                    "the outcome of a commit stayed unknown for {} s, longer than its id is kept",
+                    commit.since.elapsed().as_secs()
+                )));
             }
-            Ok(Err(error)) => Err(StoreError::OutcomeUnknown {
-                context: "commit batch",
-                message: format!("an earlier commit is still unresolved: {error}"),
-            }),
-            Err(_) => Err(StoreError::OutcomeUnknown {
-                context: "commit batch",
-                message:
-                    "an earlier commit is still unresolved: the database did not answer in time"
-                        .to_owned(),
-            }),
+            let resolved = tokio::time::timeout_at(
+                deadline.into(),
+                self.with_retries(|| self.was_applied(&commit.id)),
+            )
+            .await;
+            match resolved {
+                Ok(Ok(applied)) => {
+                    tracing::warn!(
+                        applied,
+                        "a commit of unknown outcome was resolved by its id"
+                    );
+                    self.forget_unresolved(&commit.id);
+                }
+                Ok(Err(error)) => {
+                    return Err(StoreError::Unavailable {
+                        context: "resolve an earlier commit",
+                        message: format!("its outcome is still unknown: {error}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(StoreError::Unavailable {
+                        context: "resolve an earlier commit",
+                        message:
+                            "its outcome is still unknown: the database did not answer in time"
+                                .to_owned(),
+                    });
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Resolves what is unresolved (the gate taken alone meanwhile), then holds the gate
+    /// shared for the caller's read or commit.
+    async fn gate(
+        &self,
+        deadline: Instant,
+    ) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, StoreError> {
+        if self.has_unresolved() {
+            let _alone = self.commit_gate.write().await;
+            self.resolve_unknown(deadline).await?;
+        }
+        Ok(self.commit_gate.read().await)
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
         self.poison.check()?;
         batch.check_limits(&LIMITS)?;
+        // One deadline bounds the whole call: resolving earlier commits, the attempts, and
+        // settling this one's outcome if its answer is lost.
+        let deadline = Instant::now() + self.operation_timeout;
         // An earlier commit of unknown outcome is resolved before anything else is written.
-        let unresolved = self.unresolved.lock().is_ok_and(|slot| slot.is_some());
-        if unresolved {
-            let _alone = self.commit_gate.write().await;
-            self.resolve_unknown().await.map_err(|error| match error {
-                StoreError::OutcomeUnknown { message, .. } => StoreError::Unavailable {
-                    context: "commit batch",
-                    message,
-                },
-                other => other,
-            })?;
-        }
-        let _shared = self.commit_gate.read().await;
+        let _shared = self.gate(deadline).await?;
         let plan = CommitPlan::of(batch)?;
         let sequence = self.next_commit.fetch_add(1, Ordering::Relaxed);
         let mut id = self.id_prefix.to_be_bytes().to_vec();
         id.extend_from_slice(&sequence.to_be_bytes());
-        let deadline = Instant::now() + self.operation_timeout;
         let mut committing = false;
         let mut tries = 0;
         let outcome = loop {
@@ -950,14 +1002,18 @@ impl Shared {
                 // COMMIT was sent and its answer lost: applied or not, only the id can say.
                 Ok(Err(failure)) => {
                     break self
-                        .settle_lost_commit(id, failure.into_error().to_string())
+                        .settle_lost_commit(id, failure.into_error().to_string(), deadline)
                         .await;
                 }
                 Err(_) => {
-                    self.mark_unreachable("the answer to COMMIT timed out");
-                    break self
-                        .settle_lost_commit(id, "the answer to COMMIT timed out".to_owned())
+                    let cause = "the answer to COMMIT timed out";
+                    let settled = self
+                        .settle_lost_commit(id, cause.to_owned(), deadline)
                         .await;
+                    if settled.is_err() {
+                        self.mark_unreachable(cause);
+                    }
+                    break settled;
                 }
             }
         };
@@ -970,24 +1026,25 @@ impl Shared {
     /// Resolves a commit whose COMMIT answer was lost: `Ok` if it was applied, UNAVAILABLE
     /// if it was not (nothing of it is in the store), OUTCOME UNKNOWN if the database cannot
     /// say yet (the id is kept and resolved before the next commit).
-    async fn settle_lost_commit(&self, id: Vec<u8>, cause: String) -> Result<(), StoreError> {
+    async fn settle_lost_commit(
+        &self,
+        id: Vec<u8>,
+        cause: String,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
         tracing::warn!(%cause, "commit outcome unknown; resolving it by the batch's id");
-        if let Ok(mut slot) = self.unresolved.lock() {
-            *slot = Some(UnresolvedCommit {
+        if let Ok(mut pending) = self.unresolved.lock() {
+            pending.push(UnresolvedCommit {
                 id: id.clone(),
                 since: Instant::now(),
             });
         }
-        let applied = tokio::time::timeout(
-            self.operation_timeout,
-            self.with_retries(|| self.was_applied(&id)),
-        )
-        .await;
+        let applied =
+            tokio::time::timeout_at(deadline.into(), self.with_retries(|| self.was_applied(&id)))
+                .await;
         match applied {
             Ok(Ok(applied)) => {
-                if let Ok(mut slot) = self.unresolved.lock() {
-                    *slot = None;
-                }
+                self.forget_unresolved(&id);
                 if applied {
                     Ok(())
                 } else {
@@ -1075,13 +1132,20 @@ impl PostgresStore {
             Some(existing) if !existing.is_empty() => format!("{existing} {session}"),
             _ => session,
         };
-        connection
-            .options(&session)
-            .application_name("stockgrid")
-            .connect_timeout(options.operation_timeout)
-            .tcp_user_timeout(options.operation_timeout)
-            .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10));
+        connection.options(&session).keepalives(true);
+        // The URL's own settings win over these defaults.
+        if connection.get_application_name().is_none() {
+            connection.application_name("stockgrid");
+        }
+        if connection.get_connect_timeout().is_none() {
+            connection.connect_timeout(options.operation_timeout);
+        }
+        if connection.get_tcp_user_timeout().is_none() {
+            connection.tcp_user_timeout(options.operation_timeout);
+        }
+        if connection.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            connection.keepalives_idle(Duration::from_secs(10));
+        }
         let manager = Manager::from_config(
             connection,
             NoTls,
@@ -1109,9 +1173,10 @@ impl PostgresStore {
             statements: Statements::new(schema),
             operation_timeout: options.operation_timeout,
             poison: PoisonState::default(),
-            unresolved: Mutex::new(None),
+            unresolved: Mutex::new(Vec::new()),
             commit_gate: tokio::sync::RwLock::new(()),
             lost_answer: Mutex::new(None),
+            failing_resolutions: std::sync::atomic::AtomicU32::new(0),
             id_prefix: salt,
             next_commit: AtomicU64::new(0),
             target: describe_target(&options.connection),
@@ -1120,11 +1185,26 @@ impl PostgresStore {
         });
         let store = Self { runtime, shared };
         let create = Statements::schema(schema);
+        let tables = [format!("\"{schema}\".kv"), format!("\"{schema}\".commits")];
         store.run("create the store's tables", move |shared| async move {
             shared
                 .with_retries(|| async {
                     let context = "create the store's tables";
                     let mut checkout = shared.checkout(context).await?;
+                    // Tables created beforehand need no CREATE privilege (PostgreSQL checks it
+                    // before it looks at IF NOT EXISTS).
+                    let existing = checkout
+                        .client()
+                        .query_one(
+                            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+                            &[&tables[0], &tables[1]],
+                        )
+                        .await
+                        .map_err(|e| classify(context, &e))?;
+                    if existing.get::<_, bool>(0) {
+                        checkout.healthy = true;
+                        return Ok(());
+                    }
                     match checkout.client().batch_execute(&create).await {
                         Ok(()) => {
                             checkout.healthy = true;
@@ -1159,6 +1239,14 @@ impl PostgresStore {
         if let Ok(mut slot) = self.shared.lost_answer.lock() {
             *slot = Some(applied);
         }
+    }
+
+    /// Makes the next `count` resolutions of a lost commit fail, as if the database did not
+    /// answer them (the check that reads and commits settle it first; nothing else calls it).
+    pub fn fail_next_resolutions(&self, count: u32) {
+        self.shared
+            .failing_resolutions
+            .store(count, Ordering::Release);
     }
 
     /// Runs `work` on the store's runtime and waits for it without holding a worker of the

@@ -295,8 +295,17 @@ impl PrivateServer {
 
     /// Writes the password to a file readable only by this process's user and returns it.
     pub fn password_file(&self, directory: &Path) -> PathBuf {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let path = directory.join("pg-password");
-        std::fs::write(&path, format!("{}\n", self.password)).expect("write the password file");
+        let mut file = std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .expect("create the password file");
+        writeln!(file, "{}", self.password).expect("write the password file");
         path
     }
 
