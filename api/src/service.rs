@@ -271,11 +271,17 @@ impl<G: Grid> Api<G> {
                 .map_err(|e| engine_status(&e))?;
             let mut first_failure = None;
             let mut failures = 0usize;
+            let mut all_store_transient = true;
+            let attempted = positions.len();
             for (index, outcome) in positions.into_iter().zip(outcomes) {
                 results[index] = match outcome {
                     Ok(outcome) => convert::event_result(&outcome),
                     Err(error) => {
                         failures += 1;
+                        all_store_transient &= matches!(
+                            &error,
+                            EngineError::Store(store) if store.is_transient() || store.is_outcome_unknown()
+                        );
                         let result = pb::EventResult {
                             status: pb::EventStatus::Failed as i32,
                             // The status's words: store internals go to the log, not the client.
@@ -290,6 +296,11 @@ impl<G: Grid> Api<G> {
             if let Some(error) = first_failure {
                 // Logged once per request, not once per event.
                 tracing::warn!(%error, failures, "ingest: events failed; the client retries them");
+                // Nothing applied because the store could not be reached: the whole call is
+                // UNAVAILABLE, which clients and their retry policies know to retry.
+                if failures == attempted && all_store_transient {
+                    return Err(status_of(&error));
+                }
             }
         }
         Ok(pb::IngestEventsResponse { results })

@@ -270,7 +270,7 @@ impl Store for EmbeddedStore {
             .map_err(|_| backend_error("lock commit", "poisoned by a panic"))?;
         let writes = resolve(
             batch,
-            &StoreLimits::LOCAL,
+            &self.limits(),
             |key| self.get(key),
             |start, end| self.keys_in(start, end),
         )?;

@@ -77,7 +77,7 @@ impl Store for MemoryStore {
         let mut map = self.map.write().map_err(|_| Self::lock_error())?;
         let writes = resolve(
             batch,
-            &StoreLimits::LOCAL,
+            &self.limits(),
             |key| Ok(map.get(key).cloned()),
             |start, end| Ok(range_of(&map, start, end).map(|(k, _)| k.clone()).collect()),
         )?;

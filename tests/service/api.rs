@@ -433,6 +433,109 @@ async fn a_poisoned_store_refuses_writes_promises_nothing_and_is_not_serving() {
     let _ = node.shutdown().await;
 }
 
+/// A store whose commits fail as a database out of reach does (transient, not poisoned),
+/// while `unreachable` is set.
+#[derive(Debug)]
+struct UnreachableAtWill {
+    inner: stockgrid_storage::MemoryStore,
+    unreachable: std::sync::atomic::AtomicBool,
+}
+
+impl Store for UnreachableAtWill {
+    fn backend_name(&self) -> &'static str {
+        "unreachable-at-will"
+    }
+    fn limits(&self) -> stockgrid_storage::StoreLimits {
+        self.inner.limits()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, stockgrid_storage::StoreError> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<stockgrid_storage::KeyValue>, stockgrid_storage::StoreError> {
+        self.inner.scan(start, end, limit)
+    }
+    fn commit(
+        &self,
+        batch: stockgrid_storage::WriteBatch,
+    ) -> Result<(), stockgrid_storage::StoreError> {
+        if self.unreachable.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(stockgrid_storage::StoreError::Unavailable {
+                context: "commit batch",
+                message: "no answer".to_owned(),
+            });
+        }
+        self.inner.commit(batch)
+    }
+    fn check_writable(&self) -> Result<(), stockgrid_storage::StoreError> {
+        self.inner.check_writable()
+    }
+    fn disk_bytes(&self) -> Result<u64, stockgrid_storage::StoreError> {
+        Ok(0)
+    }
+}
+
+/// An ingest whose events all fail because the store cannot be reached is answered
+/// UNAVAILABLE as a whole (what gRPC retry policies retry); once the store answers, the
+/// retried events apply, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_the_store_cannot_take_is_unavailable_as_a_whole() {
+    let store = Arc::new(UnreachableAtWill {
+        inner: stockgrid_storage::MemoryStore::new(),
+        unreachable: std::sync::atomic::AtomicBool::new(false),
+    });
+    let engine_store: Arc<dyn Store> = store.clone();
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        ..NodeConfig::default()
+    };
+    let mut node = Node::start_with(&config, async move {
+        let clock: Arc<dyn Clock> = Arc::new(SimulatedClock::starting_at(T0));
+        Ok(Engine::start(engine_store, clock, EngineConfig::default()).await?)
+    })
+    .await
+    .expect("start");
+    node.recovered().await.expect("recovered");
+    let url = format!("http://{}", node.address());
+    let mut ingest = pb::ingest_client::IngestClient::connect(url)
+        .await
+        .expect("connect");
+    let events = vec![
+        event("a", "pos", "sale", 1, 1, 1, T0),
+        event("b", "pos", "sale", 2, 1, 1, T0),
+    ];
+    store
+        .unreachable
+        .store(true, std::sync::atomic::Ordering::Release);
+    let refused = ingest
+        .ingest_events(pb::IngestEventsRequest {
+            events: events.clone(),
+        })
+        .await
+        .expect_err("nothing applied");
+    assert_status(&refused, Code::Unavailable, "retry");
+    store
+        .unreachable
+        .store(false, std::sync::atomic::Ordering::Release);
+    let applied = ingest
+        .ingest_events(pb::IngestEventsRequest { events })
+        .await
+        .expect("applied once the store answers")
+        .into_inner();
+    assert!(
+        applied
+            .results
+            .iter()
+            .all(|r| r.status == pb::EventStatus::Accepted as i32),
+        "{applied:?}"
+    );
+    let _ = node.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_fallback_switches_over_grpc_on_the_next_request() {
     // The default node decides with the shipped model.
