@@ -250,8 +250,9 @@ async fn outage_under_load(outage: Outage) {
     stop_load.send(()).expect("stop the load");
     let calls = load.await.expect("load task");
 
-    // Refused: the whole call UNAVAILABLE, or (for calls caught as the database vanished)
-    // the event FAILED, safe to retry.
+    // Refused: the whole call UNAVAILABLE (a store that could not take any of its events),
+    // or the event FAILED, safe to retry (a failure reported by a shard rather than by the
+    // store, such as an identity look-up that could not reach it).
     let refused: Vec<&Call> = calls
         .iter()
         .filter(|c| c.answer != Ok(pb::EventStatus::Accepted as i32))

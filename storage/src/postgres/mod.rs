@@ -7,7 +7,7 @@
 //! so a range scan is an index range scan in key order. A second table,
 //! `<schema>.commits (id bytea primary key, at timestamptz)`, holds the id of every commit,
 //! written in the commit's own transaction: a commit whose outcome was lost is resolved by its
-//! id (see [`PostgresStore::commit`]). Ids older than [`COMMIT_ID_RETENTION`] are trimmed.
+//! id (below). Ids older than [`COMMIT_ID_RETENTION`] are trimmed.
 //!
 //! # Client
 //! tokio-postgres, pooled by deadpool-postgres. tokio-postgres speaks the extended protocol
@@ -32,6 +32,15 @@
 //! for at most the lock timeout and is itself cut off by the server; every call is also bounded
 //! on the client side by the operation timeout, after which it answers
 //! [`StoreError::Unavailable`].
+//!
+//! # Lost commits and outages
+//! When the answer to COMMIT is lost, the commit inserts its id again on a fresh connection:
+//! the insert waits for the lost transaction if the server is still finishing it, then fails
+//! on the unique key if it committed (the call answers `Ok`) or succeeds and is rolled back
+//! (UNAVAILABLE: nothing was applied). When even that cannot be asked, the id is kept, and
+//! every later read and commit settles it first, alone, so nothing reads or writes past a
+//! commit that may yet land. A timeout or a broken connection marks the database unreachable:
+//! calls are then refused at once, and a probe clears the mark when the database answers.
 //!
 //! # Passwords
 //! A URL that carries a password is refused (it would show in the process list and in logs):
