@@ -428,8 +428,17 @@ fn classify(context: &'static str, error: &tokio_postgres::Error) -> Failure {
         message: message.clone(),
     };
     let Some(code) = error.code() else {
-        // No SQL state: the connection closed or broke, or the socket failed.
-        return Failure::Unreachable(unavailable);
+        // No SQL state: the connection closed, broke or timed out (the database is away), or
+        // the client itself refused something (a type it cannot encode: a fault of ours,
+        // which must not mark the database down).
+        let connection_failed = error.is_closed()
+            || std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
+            || message.starts_with("timeout");
+        return if connection_failed {
+            Failure::Unreachable(unavailable)
+        } else {
+            Failure::Fail(StoreError::Backend { context, message })
+        };
     };
     if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
         return Failure::Retry(unavailable);
