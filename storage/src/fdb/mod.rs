@@ -475,8 +475,9 @@ impl<D: KvDatabase> Inner<D> {
         Ok(self.commit_gate.read().await)
     }
 
+    /// The batch's limits are checked once, by [`Store::commit`], before it is handed to
+    /// this runtime.
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        batch.check_limits(&LIMITS)?;
         let _shared = self.gate().await?;
         let sequence = self
             .next_commit

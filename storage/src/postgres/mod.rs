@@ -974,9 +974,9 @@ impl Shared {
         Ok(self.commit_gate.read().await)
     }
 
+    /// The batch's poison and limit checks are made once, by [`Store::commit`], before it
+    /// is handed to this runtime (and the limits once more by `resolve`, as every backend's).
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
-        self.poison.check()?;
-        batch.check_limits(&LIMITS)?;
         // One deadline bounds the whole call: resolving earlier commits, the attempts, and
         // settling this one's outcome if its answer is lost.
         let deadline = Instant::now() + self.operation_timeout;
