@@ -2,9 +2,9 @@
 //!
 //! Writers submit batches through a bounded queue (a full queue makes `submit` wait: that is
 //! the back-pressure). One committer thread drains whatever is queued, up to the store's
-//! declared limits, merges consecutive unconditional batches into one store commit (one
-//! fsync), commits each conditional batch on its own in order, and only then answers each
-//! writer. A writer's acknowledgement therefore always means "on stable storage". With one
+//! declared limits, merges consecutive batches into one store commit (one fsync), conditions
+//! included (a condition that fails refuses only the batches carrying it), and only then
+//! answers each writer. A writer's acknowledgement therefore always means "on stable storage". With one
 //! lane (the default) batches commit in submission order.
 //!
 //! With more lanes (a remote store: a database commits several transactions at once, each on
@@ -13,12 +13,14 @@
 //! any order: batches submitted while another is unacknowledged may commit before it. Give
 //! lanes only to writers that wait for each batch before the next that depends on it.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Store, StoreError, StoreLimits, WriteBatch};
+use crate::{Condition, Operation, Store, StoreError, StoreLimits, WriteBatch};
 
 /// Most bytes merged into one store commit (below the per-batch limit).
 const MAX_GROUP_BYTES: usize = 64 << 20;
@@ -274,40 +276,164 @@ impl Lanes {
     }
 }
 
-/// Commits a drained group in order: runs of unconditional batches merged, conditional
-/// batches alone (their conditions must see exactly the writes committed before them).
-/// A batch over the size limits is refused on its own and never merged, so one bad batch
-/// cannot fail its neighbours.
+/// Commits a drained group in order, merging consecutive batches into one store commit.
+///
+/// A batch with conditions joins the run before it unless one of its condition keys is
+/// written by a batch already in the run: the merged commit checks every condition before any
+/// write, so a condition must not depend on a write merged ahead of it. Should the merged
+/// commit fail on a condition, the batches that carry it are refused and the others are
+/// committed again without them (a fenced writer's batches do not fail their neighbours).
+/// A batch over the size limits is refused on its own and never merged.
 fn commit_group(store: &dyn Store, limits: &StoreLimits, group: Vec<Request>) {
-    let mut run: Vec<Request> = Vec::new();
+    let mut run = Run::default();
     for request in group {
         if let Err(error) = request.batch.check_limits(limits) {
             let _ = request.reply.send(Err(error));
-        } else if request.batch.conditions.is_empty() {
-            run.push(request);
-        } else {
-            commit_merged(store, std::mem::take(&mut run));
-            let result = store.commit(request.batch);
-            let _ = request.reply.send(result);
+            continue;
         }
+        if !run.admits(&request.batch) {
+            std::mem::take(&mut run).commit(store);
+        }
+        run.push(request);
     }
-    commit_merged(store, run);
+    run.commit(store);
 }
 
-fn commit_merged(store: &dyn Store, run: Vec<Request>) {
-    if run.is_empty() {
-        return;
+/// Consecutive batches committed as one.
+#[derive(Default)]
+struct Run {
+    requests: Vec<Request>,
+    /// Hashes of the keys the run's batches put or delete, up to `hashed` requests (filled
+    /// only once a batch with conditions asks).
+    written: HashSet<u64>,
+    /// Ranges the run's batches delete, up to `hashed` requests.
+    deleted_ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    hashed: usize,
+    conditional: bool,
+}
+
+impl Run {
+    fn push(&mut self, request: Request) {
+        self.conditional |= !request.batch.conditions.is_empty();
+        self.requests.push(request);
     }
-    let mut merged = WriteBatch::new();
-    let mut replies = Vec::with_capacity(run.len());
-    for request in run {
-        merged.append(request.batch);
-        replies.push(request.reply);
+
+    /// Whether `batch` may be merged after the run: none of its condition keys is written by
+    /// the run (a hash collision only costs a commit of its own).
+    fn admits(&mut self, batch: &WriteBatch) -> bool {
+        if batch.conditions.is_empty() || self.requests.is_empty() {
+            return true;
+        }
+        for request in &self.requests[self.hashed..] {
+            for operation in &request.batch.operations {
+                match operation {
+                    Operation::Put { key, .. } | Operation::Delete { key } => {
+                        self.written.insert(key_hash(key));
+                    }
+                    Operation::DeleteRange { start, end } => {
+                        self.deleted_ranges.push((start.clone(), end.clone()));
+                    }
+                }
+            }
+        }
+        self.hashed = self.requests.len();
+        batch.conditions.iter().all(|condition| {
+            let key = condition_key(condition);
+            !self.written.contains(&key_hash(key))
+                && !self
+                    .deleted_ranges
+                    .iter()
+                    .any(|(start, end)| key >= start.as_slice() && key < end.as_slice())
+        })
     }
-    let result = store.commit(merged);
-    for reply in replies {
-        let _ = reply.send(result.clone());
+
+    /// Commits the run as one batch; on a failed condition, refuses the batches holding it
+    /// and commits the rest again.
+    fn commit(self, store: &dyn Store) {
+        let mut requests = self.requests;
+        let keep_copies = self.conditional && requests.len() > 1;
+        while !requests.is_empty() {
+            let mut merged = WriteBatch::new();
+            if keep_copies {
+                for request in &requests {
+                    merged.append(request.batch.clone());
+                }
+            } else {
+                for request in &mut requests {
+                    merged.append(std::mem::take(&mut request.batch));
+                }
+            }
+            let result = store.commit(merged);
+            let failed_key = match &result {
+                Err(StoreError::ConditionFailed { key }) if keep_copies => key.clone(),
+                _ => {
+                    for request in requests {
+                        let _ = request.reply.send(result.clone());
+                    }
+                    return;
+                }
+            };
+            // The batches holding a condition on that key: one fails it; with several, the
+            // key's value tells which (it may have moved since: then each batch commits alone).
+            let on_key = |request: &Request| {
+                request
+                    .batch
+                    .conditions
+                    .iter()
+                    .any(|condition| condition_key(condition) == failed_key.as_slice())
+            };
+            let holders = requests.iter().filter(|request| on_key(request)).count();
+            let current = if holders > 1 {
+                match store.get(&failed_key) {
+                    Ok(value) => Some(value),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            let fails = |request: &Request| match &current {
+                None => on_key(request),
+                Some(value) => request.batch.conditions.iter().any(|condition| {
+                    condition_key(condition) == failed_key.as_slice()
+                        && !condition_holds(condition, value.as_deref())
+                }),
+            };
+            let known = !(holders > 1 && current.is_none()) && requests.iter().any(fails);
+            if !known {
+                // Nothing tells which batch failed: commit each alone, in order.
+                for request in requests {
+                    let result = store.commit(request.batch);
+                    let _ = request.reply.send(result);
+                }
+                return;
+            }
+            let (refused, others): (Vec<Request>, Vec<Request>) =
+                requests.into_iter().partition(|request| fails(request));
+            for request in refused {
+                let _ = request.reply.send(result.clone());
+            }
+            requests = others;
+        }
     }
+}
+
+fn condition_holds(condition: &Condition, value: Option<&[u8]>) -> bool {
+    match condition {
+        Condition::Absent(_) => value.is_none(),
+        Condition::Equals(_, expected) => value == Some(expected.as_slice()),
+    }
+}
+
+fn condition_key(condition: &Condition) -> &[u8] {
+    match condition {
+        Condition::Absent(key) | Condition::Equals(key, _) => key,
+    }
+}
+
+fn key_hash(key: &[u8]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 #[cfg(test)]
@@ -319,11 +445,36 @@ mod tests {
 
     /// A memory store that declares small limits and notes the size of every commit; its
     /// first commit waits for `release`, so that what is submitted meanwhile queues up.
-    #[derive(Debug, Default)]
+    #[derive(Debug)]
     struct SmallStore {
         inner: MemoryStore,
+        limits: StoreLimits,
         commits: Mutex<Vec<usize>>,
         hold_first: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    }
+
+    impl Default for SmallStore {
+        fn default() -> Self {
+            Self::with_limits(SMALL)
+        }
+    }
+
+    impl SmallStore {
+        fn with_limits(limits: StoreLimits) -> Self {
+            Self {
+                inner: MemoryStore::default(),
+                limits,
+                commits: Mutex::default(),
+                hold_first: Mutex::default(),
+            }
+        }
+
+        /// Makes the first commit wait until the returned sender is used (or dropped).
+        fn hold_first_commit(&self) -> std::sync::mpsc::Sender<()> {
+            let (release, held) = std::sync::mpsc::channel();
+            *self.hold_first.lock().expect("hold") = Some(held);
+            release
+        }
     }
 
     const SMALL: StoreLimits = StoreLimits {
@@ -339,7 +490,7 @@ mod tests {
         }
 
         fn limits(&self) -> StoreLimits {
-            SMALL
+            self.limits
         }
 
         fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -360,7 +511,7 @@ mod tests {
             if let Some(release) = held {
                 let _ = release.recv();
             }
-            batch.check_limits(&SMALL)?;
+            batch.check_limits(&self.limits)?;
             self.commits
                 .lock()
                 .expect("commits")
@@ -461,5 +612,161 @@ mod tests {
         assert_eq!(commits.iter().sum::<usize>(), 24);
         assert_eq!(store.scan(b"a", b"c", 100).expect("scan").len(), 24);
         assert_eq!(store.get(&[b'x', 0]).expect("get"), None);
+    }
+
+    fn put_if(key: &[u8], condition: Condition) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.require(condition).put(key.to_vec(), b"v".to_vec());
+        batch
+    }
+
+    /// Conditional batches queued together are merged into one commit; when one condition
+    /// fails, only the batches that carry it are refused and the others land, in a second
+    /// commit; a batch whose condition reads a key written earlier in the group is not merged
+    /// with that write, so it sees it.
+    #[test]
+    fn conditional_batches_merge_and_a_failed_condition_refuses_only_its_batches() {
+        let store = Arc::new(SmallStore::with_limits(StoreLimits {
+            max_batch_operations: 1000,
+            ..SMALL
+        }));
+        let mut fences = WriteBatch::new();
+        fences
+            .put(b"fence-a".to_vec(), b"1".to_vec())
+            .put(b"fence-b".to_vec(), b"1".to_vec());
+        store.commit(fences).expect("fences");
+        store.commits.lock().expect("commits").clear();
+        let release = store.hold_first_commit();
+        let committer = GroupCommitter::start(
+            Arc::clone(&store) as Arc<dyn Store>,
+            GroupCommitConfig::default(),
+        )
+        .expect("start");
+        // The first commit is held, so what follows queues and is drained as one group.
+        let first = committer.submit_blocking(put_if(
+            b"first",
+            Condition::Equals(b"fence-a".to_vec(), b"1".to_vec()),
+        ));
+        while store.hold_first.lock().expect("hold").is_some() {
+            std::thread::yield_now();
+        }
+        let held_by_a = committer.submit_blocking(put_if(
+            b"a1",
+            Condition::Equals(b"fence-a".to_vec(), b"1".to_vec()),
+        ));
+        let fenced_out = committer.submit_blocking(put_if(
+            b"b1",
+            Condition::Equals(b"fence-b".to_vec(), b"0".to_vec()),
+        ));
+        let also_a = committer.submit_blocking(put_if(
+            b"a2",
+            Condition::Equals(b"fence-a".to_vec(), b"1".to_vec()),
+        ));
+        let mut move_fence = WriteBatch::new();
+        move_fence.put(b"fence-a".to_vec(), b"2".to_vec());
+        let moved = committer.submit_blocking(move_fence);
+        let after_move = committer.submit_blocking(put_if(
+            b"a3",
+            Condition::Equals(b"fence-a".to_vec(), b"1".to_vec()),
+        ));
+        release.send(()).expect("release");
+        first.wait_blocking().expect("the first batch");
+        held_by_a
+            .wait_blocking()
+            .expect("a batch whose condition holds");
+        assert!(matches!(
+            fenced_out.wait_blocking(),
+            Err(StoreError::ConditionFailed { ref key }) if key == b"fence-b"
+        ));
+        also_a
+            .wait_blocking()
+            .expect("a batch whose condition holds");
+        moved.wait_blocking().expect("the fence moved");
+        assert!(
+            matches!(
+                after_move.wait_blocking(),
+                Err(StoreError::ConditionFailed { ref key }) if key == b"fence-a"
+            ),
+            "a condition must see the writes queued before it"
+        );
+        committer.shutdown();
+        let present = |key: &[u8]| store.get(key).expect("get").is_some();
+        assert!(present(b"first") && present(b"a1") && present(b"a2"));
+        assert!(!present(b"b1") && !present(b"a3"));
+        // Operations and conditions per commit: first; [a1, b1, a2, move], refused on
+        // fence-b; [a1, a2, move]; a3 alone, refused on fence-a.
+        let commits = store.commits.lock().expect("commits").clone();
+        assert_eq!(commits, vec![2, 7, 5, 2], "{commits:?}");
+    }
+
+    /// One generated batch: conditions on a few keys and writes to a few keys, all drawn
+    /// from a small key space so that conditions and writes meet.
+    fn arbitrary_batch() -> impl proptest::strategy::Strategy<Value = WriteBatch> {
+        use proptest::prelude::*;
+        let key = (0u8..4).prop_map(|k| vec![b'k', k]);
+        let value = (0u8..2).prop_map(|v| vec![v]);
+        let condition = prop_oneof![
+            key.clone().prop_map(Condition::Absent),
+            (key.clone(), value.clone()).prop_map(|(k, v)| Condition::Equals(k, v)),
+        ];
+        let operation = prop_oneof![
+            (key.clone(), value).prop_map(|(key, value)| Operation::Put { key, value }),
+            key.prop_map(|key| Operation::Delete { key }),
+        ];
+        (
+            proptest::collection::vec(condition, 0..3),
+            proptest::collection::vec(operation, 1..3),
+        )
+            .prop_map(|(conditions, operations)| WriteBatch {
+                conditions,
+                operations,
+            })
+    }
+
+    proptest::proptest! {
+        /// Batches drained as one group answer, one by one, exactly as if each had been
+        /// committed alone in submission order, and leave the same keys behind.
+        #[test]
+        fn a_group_answers_as_batches_committed_one_by_one(
+            batches in proptest::collection::vec(arbitrary_batch(), 1..12),
+        ) {
+            let sequential = MemoryStore::default();
+            let expected: Vec<bool> = batches
+                .iter()
+                .map(|batch| sequential.commit(batch.clone()).is_ok())
+                .collect();
+            let store = Arc::new(SmallStore::with_limits(StoreLimits {
+                max_batch_operations: 1000,
+                ..SMALL
+            }));
+            let release = store.hold_first_commit();
+            let committer = GroupCommitter::start(
+                Arc::clone(&store) as Arc<dyn Store>,
+                GroupCommitConfig::default(),
+            )
+            .expect("start");
+            let mut opener = WriteBatch::new();
+            opener.put(b"opener".to_vec(), b"1".to_vec());
+            let opener = committer.submit_blocking(opener);
+            while store.hold_first.lock().expect("hold").is_some() {
+                std::thread::yield_now();
+            }
+            let tickets: Vec<CommitTicket> = batches
+                .into_iter()
+                .map(|batch| committer.submit_blocking(batch))
+                .collect();
+            release.send(()).expect("release");
+            opener.wait_blocking().expect("the opener");
+            let got: Vec<bool> = tickets
+                .into_iter()
+                .map(|ticket| ticket.wait_blocking().is_ok())
+                .collect();
+            committer.shutdown();
+            proptest::prop_assert_eq!(got, expected);
+            proptest::prop_assert_eq!(
+                store.scan(b"k", b"l", 100).expect("scan"),
+                sequential.scan(b"k", b"l", 100).expect("scan")
+            );
+        }
     }
 }

@@ -245,3 +245,92 @@ fn an_unresolved_commit_is_settled_before_the_next_read() {
     next.put(b"next".to_vec(), b"2".to_vec());
     store.commit(next).expect("the next commit");
 }
+
+/// Fencing with a writer stopped in the middle of its transaction: a claim that moves the
+/// fence completes while the old writer is still stopped (the server ends the idle
+/// transaction), and the old writer, resumed, finds the fence moved and writes nothing, so no
+/// batch that read the old fence lands after the claim.
+#[test]
+fn a_claim_completes_while_the_fenced_writer_is_stopped_and_the_writer_never_lands() {
+    let server = PrivateServer::start();
+    server.create_database(DATABASE);
+    let mut options = server.options(DATABASE, "fence");
+    options.operation_timeout = std::time::Duration::from_secs(1);
+    options.lock_timeout = std::time::Duration::from_millis(500);
+    let old_owner = PostgresStore::open(options.clone()).expect("open the old owner");
+    let new_owner = PostgresStore::open(options).expect("open the new owner");
+    let mut fence = WriteBatch::new();
+    fence.put(b"owner".to_vec(), b"old@1".to_vec());
+    // Rows between the data and the fence put them on index pages of their own, so that
+    // the serializable checks (by page) see no false conflict between the two.
+    for filler in 0..20_000u32 {
+        fence.put(format!("m{filler:08}").into_bytes(), vec![0u8; 32]);
+    }
+    old_owner.commit(fence).expect("the old owner's claim");
+
+    let release = old_owner.stall_next_commit();
+    let writer = std::thread::spawn(move || {
+        // The thread hands the store back, for the retry below.
+        let mut batch = WriteBatch::new();
+        batch
+            .require(stockgrid_storage::Condition::Equals(
+                b"owner".to_vec(),
+                b"old@1".to_vec(),
+            ))
+            .put(b"data".to_vec(), b"written by the old owner".to_vec());
+        let written = old_owner.commit(batch.clone());
+        (written, old_owner, batch)
+    });
+    // Let the old owner read its fence and stop, its transaction open.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let claimed = loop {
+        let mut claim = WriteBatch::new();
+        claim
+            .require(stockgrid_storage::Condition::Equals(
+                b"owner".to_vec(),
+                b"old@1".to_vec(),
+            ))
+            .put(b"owner".to_vec(), b"new@2".to_vec());
+        match new_owner.commit(claim) {
+            Ok(()) => break started.elapsed(),
+            Err(error) if error.is_transient() && started.elapsed().as_secs() < 30 => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(error) => panic!("the claim failed: {error}"),
+        }
+    };
+    assert!(!writer.is_finished(), "the old owner is still stopped");
+    // Now the old owner goes on, from where it stopped.
+    let _ = release.send(());
+    let (written, old_owner, batch) = writer.join().expect("the old owner's thread");
+    // Its transaction was ended by the server: the batch fails (the connection is gone, or
+    // the condition, read again, no longer holds) and nothing of it landed.
+    assert!(
+        written.is_err(),
+        "the old owner's batch must fail: {written:?}"
+    );
+    assert_eq!(new_owner.get(b"data").expect("read"), None);
+    assert_eq!(
+        new_owner.get(b"owner").expect("read").as_deref(),
+        Some(&b"new@2"[..])
+    );
+    // Tried again, the batch is refused by its fence, whatever the connection's state.
+    let again = loop {
+        match old_owner.commit(batch.clone()) {
+            Err(error) if error.is_transient() && started.elapsed().as_secs() < 30 => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(
+            again,
+            Err(stockgrid_storage::StoreError::ConditionFailed { .. })
+        ),
+        "{again:?}"
+    );
+    assert_eq!(new_owner.get(b"data").expect("read"), None);
+    eprintln!("the claim completed after {claimed:?} with the old owner stopped");
+}

@@ -26,7 +26,15 @@
 //! two writers racing on a fence (`Equals(epoch, 7)` against a claim that moves it to 8, or two
 //! `Absent` on one key) cannot both commit: PostgreSQL's serializable snapshot isolation
 //! aborts one with a serialization failure, which is retried with backoff from the start
-//! (conditions read again, so the loser then fails its condition and writes nothing). Every
+//! (conditions read again, so the loser then fails its condition and writes nothing).
+//! Serializable is not enough for a fence, though: a writer that read epoch 7 and commits
+//! after the claim to 8 may be ordered *before* the claim, and land after the new owner has
+//! read the partition. So the rows a commit's conditions read are locked until it ends
+//! (`FOR UPDATE` when the batch writes them too, `FOR SHARE` otherwise): the claim waits for the writer, and the order of commits is the order of fences. A
+//! writer stopped in the middle of its transaction holds the claim up for at most the
+//! server's `idle_in_transaction_session_timeout` (twice the operation timeout), after which
+//! the server ends it and the claim completes; the stopped writer, resumed, finds its
+//! condition moved. Every
 //! connection sets `lock_timeout`, `statement_timeout` and
 //! `idle_in_transaction_session_timeout`, so a stalled writer holding row locks blocks others
 //! for at most the lock timeout and is itself cut off by the server; every call is also bounded
@@ -226,6 +234,8 @@ fn describe_target(config: &tokio_postgres::Config) -> String {
 struct Statements {
     get: String,
     get_many: String,
+    share_conditions: String,
+    lock_conditions: String,
     scan: String,
     scan_keys: String,
     delete: String,
@@ -243,6 +253,12 @@ impl Statements {
         Self {
             get: format!("SELECT v FROM {kv} WHERE k = $1"),
             get_many: format!("SELECT k, v FROM {kv} WHERE k = ANY($1::bytea[])"),
+            share_conditions: format!(
+                "SELECT k, v FROM {kv} WHERE k = ANY($1::bytea[]) ORDER BY k FOR SHARE"
+            ),
+            lock_conditions: format!(
+                "SELECT k, v FROM {kv} WHERE k = ANY($1::bytea[]) ORDER BY k FOR UPDATE"
+            ),
             scan: format!(
                 "SELECT k, v FROM {kv} WHERE k >= $1 AND k < $2 ORDER BY k LIMIT $3::bigint"
             ),
@@ -309,6 +325,40 @@ impl CommitPlan {
         Ok(CommitPlan::Resolved { conditions, writes })
     }
 
+    /// The condition keys the batch also writes (locked for update from the start: two
+    /// writers upgrading share locks on one row would wait for each other).
+    fn written_condition_keys(&self) -> std::collections::HashSet<&[u8]> {
+        let conditioned: std::collections::HashSet<&[u8]> = self
+            .conditions()
+            .iter()
+            .map(|condition| match condition {
+                Condition::Absent(key) | Condition::Equals(key, _) => key.as_slice(),
+            })
+            .collect();
+        if conditioned.is_empty() {
+            return conditioned;
+        }
+        match self {
+            CommitPlan::Resolved { writes, .. } => writes
+                .iter()
+                .map(|(key, _)| key.as_slice())
+                .filter(|key| conditioned.contains(key))
+                .collect(),
+            CommitPlan::PerAttempt(batch) => conditioned
+                .into_iter()
+                .filter(|&key| {
+                    batch.operations.iter().any(|operation| match operation {
+                        Operation::Put { key: written, .. }
+                        | Operation::Delete { key: written } => written.as_slice() == key,
+                        Operation::DeleteRange { start, end } => {
+                            key >= start.as_slice() && key < end.as_slice()
+                        }
+                    })
+                })
+                .collect(),
+        }
+    }
+
     fn conditions(&self) -> &[Condition] {
         match self {
             CommitPlan::Resolved { conditions, .. } => conditions,
@@ -363,6 +413,9 @@ struct Shared {
     /// A fault armed by a test: lose the answer of the next commit, after it was applied
     /// (`true`) or before COMMIT was sent (`false`).
     lost_answer: Mutex<Option<bool>>,
+    /// A fault armed by a test: the next commit stops after reading its conditions, its
+    /// transaction open, until this is answered or dropped.
+    stalled_commit: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     /// A fault armed by a test: this many resolutions by id fail as if the database were
     /// unreachable.
     failing_resolutions: std::sync::atomic::AtomicU32,
@@ -701,26 +754,40 @@ impl Shared {
             .await
             .map_err(fail)?;
         // What the batch's conditions and range deletes need to know, read in the transaction.
-        let condition_keys: Vec<&[u8]> = plan
+        // Rows read for conditions are locked: a writer that moves one (a claim moving a
+        // partition's epoch) waits for this transaction to end, so that it cannot be ordered
+        // before a batch that read the old value and lands after it. Rows the batch writes
+        // too are locked for update at once, the others shared.
+        let written = plan.written_condition_keys();
+        let (locked_keys, shared_keys): (Vec<&[u8]>, Vec<&[u8]>) = plan
             .conditions()
             .iter()
             .map(|condition| match condition {
                 Condition::Absent(key) | Condition::Equals(key, _) => key.as_slice(),
             })
-            .collect();
+            .partition(|key| written.contains(key));
         let mut current: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        if !condition_keys.is_empty() {
-            let statement = transaction
-                .prepare_cached(&statements.get_many)
-                .await
-                .map_err(fail)?;
-            for row in transaction
-                .query(&statement, &[&condition_keys])
-                .await
-                .map_err(fail)?
-            {
+        for (keys, sql) in [
+            (&locked_keys, &statements.lock_conditions),
+            (&shared_keys, &statements.share_conditions),
+        ] {
+            if keys.is_empty() {
+                continue;
+            }
+            let statement = transaction.prepare_cached(sql).await.map_err(fail)?;
+            for row in transaction.query(&statement, &[keys]).await.map_err(fail)? {
                 current.insert(row.get(0), row.get(1));
             }
+        }
+        let stall = self
+            .stalled_commit
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take());
+        if let Some(stall) = stall {
+            // Blocking on purpose: the call is frozen as in a stopped process, past its own
+            // deadline (a timer cannot end a poll that does not return).
+            let _ = stall.recv();
         }
         let mut ranges: RangeKeys = HashMap::new();
         for operation in plan.range_deletes() {
@@ -1194,6 +1261,7 @@ impl PostgresStore {
             unresolved: Mutex::new(Vec::new()),
             commit_gate: tokio::sync::RwLock::new(()),
             lost_answer: Mutex::new(None),
+            stalled_commit: Mutex::new(None),
             failing_resolutions: std::sync::atomic::AtomicU32::new(0),
             id_prefix: salt,
             next_commit: AtomicU64::new(0),
@@ -1257,6 +1325,17 @@ impl PostgresStore {
         if let Ok(mut slot) = self.shared.lost_answer.lock() {
             *slot = Some(applied);
         }
+    }
+
+    /// Freezes the next commit after it has read its conditions, its transaction open and
+    /// its client thread blocked, until the returned sender is used or dropped: a writer
+    /// stopped in the middle of a transaction (the fencing test's; nothing else calls it).
+    pub fn stall_next_commit(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, stalled) = std::sync::mpsc::channel();
+        if let Ok(mut slot) = self.shared.stalled_commit.lock() {
+            *slot = Some(stalled);
+        }
+        release
     }
 
     /// Makes the next `count` resolutions of a lost commit fail, as if the database did not
