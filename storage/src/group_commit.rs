@@ -384,10 +384,7 @@ impl Run {
             };
             let holders = requests.iter().filter(|request| on_key(request)).count();
             let current = if holders > 1 {
-                match store.get(&failed_key) {
-                    Ok(value) => Some(value),
-                    Err(_) => None,
-                }
+                store.get(&failed_key).ok()
             } else {
                 None
             };
