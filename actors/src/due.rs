@@ -22,7 +22,9 @@ use stockgrid_storage::{
     CommitTicket, GroupCommitter, KeyValue, Operation, Store, StoreError, WriteBatch,
 };
 
+use crate::error::EngineError;
 use crate::keys::{self, IndexFamily};
+use crate::ownership::Ownership;
 
 /// Calls of [`DueTimes::due`] between two sweeps of every partition.
 pub const FULL_SWEEP_EVERY: u64 = 64;
@@ -36,6 +38,8 @@ pub struct DueTimes {
     expiry: Box<[AtomicI64]>,
     deadline: Box<[AtomicI64]>,
     calls: [AtomicU64; 2],
+    /// Only the partitions this node answers for are read and reported.
+    ownership: Ownership,
 }
 
 /// A partition whose index has something due, and the time the caller saw (what
@@ -49,12 +53,15 @@ pub struct DuePartition {
 }
 
 impl DueTimes {
-    /// Reads the first entry of each partition's two indexes.
-    pub fn load(store: &dyn Store) -> Result<Self, StoreError> {
+    /// Reads the first entry of each owned partition's two indexes (every partition's on a
+    /// single node; a grid node reads a partition's when it is granted,
+    /// [`DueTimes::refresh_partition`]).
+    pub fn load(store: &dyn Store, ownership: Ownership) -> Result<Self, StoreError> {
         let times = Self {
             expiry: keys::partitions().map(|_| AtomicI64::new(NEVER)).collect(),
             deadline: keys::partitions().map(|_| AtomicI64::new(NEVER)).collect(),
             calls: [AtomicU64::new(0), AtomicU64::new(0)],
+            ownership,
         };
         for family in [IndexFamily::Expiry, IndexFamily::Deadline] {
             times.refresh(store, family)?;
@@ -62,13 +69,38 @@ impl DueTimes {
         Ok(times)
     }
 
-    /// Lowers every partition's time of `family` to its first entry in the store.
+    /// Lowers every owned partition's time of `family` to its first entry in the store.
     fn refresh(&self, store: &dyn Store, family: IndexFamily) -> Result<(), StoreError> {
         for partition in keys::partitions() {
-            if let Some(first) = first_due(store, family, partition, Timestamp(i64::MIN))? {
-                self.slot(family, partition)
-                    .fetch_min(first.0, Ordering::AcqRel);
+            if self.ownership.epoch(partition).is_some() {
+                self.refresh_one(store, family, partition)?;
             }
+        }
+        Ok(())
+    }
+
+    fn refresh_one(
+        &self,
+        store: &dyn Store,
+        family: IndexFamily,
+        partition: Partition,
+    ) -> Result<(), StoreError> {
+        if let Some(first) = first_due(store, family, partition, Timestamp(i64::MIN))? {
+            self.slot(family, partition)
+                .fetch_min(first.0, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Reads `partition`'s two indexes again (it was just granted: another node may have
+    /// added entries since this one last owned it).
+    pub fn refresh_partition(
+        &self,
+        store: &dyn Store,
+        partition: Partition,
+    ) -> Result<(), StoreError> {
+        for family in [IndexFamily::Expiry, IndexFamily::Deadline] {
+            self.refresh_one(store, family, partition)?;
         }
         Ok(())
     }
@@ -120,7 +152,7 @@ impl DueTimes {
         Ok(keys::partitions()
             .filter_map(|partition| {
                 let observed = self.slot(family, partition).load(Ordering::Acquire);
-                (observed < before).then_some(DuePartition {
+                (observed < before && self.ownership.serves(partition)).then_some(DuePartition {
                     partition,
                     observed,
                 })
@@ -191,18 +223,36 @@ impl DueTimes {
 pub struct Committer {
     group: GroupCommitter,
     due_times: Arc<DueTimes>,
+    ownership: Ownership,
 }
 
 impl Committer {
-    /// Commits through `group`, noting index entries in `due_times`.
-    pub fn new(group: GroupCommitter, due_times: Arc<DueTimes>) -> Self {
-        Self { group, due_times }
+    /// Commits through `group`, noting index entries in `due_times` and fencing every batch
+    /// with `ownership`.
+    pub fn new(group: GroupCommitter, due_times: Arc<DueTimes>, ownership: Ownership) -> Self {
+        Self {
+            group,
+            due_times,
+            ownership,
+        }
     }
 
-    /// Commits `batch` durably (merged into a group commit).
-    pub async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    /// Commits `batch` durably (merged into a group commit), conditioned on this node still
+    /// owning every partition it touches: [`EngineError::NotOwner`] if it does not, or lost
+    /// one before the batch landed (nothing of it was written).
+    pub async fn commit(&self, mut batch: WriteBatch) -> Result<(), EngineError> {
+        self.ownership.fence(&mut batch)?;
         let entries = DueTimes::entries_of(&batch);
-        self.group.submit(batch).await.wait().await?;
+        match self.group.submit(batch).await.wait().await {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed { key }) => {
+                return Err(match self.ownership.fenced_out(&key) {
+                    Some(partition) => EngineError::NotOwner { partition },
+                    None => StoreError::ConditionFailed { key }.into(),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        }
         self.due_times.note(&entries);
         Ok(())
     }
@@ -210,7 +260,12 @@ impl Committer {
     /// Queues `batch` without waiting for it to be durable. Its index entries are noted now;
     /// should a scan settle the partition before the batch lands, the entries are found by
     /// the next refresh ([`FULL_SWEEP_EVERY`]).
-    pub async fn submit(&self, batch: WriteBatch) -> CommitTicket {
+    pub async fn submit(&self, mut batch: WriteBatch) -> CommitTicket {
+        if let Err(refused) = self.ownership.fence(&mut batch) {
+            return CommitTicket::failed(StoreError::ConditionFailed {
+                key: keys::owner_key(refused.partition),
+            });
+        }
         let entries = DueTimes::entries_of(&batch);
         self.due_times.note(&entries);
         self.group.submit(batch).await
@@ -255,7 +310,7 @@ mod tests {
             Vec::new(),
         );
         store.commit(batch).expect("commit");
-        let times = DueTimes::load(&store).expect("load");
+        let times = DueTimes::load(&store, Ownership::single()).expect("load");
         let due_at = |now: i64| {
             times
                 .due(&store, IndexFamily::Deadline, Timestamp(now))
@@ -303,7 +358,7 @@ mod tests {
     #[test]
     fn an_entry_never_noted_is_found_by_the_refresh() {
         let store = MemoryStore::new();
-        let times = DueTimes::load(&store).expect("load");
+        let times = DueTimes::load(&store, Ownership::single()).expect("load");
         let pair = PairKey::new(7, 3);
         let mut batch = WriteBatch::new();
         batch.put(

@@ -2,8 +2,6 @@
 
 use stockgrid_storage::StoreError;
 
-use crate::persist::PersistError;
-
 /// Why the engine could not do what was asked.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum EngineError {
@@ -35,6 +33,13 @@ pub enum EngineError {
         /// The limit.
         limit: usize,
     },
+    /// This node does not answer for the pair's partition now: another node owns it, it is
+    /// moving, or this node's lease lapsed (a router answers OWNER_UNAVAILABLE).
+    #[error("partition {partition} is not served by this node (its owner is elsewhere or moving)")]
+    NotOwner {
+        /// The partition.
+        partition: u16,
+    },
     /// The engine could not start.
     #[error("start engine: {0}")]
     Start(String),
@@ -48,19 +53,17 @@ pub enum EngineError {
     },
 }
 
-impl From<PersistError> for EngineError {
-    fn from(error: PersistError) -> Self {
-        match error {
-            PersistError::Store(store) => EngineError::Store(store),
-            PersistError::Lookup(lookup) => EngineError::IdentityLookup(lookup.to_string()),
-            corrupt @ PersistError::Corrupt { .. } => EngineError::Corrupt(corrupt.to_string()),
-        }
-    }
-}
-
 impl EngineError {
     /// Whether the store refuses writes from now on.
     pub fn is_poisoned(&self) -> bool {
         matches!(self, EngineError::Store(e) if e.is_poisoned())
+    }
+}
+
+impl From<crate::ownership::NotOwner> for EngineError {
+    fn from(refused: crate::ownership::NotOwner) -> Self {
+        EngineError::NotOwner {
+            partition: refused.partition,
+        }
     }
 }

@@ -19,6 +19,9 @@
 //! | cluster | `g` `c` location | a location of the catalog |
 //! | cluster | `g` `r` reservation-id | a reservation's record (a cart may span partitions) |
 //! | cluster | `g` `l` | the learned shared facts (one node's; per partition in a grid) |
+//! | cluster | `g` `n` | the cluster's record: its name (a grid's nodes must name the same) |
+//! | cluster | `g` `m` node-id | a member of the grid: address, region, heartbeat |
+//! | cluster | `g` `o` partition | a partition's owner and epoch (every batch of the owner is conditioned on it) |
 //!
 //! The partition is two bytes, big-endian ([`stockgrid_model::partition`]), so a partition's
 //! data is one key range (`p` partition .. `p` partition+1): what a node claims, hands off and
@@ -57,6 +60,9 @@ const FORMAT: u8 = b'f';
 const LOCATION: u8 = b'c';
 const RESERVATION: u8 = b'r';
 const SHARED_FACTS: u8 = b'l';
+const CLUSTER: u8 = b'n';
+const MEMBER: u8 = b'm';
+const OWNER: u8 = b'o';
 
 /// Bytes before a per-partition key's own part: space, partition, family.
 const HEADER: usize = 4;
@@ -402,6 +408,47 @@ pub fn reservation_key(reservation_id: &str) -> Vec<u8> {
 /// The key of the learned shared facts.
 pub fn shared_facts_key() -> Vec<u8> {
     cluster_wide(SHARED_FACTS, 0)
+}
+
+/// The key of the cluster's record.
+pub fn cluster_key() -> Vec<u8> {
+    cluster_wide(CLUSTER, 0)
+}
+
+/// The key of `node_id`'s member record.
+pub fn member_key(node_id: &str) -> Vec<u8> {
+    let mut key = cluster_wide(MEMBER, node_id.len());
+    key.extend_from_slice(node_id.as_bytes());
+    key
+}
+
+/// The range of every member record.
+pub fn members_range() -> (Vec<u8>, Vec<u8>) {
+    let start = cluster_wide(MEMBER, 0);
+    let end = prefix_end(&start);
+    (start, end)
+}
+
+/// The key of `partition`'s ownership record: the fence of every batch its owner writes.
+pub fn owner_key(partition: Partition) -> Vec<u8> {
+    let mut key = cluster_wide(OWNER, 2);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// The range of every ownership record, in partition order.
+pub fn owners_range() -> (Vec<u8>, Vec<u8>) {
+    let start = cluster_wide(OWNER, 0);
+    let end = prefix_end(&start);
+    (start, end)
+}
+
+/// The partition of an ownership record's key (`None`: not such a key).
+pub fn owner_key_partition(key: &[u8]) -> Option<Partition> {
+    match key {
+        [CLUSTER_SPACE, OWNER, high, low] => Some(Partition::from_be_bytes([*high, *low])),
+        _ => None,
+    }
 }
 
 /// The key of the format record.

@@ -12,9 +12,11 @@
 //! - [`counters`]: what the engine did since it started.
 //! - [`keys`]: the key layout: every key family, per partition or cluster-wide, and the
 //!   store's format record.
+//! - [`ownership`]: the partitions this node answers for, its lease, and the fence of its
+//!   batches.
+//! - [`error`]: the crate's error type, [`EngineError`].
 //! - [`due`]: when each partition's expiry and deadline indexes next have work.
 //! - [`persist`]: log records, snapshots, recovery and the identity tail.
-//! - [`error`]: the crate's error type, [`EngineError`].
 //! - [`catalog`]: the stored location catalog.
 //! - [`audit`]: where decision records are stored.
 //! - [`config`]: the engine's configuration and its defaults.
@@ -38,6 +40,7 @@ pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod keys;
+pub mod ownership;
 pub mod persist;
 pub mod policy;
 mod prefetch;

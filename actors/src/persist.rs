@@ -814,6 +814,17 @@ impl IdentityIndex for StoreIdentityIndex<'_> {
     }
 }
 
+impl From<PersistError> for crate::error::EngineError {
+    fn from(error: PersistError) -> Self {
+        use crate::error::EngineError;
+        match error {
+            PersistError::Store(store) => EngineError::Store(store),
+            PersistError::Lookup(lookup) => EngineError::IdentityLookup(lookup.to_string()),
+            corrupt @ PersistError::Corrupt { .. } => EngineError::Corrupt(corrupt.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -194,6 +194,16 @@ pub enum ShardMessage {
         /// The answer.
         reply: Reply<usize>,
     },
+    /// Drop, without writing anything, every entity and hold of `partition` (this node no
+    /// longer owns it: the store has its state); answer how many entities went.
+    Forget {
+        /// The partition.
+        partition: u16,
+        /// Mailbox slot.
+        permit: OwnedSemaphorePermit,
+        /// The answer.
+        reply: Reply<usize>,
+    },
     /// Hold units for a reservation at this shard's pairs: all lines or none.
     Hold {
         /// The reservation.
@@ -476,6 +486,14 @@ impl Actor for Shard {
                 let _ = reply.send(state.passivate(idle_before, candidates).await);
                 drop(permit);
             }
+            ShardMessage::Forget {
+                partition,
+                permit,
+                reply,
+            } => {
+                let _ = reply.send(Ok(state.forget_partition(partition)));
+                drop(permit);
+            }
             ShardMessage::Hold {
                 reservation_id,
                 lines,
@@ -633,8 +651,7 @@ impl ShardState {
                 .committer
                 .commit(batch)
                 .await
-                .map(|()| outcomes)
-                .map_err(EngineError::from),
+                .map(|()| outcomes),
             Err(error) => Err(error),
         };
         match committed {
@@ -825,6 +842,20 @@ impl ShardState {
 
     /// Drops entities from memory (and their holds and published snapshots): they reload
     /// from the store on next touch. Used when memory may have run ahead of the disk.
+    /// Drops every entity and hold of `partition` this shard has.
+    fn forget_partition(&mut self, partition: u16) -> usize {
+        let context = Arc::clone(&self.context);
+        let mine = |pair: &PairKey| {
+            shard_of(*pair, context.shard_count) == context.shard_index
+                && crate::keys::partition_of(*pair) == partition
+        };
+        let before = context.published.len();
+        context.published.retain(|pair, _| !mine(pair));
+        self.holds.retain(|pair, _| !mine(pair));
+        self.entities.retain(|pair, _| !mine(pair));
+        before.saturating_sub(context.published.len())
+    }
+
     fn forget(&mut self, pairs: &[PairKey]) {
         for pair in pairs {
             self.entities.remove(pair);
@@ -1002,7 +1033,7 @@ impl ShardState {
             }
             Err(error) => {
                 self.forget(pairs);
-                Err(error.into())
+                Err(error)
             }
         }
     }
@@ -1080,7 +1111,7 @@ impl ShardState {
             Ok(()) => self.publish(&[pair]),
             Err(_) => self.forget(&[pair]),
         }
-        committed.map_err(EngineError::from)
+        committed
     }
 
     /// Makes `pairs` resident and publishes their snapshots (those the store knows).

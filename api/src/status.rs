@@ -40,9 +40,9 @@ pub fn engine_status(error: &EngineError) -> Status {
 pub fn status_of(error: &EngineError) -> Status {
     match error {
         EngineError::Store(store) => store_status(store),
-        EngineError::ShardUnavailable { .. } | EngineError::IdentityLookup(_) => {
-            Status::unavailable(error.to_string())
-        }
+        EngineError::ShardUnavailable { .. }
+        | EngineError::IdentityLookup(_)
+        | EngineError::NotOwner { .. } => Status::unavailable(error.to_string()),
         EngineError::TooLarge {
             what,
             actual,

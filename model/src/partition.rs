@@ -81,8 +81,23 @@ impl PartitionScheme {
         } else {
             0
         };
+        self.slot_partition(pair.location, slot)
+    }
+
+    /// Every partition holding pairs of `location` (at most its spread; fewer when two of
+    /// its slots meet), ascending.
+    pub fn location_partitions(&self, location: u32) -> Vec<Partition> {
+        let mut partitions: Vec<Partition> = (0..self.location_spread)
+            .map(|slot| self.slot_partition(location, slot))
+            .collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        partitions
+    }
+
+    fn slot_partition(&self, location: u32, slot: u16) -> Partition {
         let mut bytes = [0u8; 6];
-        bytes[..4].copy_from_slice(&pair.location.to_be_bytes());
+        bytes[..4].copy_from_slice(&location.to_be_bytes());
         bytes[4..].copy_from_slice(&slot.to_be_bytes());
         (xxh3_64(&bytes) % u64::from(self.count)) as Partition
     }
@@ -132,6 +147,8 @@ mod tests {
                 .collect();
             prop_assert!(partitions.len() <= usize::from(scheme.location_spread()));
             prop_assert!(partitions.iter().all(|&p| p < count));
+            let listed = scheme.location_partitions(location);
+            prop_assert!(partitions.iter().all(|p| listed.contains(p)));
         }
     }
 }

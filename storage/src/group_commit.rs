@@ -56,6 +56,13 @@ struct Request {
 pub struct CommitTicket(oneshot::Receiver<Result<(), StoreError>>);
 
 impl CommitTicket {
+    /// A ticket that answers `error` at once (a batch refused before it was queued).
+    pub fn failed(error: StoreError) -> Self {
+        let (reply, receiver) = oneshot::channel();
+        let _ = reply.send(Err(error));
+        CommitTicket(receiver)
+    }
+
     /// Waits for the commit (async callers).
     pub async fn wait(self) -> Result<(), StoreError> {
         self.0.await.unwrap_or(Err(StoreError::CommitterStopped))

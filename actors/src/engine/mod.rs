@@ -40,6 +40,7 @@ use crate::error::EngineError;
 use crate::keys;
 use crate::keys::IndexFamily;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
+use crate::ownership::Ownership;
 use crate::persist::{self, IdentityTail, Snapshot};
 use crate::policy::{Ask, DecisionContext};
 use crate::prefetch::prefetch;
@@ -103,6 +104,8 @@ struct EngineInner {
     counters: Arc<EngineCounters>,
     reservation_locks: ReservationLocks,
     decisions: Arc<DecisionContext>,
+    /// The partitions this node answers for (all, on a single node).
+    ownership: Ownership,
 }
 
 /// A running engine. Cloning shares it.
@@ -141,13 +144,24 @@ impl Engine {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
+        Self::start_owning(store, clock, config, Ownership::single()).await
+    }
+
+    /// Starts an engine that answers for, and writes to, only the partitions `ownership`
+    /// grants it (a node of a grid; [`Engine::start`] is a single node owning everything).
+    pub async fn start_owning(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        ownership: Ownership,
+    ) -> Result<Self, EngineError> {
         config.validate().map_err(EngineError::Start)?;
         keys::check_or_create_format(store.as_ref()).map_err(|error| match error {
             keys::FormatError::Store(error) => EngineError::from(error),
             incompatible => EngineError::Start(incompatible.to_string()),
         })?;
         let config = Arc::new(config);
-        let due_times = Arc::new(DueTimes::load(store.as_ref())?);
+        let due_times = Arc::new(DueTimes::load(store.as_ref(), ownership.clone())?);
         // Shards wait for each batch, so the main committer may run groups on several lanes
         // over a remote store; decision records keep one lane (their flush barrier relies on
         // submission order).
@@ -157,10 +171,12 @@ impl Engine {
                 GroupCommitConfig::for_store(store.as_ref()),
             )?,
             Arc::clone(&due_times),
+            ownership.clone(),
         );
         let record_committer = Committer::new(
             GroupCommitter::start(Arc::clone(&store), GroupCommitConfig::default())?,
             Arc::clone(&due_times),
+            ownership.clone(),
         );
         let published = Arc::new(Residents::default());
         let identities = Arc::new(IdentityTail::new(config.identity_tail_capacity));
@@ -238,8 +254,14 @@ impl Engine {
                 _shard_runtime: shard_runtime,
                 reservation_locks: ReservationLocks::default(),
                 decisions,
+                ownership,
             }),
         })
+    }
+
+    /// The partitions this node answers for.
+    pub fn ownership(&self) -> &Ownership {
+        &self.inner.ownership
     }
 
     /// The per-reservation locks serialising calls on one reservation.
@@ -362,8 +384,16 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let mut per_shard: Vec<Vec<(usize, EntryRole, ArrivedEntry)>> =
             (0..self.inner.shards.len()).map(|_| Vec::new()).collect();
+        let ownership = &self.inner.ownership;
         for (index, arrival) in round {
             for entry in LedgerEntry::expand(arrival.event) {
+                // An entry of a partition this node does not answer for is not applied here:
+                // its event answers NotOwner (what was applied elsewhere answers duplicate
+                // when the event is sent again).
+                if let Err(refused) = ownership.check(keys::partition_of(entry.target())) {
+                    results[index] = Some(Err(refused.into()));
+                    continue;
+                }
                 let shard = self.shard_of(entry.target());
                 per_shard[shard].push((
                     index,
@@ -399,7 +429,7 @@ impl Engine {
             for ((index, role), result) in pieces {
                 let slot = &mut results[index];
                 match (role, result) {
-                    (_, Err(error)) => *slot = Some(Err(error)),
+                    (_, Err(error)) if !matches!(slot, Some(Err(_))) => *slot = Some(Err(error)),
                     (EntryRole::Primary, Ok(outcome)) if !matches!(slot, Some(Err(_))) => {
                         *slot = Some(Ok(outcome))
                     }
@@ -519,7 +549,6 @@ impl Engine {
             .committer
             .commit(batch)
             .await
-            .map_err(EngineError::from)
     }
 
     /// When each partition's expiry and deadline indexes next have work.
@@ -533,7 +562,6 @@ impl Engine {
             .record_committer
             .commit(batch)
             .await
-            .map_err(EngineError::from)
     }
 
     /// Queues decision records on their group committer (waiting only while its queue is
@@ -641,7 +669,13 @@ impl Engine {
         // Pairs not resident: one batched read says which were ever seen (a snapshot is
         // written with a pair's first log record), off the runtime's workers for a remote store.
         let mut unresident: Vec<(usize, PairKey)> = Vec::new();
+        let ownership = &self.inner.ownership;
         for (index, &pair) in pairs.iter().enumerate() {
+            // Checked again for every read: a node whose lease lapsed answers nothing.
+            if let Err(refused) = ownership.check(keys::partition_of(pair)) {
+                snapshots.push(Err(refused.into()));
+                continue;
+            }
             let snapshot = published.get(&pair).map(|entry| entry.value().clone());
             if snapshot.is_none() {
                 unresident.push((index, pair));
@@ -883,6 +917,7 @@ impl Engine {
 
     /// The full state of a pair for ops (`None`: never seen).
     pub async fn inspect(&self, pair: PairKey) -> Result<Option<EntityReport>, EngineError> {
+        self.inner.ownership.check(keys::partition_of(pair))?;
         self.call_for_pair(pair, |permit, reply| ShardMessage::Inspect {
             pair,
             permit,
@@ -975,6 +1010,90 @@ impl Engine {
             published.shrink_to_fit();
         }
         Ok(total)
+    }
+
+    /// Starts answering for `partition`, claimed in the store at `epoch` with the ownership
+    /// record `record` (every batch to it is conditioned on that record from now on). Its
+    /// pairs activate from the store on first touch; its index times are read again.
+    pub async fn adopt_partition(
+        &self,
+        partition: u16,
+        epoch: u64,
+        record: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        // Nothing of an earlier ownership may linger: the partition may have been written by
+        // other owners since.
+        self.forget_partition(partition).await?;
+        self.inner.ownership.grant(partition, epoch, record);
+        let due_times = Arc::clone(&self.inner.due_times);
+        offload(self.store(), move |store| {
+            due_times.refresh_partition(store, partition)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Hands `partition` off: stops answering for it, snapshots its resident entities (so
+    /// that the next owner activates them from fresh snapshots) and drops them. The caller
+    /// then releases it in the store. The snapshots are fenced like every write: if the
+    /// partition was lost meanwhile, they are refused and the entities dropped all the same.
+    pub async fn hand_off_partition(&self, partition: u16) -> Result<usize, EngineError> {
+        // Refuse new work first; in-flight messages of the shards finish before the
+        // passivation message below, each shard handling one message at a time.
+        let record = self.inner.ownership.record(partition);
+        self.inner.ownership.stop_serving(partition);
+        let mut candidates: Vec<Vec<PairKey>> = vec![Vec::new(); self.inner.shards.len()];
+        for entry in self.inner.published.iter() {
+            if keys::partition_of(*entry.key()) == partition {
+                candidates[self.shard_of(*entry.key())].push(*entry.key());
+            }
+        }
+        let mut snapshotted = 0;
+        let mut result = Ok(());
+        if record.is_some() {
+            for (shard, candidates) in candidates.into_iter().enumerate() {
+                if candidates.is_empty() {
+                    continue;
+                }
+                match self
+                    .call_shard(shard, |permit, reply| ShardMessage::Passivate {
+                        idle_before: Timestamp(i64::MAX),
+                        candidates,
+                        permit,
+                        reply,
+                    })
+                    .await
+                {
+                    Ok(count) => snapshotted += count,
+                    Err(error) => result = Err(error),
+                }
+            }
+        }
+        self.inner.ownership.revoke(partition);
+        self.forget_partition(partition).await?;
+        result.map(|()| snapshotted)
+    }
+
+    /// Stops answering for `partition` at once and drops what this node holds of it,
+    /// writing nothing (it was lost: fenced out, or the lease lapsed and another node
+    /// claimed it).
+    pub async fn drop_partition(&self, partition: u16) -> Result<usize, EngineError> {
+        self.inner.ownership.revoke(partition);
+        self.forget_partition(partition).await
+    }
+
+    async fn forget_partition(&self, partition: u16) -> Result<usize, EngineError> {
+        let mut forgotten = 0;
+        for shard in 0..self.inner.shards.len() {
+            forgotten += self
+                .call_shard(shard, |permit, reply| ShardMessage::Forget {
+                    partition,
+                    permit,
+                    reply,
+                })
+                .await?;
+        }
+        Ok(forgotten)
     }
 
     /// Snapshots every resident entity and the shared facts' statistics, stops the shards and

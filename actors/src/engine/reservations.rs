@@ -24,6 +24,11 @@ impl Engine {
         request: ReserveRequest,
     ) -> Result<ReservationReport, ReservationError> {
         check_request(&request)?;
+        for line in &request.lines {
+            self.ownership()
+                .check(crate::keys::partition_of(line.pair))
+                .map_err(EngineError::from)?;
+        }
         let reservation_id = reservation_id_for(&request.request_id);
         let _guard = self.reservation_locks().lock(&reservation_id).await;
         let store = self.store().as_ref();
