@@ -10,7 +10,15 @@
 //!
 //! # Layout
 //! - [`grid`]: the [`Grid`] trait and its implementation by one node's engine.
+//! - [`records`]: the cluster's, members' and partitions' records in the store.
+//! - [`placement`]: rendezvous hashing over live members, region-aware.
+//! - [`protocol`]: join, renew, expire, claim, release and leave, each one conditioned batch.
+//! - [`node`]: a node's membership loop: heartbeat and lease, liveness, claims, hand-offs.
 
 pub mod grid;
+pub mod node;
+pub mod placement;
+pub mod protocol;
+pub mod records;
 
 pub use grid::Grid;

@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 use stockgrid_actors::keys;
-use stockgrid_storage::{Store, StoreError};
+use stockgrid_storage::{KeyValue, Store, StoreError};
 
 /// Longest node id, in bytes.
 pub const MAX_NODE_ID_BYTES: usize = 64;
@@ -106,7 +106,10 @@ pub fn decode<T: for<'de> Deserialize<'de>>(
 /// Checks a node id or region name: printable, no spaces, bounded.
 pub fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() || value.len() > max {
-        return Err(format!("{field}: must be 1 to {max} bytes, got {}", value.len()));
+        return Err(format!(
+            "{field}: must be 1 to {max} bytes, got {}",
+            value.len()
+        ));
     }
     if let Some(bad) = value
         .chars()
@@ -179,7 +182,7 @@ impl GridTable {
 }
 
 /// Every key and value of a range, page by page.
-fn scan_all(store: &dyn Store, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+fn scan_all(store: &dyn Store, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
     const PAGE: usize = 1024;
     let mut all = Vec::new();
     let mut from = start.to_vec();
@@ -215,8 +218,11 @@ mod tests {
     #[test]
     fn names_are_checked_field_by_field() {
         assert!(check_name("node id", "node-1.east_a", MAX_NODE_ID_BYTES).is_ok());
-        let spaced = check_name("node id", "node 1", MAX_NODE_ID_BYTES).unwrap_err();
-        assert!(spaced.contains("node id") && spaced.contains("' '"), "{spaced}");
+        let spaced = check_name("node id", "node 1", MAX_NODE_ID_BYTES).expect_err("a space");
+        assert!(
+            spaced.contains("node id") && spaced.contains("' '"),
+            "{spaced}"
+        );
         assert!(check_name("region", "", MAX_REGION_BYTES).is_err());
         assert!(check_name("region", &"x".repeat(65), MAX_REGION_BYTES).is_err());
     }
@@ -231,7 +237,10 @@ mod tests {
             epoch: 3,
         };
         let bytes = encode(&owner);
-        assert_eq!(decode::<OwnerRecord>("ownership", b"k", &bytes).unwrap(), owner);
+        assert_eq!(
+            decode::<OwnerRecord>("ownership", b"k", &bytes).expect("decodes"),
+            owner
+        );
         assert!(decode::<OwnerRecord>("ownership", b"k", b"\xff").is_err());
     }
 }

@@ -545,10 +545,7 @@ impl Engine {
 
     /// Commits a batch durably through the group committer.
     pub(crate) async fn commit_batch(&self, batch: WriteBatch) -> Result<(), EngineError> {
-        self.inner
-            .committer
-            .commit(batch)
-            .await
+        self.inner.committer.commit(batch).await
     }
 
     /// When each partition's expiry and deadline indexes next have work.
@@ -558,10 +555,7 @@ impl Engine {
 
     /// Commits decision records durably through their own group committer.
     pub(crate) async fn commit_records(&self, batch: WriteBatch) -> Result<(), EngineError> {
-        self.inner
-            .record_committer
-            .commit(batch)
-            .await
+        self.inner.record_committer.commit(batch).await
     }
 
     /// Queues decision records on their group committer (waiting only while its queue is
