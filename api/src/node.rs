@@ -18,8 +18,10 @@ use stockgrid_actors::decision::{DecisionMode, SafetyStock};
 use stockgrid_actors::domain::Surface;
 use stockgrid_actors::experiment::{Experiment, ExperimentSpec};
 use stockgrid_actors::ledger::FOLD_MARGIN_MS;
+use stockgrid_actors::ownership::Ownership;
 use stockgrid_actors::time::{Clock, MINUTE_MS};
 use stockgrid_actors::{Engine, EngineConfig, EngineError};
+use stockgrid_cluster::node::{ClusterConfig, ClusterNode};
 use stockgrid_inference::model::Model;
 use stockgrid_storage::{EmbeddedOptions, OpenSettings, StoreLocation};
 use tokio::net::TcpListener;
@@ -93,6 +95,65 @@ pub struct NodeConfig {
     pub drain_timeout_seconds: u64,
     /// How availability and reservations are decided.
     pub decisions: DecisionSettings,
+    /// The grid this node is part of (`None`: a single node owning every partition).
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// A node's part in a grid (the `[cluster]` table; `serve --cluster NAME --node-id ID
+/// --region REGION [--advertise ADDR]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// The cluster's name: every node of the store gives the same.
+    pub name: String,
+    /// This node's id, unique in the cluster (letters, digits, `-`, `_`, `.`).
+    pub node_id: String,
+    /// This node's region.
+    pub region: String,
+    /// Where peers and clients reach this node (default: the listen address).
+    pub advertise: Option<String>,
+    /// How long a member's heartbeat may stand still before the others expire it.
+    pub lease_ms: u64,
+    /// How often the node renews its heartbeat.
+    pub heartbeat_ms: u64,
+    /// How much earlier than the others may expire it the node stops answering.
+    pub lease_margin_ms: u64,
+    /// Partitions handed off per round when placement moves them.
+    pub max_moves_per_round: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        let defaults = ClusterConfig::new("", "", "", "");
+        Self {
+            name: String::new(),
+            node_id: String::new(),
+            region: String::new(),
+            advertise: None,
+            lease_ms: defaults.lease.as_millis() as u64,
+            heartbeat_ms: defaults.heartbeat.as_millis() as u64,
+            lease_margin_ms: defaults.lease_margin.as_millis() as u64,
+            max_moves_per_round: defaults.max_moves_per_round,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The membership loop's configuration, for a node listening on `listen`.
+    pub fn config(&self, listen: SocketAddr) -> Result<ClusterConfig, NodeError> {
+        let address = self.advertise.clone().unwrap_or_else(|| listen.to_string());
+        let config = ClusterConfig {
+            lease: Duration::from_millis(self.lease_ms),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            lease_margin: Duration::from_millis(self.lease_margin_ms),
+            max_moves_per_round: self.max_moves_per_round,
+            ..ClusterConfig::new(&self.name, &self.node_id, &self.region, &address)
+        };
+        config
+            .validate()
+            .map_err(|reason| NodeError::Config(format!("cluster {reason}")))?;
+        Ok(config)
+    }
 }
 
 /// How availability and reservations are decided (the `[decisions]` table).
@@ -225,6 +286,7 @@ impl Default for NodeConfig {
             cache_mib: 64,
             drain_timeout_seconds: 10,
             decisions: DecisionSettings::default(),
+            cluster: None,
         }
     }
 }
@@ -365,6 +427,8 @@ pub struct Node {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     drain_timeout: Duration,
     recovery: JoinHandle<Result<Engine, NodeError>>,
+    /// The node's membership loop in a grid, once recovery started it.
+    cluster: Arc<std::sync::Mutex<Option<ClusterNode>>>,
 }
 
 impl Node {
@@ -374,14 +438,45 @@ impl Node {
         let engine_config = config.engine_config()?;
         let location = config.store_location()?;
         let settings = config.store_settings()?;
-        Self::start_with(config, async move {
+        let cluster = match &config.cluster {
+            None => None,
+            Some(settings) => {
+                if matches!(location, StoreLocation::Embedded(_)) {
+                    return Err(NodeError::Config(
+                        "cluster mode needs a store every node reaches (--store postgres://... or fdb:FILE); the embedded store belongs to one process".to_owned(),
+                    ));
+                }
+                Some(settings.config(config.listen)?)
+            }
+        };
+        let slot: Arc<std::sync::Mutex<Option<ClusterNode>>> = Arc::default();
+        let filled = Arc::clone(&slot);
+        let mut node = Self::start_with(config, async move {
             let store = tokio::task::spawn_blocking(move || location.open(&settings))
                 .await
                 .map_err(|e| NodeError::Server(format!("open store: {e}")))?
                 .map_err(EngineError::from)?;
-            Ok(Engine::start(store, clock, engine_config).await?)
+            let Some(cluster) = cluster else {
+                return Ok(Engine::start(store, clock, engine_config).await?);
+            };
+            let ownership = Ownership::grid(stockgrid_actors::keys::SCHEME.count());
+            let engine =
+                Engine::start_owning(Arc::clone(&store), clock, engine_config, ownership).await?;
+            let member = ClusterNode::start(
+                engine.clone(),
+                store,
+                cluster,
+                Arc::new(stockgrid_actors::time::WallClock),
+            )
+            .map_err(NodeError::Config)?;
+            if let Ok(mut slot) = filled.lock() {
+                *slot = Some(member);
+            }
+            Ok(engine)
         })
-        .await
+        .await?;
+        node.cluster = slot;
+        Ok(node)
     }
 
     /// As [`Node::start`], with the engine made by `recover` (tests use it to hold a node
@@ -449,12 +544,19 @@ impl Node {
             server: running.task,
             drain_timeout: Duration::from_secs(config.drain_timeout_seconds),
             recovery,
+            cluster: Arc::default(),
         })
     }
 
     /// The address it listens on (useful with port 0).
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// What this node knows of its grid (`None`: a single node, or not started yet).
+    pub fn grid_view(&self) -> Option<stockgrid_cluster::node::GridView> {
+        let slot = self.cluster.lock().ok()?;
+        slot.as_ref().map(ClusterNode::view)
     }
 
     /// Waits for recovery to finish; answers the engine (for in-process drivers).
@@ -527,6 +629,13 @@ impl Node {
             Ok(Err(error)) => return Err(error),
             Err(join) => return Err(NodeError::Server(format!("recovery task: {join}"))),
         };
+        // A grid node hands its partitions off before its engine stops.
+        let member = self.cluster.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(member) = member {
+            member
+                .leave(self.drain_timeout.max(Duration::from_secs(30)))
+                .await;
+        }
         engine.shutdown().await?;
         tracing::info!("stopped: store closed");
         Ok(())

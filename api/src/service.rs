@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use stockgrid_actors::catalog::MAX_LOCATIONS_PER_UPSERT;
-use stockgrid_actors::decision::store_unavailable;
+use stockgrid_actors::decision::{owner_unavailable, store_unavailable};
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::keys;
 use stockgrid_actors::policy::MAX_REGION_BYTES;
@@ -204,6 +204,11 @@ impl<G: Grid> Api<G> {
                         decision_id,
                     )),
                     Err(EngineError::Store(_)) => Ok(unavailable(decision_id)),
+                    // Another node owns the pair, or it is moving: "not promised", with the
+                    // reason, never an error for the batch.
+                    Err(EngineError::NotOwner { .. }) => {
+                        Ok(convert::answer(&owner_unavailable(), 0, decision_id))
+                    }
                     Err(error) => Err(engine_status(&error)),
                 })
                 .collect()),

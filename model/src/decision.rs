@@ -86,6 +86,9 @@ pub enum ReasonCode {
     NoThreshold,
     /// Ml, not promised: no model is loaded.
     ModelMissing,
+    /// The pair's partition has no owner that answers now (its owner is unreachable, moving
+    /// to another node, or this node's lease lapsed): nothing is promised.
+    OwnerUnavailable,
 }
 
 impl ReasonCode {
@@ -105,6 +108,7 @@ impl ReasonCode {
             ReasonCode::LowConfidence => "LOW_CONFIDENCE",
             ReasonCode::NoThreshold => "NO_THRESHOLD",
             ReasonCode::ModelMissing => "MODEL_MISSING",
+            ReasonCode::OwnerUnavailable => "OWNER_UNAVAILABLE",
         }
     }
 }
@@ -370,6 +374,14 @@ pub fn unavailable() -> Decision {
 pub fn store_unavailable() -> Decision {
     Decision {
         reason: ReasonCode::StoreUnavailable,
+        ..unavailable()
+    }
+}
+
+/// The answer for a pair whose partition has no owner that answers now: not available.
+pub fn owner_unavailable() -> Decision {
+    Decision {
+        reason: ReasonCode::OwnerUnavailable,
         ..unavailable()
     }
 }

@@ -45,6 +45,19 @@ pub(crate) struct ServeArgs {
     /// Calls served at once before shedding load [default: 4096].
     #[arg(long, env = "STOCKGRID_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
+    /// Join the grid of this name on the shared store (with --node-id and --region); without
+    /// it the node is a single node owning every partition.
+    #[arg(long, env = "STOCKGRID_CLUSTER", value_name = "NAME")]
+    cluster: Option<String>,
+    /// This node's id in the grid, unique in it (letters, digits, '-', '_', '.').
+    #[arg(long, env = "STOCKGRID_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+    /// This node's region: partitions of the region's locations prefer its nodes.
+    #[arg(long, env = "STOCKGRID_REGION", value_name = "REGION")]
+    region: Option<String>,
+    /// Where peers and clients reach this node [default: the listen address].
+    #[arg(long, env = "STOCKGRID_ADVERTISE", value_name = "ADDR")]
+    advertise: Option<String>,
     /// Drills: run on simulated time starting at this RFC 3339 instant instead of the wall
     /// clock (lateness, TTLs and staleness follow it).
     #[arg(long, requires = "clock_speed")]
@@ -102,6 +115,28 @@ pub(crate) fn node_config(args: &ServeArgs) -> anyhow::Result<NodeConfig> {
         if safety.units(surface) != defaults.units(surface) {
             *slot = safety.units(surface);
         }
+    }
+    if args.cluster.is_some()
+        || args.node_id.is_some()
+        || args.region.is_some()
+        || args.advertise.is_some()
+    {
+        let cluster = config.cluster.get_or_insert_with(Default::default);
+        for (flag, slot) in [
+            (&args.cluster, &mut cluster.name),
+            (&args.node_id, &mut cluster.node_id),
+            (&args.region, &mut cluster.region),
+        ] {
+            if let Some(value) = flag {
+                *slot = value.clone();
+            }
+        }
+        if let Some(advertise) = &args.advertise {
+            cluster.advertise = Some(advertise.clone());
+        }
+    }
+    if let Some(cluster) = &config.cluster {
+        cluster.config(config.listen)?;
     }
     config.engine_config()?;
     Ok(config)

@@ -187,7 +187,12 @@ impl Engine {
             .shared
             .upsert(&crate::catalog::all_locations(store.as_ref())?);
         let shared_key = keys::shared_facts_key();
-        if let Some(bytes) = store.get(&shared_key)? {
+        let restored = if ownership.is_grid() {
+            None
+        } else {
+            store.get(&shared_key)?
+        };
+        if let Some(bytes) = restored {
             // Statistics, not records: an unreadable value (an older layout) starts them over.
             match persist::decode("shared facts", &shared_key, &bytes) {
                 Ok(learned) => decisions.shared.restore(learned),
@@ -961,6 +966,12 @@ impl Engine {
     /// Persists what the shared facts learned (demand shapes, velocities, losses, feed
     /// health), so a restart continues from it.
     async fn save_shared(&self) -> Result<(), EngineError> {
+        if self.inner.ownership.is_grid() {
+            // One cluster-wide record written by every node would hold the last writer's
+            // facts only: a grid node keeps its statistics in memory (merging them per
+            // partition through the store is the grid's shared-facts work, not done yet).
+            return Ok(());
+        }
         let mut batch = WriteBatch::new();
         batch.put(
             keys::shared_facts_key(),
