@@ -31,6 +31,9 @@ enum Command {
     /// Decision audit: replay a recorded decision from the event log.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// The grid: its members and who owns which partition.
+    #[command(subcommand)]
+    Cluster(cli::cluster::ClusterCommand),
     /// Online experiments of a running node.
     #[command(subcommand)]
     Experiment(cli::experiment::ExperimentCommand),
@@ -63,6 +66,7 @@ fn main() -> anyhow::Result<()> {
             Command::Train(args) => cli::train::train(args),
             Command::Audit(command) => cli::audit::run(command).await,
             Command::Experiment(command) => cli::experiment::run(command).await,
+            Command::Cluster(command) => cli::cluster::run(command).await,
             Command::Sim(command) => cli::sim::run(command).await,
         }
     })

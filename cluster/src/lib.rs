@@ -14,11 +14,13 @@
 //! - [`placement`]: rendezvous hashing over live members, region-aware.
 //! - [`protocol`]: join, renew, expire, claim, release and leave, each one conditioned batch.
 //! - [`node`]: a node's membership loop: heartbeat and lease, liveness, claims, hand-offs.
+//! - [`status`]: the grid as `stockgrid cluster status` reports it.
 
 pub mod grid;
 pub mod node;
 pub mod placement;
 pub mod protocol;
 pub mod records;
+pub mod status;
 
 pub use grid::Grid;

@@ -1,6 +1,7 @@
 //! The subcommands of `stockgrid`, one module each, and the helpers two of them share.
 
 pub(crate) mod audit;
+pub(crate) mod cluster;
 pub(crate) mod demo;
 pub(crate) mod experiment;
 pub(crate) mod inspect;

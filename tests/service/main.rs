@@ -6,6 +6,7 @@
 
 mod api;
 mod attacks;
+mod grid;
 mod hardening;
 mod postgres;
 mod processes;

@@ -17,7 +17,7 @@ use crate::{T0, TestNode, event};
 /// The database every test node uses on its private server.
 pub const DATABASE: &str = "grid";
 
-fn server() -> PrivateServer {
+pub fn server() -> PrivateServer {
     let server = PrivateServer::start();
     server.create_database(DATABASE);
     server
