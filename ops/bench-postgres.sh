@@ -20,70 +20,16 @@ BIN=${BIN:-target/release/stockgrid}
 PORT=${PORT:-50081}
 DURATION=${DURATION:-8}
 EVENTS=${EVENTS:-400000}
-PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)}
 work=$(mktemp -d)
-results="$work/results.jsonl"
-pg_pid=
-cleanup() {
-    kill $(jobs -p) 2>/dev/null || true
-    if [ -n "$pg_pid" ]; then
-        kill -INT "$pg_pid" 2>/dev/null || true
-        wait "$pg_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-record() { # label, then the JSON line on stdin
-    local line
-    line=$(cat)
-    echo "$1 $line"
-    python3 -c 'import json,sys; v=json.loads(sys.argv[2]); v["label"]=sys.argv[1]; print(json.dumps(v))' "$1" "$line" >>"$results"
-}
-lg() { "$BIN" loadgen --duration "$DURATION" --json "$@" 2>>"$work/loadgen.log"; }
+# shellcheck source=ops/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 floor() { # the loadgen floors, their progress kept for a failure
     "$BIN" loadgen --events "$EVENTS" --json "$@" 2>>"$work/loadgen.log" || {
         cat "$work/loadgen.log" >&2
         return 1
     }
 }
-wait_serving() {
-    for _ in $(seq 1 120); do
-        "$BIN" loadgen --target "127.0.0.1:$1" --workload point --concurrency 1 --duration 1 \
-            --no-preload --json 2>/dev/null | grep -q '"errors":0,' && return 0
-        sleep 0.5
-    done
-    echo "the node on port $1 did not start serving" >&2
-    return 1
-}
-
-echo "== a private PostgreSQL ($PGBIN)"
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then
-    owner=postgres
-    id postgres >/dev/null 2>&1 || owner=nobody
-    chown "$owner" "$work"
-    as_user=(runuser -u "$owner" --)
-fi
-password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
-echo "$password" >"$work/password"
-[ "${#as_user[@]}" -gt 0 ] && chown "$owner" "$work/password"
-pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"${as_user[@]}" "$PGBIN/initdb" -D "$work/pg" -U stockgrid --auth-local=trust \
-    --auth-host=scram-sha-256 --pwfile="$work/password" -E UTF8 --locale=C >/dev/null
-"${as_user[@]}" "$PGBIN/postgres" -D "$work/pg" -p "$pg_port" -k "$work" \
-    -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=4GB \
-    >"$work/pg.log" 2>&1 &
-pg_pid=$!
-for _ in $(seq 1 100); do
-    "$PGBIN/pg_isready" -h 127.0.0.1 -p "$pg_port" -q && break
-    sleep 0.1
-done
-export PGPASSWORD=$password
-for database in raw store node; do
-    "$PGBIN/createdb" -h 127.0.0.1 -p "$pg_port" -U stockgrid "$database"
-done
-url() { echo "postgres://stockgrid@127.0.0.1:$pg_port/$1"; }
+start_postgres raw store node
 
 echo "== PostgreSQL alone, the same rows"
 floor --postgres-floor "$(url raw)" | record postgres-floor

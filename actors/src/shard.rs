@@ -194,11 +194,12 @@ pub enum ShardMessage {
         /// The answer.
         reply: Reply<usize>,
     },
-    /// Drop, without writing anything, every entity and hold of `partition` (this node no
-    /// longer owns it: the store has its state); answer how many entities went.
+    /// Drop, without writing anything, every entity and hold of these partitions (this node
+    /// no longer owns them, or owned them before: the store has their state); answer how
+    /// many entities went.
     Forget {
-        /// The partition.
-        partition: u16,
+        /// The partitions.
+        partitions: Arc<std::collections::HashSet<u16>>,
         /// Mailbox slot.
         permit: OwnedSemaphorePermit,
         /// The answer.
@@ -487,11 +488,11 @@ impl Actor for Shard {
                 drop(permit);
             }
             ShardMessage::Forget {
-                partition,
+                partitions,
                 permit,
                 reply,
             } => {
-                let _ = reply.send(Ok(state.forget_partition(partition)));
+                let _ = reply.send(Ok(state.forget_partitions(&partitions)));
                 drop(permit);
             }
             ShardMessage::Hold {
@@ -842,12 +843,12 @@ impl ShardState {
 
     /// Drops entities from memory (and their holds and published snapshots): they reload
     /// from the store on next touch. Used when memory may have run ahead of the disk.
-    /// Drops every entity and hold of `partition` this shard has.
-    fn forget_partition(&mut self, partition: u16) -> usize {
+    /// Drops every entity and hold of `partitions` this shard has.
+    fn forget_partitions(&mut self, partitions: &std::collections::HashSet<u16>) -> usize {
         let context = Arc::clone(&self.context);
         let mine = |pair: &PairKey| {
             shard_of(*pair, context.shard_count) == context.shard_index
-                && crate::keys::partition_of(*pair) == partition
+                && partitions.contains(&crate::keys::partition_of(*pair))
         };
         let before = context.published.len();
         context.published.retain(|pair, _| !mine(pair));

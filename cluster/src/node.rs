@@ -417,6 +417,7 @@ async fn round(
         }
     };
     let mut to_claim: Vec<(Partition, Option<StoredOwner>)> = Vec::new();
+    let mut to_adopt: Vec<(Partition, u64, Vec<u8>)> = Vec::new();
     let mut to_release: Vec<(Partition, StoredOwner)> = Vec::new();
     let mut orphaned_seen: Vec<Owner> = Vec::new();
     for partition in 0..partitions {
@@ -430,10 +431,7 @@ async fn round(
         match (owner, stored) {
             (Some(owner), Some(stored)) if owner == my_owner => {
                 if ownership.epoch(partition) != Some(stored.record.epoch) {
-                    engine
-                        .adopt_partition(partition, stored.record.epoch, stored.bytes.clone())
-                        .await
-                        .map_err(engine_error)?;
+                    to_adopt.push((partition, stored.record.epoch, stored.bytes.clone()));
                 }
                 let moves = leaving
                     || (to_release.len() < config.max_moves_per_round
@@ -477,6 +475,10 @@ async fn round(
         };
     }
 
+    engine
+        .adopt_partitions(to_adopt)
+        .await
+        .map_err(engine_error)?;
     for chunk in to_release.chunks(MAX_PARTITIONS_PER_TRANSACTION) {
         for (partition, _) in chunk {
             if let Err(error) = engine.hand_off_partition(*partition).await {
@@ -501,12 +503,14 @@ async fn round(
         .await
         {
             Ok(claimed) => {
-                for (partition, stored) in claimed {
-                    engine
-                        .adopt_partition(partition, stored.record.epoch, stored.bytes)
-                        .await
-                        .map_err(engine_error)?;
-                }
+                let adopted = claimed
+                    .into_iter()
+                    .map(|(partition, stored)| (partition, stored.record.epoch, stored.bytes))
+                    .collect();
+                engine
+                    .adopt_partitions(adopted)
+                    .await
+                    .map_err(engine_error)?;
             }
             Err(ProtocolError::Raced(partition)) => {
                 tracing::debug!(partition, "a claim lost a race; read again next round");

@@ -241,17 +241,30 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
                 "{pair:?}: epoch {epoch_before} -> {epoch_now}"
             );
         }
-        // Every acknowledged event is held by the pair's owner now.
-        let state = pb::inspect_client::InspectClient::new(
+        // Every acknowledged event is held by the pair's owner now (which may take a moment
+        // to serve what it just claimed: a client retries UNAVAILABLE).
+        let mut inspect = pb::inspect_client::InspectClient::new(
             crate::connect(&url_of(&owner_now, &nodes)).await,
-        )
-        .get_entity_state(pb::GetEntityStateRequest {
-            sku: pair.sku,
-            location: pair.location,
-        })
-        .await
-        .expect("inspect")
-        .into_inner();
+        );
+        let started = Instant::now();
+        let state = loop {
+            match inspect
+                .get_entity_state(pb::GetEntityStateRequest {
+                    sku: pair.sku,
+                    location: pair.location,
+                })
+                .await
+            {
+                Ok(state) => break state.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && started.elapsed() < Duration::from_secs(15) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => panic!("inspect {pair:?}: {status:?}"),
+            }
+        };
         assert_eq!(state.on_hand, 10 + i as i64, "{pair:?}");
     }
 

@@ -1018,21 +1018,40 @@ impl Engine {
     }
 
     /// Starts answering for `partition`, claimed in the store at `epoch` with the ownership
-    /// record `record` (every batch to it is conditioned on that record from now on). Its
-    /// pairs activate from the store on first touch; its index times are read again.
+    /// record `record` (every batch to it is conditioned on that record from now on).
     pub async fn adopt_partition(
         &self,
         partition: u16,
         epoch: u64,
         record: Vec<u8>,
     ) -> Result<(), EngineError> {
-        // Nothing of an earlier ownership may linger: the partition may have been written by
-        // other owners since.
-        self.forget_partition(partition).await?;
-        self.inner.ownership.grant(partition, epoch, record);
+        self.adopt_partitions(vec![(partition, epoch, record)])
+            .await
+    }
+
+    /// [`Engine::adopt_partition`] of many partitions at once: what the shards hold of them
+    /// is dropped with one message per shard (nothing of an earlier ownership may linger:
+    /// other owners may have written since), they are granted, and their index times are
+    /// read again. Their pairs activate from the store on first touch.
+    pub async fn adopt_partitions(
+        &self,
+        adopted: Vec<(u16, u64, Vec<u8>)>,
+    ) -> Result<(), EngineError> {
+        if adopted.is_empty() {
+            return Ok(());
+        }
+        let partitions: Vec<u16> = adopted.iter().map(|(partition, _, _)| *partition).collect();
+        self.forget_partitions(&partitions).await?;
+        for (partition, epoch, record) in adopted {
+            self.inner.ownership.grant(partition, epoch, record);
+        }
+        // Answers need no index times: they are read once the partitions already serve.
         let due_times = Arc::clone(&self.inner.due_times);
         offload(self.store(), move |store| {
-            due_times.refresh_partition(store, partition)
+            for partition in partitions {
+                due_times.refresh_partition(store, partition)?;
+            }
+            Ok(())
         })
         .await?;
         Ok(())
@@ -1075,7 +1094,7 @@ impl Engine {
             }
         }
         self.inner.ownership.revoke(partition);
-        self.forget_partition(partition).await?;
+        self.forget_partitions(&[partition]).await?;
         result.map(|()| snapshotted)
     }
 
@@ -1084,15 +1103,18 @@ impl Engine {
     /// claimed it).
     pub async fn drop_partition(&self, partition: u16) -> Result<usize, EngineError> {
         self.inner.ownership.revoke(partition);
-        self.forget_partition(partition).await
+        self.forget_partitions(&[partition]).await
     }
 
-    async fn forget_partition(&self, partition: u16) -> Result<usize, EngineError> {
+    async fn forget_partitions(&self, partitions: &[u16]) -> Result<usize, EngineError> {
+        let partitions: Arc<std::collections::HashSet<u16>> =
+            Arc::new(partitions.iter().copied().collect());
         let mut forgotten = 0;
         for shard in 0..self.inner.shards.len() {
+            let partitions = Arc::clone(&partitions);
             forgotten += self
                 .call_shard(shard, |permit, reply| ShardMessage::Forget {
-                    partition,
+                    partitions,
                     permit,
                     reply,
                 })
