@@ -8,7 +8,14 @@
 results="$work/results.jsonl"
 pg_pid=
 cleanup() {
+    local status=$?
     kill $(jobs -p) 2>/dev/null || true
+    if [ "$status" -ne 0 ] && [ -d "$work" ]; then
+        # Keep the logs of a failed run.
+        kept=$(mktemp -d)
+        cp "$work"/*.log "$kept"/ 2>/dev/null || true
+        echo "the run failed; its logs are in $kept" >&2
+    fi
     if [ -n "$pg_pid" ]; then
         kill -INT "$pg_pid" 2>/dev/null || true
         wait "$pg_pid" 2>/dev/null || true

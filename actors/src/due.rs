@@ -241,12 +241,26 @@ impl Committer {
     /// owning every partition it touches: [`EngineError::NotOwner`] if it does not, or lost
     /// one before the batch landed (nothing of it was written).
     pub async fn commit(&self, mut batch: WriteBatch) -> Result<(), EngineError> {
+        let fenced_from = batch.conditions.len();
         self.ownership.fence(&mut batch)?;
+        // The fences just added, to tell which grant a refusal was about.
+        let fences: Vec<(u16, Vec<u8>)> = batch.conditions[fenced_from..]
+            .iter()
+            .filter_map(|condition| match condition {
+                stockgrid_storage::Condition::Equals(key, record) => {
+                    Some((keys::owner_key_partition(key)?, record.clone()))
+                }
+                stockgrid_storage::Condition::Absent(_) => None,
+            })
+            .collect();
         let entries = DueTimes::entries_of(&batch);
         match self.group.submit(batch).await.wait().await {
             Ok(()) => {}
             Err(StoreError::ConditionFailed { key }) => {
-                return Err(match self.ownership.fenced_out(&key) {
+                let fenced_on = keys::owner_key_partition(&key)
+                    .and_then(|partition| fences.iter().find(|(p, _)| *p == partition))
+                    .map(|(_, record)| record.as_slice());
+                return Err(match self.ownership.fenced_out(&key, fenced_on) {
                     Some(partition) => EngineError::NotOwner { partition },
                     None => StoreError::ConditionFailed { key }.into(),
                 });

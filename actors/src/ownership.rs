@@ -39,7 +39,10 @@ struct GridOwnership {
     /// Per partition: the epoch owned (0: not owned).
     epochs: Vec<AtomicU64>,
     /// Per partition owned: the ownership record as stored (what batches are conditioned on).
+    /// Grants and revocations change it and `epochs` together, under its write lock.
     records: RwLock<Vec<Option<Arc<[u8]>>>>,
+    /// Partitions lost by a fenced-out batch, whose entities the engine has yet to drop.
+    lost: std::sync::Mutex<Vec<Partition>>,
 }
 
 /// Why a batch or a call cannot go to a partition.
@@ -64,6 +67,7 @@ impl Ownership {
                 lease_until: AtomicU64::new(0),
                 epochs: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
                 records: RwLock::new(vec![None; usize::from(partitions)]),
+                lost: std::sync::Mutex::new(Vec::new()),
             })),
         }
     }
@@ -126,8 +130,8 @@ impl Ownership {
         }
         if let Ok(mut records) = grid.records.write() {
             records[index] = Some(record.into());
+            grid.epochs[index].store(epoch, Ordering::Release);
         }
-        grid.epochs[index].store(epoch, Ordering::Release);
     }
 
     /// Stops answering for `partition` and fencing batches to it: they are refused.
@@ -139,8 +143,8 @@ impl Ownership {
         if index >= grid.epochs.len() {
             return;
         }
-        grid.epochs[index].store(0, Ordering::Release);
         if let Ok(mut records) = grid.records.write() {
+            grid.epochs[index].store(0, Ordering::Release);
             records[index] = None;
         }
     }
@@ -237,12 +241,42 @@ impl Ownership {
     }
 
     /// The partition whose fence `key` is (a batch refused on it was fenced out: this node
-    /// lost the partition), and stops answering for it.
-    pub fn fenced_out(&self, key: &[u8]) -> Option<Partition> {
+    /// lost the partition). If the batch was fenced on the record this node still holds
+    /// (`fenced_on`, the record the batch carried; `None`: unknown), the node stops answering
+    /// for it and notes it for [`Ownership::take_lost`]; a batch fenced on an older grant
+    /// leaves a newer one alone.
+    pub fn fenced_out(&self, key: &[u8], fenced_on: Option<&[u8]>) -> Option<Partition> {
         let partition = keys::owner_key_partition(key)?;
-        self.grid.as_ref()?;
-        self.revoke(partition);
+        let grid = self.grid.as_ref()?;
+        let held = self.record(partition);
+        let same_grant = match (fenced_on, held.as_deref()) {
+            (Some(fenced_on), Some(held)) => fenced_on == held,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if same_grant {
+            self.revoke(partition);
+            if let Ok(mut lost) = grid.lost.lock() {
+                lost.push(partition);
+            }
+        }
         Some(partition)
+    }
+
+    /// The partitions lost by fenced-out batches since the last call, not owned again since:
+    /// what the engine must still drop from memory.
+    pub fn take_lost(&self) -> Vec<Partition> {
+        let Some(grid) = &self.grid else {
+            return Vec::new();
+        };
+        let lost = grid
+            .lost
+            .lock()
+            .map(|mut lost| std::mem::take(&mut *lost))
+            .unwrap_or_default();
+        lost.into_iter()
+            .filter(|&partition| grid.epoch(partition) == 0 && self.record(partition).is_none())
+            .collect()
     }
 }
 
@@ -307,10 +341,17 @@ mod tests {
         ownership.renew_lease(Instant::now());
         assert!(!ownership.serves(partition), "the lease lapsed");
         ownership.renew_lease(Instant::now() + Duration::from_secs(60));
+        // A batch fenced on an older grant leaves the current one alone.
         assert_eq!(
-            ownership.fenced_out(&keys::owner_key(partition)),
+            ownership.fenced_out(&keys::owner_key(partition), Some(b"me@2")),
             Some(partition)
         );
+        assert!(ownership.serves(partition));
+        assert_eq!(
+            ownership.fenced_out(&keys::owner_key(partition), Some(b"me@3")),
+            Some(partition)
+        );
+        assert_eq!(ownership.take_lost(), vec![partition]);
         assert!(!ownership.serves(partition), "fenced out");
         assert_eq!(ownership.epoch(partition), None);
     }

@@ -841,8 +841,6 @@ impl ShardState {
             .is_some_and(|list| list.iter().any(|h| &*h.reservation_id == reservation_id))
     }
 
-    /// Drops entities from memory (and their holds and published snapshots): they reload
-    /// from the store on next touch. Used when memory may have run ahead of the disk.
     /// Drops every entity and hold of `partitions` this shard has.
     fn forget_partitions(&mut self, partitions: &std::collections::HashSet<u16>) -> usize {
         let context = Arc::clone(&self.context);
@@ -857,6 +855,8 @@ impl ShardState {
         before.saturating_sub(context.published.len())
     }
 
+    /// Drops entities from memory (and their holds and published snapshots): they reload
+    /// from the store on next touch. Used when memory may have run ahead of the disk.
     fn forget(&mut self, pairs: &[PairKey]) {
         for pair in pairs {
             self.entities.remove(pair);

@@ -1,16 +1,19 @@
 //! A node's membership loop: heartbeat and lease, liveness of the others, claims, hand-offs
 //! and losses of partitions (DESIGN.md "Cluster" and "Clocks").
 //!
-//! Every round (one heartbeat interval) the node:
-//! 1. renews its member record (joining first, as a new incarnation, when it has none or was
-//!    expelled); a renewal that started at `t` extends its lease to `t + lease - margin` by
-//!    its own monotonic clock, and a failed one lets the lease run out by itself;
+//! A heartbeat task, on its own timer so that a long round never delays it, renews the node's
+//! member record (joining first, as a new incarnation, when it has none or was expelled); a
+//! renewal that started at `t` extends its lease to `t + lease - margin` by its own monotonic
+//! clock, and a failed one lets the lease run out by itself. Every round (one heartbeat
+//! interval) the node:
+//! 1. takes its member record as the heartbeat last wrote it (a new incarnation drops what
+//!    the old one held);
 //! 2. reads the grid's table, and notes for every other member when its record last moved,
 //!    by its own clock: a member whose record stood still for a whole lease is expired (a
 //!    transaction conditioned on the record it saw), so that its partitions may be claimed;
 //! 3. reconciles its engine with the table: partitions the table gives it are adopted, those
 //!    it lost are dropped;
-//! 4. claims the partitions placed on it that are free or whose owner is dead (an owner whose
+//! 4. claims, while its lease is valid, the partitions placed on it that are free or whose owner is dead (an owner whose
 //!    member record is gone or was replaced by a newer incarnation counts as dead once this
 //!    node has seen it so for a lease), and hands off at most `max_moves_per_round` of its
 //!    own that are placed on another live member (snapshot, stop, release).
@@ -106,6 +109,12 @@ impl ClusterConfig {
                 self.lease_margin.as_millis()
             ));
         }
+        if self.lease > Duration::from_secs(3600) {
+            return Err(format!(
+                "lease: at most an hour (3600000 ms), got {} ms",
+                self.lease.as_millis()
+            ));
+        }
         if self.max_moves_per_round == 0 {
             return Err("max moves per round: must be at least 1".to_owned());
         }
@@ -144,6 +153,11 @@ struct Shared {
     leaving: AtomicBool,
     stopping: AtomicBool,
     wake: Notify,
+    /// This node's member record as last written by the heartbeat (`None`: not joined, or
+    /// expelled and not joined again yet).
+    me: std::sync::Mutex<Option<StoredMember>>,
+    /// Set once the heartbeat must stop (the node left, or is leaving and has released).
+    heartbeat_stop: AtomicBool,
 }
 
 impl ClusterNode {
@@ -168,6 +182,8 @@ impl ClusterNode {
             leaving: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             wake: Notify::new(),
+            me: std::sync::Mutex::new(None),
+            heartbeat_stop: AtomicBool::new(false),
         });
         let task = tokio::spawn(run(Arc::clone(&shared)));
         Ok(Self {
@@ -216,8 +232,9 @@ impl Drop for ClusterNode {
 
 /// What the loop keeps between rounds.
 struct LoopState {
-    me: Option<StoredMember>,
-    incarnation: u64,
+    /// The incarnation the last round ran as (a new one means this node was expelled and
+    /// joined again).
+    incarnation: Option<u64>,
     /// Per other member: its record's bytes as last seen, and since when (this node's clock).
     observed: HashMap<String, (Vec<u8>, Instant)>,
     /// Owners whose member record is gone or replaced, and since when this node sees so.
@@ -227,9 +244,11 @@ struct LoopState {
 }
 
 async fn run(shared: Arc<Shared>) {
+    // Renewals run on their own timer: a long round (claiming thousands of partitions, a
+    // slow store) must not make the others expire a healthy node.
+    let heartbeat = tokio::spawn(heartbeat(Arc::clone(&shared)));
     let mut state = LoopState {
-        me: None,
-        incarnation: wall_clock_nanos(),
+        incarnation: None,
         observed: HashMap::new(),
         orphaned_since: HashMap::new(),
         homes: Vec::new(),
@@ -237,6 +256,7 @@ async fn run(shared: Arc<Shared>) {
     };
     loop {
         if shared.stopping.load(Ordering::Acquire) {
+            heartbeat.abort();
             return;
         }
         let leaving = shared.leaving.load(Ordering::Acquire);
@@ -244,10 +264,83 @@ async fn run(shared: Arc<Shared>) {
             tracing::warn!(%error, "grid round failed; trying again at the next heartbeat");
         }
         if leaving {
-            finish_leaving(&shared, &mut state).await;
+            shared.heartbeat_stop.store(true, Ordering::Release);
+            let _ = heartbeat.await;
+            finish_leaving(&shared).await;
             return;
         }
         let _ = tokio::time::timeout(shared.config.heartbeat, shared.wake.notified()).await;
+    }
+}
+
+/// The heartbeat: joins (as a new incarnation when it has no record or was expelled) and
+/// renews every heartbeat interval; a renewal that started at `t` extends the lease to
+/// `t + lease - margin`. An expelled node drops its lease and every partition at once.
+async fn heartbeat(shared: Arc<Shared>) {
+    let config = &shared.config;
+    let mut incarnation = wall_clock_nanos();
+    let mut tick = tokio::time::interval(config.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if shared.stopping.load(Ordering::Acquire) || shared.heartbeat_stop.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let leaving = shared.leaving.load(Ordering::Acquire);
+        let started = Instant::now();
+        let wall_ms = shared.wall.now().0;
+        let current = shared.me.lock().ok().and_then(|me| me.clone());
+        let renewed = match current {
+            None => {
+                incarnation += 1;
+                let record = MemberRecord {
+                    node_id: config.node_id.clone(),
+                    incarnation,
+                    address: config.address.clone(),
+                    region: config.region.clone(),
+                    heartbeat: 0,
+                    state: MemberState::Active,
+                    renewed_at_ms: wall_ms,
+                };
+                let cluster = config.cluster.clone();
+                blocking(&shared.store, move |store| {
+                    protocol::join(store, &cluster, record)
+                })
+                .await
+            }
+            Some(me) => {
+                let member_state = if leaving {
+                    MemberState::Leaving
+                } else {
+                    MemberState::Active
+                };
+                blocking(&shared.store, move |store| {
+                    protocol::renew(store, &me, member_state, wall_ms)
+                })
+                .await
+            }
+        };
+        match renewed {
+            Ok(me) => {
+                shared
+                    .engine
+                    .ownership()
+                    .renew_lease(started + config.lease - config.lease_margin);
+                if let Ok(mut slot) = shared.me.lock() {
+                    *slot = Some(me);
+                }
+            }
+            Err(ProtocolError::Expelled) => {
+                tracing::warn!(
+                    "expelled from the grid: dropping every partition and joining again"
+                );
+                expelled(&shared).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "heartbeat failed; the lease runs out unless a renewal succeeds");
+            }
+        }
     }
 }
 
@@ -281,50 +374,20 @@ async fn round(
     let ownership = engine.ownership();
     state.rounds += 1;
 
-    // 1. Membership and lease.
-    let started = Instant::now();
-    let wall_ms = shared.wall.now().0;
-    let renewed = match state.me.clone() {
-        None => {
-            state.incarnation += 1;
-            let record = MemberRecord {
-                node_id: config.node_id.clone(),
-                incarnation: state.incarnation,
-                address: config.address.clone(),
-                region: config.region.clone(),
-                heartbeat: 0,
-                state: MemberState::Active,
-                renewed_at_ms: wall_ms,
-            };
-            let cluster = config.cluster.clone();
-            blocking(&shared.store, move |store| {
-                protocol::join(store, &cluster, record)
-            })
-            .await
-        }
-        Some(me) => {
-            let member_state = if leaving {
-                MemberState::Leaving
-            } else {
-                MemberState::Active
-            };
-            blocking(&shared.store, move |store| {
-                protocol::renew(store, &me, member_state, wall_ms)
-            })
-            .await
-        }
+    // 1. Who this node is now (the heartbeat joins and renews).
+    let Some(me) = shared.me.lock().ok().and_then(|me| me.clone()) else {
+        return Ok(());
     };
-    let me = match renewed {
-        Ok(me) => me,
-        Err(ProtocolError::Expelled) => {
-            tracing::warn!("expelled from the grid: dropping every partition and joining again");
-            expelled(shared, state).await;
-            return Err(ProtocolError::Expelled);
+    if state.incarnation != Some(me.record.incarnation) {
+        // A new incarnation: whatever the engine still holds belongs to the old one.
+        for (partition, _) in ownership.owned() {
+            engine
+                .drop_partition(partition)
+                .await
+                .map_err(engine_error)?;
         }
-        Err(error) => return Err(error),
-    };
-    ownership.renew_lease(started + config.lease - config.lease_margin);
-    state.me = Some(me.clone());
+        state.incarnation = Some(me.record.incarnation);
+    }
     let my_owner = Owner {
         node_id: me.record.node_id.clone(),
         incarnation: me.record.incarnation,
@@ -402,6 +465,7 @@ async fn round(
     }
 
     // 3 and 4. Reconcile, then decide claims and hand-offs.
+    engine.clear_lost_partitions().await.map_err(engine_error)?;
     let is_dead = |owner: &Owner, orphaned_since: &mut HashMap<Owner, Instant>| -> bool {
         if expired_now.contains(&owner.node_id) {
             return true;
@@ -457,7 +521,11 @@ async fn round(
                     None => true,
                     Some(owner) => is_dead(owner, &mut state.orphaned_since),
                 };
-                if claimable && !leaving && target == Some(config.node_id.as_str()) {
+                if claimable
+                    && !leaving
+                    && ownership.lease_valid()
+                    && target == Some(config.node_id.as_str())
+                {
                     to_claim.push((partition, stored));
                 }
             }
@@ -515,10 +583,6 @@ async fn round(
             Err(ProtocolError::Raced(partition)) => {
                 tracing::debug!(partition, "a claim lost a race; read again next round");
             }
-            Err(ProtocolError::Expelled) => {
-                expelled(shared, state).await;
-                return Err(ProtocolError::Expelled);
-            }
             Err(error) => return Err(error),
         }
     }
@@ -526,22 +590,25 @@ async fn round(
 }
 
 /// This node was expelled: nothing of it may be answered or written any more.
-async fn expelled(shared: &Arc<Shared>, state: &mut LoopState) {
+async fn expelled(shared: &Arc<Shared>) {
     let ownership = shared.engine.ownership();
     ownership.drop_lease();
+    if let Ok(mut me) = shared.me.lock() {
+        *me = None;
+    }
     for (partition, _) in ownership.owned() {
         if let Err(error) = shared.engine.drop_partition(partition).await {
             tracing::warn!(partition, %error, "dropping a partition failed");
         }
     }
-    state.me = None;
 }
 
-/// After the last round of a leaving node (which released what it owned): remove the
-/// member record.
-async fn finish_leaving(shared: &Arc<Shared>, state: &mut LoopState) {
+/// After the last round of a leaving node (which released what it owned) and its last
+/// heartbeat: remove the member record.
+async fn finish_leaving(shared: &Arc<Shared>) {
     shared.engine.ownership().drop_lease();
-    if let Some(me) = state.me.take() {
+    let me = shared.me.lock().ok().and_then(|mut me| me.take());
+    if let Some(me) = me {
         match blocking(&shared.store, move |store| protocol::leave(store, &me)).await {
             Ok(()) => tracing::info!("left the grid"),
             Err(error) => {

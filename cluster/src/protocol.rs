@@ -8,9 +8,10 @@
 //!   replaced it): it is expelled and must drop everything and join again.
 //! - **expire**: declares a member dead, conditioned on its record being the one seen standing
 //!   still for a lease; its renewal then fails.
-//! - **claim**: takes partitions, conditioned on this node's own record (an expelled node
-//!   claims nothing) and on each partition's record being the one read (or absent), raising
-//!   each epoch by one.
+//! - **claim**: takes partitions, conditioned on each partition's record being the one read
+//!   (or absent), raising each epoch by one. The claimer claims only while its lease is
+//!   valid; should it have been expired meanwhile, its claim is of no use to it (its lease
+//!   has run out, and its owner record, naming an expired member, is claimable at once).
 //! - **release**: gives partitions up (a hand-off), conditioned on still owning them; the epoch
 //!   stays, and the next owner's claim raises it.
 //! - **leave**: removes the member record once everything is released.
@@ -145,16 +146,14 @@ pub fn expire(store: &dyn Store, seen: &StoredMember) -> Result<bool, ProtocolEr
     }
 }
 
-/// Claims `partitions` for `me`, each from the record read (`None`: never claimed); answers
-/// each partition's new record. All or none.
+/// Claims `partitions` for `me` (the owner it names), each from the record read (`None`:
+/// never claimed); answers each partition's new record. All or none.
 pub fn claim(
     store: &dyn Store,
     me: &StoredMember,
     partitions: &[(Partition, Option<StoredOwner>)],
 ) -> Result<Vec<(Partition, StoredOwner)>, ProtocolError> {
-    let member_key = keys::member_key(&me.record.node_id);
     let mut batch = WriteBatch::new();
-    batch.require(Condition::Equals(member_key.clone(), me.bytes.clone()));
     let owner = Owner {
         node_id: me.record.node_id.clone(),
         incarnation: me.record.incarnation,
@@ -182,9 +181,6 @@ pub fn claim(
     }
     match store.commit(batch) {
         Ok(()) => Ok(claimed),
-        Err(StoreError::ConditionFailed { key }) if key == member_key => {
-            Err(ProtocolError::Expelled)
-        }
         Err(StoreError::ConditionFailed { key }) => Err(ProtocolError::Raced(
             keys::owner_key_partition(&key).unwrap_or_default(),
         )),
@@ -260,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn an_expired_member_can_neither_renew_nor_claim() {
+    fn an_expired_member_cannot_renew() {
         let store = MemoryStore::default();
         let a = join(&store, "c", member("a", 1)).expect("join");
         let a = renew(&store, &a, MemberState::Active, 1).expect("renew");
@@ -270,11 +266,6 @@ mod tests {
             renew(&store, &a, MemberState::Active, 2),
             Err(ProtocolError::Expelled)
         ));
-        assert!(matches!(
-            claim(&store, &a, &[(5, None)]),
-            Err(ProtocolError::Expelled)
-        ));
-        assert_eq!(store.get(&keys::owner_key(5)).expect("read"), None);
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl GridNode {
 
 /// The grid as `stockgrid cluster status --json` reports it.
 fn status(server: &PrivateServer) -> serde_json::Value {
+    try_status(server).expect("a node has joined the grid")
+}
+
+/// [`status`], or `None` while no node has joined yet.
+fn try_status(server: &PrivateServer) -> Option<serde_json::Value> {
     let output = Command::new(env!("CARGO_BIN_EXE_stockgrid"))
         .args([
             "cluster",
@@ -69,12 +74,12 @@ fn status(server: &PrivateServer) -> serde_json::Value {
         .env("PGPASSWORD", server.password())
         .output()
         .expect("run cluster status");
-    assert!(
-        output.status.success(),
-        "cluster status failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("status JSON")
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() && stderr.contains("holds no grid") {
+        return None;
+    }
+    assert!(output.status.success(), "cluster status failed: {stderr}");
+    Some(serde_json::from_slice(&output.stdout).expect("status JSON"))
 }
 
 /// Per live member, the partitions it owns; and how many partitions lack a live owner.
@@ -110,14 +115,14 @@ async fn wait_until(
 ) -> Duration {
     let started = Instant::now();
     loop {
-        let status = status(server);
-        if done(&status) {
+        let status = try_status(server);
+        if status.as_ref().is_some_and(&done) {
             return started.elapsed();
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}: {}",
-            serde_json::to_string(&ownership(&status)).unwrap_or_default()
+            "timed out waiting for {what}: {:?}",
+            status.as_ref().map(ownership)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

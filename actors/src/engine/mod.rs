@@ -991,8 +991,13 @@ impl Engine {
     async fn passivate(&self, idle_before: Timestamp) -> Result<usize, EngineError> {
         let cutoff = idle_before.to_compact_seconds();
         let mut idle: Vec<Vec<PairKey>> = vec![Vec::new(); self.inner.shards.len()];
+        let ownership = &self.inner.ownership;
         for entry in self.inner.published.iter() {
-            if entry.value().last_touched < cutoff {
+            // Pairs of partitions this node no longer owns are dropped, not snapshotted
+            // (their snapshots would be fenced out, and fail the other pairs' batch).
+            if entry.value().last_touched < cutoff
+                && ownership.epoch(keys::partition_of(*entry.key())).is_some()
+            {
                 idle[self.shard_of(*entry.key())].push(*entry.key());
             }
         }
@@ -1096,6 +1101,16 @@ impl Engine {
         self.inner.ownership.revoke(partition);
         self.forget_partitions(&[partition]).await?;
         result.map(|()| snapshotted)
+    }
+
+    /// Drops from memory the partitions lost by fenced-out batches since the last call (the
+    /// membership loop calls it every round); answers how many partitions.
+    pub async fn clear_lost_partitions(&self) -> Result<usize, EngineError> {
+        let lost = self.inner.ownership.take_lost();
+        if !lost.is_empty() {
+            self.forget_partitions(&lost).await?;
+        }
+        Ok(lost.len())
     }
 
     /// Stops answering for `partition` at once and drops what this node holds of it,

@@ -239,6 +239,8 @@ impl Engine {
                                     expired += 1;
                                 }
                                 Ok(_) => {}
+                                // A cart with lines another node owns: not this reaper's.
+                                Err(ReservationError::Engine(EngineError::NotOwner { .. })) => {}
                                 Err(ReservationError::Engine(error)) => return Err(error),
                                 Err(other) => return Err(EngineError::Corrupt(other.to_string())),
                             }
@@ -290,6 +292,13 @@ impl Engine {
         &self,
         record: ReservationRecord,
     ) -> Result<ReservationReport, ReservationError> {
+        // A reservation is answered and changed only by a node that owns every line's
+        // partition (in a grid, another node may hold some of them).
+        for line in &record.lines {
+            self.ownership()
+                .check(crate::keys::partition_of(line.pair))
+                .map_err(EngineError::from)?;
+        }
         let store = self.store().as_ref();
         let current = report(store, record)?;
         let due = current.record.deadline <= self.clock().now();

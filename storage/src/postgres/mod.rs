@@ -31,9 +31,10 @@
 //! after the claim to 8 may be ordered *before* the claim, and land after the new owner has
 //! read the partition. So the rows a commit's conditions read are locked until it ends
 //! (`FOR UPDATE` when the batch writes them too, `FOR SHARE` otherwise): the claim waits for the writer, and the order of commits is the order of fences. A
-//! writer stopped in the middle of its transaction holds the claim up for at most the
-//! server's `idle_in_transaction_session_timeout` (twice the operation timeout), after which
-//! the server ends it and the claim completes; the stopped writer, resumed, finds its
+//! writer stopped in the middle of its transaction holds the claim up (each try fails after
+//! `lock_timeout`, and the claimer tries again) for at most the server's
+//! `idle_in_transaction_session_timeout` (twice the operation timeout), after which the
+//! server ends it and the next try of the claim completes; the stopped writer, resumed, finds its
 //! condition moved. Every
 //! connection sets `lock_timeout`, `statement_timeout` and
 //! `idle_in_transaction_session_timeout`, so a stalled writer holding row locks blocks others
