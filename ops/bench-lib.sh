@@ -10,8 +10,8 @@ pg_pid=
 cleanup() {
     local status=$?
     kill $(jobs -p) 2>/dev/null || true
-    if [ "$status" -ne 0 ] && [ -d "$work" ]; then
-        # Keep the logs of a failed run.
+    if { [ "$status" -ne 0 ] || [ -n "${KEEP_LOGS:-}" ]; } && [ -d "$work" ]; then
+        # Keep the logs of a failed run (or of any run, with KEEP_LOGS set).
         kept=$(mktemp -d)
         cp "$work"/*.log "$kept"/ 2>/dev/null || true
         echo "the run failed; its logs are in $kept" >&2

@@ -19,7 +19,7 @@ use crate::processes::spawn_serve;
 use crate::{event, wall_now};
 
 const CLUSTER: &str = "grid-test";
-const LEASE_MS: u64 = 1500;
+const LEASE_MS: u64 = 3000;
 
 struct GridNode {
     node_id: String,
@@ -120,9 +120,13 @@ async fn wait_until(
             return started.elapsed();
         }
         assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}: {:?}",
-            status.as_ref().map(ownership)
+            started.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}: {:?}; members: {}",
+            status.as_ref().map(ownership),
+            status
+                .as_ref()
+                .map(|status| status["members"].to_string())
+                .unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -136,7 +140,7 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
     std::fs::write(
         &config,
         format!(
-            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 300\nmax_moves_per_round = 4096\n"
+            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
         ),
     )
     .expect("write config");

@@ -22,20 +22,24 @@
 //! runtime ([`crate::offload::block_off_workers`]).
 //!
 //! # Conditions and isolation
-//! A commit runs at SERIALIZABLE: its conditions are read in the transaction that writes, so
-//! two writers racing on a fence (`Equals(epoch, 7)` against a claim that moves it to 8, or two
-//! `Absent` on one key) cannot both commit: PostgreSQL's serializable snapshot isolation
-//! aborts one with a serialization failure, which is retried with backoff from the start
-//! (conditions read again, so the loser then fails its condition and writes nothing).
-//! Serializable is not enough for a fence, though: a writer that read epoch 7 and commits
-//! after the claim to 8 may be ordered *before* the claim, and land after the new owner has
-//! read the partition. So the rows a commit's conditions read are locked until it ends
-//! (`FOR UPDATE` when the batch writes them too, `FOR SHARE` otherwise): the claim waits for the writer, and the order of commits is the order of fences. A
-//! writer stopped in the middle of its transaction holds the claim up (each try fails after
-//! `lock_timeout`, and the claimer tries again) for at most the server's
-//! `idle_in_transaction_session_timeout` (twice the operation timeout), after which the
-//! server ends it and the next try of the claim completes; the stopped writer, resumed, finds its
-//! condition moved. Every
+//! A commit reads its conditions in the transaction that writes, and locks the rows it reads
+//! until it ends: `FOR UPDATE` when the batch writes them too, `FOR SHARE` otherwise. Two
+//! writers racing on a fence (`Equals(epoch, 7)` against a claim that moves it to 8) cannot
+//! both commit, and their order is the order of the fence: the claim waits for a fenced writer
+//! in flight, and a writer after the claim finds the row changed since its snapshot (a
+//! serialization failure, retried with backoff from the start, conditions read again, so it
+//! then fails its condition and writes nothing). Row locks need no more than REPEATABLE READ,
+//! which such commits run at; a batch with an `Absent` condition or a range delete runs at
+//! SERIALIZABLE, whose predicate locks hold what row locks cannot (a key's absence, a range's
+//! keys). SERIALIZABLE alone would not do for fences: a writer that read epoch 7 may be ordered
+//! *before* the claim to 8 and land after the new owner has read the partition; and its
+//! predicate locks on a few dozen condition rows escalate to the whole table, so concurrent
+//! fenced commits fail each other (a one-member grid then ingested 0.28x of a single node;
+//! 0.86x with row locks, docs/measurements.md). A writer stopped in the middle of its
+//! transaction holds the claim up (each try fails after `lock_timeout`, and the claimer tries
+//! again) for at most the server's `idle_in_transaction_session_timeout` (twice the operation
+//! timeout), after which the server ends it and the next try of the claim completes; the
+//! stopped writer, resumed, finds its condition moved. Every
 //! connection sets `lock_timeout`, `statement_timeout` and
 //! `idle_in_transaction_session_timeout`, so a stalled writer holding row locks blocks others
 //! for at most the lock timeout and is itself cut off by the server; every call is also bounded
@@ -748,9 +752,25 @@ impl Shared {
         let client = checkout.client();
         let fail = |e: tokio_postgres::Error| classify(context, &e);
         let statements = &self.statements;
+        // Equals conditions are held by row locks (below), which need no more than REPEATABLE
+        // READ: a row changed since the snapshot fails its lock with a serialization failure,
+        // retried. SERIALIZABLE is kept for what row locks cannot hold: the absence of a key
+        // and the keys of a deleted range. (Under SERIALIZABLE, reading a few dozen condition
+        // rows escalates its predicate locks to the whole table, and concurrent fenced commits
+        // then fail each other: measured, a one-member grid ingested 0.28x of a single node.)
+        let needs_serializable = plan
+            .conditions()
+            .iter()
+            .any(|condition| matches!(condition, Condition::Absent(_)))
+            || plan.range_deletes().next().is_some();
+        let isolation = if needs_serializable {
+            IsolationLevel::Serializable
+        } else {
+            IsolationLevel::RepeatableRead
+        };
         let transaction = client
             .build_transaction()
-            .isolation_level(IsolationLevel::Serializable)
+            .isolation_level(isolation)
             .start()
             .await
             .map_err(fail)?;
