@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/stockgrid/v1/catalog.proto",
     "proto/stockgrid/v1/inspect.proto",
     "proto/stockgrid/v1/admin.proto",
+    "proto/stockgrid/v1/peer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -29,7 +29,7 @@
 //!   records, maintenance.
 //! - [`replay`]: `stockgrid replay` over the REPLAY.md files.
 
-pub use stockgrid_model::{decision, domain, ledger, offline, shared, time};
+pub use stockgrid_model::{decision, domain, ledger, offline, partition, shared, time};
 
 pub mod audit;
 pub mod catalog;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use stockgrid_actors::decision::{ReasonCode, SafetyStock};
 use stockgrid_actors::domain::{Arrival, Event, EventKind, PairKey, Source, Surface};
 use stockgrid_actors::keys;
-use stockgrid_actors::ledger::{LedgerConfig, LedgerView, Outcome, QuarantineReason};
+use stockgrid_actors::ledger::{
+    EntryScope, LedgerConfig, LedgerEntry, LedgerView, Outcome, QuarantineReason,
+};
 use stockgrid_actors::offline::InMemoryLedger;
 use stockgrid_actors::time::{HOUR_MS, MINUTE_MS, SimulatedClock, Timestamp};
 use stockgrid_actors::{Engine, EngineConfig};
@@ -194,6 +196,47 @@ async fn shared_facts_match_the_replay_and_survive_a_restart() {
         .await
         .expect("start again");
     assert_eq!(restarted.decisions().shared.learned(), learned);
+}
+
+/// A router sends a transfer whose two pairs have two owners to both, each applying its
+/// own effect: applied that way, in two scoped calls, every pair ends as when each event is
+/// applied whole, and each event answers as it did whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_effects_applied_apart_end_as_whole_events() {
+    let stream = mixed_stream(6, 400);
+    let (_, _, whole) = memory_engine(EngineConfig::default()).await;
+    let (_, _, split) = memory_engine(EngineConfig::default()).await;
+    let mut transfers = 0;
+    for chunk in stream.chunks(25) {
+        let expected = whole.ingest(chunk.to_vec()).await.expect("ingest whole");
+        let primary: Vec<(Arrival, EntryScope)> = chunk
+            .iter()
+            .map(|arrival| (arrival.clone(), EntryScope::Primary))
+            .collect();
+        let answered = split.ingest_scoped(primary).await.expect("ingest primary");
+        let counterparty: Vec<(Arrival, EntryScope)> = chunk
+            .iter()
+            .filter(|arrival| LedgerEntry::counterparty_target(&arrival.event).is_some())
+            .map(|arrival| (arrival.clone(), EntryScope::Counterparty))
+            .collect();
+        transfers += counterparty.len();
+        for result in split
+            .ingest_scoped(counterparty)
+            .await
+            .expect("ingest counterparty")
+        {
+            // A duplicate transfer's effect is a duplicate at the counterparty too.
+            assert!(
+                matches!(result, Ok(Outcome::Applied | Outcome::Duplicate)),
+                "{result:?}"
+            );
+        }
+        let expected: Vec<Option<Outcome>> = expected.into_iter().map(Result::ok).collect();
+        let answered: Vec<Option<Outcome>> = answered.into_iter().map(Result::ok).collect();
+        assert_eq!(answered, expected);
+    }
+    assert!(transfers > 0, "the stream should hold transfers");
+    assert_eq!(views(&split, 6).await, views(&whole, 6).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

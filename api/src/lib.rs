@@ -14,12 +14,16 @@
 //! - [`server`]: the tonic server, health, reflection, message size limits, HTTP/2 limits.
 //! - [`connections`]: accepted connections: the cap, handshake timeout, idle eviction.
 //! - [`errors`]: the status of an undecodable or oversized request body.
+//! - [`router`]: a grid node's routing: who answers an item, the peer calls.
+//! - [`routed`]: the services' routed paths and the internal peer service.
 //! - [`node`]: one node's configuration, start, recovery, background work and shutdown.
 
 pub mod connections;
 pub mod convert;
 pub mod errors;
 pub mod node;
+pub mod routed;
+pub mod router;
 pub mod server;
 pub mod service;
 pub mod status;

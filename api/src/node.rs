@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,7 @@ use stockgrid_actors::ownership::Ownership;
 use stockgrid_actors::time::{Clock, MINUTE_MS};
 use stockgrid_actors::{Engine, EngineConfig, EngineError};
 use stockgrid_cluster::node::{ClusterConfig, ClusterNode};
+use stockgrid_cluster::routing::Routes;
 use stockgrid_inference::model::Model;
 use stockgrid_storage::{EmbeddedOptions, OpenSettings, StoreLocation};
 use tokio::net::TcpListener;
@@ -29,6 +30,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::connections::{self, ConnectionLimits};
+use crate::router::{Router, RouterLimits};
 use crate::server::{self, NodeHealth};
 use crate::service::{Api, ServiceLimits};
 
@@ -120,6 +122,8 @@ pub struct ClusterSettings {
     pub lease_margin_ms: u64,
     /// Partitions handed off per round when placement moves them.
     pub max_moves_per_round: usize,
+    /// Deadlines of the calls the router forwards to owners (`[cluster.router]`).
+    pub router: RouterLimits,
 }
 
 impl Default for ClusterSettings {
@@ -134,6 +138,7 @@ impl Default for ClusterSettings {
             heartbeat_ms: defaults.heartbeat.as_millis() as u64,
             lease_margin_ms: defaults.lease_margin.as_millis() as u64,
             max_moves_per_round: defaults.max_moves_per_round,
+            router: RouterLimits::default(),
         }
     }
 }
@@ -141,6 +146,14 @@ impl Default for ClusterSettings {
 impl ClusterSettings {
     /// The membership loop's configuration, for a node listening on `listen`.
     pub fn config(&self, listen: SocketAddr) -> Result<ClusterConfig, NodeError> {
+        if self.advertise.is_none() && listen.ip().is_unspecified() {
+            return Err(NodeError::Config(format!(
+                "cluster advertise: the node listens on {listen}, which peers cannot call; give the address they reach it at (--advertise HOST:PORT)"
+            )));
+        }
+        self.router
+            .validate()
+            .map_err(|reason| NodeError::Config(format!("cluster router {reason}")))?;
         let address = self.advertise.clone().unwrap_or_else(|| listen.to_string());
         let config = ClusterConfig {
             lease: Duration::from_millis(self.lease_ms),
@@ -446,19 +459,30 @@ impl Node {
                         "cluster mode needs a store every node reaches (--store postgres://... or fdb:FILE); the embedded store belongs to one process".to_owned(),
                     ));
                 }
-                Some(settings.config(config.listen)?)
+                Some((
+                    settings.config(config.listen)?,
+                    settings.advertise.is_none(),
+                ))
             }
         };
         let slot: Arc<std::sync::Mutex<Option<ClusterNode>>> = Arc::default();
         let filled = Arc::clone(&slot);
-        let mut node = Self::start_with(config, async move {
+        let routes: Arc<OnceLock<Routes>> = Arc::default();
+        let found_routes = Arc::clone(&routes);
+        let bound: Arc<OnceLock<SocketAddr>> = Arc::default();
+        let bound_address = Arc::clone(&bound);
+        let mut node = Self::start_routed(config, routes, bound, async move {
             let store = tokio::task::spawn_blocking(move || location.open(&settings))
                 .await
                 .map_err(|e| NodeError::Server(format!("open store: {e}")))?
                 .map_err(EngineError::from)?;
-            let Some(cluster) = cluster else {
+            let Some((mut cluster, listen_is_advertised)) = cluster else {
                 return Ok(Engine::start(store, clock, engine_config).await?);
             };
+            // Peers call the address the listener got (`--listen HOST:0` picks a port).
+            if listen_is_advertised && let Some(address) = bound_address.get() {
+                cluster.address = address.to_string();
+            }
             let ownership = Ownership::grid(stockgrid_actors::keys::SCHEME.count());
             let engine =
                 Engine::start_owning(Arc::clone(&store), clock, engine_config, ownership).await?;
@@ -469,6 +493,7 @@ impl Node {
                 Arc::new(stockgrid_actors::time::WallClock),
             )
             .map_err(NodeError::Config)?;
+            let _ = found_routes.set(member.routes());
             if let Ok(mut slot) = filled.lock() {
                 *slot = Some(member);
             }
@@ -485,7 +510,24 @@ impl Node {
         config: &NodeConfig,
         recover: impl Future<Output = Result<Engine, NodeError>> + Send + 'static,
     ) -> Result<Node, NodeError> {
+        Self::start_routed(config, Arc::default(), Arc::default(), recover).await
+    }
+
+    /// As [`Node::start_with`]; the listener's address is put in `bound` before `recover`
+    /// starts, and once `recover` is done a grid node's routes (set by `recover`) make the
+    /// services route every item to its owner.
+    async fn start_routed(
+        config: &NodeConfig,
+        routes: Arc<OnceLock<Routes>>,
+        bound: Arc<OnceLock<SocketAddr>>,
+        recover: impl Future<Output = Result<Engine, NodeError>> + Send + 'static,
+    ) -> Result<Node, NodeError> {
         config.engine_config()?;
+        let router_limits = config
+            .cluster
+            .as_ref()
+            .map(|cluster| cluster.router)
+            .unwrap_or_default();
         let model = config.decisions.load_model()?;
         let decisions = config.decisions.clone();
         let listener =
@@ -499,6 +541,7 @@ impl Node {
             address: config.listen,
             source,
         })?;
+        let _ = bound.set(address);
         let node_tag = stockgrid_actors::time::wall_clock_nanos();
         let api = Api::new(config.limits, node_tag);
         let (stop_server, stopped) = oneshot::channel::<()>();
@@ -525,6 +568,10 @@ impl Node {
                 decisions.apply(&engine, model);
                 // Reservations whose deadline passed while the node was down expire first.
                 let expired = engine.expire_reservations().await?;
+                if let Some(routes) = routes.get() {
+                    let limit = api.limits().max_message_bytes;
+                    api.set_router(Router::new(routes.clone(), router_limits, limit));
+                }
                 api.set_engine(engine.clone());
                 health.set_serving(true).await;
                 tokio::spawn(watch_store_health(

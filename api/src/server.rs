@@ -121,6 +121,11 @@ pub async fn start<G: Grid>(
                 .max_encoding_message_size(limit),
         )
         .add_service(
+            pb::peer_server::PeerServer::new(api.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+        .add_service(
             pb::inspect_server::InspectServer::new(api)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),

@@ -16,6 +16,7 @@ use stockgrid_actors::catalog::MAX_LOCATIONS_PER_UPSERT;
 use stockgrid_actors::decision::{owner_unavailable, store_unavailable};
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::keys;
+use stockgrid_actors::ledger::EntryScope;
 use stockgrid_actors::policy::MAX_REGION_BYTES;
 use stockgrid_actors::reservation::ReserveRequest;
 use stockgrid_actors::{Engine, EngineError, Lookup};
@@ -29,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::convert;
 use crate::errors::decode_status;
 use crate::proto::v1 as pb;
+use crate::router::{ReservationCall, Router};
 use crate::status::{engine_status, invalid, reservation_status, status_of, too_many};
 
 /// Request limits of the services.
@@ -72,6 +74,8 @@ const RESULT_FRAMING_BYTES: usize = 3;
 
 struct ApiInner<G> {
     engine: OnceLock<G>,
+    /// The grid's router (`None`: a single node, which answers everything itself).
+    router: OnceLock<Router>,
     limits: ServiceLimits,
     admission: Arc<Semaphore>,
     write_admission: Arc<Semaphore>,
@@ -113,6 +117,7 @@ impl<G: Grid> Api<G> {
         Self {
             inner: Arc::new(ApiInner {
                 engine: OnceLock::new(),
+                router: OnceLock::new(),
                 limits,
                 admission: Arc::new(Semaphore::new(limits.max_in_flight)),
                 write_admission: Arc::new(Semaphore::new(limits.max_writes_in_flight)),
@@ -127,12 +132,23 @@ impl<G: Grid> Api<G> {
         let _ = self.inner.engine.set(engine);
     }
 
+    /// The node is part of a grid: route every item to its partition's owner from now on
+    /// (set before the engine, so that no call is answered unrouted).
+    pub fn set_router(&self, router: Router) {
+        let _ = self.inner.router.set(router);
+    }
+
+    /// The grid's router (`None`: a single node).
+    pub(crate) fn router(&self) -> Option<&Router> {
+        self.inner.router.get()
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> ServiceLimits {
         self.inner.limits
     }
 
-    fn engine(&self) -> Result<&G, Status> {
+    pub(crate) fn engine(&self) -> Result<&G, Status> {
         self.inner
             .engine
             .get()
@@ -140,7 +156,7 @@ impl<G: Grid> Api<G> {
     }
 
     /// Admission: a permit per running call, or RESOURCE_EXHAUSTED when full.
-    fn admit(&self) -> Result<(OwnedSemaphorePermit, &G), Status> {
+    pub(crate) fn admit(&self) -> Result<(OwnedSemaphorePermit, &G), Status> {
         let limit = self.inner.limits.max_in_flight;
         let permit = take_slot(&self.inner.admission, limit, "calls")?;
         Ok((permit, self.engine()?))
@@ -148,7 +164,7 @@ impl<G: Grid> Api<G> {
 
     /// Admission of a write: a write slot as well as a call slot, or RESOURCE_EXHAUSTED
     /// when either is full.
-    fn admit_write(&self) -> Result<(WritePermit, &G), Status> {
+    pub(crate) fn admit_write(&self) -> Result<(WritePermit, &G), Status> {
         let limit = self.inner.limits.max_writes_in_flight;
         let write = take_slot(&self.inner.write_admission, limit, "writes")?;
         let (call, engine) = self.admit()?;
@@ -157,7 +173,7 @@ impl<G: Grid> Api<G> {
 
     /// A new decision id for a lookup of `pair`: the node's prefix, a counter, and the pair
     /// (so that the record is found in its pair's partition from the id alone).
-    fn decision_id(&self, pair: PairKey) -> String {
+    pub(crate) fn decision_id(&self, pair: PairKey) -> String {
         let n = self.inner.decisions.fetch_add(1, Ordering::Relaxed);
         let prefix = &self.inner.decision_prefix;
         let mut id = String::with_capacity(prefix.len() + 16 + keys::DECISION_ID_SUFFIX_MAX);
@@ -170,7 +186,7 @@ impl<G: Grid> Api<G> {
     /// Answers lookups in one pass, in order. Each is given its decision id here; the records
     /// of promises (pickup, delivery) are durable before any answer returns, sampled
     /// item-page records lingering up to 20 ms to share a commit (`Engine::decide_recorded_many`).
-    async fn decide(
+    pub(crate) async fn decide(
         &self,
         engine: &G,
         lookups: Vec<(PairKey, i64, Surface)>,
@@ -223,7 +239,8 @@ impl<G: Grid> Api<G> {
         }
     }
 
-    /// Applies one batch of events: a result per event, in order.
+    /// Applies one batch of events: a result per event, in order (routed to the owners in a
+    /// grid).
     async fn ingest_batch(
         &self,
         engine: &G,
@@ -233,18 +250,71 @@ impl<G: Grid> Api<G> {
         if events.len() > limit {
             return Err(too_many("events", events.len(), limit));
         }
+        match self.router() {
+            Some(router) => self.ingest_routed(engine, router, events).await,
+            None => self.ingest_local(engine, events, None).await,
+        }
+    }
+
+    /// Refuses a request whose response would pass the size limit, before anything is
+    /// applied: `rejected` results are known now; an applied event's result is a status and
+    /// at most a short reason code.
+    pub(crate) fn check_ingest_response_size(
+        &self,
+        rejected: &[pb::EventResult],
+        applied: usize,
+    ) -> Result<(), Status> {
+        let response_bytes: usize = rejected
+            .iter()
+            .filter(|result| result.status == pb::EventStatus::Rejected as i32)
+            .map(|result| prost::Message::encoded_len(result) + RESULT_FRAMING_BYTES)
+            .sum::<usize>()
+            + applied * MAX_OUTCOME_RESULT_BYTES;
+        if response_bytes > self.inner.limits.max_message_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "events: the response would be about {response_bytes} bytes, above the limit of {}; nothing was applied; split the request",
+                self.inner.limits.max_message_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies events on this node's engine, each in its scope (all of it when `scopes` is
+    /// `None`): a result per event, in order.
+    pub(crate) async fn ingest_local(
+        &self,
+        engine: &G,
+        events: Vec<pb::Event>,
+        scopes: Option<Vec<EntryScope>>,
+    ) -> Result<pb::IngestEventsResponse, Status> {
+        if let Some(scopes) = &scopes
+            && scopes.len() != events.len()
+        {
+            return Err(invalid(
+                "scopes",
+                format!("{} scopes for {} events", scopes.len(), events.len()),
+            ));
+        }
+        let mut scopes = scopes.map(Vec::into_iter);
         let now = engine.now();
         let mut results: Vec<pb::EventResult> = Vec::with_capacity(events.len());
         let mut arrivals = Vec::with_capacity(events.len());
         let mut positions = Vec::with_capacity(events.len());
         for (index, event) in events.into_iter().enumerate() {
+            let scope = scopes
+                .as_mut()
+                .and_then(Iterator::next)
+                .unwrap_or(EntryScope::All);
             match convert::event(event) {
                 Ok(event) => {
                     positions.push(index);
-                    arrivals.push(Arrival {
-                        event,
-                        arrival_time: now,
-                    });
+                    arrivals.push((
+                        Arrival {
+                            event,
+                            arrival_time: now,
+                        },
+                        scope,
+                    ));
                     results.push(pb::EventResult::default());
                 }
                 Err((field, reason)) => results.push(pb::EventResult {
@@ -255,23 +325,11 @@ impl<G: Grid> Api<G> {
             }
         }
         // A response over the size limit would fail after the events were applied: refuse
-        // the request before anything is. Rejections are known now; an applied event's
-        // result is a status and at most a short reason code.
-        let response_bytes: usize = results
-            .iter()
-            .filter(|result| result.status == pb::EventStatus::Rejected as i32)
-            .map(|result| prost::Message::encoded_len(result) + RESULT_FRAMING_BYTES)
-            .sum::<usize>()
-            + arrivals.len() * MAX_OUTCOME_RESULT_BYTES;
-        if response_bytes > self.inner.limits.max_message_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "events: the response would be about {response_bytes} bytes, above the limit of {}; nothing was applied; split the request",
-                self.inner.limits.max_message_bytes
-            )));
-        }
+        // the request before anything is.
+        self.check_ingest_response_size(&results, arrivals.len())?;
         if !arrivals.is_empty() {
             let outcomes = engine
-                .ingest(arrivals)
+                .ingest_scoped(arrivals)
                 .await
                 .map_err(|e| engine_status(&e))?;
             let mut first_failure = None;
@@ -286,13 +344,8 @@ impl<G: Grid> Api<G> {
                         all_store_transient &= matches!(
                             &error,
                             EngineError::Store(store) if store.is_transient() || store.is_outcome_unknown()
-                        );
-                        let result = pb::EventResult {
-                            status: pb::EventStatus::Failed as i32,
-                            // The status's words: store internals go to the log, not the client.
-                            reason: status_of(&error).message().to_owned(),
-                            field: String::new(),
-                        };
+                        ) || matches!(error, EngineError::NotOwner { .. });
+                        let result = failed_event(&error);
                         first_failure.get_or_insert(error);
                         result
                     }
@@ -301,8 +354,9 @@ impl<G: Grid> Api<G> {
             if let Some(error) = first_failure {
                 // Logged once per request, not once per event.
                 tracing::warn!(%error, failures, "ingest: events failed; the client retries them");
-                // Nothing applied because the store could not be reached: the whole call is
-                // UNAVAILABLE, which clients and their retry policies know to retry.
+                // Nothing applied because the store could not be reached (or the partitions
+                // moved): the whole call is UNAVAILABLE, which clients and their retry
+                // policies know to retry.
                 if failures == attempted && all_store_transient {
                     return Err(status_of(&error));
                 }
@@ -319,6 +373,19 @@ impl<G: Grid> pb::availability_server::Availability for Api<G> {
         request: Request<pb::GetAvailabilityRequest>,
     ) -> Answer<pb::AvailabilityAnswer> {
         let (_permit, engine) = self.admit()?;
+        if let Some(router) = self.router() {
+            let mut results = self
+                .answer_routed(engine, router, vec![request.into_inner()])
+                .await?;
+            return match results.pop().and_then(|result| result.result) {
+                Some(pb::batch_item_result::Result::Answer(answer)) => Ok(Response::new(answer)),
+                Some(pb::batch_item_result::Result::Error(error)) => Err(Status::new(
+                    tonic::Code::from_i32(error.code),
+                    error.message,
+                )),
+                None => Err(Status::internal("a lookup produced no answer")),
+            };
+        }
         let lookup = convert::lookup(request.get_ref(), None)?;
         let mut answers = self.decide(engine, vec![lookup]).await?;
         let answer = answers
@@ -332,13 +399,28 @@ impl<G: Grid> pb::availability_server::Availability for Api<G> {
         request: Request<pb::BatchGetAvailabilityRequest>,
     ) -> Answer<pb::BatchGetAvailabilityResponse> {
         let (_permit, engine) = self.admit()?;
-        let items = &request.get_ref().items;
+        let items = request.into_inner().items;
         let limit = self.inner.limits.max_batch_items;
         if items.len() > limit {
             return Err(too_many("items", items.len(), limit));
         }
-        // Items that parse are decided together in one pass; the others answer their error.
-        let mut parsed: Vec<Result<(PairKey, i64, Surface), Status>> = items
+        let results = match self.router() {
+            Some(router) => self.answer_routed(engine, router, items).await?,
+            None => self.answer_local(engine, &items).await?,
+        };
+        Ok(Response::new(pb::BatchGetAvailabilityResponse { results }))
+    }
+}
+
+impl<G: Grid> Api<G> {
+    /// Answers lookups on this node's engine, a result per item in order: items that parse
+    /// are decided together in one pass; the others answer their error.
+    pub(crate) async fn answer_local(
+        &self,
+        engine: &G,
+        items: &[pb::GetAvailabilityRequest],
+    ) -> Result<Vec<pb::BatchItemResult>, Status> {
+        let parsed: Vec<Result<(PairKey, i64, Surface), Status>> = items
             .iter()
             .enumerate()
             .map(|(index, item)| convert::lookup(item, Some(index)))
@@ -348,31 +430,36 @@ impl<G: Grid> pb::availability_server::Availability for Api<G> {
             .filter_map(|p| p.as_ref().ok().copied())
             .collect();
         let mut decided = self.decide(engine, lookups).await?.into_iter();
-        let mut results = Vec::with_capacity(items.len());
-        for parsed in parsed.drain(..) {
-            let answer = match parsed {
-                Ok(_) => decided
-                    .next()
-                    .unwrap_or_else(|| Err(Status::internal("a lookup produced no answer"))),
-                Err(status) => Err(status),
-            };
-            results.push(pb::BatchItemResult {
-                result: Some(match answer {
-                    Ok(answer) => pb::batch_item_result::Result::Answer(answer),
-                    Err(status) => pb::batch_item_result::Result::Error(pb::ItemError {
-                        code: status.code() as i32,
-                        field: status
-                            .message()
-                            .split_once(": ")
-                            .filter(|_| status.code() == tonic::Code::InvalidArgument)
-                            .map(|(field, _)| field.to_owned())
-                            .unwrap_or_default(),
-                        message: status.message().to_owned(),
-                    }),
-                }),
-            });
-        }
-        Ok(Response::new(pb::BatchGetAvailabilityResponse { results }))
+        Ok(parsed
+            .into_iter()
+            .map(|parsed| {
+                item_result(match parsed {
+                    Ok(_) => decided
+                        .next()
+                        .unwrap_or_else(|| Err(Status::internal("a lookup produced no answer"))),
+                    Err(status) => Err(status),
+                })
+            })
+            .collect())
+    }
+}
+
+/// One item's result in a batch: its answer, or its error with the field at fault.
+pub(crate) fn item_result(answer: Result<pb::AvailabilityAnswer, Status>) -> pb::BatchItemResult {
+    pb::BatchItemResult {
+        result: Some(match answer {
+            Ok(answer) => pb::batch_item_result::Result::Answer(answer),
+            Err(status) => pb::batch_item_result::Result::Error(pb::ItemError {
+                code: status.code() as i32,
+                field: status
+                    .message()
+                    .split_once(": ")
+                    .filter(|_| status.code() == tonic::Code::InvalidArgument)
+                    .map(|(field, _)| field.to_owned())
+                    .unwrap_or_default(),
+                message: status.message().to_owned(),
+            }),
+        }),
     }
 }
 
@@ -552,6 +639,102 @@ impl<G: Grid> pb::reservations_server::Reservations for Api<G> {
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Answer<pb::Reservation> {
         let (_permit, engine) = self.admit_write()?;
         let request = request.into_inner();
+        let reservation = match self.router() {
+            Some(router) => {
+                let pairs: Vec<PairKey> = request
+                    .lines
+                    .iter()
+                    .map(|line| PairKey::new(line.sku, line.location))
+                    .collect();
+                self.reservation_routed(engine, router, &pairs, ReservationCall::Reserve(request))
+                    .await?
+            }
+            None => self.reserve_local(engine, request).await?,
+        };
+        Ok(Response::new(reservation))
+    }
+
+    async fn commit(&self, request: Request<pb::CommitRequest>) -> Answer<pb::Reservation> {
+        let (_permit, engine) = self.admit_write()?;
+        let call = ReservationCall::Commit(request.into_inner());
+        Ok(Response::new(self.reservation_call(engine, call).await?))
+    }
+
+    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Answer<pb::Reservation> {
+        let (_permit, engine) = self.admit_write()?;
+        let call = ReservationCall::Release(request.into_inner());
+        Ok(Response::new(self.reservation_call(engine, call).await?))
+    }
+
+    async fn get_reservation(
+        &self,
+        request: Request<pb::GetReservationRequest>,
+    ) -> Answer<pb::Reservation> {
+        let (_permit, engine) = self.admit()?;
+        let call = ReservationCall::Get(request.into_inner());
+        Ok(Response::new(self.reservation_call(engine, call).await?))
+    }
+}
+
+impl<G: Grid> Api<G> {
+    /// A call on an existing reservation: on this node, or in a grid at the owner of its
+    /// lines (read from its record).
+    async fn reservation_call(
+        &self,
+        engine: &G,
+        call: ReservationCall,
+    ) -> Result<pb::Reservation, Status> {
+        let Some(router) = self.router() else {
+            return self.reservation_local(engine, call).await;
+        };
+        let reservation_id = match &call {
+            ReservationCall::Reserve(_) => {
+                return Err(Status::internal("reserve has no reservation id yet"));
+            }
+            ReservationCall::Commit(request) => request.reservation_id.clone(),
+            ReservationCall::Release(request) => request.reservation_id.clone(),
+            ReservationCall::Get(request) => request.reservation_id.clone(),
+        };
+        let grid = engine.clone();
+        let pairs = tokio::task::spawn_blocking(move || grid.reservation_pairs(&reservation_id))
+            .await
+            .map_err(|e| Status::internal(format!("reservation lookup task: {e}")))?
+            .map_err(|e| reservation_status(&e))?;
+        match pairs {
+            Some(pairs) => self.reservation_routed(engine, router, &pairs, call).await,
+            // Not found (answered by the local call, in its words).
+            None => self.reservation_local(engine, call).await,
+        }
+    }
+
+    /// A reservation call on this node's engine.
+    pub(crate) async fn reservation_local(
+        &self,
+        engine: &G,
+        call: ReservationCall,
+    ) -> Result<pb::Reservation, Status> {
+        let report = match call {
+            ReservationCall::Reserve(request) => return self.reserve_local(engine, request).await,
+            ReservationCall::Commit(request) => {
+                let window = (request.pickup_window_seconds > 0)
+                    .then(|| i64::from(request.pickup_window_seconds) * 1_000);
+                engine.commit(&request.reservation_id, window).await
+            }
+            ReservationCall::Release(request) => {
+                let reason = convert::release_reason(request.reason)?;
+                engine.release(&request.reservation_id, reason).await
+            }
+            ReservationCall::Get(request) => engine.reservation(&request.reservation_id).await,
+        };
+        let report = report.map_err(|e| reservation_status(&e))?;
+        Ok(convert::reservation(&report))
+    }
+
+    async fn reserve_local(
+        &self,
+        engine: &G,
+        request: pb::ReserveRequest,
+    ) -> Result<pb::Reservation, Status> {
         let reserve = ReserveRequest {
             surface: convert::surface(request.surface, "surface")?,
             lines: convert::lines(&request.lines),
@@ -562,42 +745,7 @@ impl<G: Grid> pb::reservations_server::Reservations for Api<G> {
             .reserve(reserve)
             .await
             .map_err(|e| reservation_status(&e))?;
-        Ok(Response::new(convert::reservation(&report)))
-    }
-
-    async fn commit(&self, request: Request<pb::CommitRequest>) -> Answer<pb::Reservation> {
-        let (_permit, engine) = self.admit_write()?;
-        let request = request.get_ref();
-        let window = (request.pickup_window_seconds > 0)
-            .then(|| i64::from(request.pickup_window_seconds) * 1_000);
-        let report = engine
-            .commit(&request.reservation_id, window)
-            .await
-            .map_err(|e| reservation_status(&e))?;
-        Ok(Response::new(convert::reservation(&report)))
-    }
-
-    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Answer<pb::Reservation> {
-        let (_permit, engine) = self.admit_write()?;
-        let request = request.get_ref();
-        let reason = convert::release_reason(request.reason)?;
-        let report = engine
-            .release(&request.reservation_id, reason)
-            .await
-            .map_err(|e| reservation_status(&e))?;
-        Ok(Response::new(convert::reservation(&report)))
-    }
-
-    async fn get_reservation(
-        &self,
-        request: Request<pb::GetReservationRequest>,
-    ) -> Answer<pb::Reservation> {
-        let (_permit, engine) = self.admit()?;
-        let report = engine
-            .reservation(&request.get_ref().reservation_id)
-            .await
-            .map_err(|e| reservation_status(&e))?;
-        Ok(Response::new(convert::reservation(&report)))
+        Ok(convert::reservation(&report))
     }
 }
 
@@ -630,6 +778,14 @@ impl<G: Grid> pb::catalog_server::Catalog for Api<G> {
         }))
     }
 
+    async fn get_routing_table(
+        &self,
+        _request: Request<pb::GetRoutingTableRequest>,
+    ) -> Answer<pb::RoutingTable> {
+        let (_permit, _engine) = self.admit()?;
+        Ok(Response::new(self.routing_table()))
+    }
+
     async fn list_locations(
         &self,
         request: Request<pb::ListLocationsRequest>,
@@ -660,7 +816,23 @@ impl<G: Grid> pb::inspect_server::Inspect for Api<G> {
         request: Request<pb::GetEntityStateRequest>,
     ) -> Answer<pb::EntityState> {
         let (_permit, engine) = self.admit()?;
-        let pair = PairKey::new(request.get_ref().sku, request.get_ref().location);
+        let request = request.into_inner();
+        let state = match self.router() {
+            Some(router) => self.inspect_routed(engine, router, request).await?,
+            None => self.inspect_local(engine, &request).await?,
+        };
+        Ok(Response::new(state))
+    }
+}
+
+impl<G: Grid> Api<G> {
+    /// What this node's engine holds for a pair, with its reservations and read view.
+    pub(crate) async fn inspect_local(
+        &self,
+        engine: &G,
+        request: &pb::GetEntityStateRequest,
+    ) -> Result<pb::EntityState, Status> {
+        let pair = PairKey::new(request.sku, request.location);
         let report = engine
             .inspect(pair)
             .await
@@ -682,13 +854,27 @@ impl<G: Grid> pb::inspect_server::Inspect for Api<G> {
             .read_view(pair)
             .await
             .map_err(|e| engine_status(&e))?;
-        Ok(Response::new(convert::entity_state(
-            &report,
-            read_view,
-            reservations,
-        )))
+        Ok(convert::entity_state(&report, read_view, reservations))
     }
 }
+
+/// The FAILED result of an event the engine could not apply, in the status's words (store
+/// internals go to the log, not the client). An event of a partition this node does not
+/// serve starts with `OWNER_UNAVAILABLE`, which routers retry on and clients may match.
+pub(crate) fn failed_event(error: &EngineError) -> pb::EventResult {
+    let message = status_of(error).message().to_owned();
+    pb::EventResult {
+        status: pb::EventStatus::Failed as i32,
+        reason: match error {
+            EngineError::NotOwner { .. } => format!("{OWNER_UNAVAILABLE_PREFIX}: {message}"),
+            _ => message,
+        },
+        field: String::new(),
+    }
+}
+
+/// How a FAILED event result or an UNAVAILABLE status says the pair's owner did not answer.
+pub(crate) const OWNER_UNAVAILABLE_PREFIX: &str = "OWNER_UNAVAILABLE";
 
 /// A slot of `slots` (which holds `limit`), or RESOURCE_EXHAUSTED naming the `what` in flight.
 fn take_slot(

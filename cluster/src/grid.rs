@@ -14,7 +14,7 @@ use std::future::Future;
 use stockgrid_actors::audit::{AuditRecord, Decided, Lookup, NodeReplay};
 use stockgrid_actors::catalog::Location;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
-use stockgrid_actors::ledger::{Outcome, ReadView};
+use stockgrid_actors::ledger::{EntryScope, Outcome, ReadView};
 use stockgrid_actors::policy::DecisionContext;
 use stockgrid_actors::reservation::{
     ReleaseReason, ReservationError, ReservationReport, ReserveRequest,
@@ -22,6 +22,7 @@ use stockgrid_actors::reservation::{
 use stockgrid_actors::shard::EntityReport;
 use stockgrid_actors::time::Timestamp;
 use stockgrid_actors::{Engine, EngineError};
+use stockgrid_model::partition::Partition;
 
 /// The grid as the public API uses it. Cloning shares it.
 pub trait Grid: Clone + Send + Sync + 'static {
@@ -33,6 +34,23 @@ pub trait Grid: Clone + Send + Sync + 'static {
         &self,
         arrivals: Vec<Arrival>,
     ) -> impl Future<Output = Result<Vec<Result<Outcome, EngineError>>, EngineError>> + Send;
+
+    /// As [`Grid::ingest`], applying of each event only the effects its scope names (the
+    /// router's split of a transfer whose two pairs have two owners).
+    fn ingest_scoped(
+        &self,
+        arrivals: Vec<(Arrival, EntryScope)>,
+    ) -> impl Future<Output = Result<Vec<Result<Outcome, EngineError>>, EngineError>> + Send;
+
+    /// Whether this node answers for `partition` now (always, outside a grid).
+    fn serves(&self, partition: Partition) -> bool;
+
+    /// The pairs of a reservation's lines, read from the store without settling it
+    /// (`None`: no such reservation), for routing its calls to their owners. Blocking.
+    fn reservation_pairs(
+        &self,
+        reservation_id: &str,
+    ) -> Result<Option<Vec<PairKey>>, ReservationError>;
 
     /// Whether a decision of `surface` with this id is recorded (promises always are; item
     /// pages at the sampling rate).
@@ -118,6 +136,24 @@ impl Grid for Engine {
         arrivals: Vec<Arrival>,
     ) -> impl Future<Output = Result<Vec<Result<Outcome, EngineError>>, EngineError>> + Send {
         Engine::ingest(self, arrivals)
+    }
+
+    fn ingest_scoped(
+        &self,
+        arrivals: Vec<(Arrival, EntryScope)>,
+    ) -> impl Future<Output = Result<Vec<Result<Outcome, EngineError>>, EngineError>> + Send {
+        Engine::ingest_scoped(self, arrivals)
+    }
+
+    fn serves(&self, partition: Partition) -> bool {
+        self.ownership().serves(partition)
+    }
+
+    fn reservation_pairs(
+        &self,
+        reservation_id: &str,
+    ) -> Result<Option<Vec<PairKey>>, ReservationError> {
+        Engine::reservation_pairs(self, reservation_id)
     }
 
     fn audits(&self, surface: Surface, decision_id: &str) -> bool {

@@ -14,6 +14,7 @@
 //! - [`placement`]: rendezvous hashing over live members, region-aware.
 //! - [`protocol`]: join, renew, expire, claim, release and leave, each one conditioned batch.
 //! - [`node`]: a node's membership loop: heartbeat and lease, liveness, claims, hand-offs.
+//! - [`routing`]: which member answers for each partition, as the router reads it.
 //! - [`status`]: the grid as `stockgrid cluster status` reports it.
 
 pub mod grid;
@@ -21,6 +22,7 @@ pub mod node;
 pub mod placement;
 pub mod protocol;
 pub mod records;
+pub mod routing;
 pub mod status;
 
 pub use grid::Grid;

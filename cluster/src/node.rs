@@ -42,6 +42,7 @@ use crate::records::{
     self, GridTable, MAX_NODE_ID_BYTES, MAX_REGION_BYTES, MemberRecord, MemberState, Owner,
     StoredMember, StoredOwner,
 };
+use crate::routing::Routes;
 
 /// Rounds between two reads of the catalog (for the partitions' home regions).
 const CATALOG_EVERY: u64 = 30;
@@ -158,6 +159,8 @@ struct Shared {
     me: std::sync::Mutex<Option<StoredMember>>,
     /// Set once the heartbeat must stop (the node left, or is leaving and has released).
     heartbeat_stop: AtomicBool,
+    /// The routing table every round publishes.
+    routes: Routes,
 }
 
 impl ClusterNode {
@@ -173,9 +176,11 @@ impl ClusterNode {
         if !engine.ownership().is_grid() {
             return Err("the engine was started as a single node, not as a grid node".to_owned());
         }
+        let routes = Routes::new(&config.node_id, Arc::clone(&store));
         let shared = Arc::new(Shared {
             engine,
             store,
+            routes,
             config,
             wall,
             view: RwLock::new(GridView::default()),
@@ -199,6 +204,11 @@ impl ClusterNode {
             .read()
             .map(|view| view.clone())
             .unwrap_or_default()
+    }
+
+    /// The routing table this node's rounds publish (for its router).
+    pub fn routes(&self) -> Routes {
+        self.shared.routes.clone()
     }
 
     /// Runs a round now rather than at the next heartbeat.
@@ -419,9 +429,13 @@ async fn round(
     let mut live: Vec<Candidate> = Vec::new();
     let mut to_expire: Vec<StoredMember> = Vec::new();
     let mut live_ids: Vec<String> = Vec::new();
+    // Members that answer for what they own now: live ones, and leaving ones still renewing
+    // (they serve until they release).
+    let mut routable_ids: Vec<String> = Vec::new();
     for member in &table.members {
         let record = &member.record;
         if record.node_id == config.node_id {
+            routable_ids.push(record.node_id.clone());
             if record.state == MemberState::Active && !leaving {
                 live.push(Candidate {
                     node_id: &record.node_id,
@@ -439,6 +453,9 @@ async fn round(
             *seen = (member.bytes.clone(), now);
         }
         let still_for = now.saturating_duration_since(seen.1);
+        if record.state != MemberState::Expired && still_for < lease {
+            routable_ids.push(record.node_id.clone());
+        }
         match record.state {
             MemberState::Expired => {}
             _ if still_for >= lease => to_expire.push(member.clone()),
@@ -534,6 +551,7 @@ async fn round(
     state
         .orphaned_since
         .retain(|owner, _| orphaned_seen.contains(owner));
+    shared.routes.publish(&table, &routable_ids);
     if let Ok(mut view) = shared.view.write() {
         *view = GridView {
             me: Some(me.record.clone()),

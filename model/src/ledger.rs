@@ -169,6 +169,29 @@ pub enum EntryRole {
     InboundAtCounterparty,
 }
 
+/// Which of an event's entries one call applies. A grid's router sends a transfer whose two
+/// pairs have two owners to both, each applying its own effect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EntryScope {
+    /// Every entry of the event.
+    All,
+    /// The event's own pair only.
+    Primary,
+    /// A `transfer_out`'s effect at its counterparty only.
+    Counterparty,
+}
+
+impl EntryScope {
+    /// Whether an entry in `role` is applied under this scope.
+    pub fn applies(self, role: EntryRole) -> bool {
+        match self {
+            EntryScope::All => true,
+            EntryScope::Primary => role == EntryRole::Primary,
+            EntryScope::Counterparty => role == EntryRole::InboundAtCounterparty,
+        }
+    }
+}
+
 /// One unit of ledger input: an event in a role.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
@@ -194,6 +217,17 @@ impl LedgerEntry {
         })
         .chain(inbound)
         .collect()
+    }
+
+    /// The pair of the in-transit effect `event` has at its counterparty, if it has one
+    /// (what [`LedgerEntry::expand`] adds, without building it).
+    pub fn counterparty_target(event: &Event) -> Option<PairKey> {
+        match (event.kind, event.counterparty_location) {
+            (EventKind::TransferOut, Some(counterparty)) => {
+                Some(PairKey::new(event.pair.sku, counterparty))
+            }
+            _ => None,
+        }
     }
 
     /// The pair whose entity applies this entry.

@@ -1,10 +1,12 @@
 //! A grid of real `stockgrid serve --cluster` processes on a private PostgreSQL server, on
 //! short lease timings: the nodes share the partitions (read back with `stockgrid cluster
-//! status --json`); an event sent to its pair's owner is acknowledged and a lookup sent to
-//! another node answers "not available" with reason OWNER_UNAVAILABLE (the router, which
-//! forwards it, is not built yet); after a SIGKILL of one node its partitions get a live owner
-//! again, at a higher epoch, and the new owner holds every event the dead one acknowledged;
-//! after a SIGTERM the node hands its partitions off and leaves the member table.
+//! status --json`), and every node serves the routing table the store holds; events sent to
+//! any node are acknowledged once their owners have them (a transfer across two owners
+//! included), and a batch sent to any node answers as the owners do; after a SIGKILL of one
+//! node its partitions get a live owner again, at a higher epoch, lookups in the gap answer
+//! OWNER_UNAVAILABLE (never an error), and the new owners hold every event the dead one
+//! acknowledged; after a SIGTERM the node hands its partitions off and leaves the member
+//! table.
 
 use std::collections::HashMap;
 use std::process::{Child, Command};
@@ -167,18 +169,39 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
         }
     };
 
-    // Events of pairs spread over the grid, each sent to its pair's owner.
+    // The routing table any node serves is the one in the store.
+    let table = pb::catalog_client::CatalogClient::new(crate::connect(&nodes[0].url).await)
+        .get_routing_table(pb::GetRoutingTableRequest {})
+        .await
+        .expect("routing table")
+        .into_inner();
+    assert!(!table.single_node);
+    assert_eq!(table.partition_count, u32::from(keys::SCHEME.count()));
+    for partition in 0..keys::SCHEME.count() {
+        let index = table.owners[usize::from(partition)];
+        assert!(
+            index >= 0,
+            "partition {partition} has no owner in the table"
+        );
+        assert_eq!(
+            table.members[index as usize].node_id,
+            status["owners"][usize::from(partition)]["owner"]
+                .as_str()
+                .expect("owner"),
+            "partition {partition}"
+        );
+    }
+
+    // Events of pairs spread over the grid, each sent to some node (the router forwards it
+    // to the owner and acknowledges once the owner has it durably).
     let pairs: Vec<PairKey> = (0..24u32).map(|i| PairKey::new(7, 100 + i)).collect();
-    let url_of = |node_id: &str, nodes: &[GridNode]| {
-        nodes
-            .iter()
-            .find(|node| node.node_id == node_id)
-            .map(|node| node.url.clone())
-            .expect("a node")
-    };
+    let owners: std::collections::HashSet<String> = pairs
+        .iter()
+        .map(|pair| owner_of(&status, *pair).0)
+        .collect();
+    assert_eq!(owners.len(), 3, "the pairs should span every node");
     for (i, pair) in pairs.iter().enumerate() {
-        let (owner, _) = owner_of(&status, *pair);
-        let channel = crate::connect(&url_of(&owner, &nodes)).await;
+        let channel = crate::connect(&nodes[i % nodes.len()].url).await;
         let results = pb::ingest_client::IngestClient::new(channel)
             .ingest_events(pb::IngestEventsRequest {
                 events: vec![event(
@@ -201,25 +224,100 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
             "{results:?}"
         );
     }
-    // A lookup sent to a node that does not own the pair: not available, and why.
-    let pair = pairs[0];
-    let (owner, _) = owner_of(&status, pair);
-    let other = nodes
+    // A transfer between two pairs of two owners, sent to a third node: acknowledged once
+    // both owners have their effect.
+    let (from, to) = pairs
         .iter()
-        .find(|node| node.node_id != owner)
-        .expect("another node");
-    let answer = pb::availability_client::AvailabilityClient::new(crate::connect(&other.url).await)
-        .get_availability(pb::GetAvailabilityRequest {
-            sku: pair.sku,
-            location: pair.location,
-            qty: 1,
-            surface: pb::Surface::ItemPage as i32,
+        .flat_map(|from| pairs.iter().map(move |to| (*from, *to)))
+        .find(|(from, to)| owner_of(&status, *from).0 != owner_of(&status, *to).0)
+        .expect("two pairs of two owners");
+    let third = nodes
+        .iter()
+        .find(|node| {
+            node.node_id != owner_of(&status, from).0 && node.node_id != owner_of(&status, to).0
+        })
+        .expect("a third node");
+    let transfer = pb::Event {
+        counterparty_location: Some(to.location),
+        ..event(
+            "t1",
+            "transfer",
+            "transfer_out",
+            from.sku,
+            from.location,
+            3,
+            wall_now(),
+        )
+    };
+    let results = pb::ingest_client::IngestClient::new(crate::connect(&third.url).await)
+        .ingest_events(pb::IngestEventsRequest {
+            events: vec![transfer],
         })
         .await
-        .expect("lookup")
+        .expect("ingest the transfer")
+        .into_inner()
+        .results;
+    assert_eq!(
+        results[0].status,
+        pb::EventStatus::Accepted as i32,
+        "{results:?}"
+    );
+    let mut inspect_via_a =
+        pb::inspect_client::InspectClient::new(crate::connect(&nodes[0].url).await);
+    let inbound = inspect_via_a
+        .get_entity_state(pb::GetEntityStateRequest {
+            sku: to.sku,
+            location: to.location,
+        })
+        .await
+        .expect("inspect the counterparty through a")
         .into_inner();
-    assert!(!answer.available);
-    assert_eq!(answer.reason, "OWNER_UNAVAILABLE");
+    assert_eq!(inbound.in_transit, 3, "{inbound:?}");
+
+    // A batch sent to any node answers as the owners do, item by item (decision ids aside).
+    let batch = pb::BatchGetAvailabilityRequest {
+        items: pairs
+            .iter()
+            .map(|pair| pb::GetAvailabilityRequest {
+                sku: pair.sku,
+                location: pair.location,
+                qty: 1,
+                surface: pb::Surface::ItemPage as i32,
+            })
+            .collect(),
+    };
+    let mut answers_via = Vec::new();
+    for node in &nodes {
+        let results =
+            pb::availability_client::AvailabilityClient::new(crate::connect(&node.url).await)
+                .batch_get_availability(batch.clone())
+                .await
+                .expect("batch")
+                .into_inner()
+                .results;
+        let answers: Vec<(bool, u64, String, u64)> = results
+            .into_iter()
+            .map(|result| match result.result {
+                Some(pb::batch_item_result::Result::Answer(answer)) => (
+                    answer.available,
+                    answer.probability.to_bits(),
+                    answer.reason,
+                    answer.state_version,
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        answers_via.push(answers);
+    }
+    for answers in &answers_via {
+        assert_eq!(answers, &answers_via[0]);
+        assert!(
+            answers
+                .iter()
+                .all(|(_, _, reason, version)| reason != "OWNER_UNAVAILABLE" && *version > 0),
+            "{answers:?}"
+        );
+    }
 
     // SIGKILL of c: its partitions get a live owner again at a higher epoch.
     let victim = nodes
@@ -240,7 +338,7 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
     );
     assert!(failover < Duration::from_secs(30), "{failover:?}");
     let after = self::status(&server);
-    for (i, pair) in pairs.iter().enumerate() {
+    for pair in &pairs {
         let (owner_before, epoch_before) = owner_of(&before, *pair);
         let (owner_now, epoch_now) = owner_of(&after, *pair);
         if owner_before == "c" {
@@ -250,31 +348,48 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
                 "{pair:?}: epoch {epoch_before} -> {epoch_now}"
             );
         }
-        // Every acknowledged event is held by the pair's owner now (which may take a moment
-        // to serve what it just claimed: a client retries UNAVAILABLE).
-        let mut inspect = pb::inspect_client::InspectClient::new(
-            crate::connect(&url_of(&owner_now, &nodes)).await,
-        );
-        let started = Instant::now();
-        let state = loop {
-            match inspect
-                .get_entity_state(pb::GetEntityStateRequest {
-                    sku: pair.sku,
-                    location: pair.location,
-                })
-                .await
-            {
-                Ok(state) => break state.into_inner(),
-                Err(status)
-                    if status.code() == tonic::Code::Unavailable
-                        && started.elapsed() < Duration::from_secs(15) =>
-                {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Through a, every pair is served again: lookups in the gap answer OWNER_UNAVAILABLE,
+    // never an error, and every acknowledged event is held by the pair's new owner.
+    let mut availability_via_a =
+        pb::availability_client::AvailabilityClient::new(crate::connect(&nodes[0].url).await);
+    let started = Instant::now();
+    loop {
+        let results = availability_via_a
+            .batch_get_availability(batch.clone())
+            .await
+            .expect("a batch answers during a failover")
+            .into_inner()
+            .results;
+        let waiting = results
+            .iter()
+            .filter(|result| match &result.result {
+                Some(pb::batch_item_result::Result::Answer(answer)) => {
+                    answer.reason == "OWNER_UNAVAILABLE"
                 }
-                Err(status) => panic!("inspect {pair:?}: {status:?}"),
-            }
-        };
-        assert_eq!(state.on_hand, 10 + i as i64, "{pair:?}");
+                other => panic!("an item failed during the failover: {other:?}"),
+            })
+            .count();
+        if waiting == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{waiting} items still OWNER_UNAVAILABLE"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, pair) in pairs.iter().enumerate() {
+        let state = inspect_via_a
+            .get_entity_state(pb::GetEntityStateRequest {
+                sku: pair.sku,
+                location: pair.location,
+            })
+            .await
+            .unwrap_or_else(|status| panic!("inspect {pair:?}: {status:?}"))
+            .into_inner();
+        let transferred = if *pair == from { -3 } else { 0 };
+        assert_eq!(state.on_hand, 10 + i as i64 + transferred, "{pair:?}");
     }
 
     // SIGTERM of b: it hands off and leaves; a owns everything.

@@ -39,6 +39,7 @@ use crate::due::{Committer, DueTimes};
 use crate::error::EngineError;
 use crate::keys;
 use crate::keys::IndexFamily;
+pub use crate::ledger::EntryScope;
 use crate::ledger::{EntryRole, LedgerEntry, Outcome, QuarantineReason, ReadView};
 use crate::ownership::Ownership;
 use crate::persist::{self, IdentityTail, Snapshot};
@@ -316,6 +317,23 @@ impl Engine {
         &self,
         arrivals: Vec<Arrival>,
     ) -> Result<Vec<Result<Outcome, EngineError>>, EngineError> {
+        self.ingest_scoped(
+            arrivals
+                .into_iter()
+                .map(|arrival| (arrival, EntryScope::All))
+                .collect(),
+        )
+        .await
+    }
+
+    /// As [`Engine::ingest`], applying of each event only the effects its scope names: a
+    /// grid's router sends a transfer whose two pairs have two owners to both, each applying
+    /// its own effect. An event's result is the outcome of the effect its scope answers for
+    /// (the primary one, or the counterparty's when only that is applied).
+    pub async fn ingest_scoped(
+        &self,
+        arrivals: Vec<(Arrival, EntryScope)>,
+    ) -> Result<Vec<Result<Outcome, EngineError>>, EngineError> {
         let limit = self.inner.config.max_events_per_ingest;
         if arrivals.len() > limit {
             return Err(EngineError::TooLarge {
@@ -327,8 +345,11 @@ impl Engine {
         self.inner.store.check_writable()?;
         // Location feed health follows the arrival sequence, before dispatch to the shards,
         // so it is the same whatever the shards' scheduling (and in an audit replay).
-        for arrival in &arrivals {
-            self.inner.decisions.shared.heard(&arrival.event);
+        // (A counterparty's effect alone is not its location's feed being heard.)
+        for (arrival, scope) in &arrivals {
+            if *scope != EntryScope::Counterparty {
+                self.inner.decisions.shared.heard(&arrival.event);
+            }
         }
         let event_count = arrivals.len();
         // The shards of one round run in parallel, so two events of one identity must not
@@ -338,7 +359,7 @@ impl Engine {
         let mut occurrences: HashMap<(Source, &str), usize> = HashMap::with_capacity(event_count);
         let rounds_of: Vec<usize> = arrivals
             .iter()
-            .map(|arrival| {
+            .map(|(arrival, _)| {
                 let seen = occurrences
                     .entry((arrival.event.source, arrival.event.event_id.as_str()))
                     .or_insert(0);
@@ -348,7 +369,8 @@ impl Engine {
             .collect();
         drop(occurrences);
         let round_count = rounds_of.iter().max().map_or(0, |last| last + 1);
-        let mut rounds: Vec<Vec<(usize, Arrival)>> = (0..round_count).map(|_| Vec::new()).collect();
+        let mut rounds: Vec<Vec<(usize, (Arrival, EntryScope))>> =
+            (0..round_count).map(|_| Vec::new()).collect();
         for (index, (arrival, round)) in arrivals.into_iter().zip(rounds_of).enumerate() {
             rounds[round].push((index, arrival));
         }
@@ -384,14 +406,21 @@ impl Engine {
     /// in each arrival's result by its index.
     async fn ingest_round(
         &self,
-        round: Vec<(usize, Arrival)>,
+        round: Vec<(usize, (Arrival, EntryScope))>,
         results: &mut [Option<Result<Outcome, EngineError>>],
     ) -> Result<(), EngineError> {
         let mut per_shard: Vec<Vec<(usize, EntryRole, ArrivedEntry)>> =
             (0..self.inner.shards.len()).map(|_| Vec::new()).collect();
+        let mut answering: Vec<EntryRole> = vec![EntryRole::Primary; results.len()];
         let ownership = &self.inner.ownership;
-        for (index, arrival) in round {
+        for (index, (arrival, scope)) in round {
+            if scope == EntryScope::Counterparty {
+                answering[index] = EntryRole::InboundAtCounterparty;
+            }
             for entry in LedgerEntry::expand(arrival.event) {
+                if !scope.applies(entry.role) {
+                    continue;
+                }
                 // An entry of a partition this node does not answer for is not applied here:
                 // its event answers NotOwner (what was applied elsewhere answers duplicate
                 // when the event is sent again).
@@ -435,7 +464,9 @@ impl Engine {
                 let slot = &mut results[index];
                 match (role, result) {
                     (_, Err(error)) if !matches!(slot, Some(Err(_))) => *slot = Some(Err(error)),
-                    (EntryRole::Primary, Ok(outcome)) if !matches!(slot, Some(Err(_))) => {
+                    (role, Ok(outcome))
+                        if role == answering[index] && !matches!(slot, Some(Err(_))) =>
+                    {
                         *slot = Some(Ok(outcome))
                     }
                     _ => {}

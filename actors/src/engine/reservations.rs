@@ -206,6 +206,18 @@ impl Engine {
             .await
     }
 
+    /// The pairs of a reservation's lines as its record names them, without settling it
+    /// (`None`: no such reservation). Any node may read it: a grid's router uses it to send
+    /// the reservation's calls to the owners of its lines. Blocking (a store read).
+    pub fn reservation_pairs(
+        &self,
+        reservation_id: &str,
+    ) -> Result<Option<Vec<PairKey>>, ReservationError> {
+        check_reservation_id(reservation_id)?;
+        Ok(load_record(self.store().as_ref(), reservation_id)?
+            .map(|record| record.lines.iter().map(|line| line.pair).collect()))
+    }
+
     /// A reservation as it stands now (a passed deadline expires it first).
     pub async fn get_reservation(
         &self,
