@@ -15,9 +15,11 @@
 //! - [`connections`]: accepted connections: the cap, handshake timeout, idle eviction.
 //! - [`errors`]: the status of an undecodable or oversized request body.
 //! - [`router`]: a grid node's routing: who answers an item, the peer calls.
+//! - [`carts`]: carts whose lines have several owners, coordinated by the node reached.
 //! - [`routed`]: the services' routed paths and the internal peer service.
 //! - [`node`]: one node's configuration, start, recovery, background work and shutdown.
 
+pub mod carts;
 pub mod connections;
 pub mod convert;
 pub mod errors;

@@ -18,6 +18,8 @@ use stockgrid_actors::domain::{PairKey, Surface};
 use stockgrid_actors::keys;
 use stockgrid_actors::ledger::{EntryScope, LedgerEntry};
 use stockgrid_actors::partition::{PARTITION_FUNCTION, Partition};
+use stockgrid_actors::reservation::{MAX_LINES, ReservationLine, check_reservation_id};
+use stockgrid_actors::time::Timestamp;
 use stockgrid_cluster::Grid;
 use tonic::{Request, Response, Status};
 
@@ -25,7 +27,7 @@ use crate::convert;
 use crate::proto::v1 as pb;
 use crate::router::{ReservationCall, Router, Target};
 use crate::service::{Api, OWNER_UNAVAILABLE_PREFIX, item_result};
-use crate::status::too_many;
+use crate::status::{reservation_status, too_many};
 
 /// Tries per item: the first, and one after re-reading the owners from the store.
 const ATTEMPTS: usize = 2;
@@ -304,8 +306,8 @@ impl<G: Grid> Api<G> {
         Ok(pb::IngestEventsResponse { results })
     }
 
-    /// A reservation call at the owner of every line; a cart whose lines have several
-    /// owners is refused (nothing is held).
+    /// A reservation call at the owner of every line, or coordinated by this node when the
+    /// lines have several owners (`crate::carts`).
     pub(crate) async fn reservation_routed(
         &self,
         engine: &G,
@@ -339,12 +341,8 @@ impl<G: Grid> Api<G> {
                 _ if targets.contains(&Target::Nobody) => Err(Status::unavailable(format!(
                     "{OWNER_UNAVAILABLE_PREFIX}: a line's partition has no owner answering now; retry"
                 ))),
-                _ => {
-                    return Err(Status::failed_precondition(format!(
-                        "lines: the cart's pairs are owned by {} nodes of the grid; a cart must be served by one owner (split it by the routing table)",
-                        targets.len()
-                    )));
-                }
+                // Lines of several owners: this node coordinates.
+                _ => self.cart_across_owners(engine, router, call.clone()).await,
             };
             match answered {
                 // The owner moved (or none answered): read the owners again and retry once.
@@ -580,5 +578,70 @@ impl<G: Grid> pb::peer_server::Peer for Api<G> {
         let (_permit, engine) = self.admit()?;
         let call = ReservationCall::Get(request.into_inner());
         Ok(Response::new(self.reservation_local(engine, call).await?))
+    }
+
+    async fn hold_lines(
+        &self,
+        request: Request<pb::HoldLinesRequest>,
+    ) -> Answer<pb::HoldLinesResponse> {
+        let (_permit, engine) = self.admit_write()?;
+        let request = request.into_inner();
+        check_reservation_id(&request.reservation_id).map_err(|e| reservation_status(&e))?;
+        let limit = MAX_LINES;
+        if request.lines.len() > limit {
+            return Err(too_many("lines", request.lines.len(), limit));
+        }
+        let mut lines = Vec::with_capacity(request.lines.len());
+        for (position, indexed) in request.lines.iter().enumerate() {
+            let line = indexed.line.as_ref().ok_or_else(|| {
+                Status::invalid_argument(format!("lines[{position}].line: is required"))
+            })?;
+            if line.qty < 1 || line.qty > i64::from(i32::MAX) {
+                return Err(Status::invalid_argument(format!(
+                    "lines[{position}].line.qty: must be 1 to {}, got {}",
+                    i32::MAX,
+                    line.qty
+                )));
+            }
+            lines.push((
+                indexed.index as usize,
+                ReservationLine {
+                    pair: PairKey::new(line.sku, line.location),
+                    quantity: line.qty,
+                },
+            ));
+        }
+        let surface = convert::surface(request.surface, "surface")?;
+        engine
+            .hold_lines(
+                &request.reservation_id,
+                lines,
+                surface,
+                Timestamp(request.deadline_ms),
+            )
+            .await
+            .map_err(|e| reservation_status(&e))?;
+        Ok(Response::new(pb::HoldLinesResponse {}))
+    }
+
+    async fn free_lines(
+        &self,
+        request: Request<pb::FreeLinesRequest>,
+    ) -> Answer<pb::FreeLinesResponse> {
+        let (_permit, engine) = self.admit_write()?;
+        let request = request.into_inner();
+        check_reservation_id(&request.reservation_id).map_err(|e| reservation_status(&e))?;
+        if request.lines.len() > MAX_LINES {
+            return Err(too_many("lines", request.lines.len(), MAX_LINES));
+        }
+        let pairs = request
+            .lines
+            .iter()
+            .map(|line| PairKey::new(line.sku, line.location))
+            .collect();
+        engine
+            .free_lines(&request.reservation_id, pairs, request.not_found)
+            .await;
+        Ok(Response::new(pb::FreeLinesResponse {}))
     }
 }

@@ -234,6 +234,40 @@ impl Router {
     }
 }
 
+impl Router {
+    /// Holds lines of a cart across owners at the peer `address`.
+    pub(crate) async fn hold_lines(
+        &self,
+        address: &str,
+        request: pb::HoldLinesRequest,
+    ) -> Result<(), Status> {
+        let mut client = self.peer(address)?;
+        let deadline = self.write_deadline();
+        bounded(
+            deadline,
+            client.hold_lines(with_deadline(request, deadline)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Frees a reservation's holds at the peer `address`.
+    pub(crate) async fn free_lines(
+        &self,
+        address: &str,
+        request: pb::FreeLinesRequest,
+    ) -> Result<(), Status> {
+        let mut client = self.peer(address)?;
+        let deadline = self.write_deadline();
+        bounded(
+            deadline,
+            client.free_lines(with_deadline(request, deadline)),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
 /// A reservation call forwarded whole to the owner of every line.
 #[derive(Clone, Debug)]
 pub(crate) enum ReservationCall {

@@ -11,13 +11,16 @@
 
 use std::future::Future;
 
+use stockgrid_actors::EngineConfig;
 use stockgrid_actors::audit::{AuditRecord, Decided, Lookup, NodeReplay};
 use stockgrid_actors::catalog::Location;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
+use stockgrid_actors::engine::StoredReservation;
 use stockgrid_actors::ledger::{EntryScope, Outcome, ReadView};
 use stockgrid_actors::policy::DecisionContext;
 use stockgrid_actors::reservation::{
-    ReleaseReason, ReservationError, ReservationReport, ReserveRequest,
+    ReleaseReason, ReservationError, ReservationLine, ReservationRecord, ReservationReport,
+    ReserveRequest, check_request,
 };
 use stockgrid_actors::shard::EntityReport;
 use stockgrid_actors::time::Timestamp;
@@ -51,6 +54,52 @@ pub trait Grid: Clone + Send + Sync + 'static {
         &self,
         reservation_id: &str,
     ) -> Result<Option<Vec<PairKey>>, ReservationError>;
+
+    /// The engine's settings (reservation TTL and pickup window among them).
+    fn config(&self) -> &EngineConfig;
+
+    /// Checks a reservation request field by field, holding nothing.
+    fn check_reserve(&self, request: &ReserveRequest) -> Result<(), ReservationError> {
+        check_request(request)
+    }
+
+    /// Holds lines of a cart whose lines have several owners, all or none, at this node
+    /// (every line's partition must be its own).
+    fn hold_lines(
+        &self,
+        reservation_id: &str,
+        lines: Vec<(usize, ReservationLine)>,
+        surface: Surface,
+        deadline: Timestamp,
+    ) -> impl Future<Output = Result<(), ReservationError>> + Send;
+
+    /// Frees a reservation's holds at those of `pairs` this node owns.
+    fn free_lines(
+        &self,
+        reservation_id: &str,
+        pairs: Vec<PairKey>,
+        not_found: bool,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// A reservation's record with its bytes (`None`: none). Blocking.
+    fn load_reservation(
+        &self,
+        reservation_id: &str,
+    ) -> Result<Option<StoredReservation>, ReservationError>;
+
+    /// Writes a reservation's record if it still holds `expected` (`None`: if absent);
+    /// answers whether it was written.
+    fn write_reservation(
+        &self,
+        record: &ReservationRecord,
+        expected: Option<&[u8]>,
+    ) -> impl Future<Output = Result<bool, ReservationError>> + Send;
+
+    /// A record's report, each line's state from the store. Blocking.
+    fn reservation_report(
+        &self,
+        record: ReservationRecord,
+    ) -> Result<ReservationReport, ReservationError>;
 
     /// Whether a decision of `surface` with this id is recorded (promises always are; item
     /// pages at the sampling rate).
@@ -154,6 +203,51 @@ impl Grid for Engine {
         reservation_id: &str,
     ) -> Result<Option<Vec<PairKey>>, ReservationError> {
         Engine::reservation_pairs(self, reservation_id)
+    }
+
+    fn config(&self) -> &EngineConfig {
+        Engine::config(self)
+    }
+
+    fn hold_lines(
+        &self,
+        reservation_id: &str,
+        lines: Vec<(usize, ReservationLine)>,
+        surface: Surface,
+        deadline: Timestamp,
+    ) -> impl Future<Output = Result<(), ReservationError>> + Send {
+        Engine::hold_lines(self, reservation_id, lines, surface, deadline)
+    }
+
+    fn free_lines(
+        &self,
+        reservation_id: &str,
+        pairs: Vec<PairKey>,
+        not_found: bool,
+    ) -> impl Future<Output = ()> + Send {
+        Engine::free_lines(self, reservation_id, pairs, not_found)
+    }
+
+    fn load_reservation(
+        &self,
+        reservation_id: &str,
+    ) -> Result<Option<StoredReservation>, ReservationError> {
+        Engine::load_reservation(self, reservation_id)
+    }
+
+    fn write_reservation(
+        &self,
+        record: &ReservationRecord,
+        expected: Option<&[u8]>,
+    ) -> impl Future<Output = Result<bool, ReservationError>> + Send {
+        Engine::write_reservation(self, record, expected)
+    }
+
+    fn reservation_report(
+        &self,
+        record: ReservationRecord,
+    ) -> Result<ReservationReport, ReservationError> {
+        Engine::reservation_report(self, record)
     }
 
     fn audits(&self, surface: Surface, decision_id: &str) -> bool {

@@ -100,6 +100,10 @@ pub struct LoadOptions {
     pub ingest_events: usize,
     /// Count every pair once before measuring, so lookups find state.
     pub preload: bool,
+    /// Look up only pairs whose partition this grid member owns (by the target's routing
+    /// table): to compare a batch sent to its owner with the same batch sent through
+    /// another node.
+    pub owned_by: Option<String>,
 }
 
 /// The figures of one kind of request (or of all of them).
@@ -340,7 +344,46 @@ enum Role {
 }
 
 /// Runs the load and measures it.
+/// The pairs (by index) whose partition `node_id` owns in the target's routing table.
+async fn pairs_owned_by(options: &LoadOptions, node_id: &str) -> anyhow::Result<Vec<u64>> {
+    let table = pb::catalog_client::CatalogClient::new(connect(&options.target).await?)
+        .get_routing_table(pb::GetRoutingTableRequest {})
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        !table.single_node,
+        "--owned-by: the target is not a grid node"
+    );
+    let member = table
+        .members
+        .iter()
+        .position(|member| member.node_id == node_id)
+        .ok_or_else(|| anyhow::anyhow!("--owned-by: {node_id:?} owns no partition now"))?;
+    let count = u16::try_from(table.partition_count)?;
+    let spread = u16::try_from(table.location_spread)?;
+    let scheme = stockgrid_actors::partition::PartitionScheme::new(count, spread)
+        .map_err(|reason| anyhow::anyhow!("routing table: {reason}"))?;
+    let owned: Vec<u64> = (0..options.pairs)
+        .filter(|&index| {
+            let (sku, location) = pair_of(index);
+            let partition = scheme.partition(stockgrid_actors::domain::PairKey::new(sku, location));
+            table.owners.get(usize::from(partition)) == Some(&(member as i32))
+        })
+        .collect();
+    anyhow::ensure!(
+        !owned.is_empty(),
+        "--owned-by: none of the {} pairs is owned by {node_id:?}",
+        options.pairs
+    );
+    Ok(owned)
+}
+
+/// Sends the load of `options` and reports what was answered, and how fast.
 pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
+    let owned = match &options.owned_by {
+        Some(node_id) => Some(Arc::new(pairs_owned_by(&options, node_id).await?)),
+        None => None,
+    };
     let options = Arc::new(options);
     let start = Instant::now() + Duration::from_millis(200);
     let deadline = start + options.duration;
@@ -366,7 +409,12 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
             _ => &workload_schedule,
         });
         let channel = connect(&options.target).await?;
+        let owned = owned.clone();
         workers.push(tokio::spawn(async move {
+            let lookup_pair = |rng: &mut Rng| match &owned {
+                Some(owned) => pair_of(owned[rng.below(owned.len() as u64) as usize]),
+                None => pair_of(rng.below(options.pairs)),
+            };
             let mut availability =
                 pb::availability_client::AvailabilityClient::new(channel.clone());
             let mut ingest = pb::ingest_client::IngestClient::new(channel);
@@ -410,14 +458,14 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
                 };
                 let (ok, count) = match kind {
                     Kind::Point => {
-                        let (sku, location) = pair_of(rng.below(options.pairs));
+                        let (sku, location) = lookup_pair(&mut rng);
                         let request = item_page_lookup(sku, location);
                         (availability.get_availability(request).await.is_ok(), 1)
                     }
                     Kind::Batch => {
                         let items = (0..options.batch_items)
                             .map(|_| {
-                                let (sku, location) = pair_of(rng.below(options.pairs));
+                                let (sku, location) = lookup_pair(&mut rng);
                                 item_page_lookup(sku, location)
                             })
                             .collect();

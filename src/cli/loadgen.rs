@@ -72,6 +72,10 @@ pub(crate) struct LoadgenArgs {
     /// Skip counting every pair before measuring.
     #[arg(long)]
     no_preload: bool,
+    /// Look up only pairs whose partition this grid member owns (by the target's routing
+    /// table), e.g. to send the same batches to their owner and through another node.
+    #[arg(long, value_name = "NODE_ID")]
+    owned_by: Option<String>,
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
@@ -140,6 +144,7 @@ pub(crate) async fn loadgen(args: LoadgenArgs) -> anyhow::Result<()> {
             batch_items: args.batch_items as usize,
             ingest_events: args.ingest_events as usize,
             preload: !args.no_preload,
+            owned_by: args.owned_by.clone(),
         };
         if options.preload {
             let mut last = Instant::now();

@@ -319,6 +319,8 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
         );
     }
 
+    carts_across_owners(&status, &nodes).await;
+
     // SIGKILL of c: its partitions get a live owner again at a higher epoch.
     let victim = nodes
         .iter()
@@ -424,4 +426,152 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
         let _ = node.child.kill();
         let _ = node.child.wait();
     }
+}
+
+/// A cart whose two lines have two owners, sent to a third node: all or nothing, idempotent,
+/// committed and released through other nodes, and expired by the owners' reapers.
+async fn carts_across_owners(status: &serde_json::Value, nodes: &[GridNode]) {
+    let candidates: Vec<PairKey> = (0..24u32).map(|i| PairKey::new(8, 300 + i)).collect();
+    let first = candidates[0];
+    let second = *candidates
+        .iter()
+        .find(|pair| owner_of(status, **pair).0 != owner_of(status, first).0)
+        .expect("a pair of another owner");
+    let third = nodes
+        .iter()
+        .find(|node| {
+            node.node_id != owner_of(status, first).0 && node.node_id != owner_of(status, second).0
+        })
+        .expect("a third node");
+    let now = wall_now();
+    let counts: Vec<pb::Event> = [first, second]
+        .iter()
+        .map(|pair| {
+            event(
+                &format!("count-{}-{}", pair.sku, pair.location),
+                "store_inventory",
+                "count",
+                pair.sku,
+                pair.location,
+                10,
+                now,
+            )
+        })
+        .collect();
+    let counted = pb::ingest_client::IngestClient::new(crate::connect(&third.url).await)
+        .ingest_events(pb::IngestEventsRequest { events: counts })
+        .await
+        .expect("count")
+        .into_inner()
+        .results;
+    assert!(
+        counted
+            .iter()
+            .all(|result| result.status == pb::EventStatus::Accepted as i32),
+        "{counted:?}"
+    );
+    let line = |pair: PairKey, qty: i64| pb::ReservationLine {
+        sku: pair.sku,
+        location: pair.location,
+        qty,
+    };
+    let cart =
+        |request_id: &str, lines: Vec<pb::ReservationLine>, ttl_seconds: u32| pb::ReserveRequest {
+            request_id: request_id.to_owned(),
+            lines,
+            surface: pb::Surface::Pickup as i32,
+            ttl_seconds,
+        };
+    let mut via_third =
+        pb::reservations_client::ReservationsClient::new(crate::connect(&third.url).await);
+    let mut via_a =
+        pb::reservations_client::ReservationsClient::new(crate::connect(&nodes[0].url).await);
+    let mut via_b =
+        pb::reservations_client::ReservationsClient::new(crate::connect(&nodes[1].url).await);
+    let reserved = |pair: PairKey| {
+        let url = nodes[2].url.clone();
+        async move {
+            pb::inspect_client::InspectClient::new(crate::connect(&url).await)
+                .get_entity_state(pb::GetEntityStateRequest {
+                    sku: pair.sku,
+                    location: pair.location,
+                })
+                .await
+                .expect("inspect")
+                .into_inner()
+                .reserved
+        }
+    };
+
+    // The second line cannot be promised: nothing is held at the first line's owner.
+    let refused = via_third
+        .reserve(cart("across-1", vec![line(first, 3), line(second, 50)], 0))
+        .await
+        .expect_err("the second line is short");
+    crate::assert_status(&refused, tonic::Code::FailedPrecondition, "lines[1]");
+    assert_eq!(reserved(first).await, 0);
+
+    // Both lines held, each at its owner; a retry answers the same reservation.
+    let granted = via_third
+        .reserve(cart("across-2", vec![line(first, 3), line(second, 1)], 0))
+        .await
+        .expect("a cart across two owners")
+        .into_inner();
+    assert_eq!(granted.state, pb::ReservationState::Pending as i32);
+    let retried = via_a
+        .reserve(cart("across-2", vec![line(first, 3), line(second, 1)], 0))
+        .await
+        .expect("retry through another node")
+        .into_inner();
+    assert_eq!(granted, retried);
+    assert_eq!((reserved(first).await, reserved(second).await), (3, 1));
+
+    // Committed through one node, released through another: both holds are freed.
+    let committed = via_a
+        .commit(pb::CommitRequest {
+            reservation_id: granted.reservation_id.clone(),
+            pickup_window_seconds: 3_600,
+        })
+        .await
+        .expect("commit")
+        .into_inner();
+    assert_eq!(committed.state, pb::ReservationState::Committed as i32);
+    let released = via_b
+        .release(pb::ReleaseRequest {
+            reservation_id: granted.reservation_id.clone(),
+            reason: pb::ReleaseReason::CustomerCancelled as i32,
+        })
+        .await
+        .expect("release")
+        .into_inner();
+    assert_eq!(released.state, pb::ReservationState::Released as i32);
+    assert_eq!((reserved(first).await, reserved(second).await), (0, 0));
+
+    // A cart left pending past its TTL: the owners' reapers expire it and free both lines.
+    let short = via_third
+        .reserve(cart("across-3", vec![line(first, 2), line(second, 2)], 1))
+        .await
+        .expect("a short-lived cart")
+        .into_inner();
+    assert_eq!((reserved(first).await, reserved(second).await), (2, 2));
+    let started = Instant::now();
+    loop {
+        let freed = (reserved(first).await, reserved(second).await) == (0, 0);
+        if freed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the expired cart's holds were not freed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let expired = via_b
+        .get_reservation(pb::GetReservationRequest {
+            reservation_id: short.reservation_id,
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(expired.state, pb::ReservationState::Expired as i32);
 }

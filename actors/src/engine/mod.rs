@@ -24,6 +24,7 @@ use stockgrid_storage::{CommitTicket, GroupCommitConfig, GroupCommitter, Store, 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 
 mod audit;
+mod carts;
 mod catalog;
 mod reservations;
 mod samples;
@@ -52,6 +53,7 @@ use crate::shard::{
 };
 use crate::supervision::{PanicReport, ShardSupervisor, SupervisorArguments};
 use crate::time::{Clock, Timestamp};
+pub use carts::StoredReservation;
 
 /// How long a caller waits for a restarting shard before giving up.
 const SHARD_RESTART_WAIT: Duration = Duration::from_secs(10);

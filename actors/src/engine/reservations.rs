@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use stockgrid_storage::WriteBatch;
-use tokio::task::JoinSet;
 
 use crate::domain::PairKey;
 use crate::engine::Engine;
+use crate::engine::carts::CartExpiry;
 use crate::error::EngineError;
 use crate::keys::{IndexFamily, deadline_key};
 use crate::reservation::*;
-use crate::shard::{HoldOutcome, ShardMessage};
+use crate::shard::ShardMessage;
 
 /// Deadline-index entries handled per reaper pass.
 const REAPER_BATCH: usize = 1_000;
@@ -45,76 +45,13 @@ impl Engine {
         let now = self.clock().now();
         let ttl = request.ttl_ms.unwrap_or(self.config().reservation_ttl_ms);
         let deadline = now.plus_ms(ttl);
-        let shared_id: Arc<str> = Arc::from(reservation_id.as_str());
-        let mut by_shard: BTreeMap<usize, Vec<(usize, ReservationLine)>> = BTreeMap::new();
-        for (index, line) in request.lines.iter().enumerate() {
-            by_shard
-                .entry(self.shard_of(line.pair))
-                .or_default()
-                .push((index, *line));
-        }
-        let mut calls = JoinSet::new();
-        for (shard, lines) in by_shard {
-            let engine = self.clone();
-            let reservation_id = Arc::clone(&shared_id);
-            let surface = request.surface;
-            calls.spawn(async move {
-                let pairs: Vec<PairKey> = lines.iter().map(|(_, line)| line.pair).collect();
-                let outcome = engine
-                    .call_shard(shard, |permit, reply| ShardMessage::Hold {
-                        reservation_id,
-                        lines,
-                        surface,
-                        deadline,
-                        permit,
-                        reply,
-                    })
-                    .await;
-                (shard, pairs, outcome)
-            });
-        }
-        let mut held: Vec<(usize, Vec<PairKey>)> = Vec::new();
-        let mut refusal: Option<ReservationError> = None;
-        while let Some(joined) = calls.join_next().await {
-            let (shard, pairs, outcome) = joined.map_err(|e| EngineError::ShardUnavailable {
-                shard: usize::MAX,
-                reason: format!("hold task failed: {e}"),
-            })?;
-            match outcome {
-                Ok(HoldOutcome::Held) => held.push((shard, pairs)),
-                Ok(HoldOutcome::Refused {
-                    line,
-                    spare,
-                    decision,
-                }) => {
-                    let first = match &refusal {
-                        Some(ReservationError::Insufficient { line: other, .. }) => line < *other,
-                        Some(_) => false,
-                        None => true,
-                    };
-                    if first {
-                        refusal = Some(ReservationError::Insufficient {
-                            line,
-                            pair: request.lines[line].pair,
-                            wanted: request.lines[line].quantity,
-                            spare,
-                            decision,
-                        });
-                    }
-                }
-                Err(error) => refusal = Some(error.into()),
-            }
-        }
-        if let Some(refusal) = refusal {
-            let pairs: Vec<PairKey> = held.into_iter().flat_map(|(_, p)| p).collect();
-            if let Some(experiment) = self.decisions().experiment() {
-                for &pair in &pairs {
-                    experiment.forget(&reservation_id, pair);
-                }
-            }
-            self.free_holds(&reservation_id, pairs, false).await;
-            return Err(refusal);
-        }
+        self.hold_on_shards(
+            &reservation_id,
+            request.lines.iter().copied().enumerate().collect(),
+            request.surface,
+            deadline,
+        )
+        .await?;
         let record = ReservationRecord {
             reservation_id: reservation_id.clone(),
             request_id: request.request_id,
@@ -241,20 +178,61 @@ impl Engine {
             let mut ids: Vec<&str> = due.iter().map(|d| d.reservation_id.as_str()).collect();
             ids.sort_unstable();
             ids.dedup();
+            let mut reindexed = WriteBatch::new();
             for reservation_id in ids {
                 let _guard = self.reservation_locks().lock(reservation_id).await;
-                match load_record(self.store().as_ref(), reservation_id)? {
-                    Some(record) if record.state.is_active() => {
-                        if record.deadline <= now {
-                            match self.settle_if_due(record).await {
+                let stored = match self.load_reservation(reservation_id) {
+                    Ok(stored) => stored,
+                    Err(ReservationError::Engine(error)) => return Err(error),
+                    Err(other) => return Err(EngineError::Corrupt(other.to_string())),
+                };
+                match stored {
+                    Some(stored) if stored.record.state.is_active() => {
+                        if stored.record.deadline <= now {
+                            match self.settle_if_due(stored.record.clone()).await {
                                 Ok(report) if report.record.state == ReservationState::Expired => {
                                     expired += 1;
                                 }
                                 Ok(_) => {}
-                                // A cart with lines another node owns: not this reaper's.
-                                Err(ReservationError::Engine(EngineError::NotOwner { .. })) => {}
+                                // A cart with lines other nodes own: its record is expired
+                                // here, and each owner frees its own lines.
+                                Err(ReservationError::Engine(EngineError::NotOwner { .. })) => {
+                                    match self.expire_across_owners(stored).await {
+                                        Ok(CartExpiry::Expired) => expired += 1,
+                                        Ok(CartExpiry::Settled) => {}
+                                        Ok(CartExpiry::Later(deadline)) => {
+                                            for line in due
+                                                .iter()
+                                                .filter(|d| d.reservation_id == reservation_id)
+                                            {
+                                                reindexed.put(
+                                                    deadline_key(
+                                                        deadline,
+                                                        reservation_id,
+                                                        line.pair,
+                                                    ),
+                                                    Vec::new(),
+                                                );
+                                            }
+                                        }
+                                        Err(ReservationError::Engine(error)) => return Err(error),
+                                        Err(other) => {
+                                            return Err(EngineError::Corrupt(other.to_string()));
+                                        }
+                                    }
+                                }
                                 Err(ReservationError::Engine(error)) => return Err(error),
                                 Err(other) => return Err(EngineError::Corrupt(other.to_string())),
+                            }
+                        } else {
+                            // Still held, to a later deadline (a cart across owners committed
+                            // by another node): this node's lines come due again then.
+                            let deadline = stored.record.deadline;
+                            for line in due.iter().filter(|d| d.reservation_id == reservation_id) {
+                                reindexed.put(
+                                    deadline_key(deadline, reservation_id, line.pair),
+                                    Vec::new(),
+                                );
                             }
                         }
                     }
@@ -273,6 +251,7 @@ impl Engine {
             for line in &due {
                 batch.delete(line.key.clone());
             }
+            batch.append(reindexed);
             if !batch.is_empty() {
                 self.commit_batch(batch).await?;
             }
@@ -364,7 +343,7 @@ impl Engine {
 
     /// Asks the owning shards to free `reservation_id`'s holds at `pairs`. Failures are
     /// logged, not returned: the deadline index frees the holds later.
-    async fn free_holds(
+    pub(crate) async fn free_holds(
         &self,
         reservation_id: &str,
         pairs: impl IntoIterator<Item = PairKey>,
