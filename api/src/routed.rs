@@ -2,8 +2,9 @@
 //!
 //! A batch is split by who answers each item ([`Router::target`]): this node's engine, or
 //! one call per peer, all at once. Items whose owner is unknown, did not answer, or refused
-//! (the partition moved) are tried once more after the router re-reads their partitions'
-//! owners from the store; what still fails answers "not available" with reason
+//! (the partition moved) are tried again after the router re-reads their partitions' owners
+//! from the store, with a short backoff, for at most the retry budget (a hand-off completes
+//! within a heartbeat or two); what still fails answers "not available" with reason
 //! `OWNER_UNAVAILABLE` (a lookup), FAILED with that reason (an event), or UNAVAILABLE (a
 //! single-item call). An event is acknowledged only once every owner of its effects has it
 //! durably: a transfer whose two pairs have two owners is sent to both, each applying its
@@ -28,9 +29,6 @@ use crate::proto::v1 as pb;
 use crate::router::{ReservationCall, Router, Target};
 use crate::service::{Api, OWNER_UNAVAILABLE_PREFIX, item_result};
 use crate::status::{reservation_status, too_many};
-
-/// Tries per item: the first, and one after re-reading the owners from the store.
-const ATTEMPTS: usize = 2;
 
 type Pending<'a, T> = Pin<Box<dyn Future<Output = Vec<(usize, Option<T>)>> + Send + 'a>>;
 
@@ -65,11 +63,9 @@ impl<G: Grid> Api<G> {
         }
         let pair_of = |index: usize| lookups[index].map(|(pair, _, _)| pair);
         let mut table = router.table();
-        for attempt in 0..ATTEMPTS {
-            if pending.is_empty() {
-                break;
-            }
-            if attempt > 0 {
+        let mut retry = router.retry();
+        while !pending.is_empty() && retry.next().await {
+            if retry.is_retry() {
                 let partitions = pending
                     .iter()
                     .filter_map(|&index| pair_of(index))
@@ -220,11 +216,9 @@ impl<G: Grid> Api<G> {
         let mut part_results: Vec<Option<pb::EventResult>> = vec![None; parts.len()];
         let mut pending: Vec<usize> = (0..parts.len()).collect();
         let mut table = table;
-        for attempt in 0..ATTEMPTS {
-            if pending.is_empty() {
-                break;
-            }
-            if attempt > 0 {
+        let mut retry = router.retry();
+        while !pending.is_empty() && retry.next().await {
+            if retry.is_retry() {
                 let partitions = pending.iter().map(|&part| parts[part].partition).collect();
                 table = router.refresh(partitions).await;
             }
@@ -322,8 +316,9 @@ impl<G: Grid> Api<G> {
         }
         let mut table = router.table();
         let mut last = Status::unavailable(OWNER_UNAVAILABLE_PREFIX);
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
+        let mut retry = router.retry();
+        while retry.next().await {
+            if retry.is_retry() {
                 table = router.refresh(partitions.clone()).await;
             }
             let mut targets: Vec<Target> = partitions
@@ -345,7 +340,7 @@ impl<G: Grid> Api<G> {
                 _ => self.cart_across_owners(engine, router, call.clone()).await,
             };
             match answered {
-                // The owner moved (or none answered): read the owners again and retry once.
+                // The owner moved (or none answered): read the owners again and retry.
                 Err(status) if is_unavailable_owner(&status) => last = status,
                 answered => return answered,
             }
@@ -363,8 +358,9 @@ impl<G: Grid> Api<G> {
         let partition = keys::partition_of(PairKey::new(request.sku, request.location));
         let mut table = router.table();
         let mut last = Status::unavailable(OWNER_UNAVAILABLE_PREFIX);
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
+        let mut retry = router.retry();
+        while retry.next().await {
+            if retry.is_retry() {
                 table = router.refresh(vec![partition]).await;
             }
             let answered = match router.target(engine, &table, partition) {

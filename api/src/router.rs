@@ -5,8 +5,10 @@
 //! serves that partition now is this node (its engine answers) or a peer, called over the
 //! internal `stockgrid.v1.Peer` service, one call per owner with a deadline. The table comes
 //! from the membership loop ([`Routes`]); an item whose owner is unknown, unreachable or
-//! refuses (the partition moved) is retried once after the router re-reads those partitions'
-//! owners from the store, and answers OWNER_UNAVAILABLE if that fails too. A peer call is
+//! refuses (the partition moved) is tried again after the router re-reads those partitions'
+//! owners from the store, with a short backoff while the retry budget lasts (500 ms by
+//! default: a hand-off completes within a heartbeat or two), and answers OWNER_UNAVAILABLE
+//! if that fails too. A peer call is
 //! answered from the callee's own partitions only: a call travels at most one hop.
 //!
 //! This lives beside the services rather than in `stockgrid-cluster` because it speaks the
@@ -14,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use stockgrid_actors::partition::Partition;
 use stockgrid_cluster::Grid;
@@ -36,6 +38,10 @@ pub struct RouterLimits {
     pub write_deadline_ms: u64,
     /// Connecting to a peer, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// How long items whose owner is unknown, unreachable or moving are tried again (after
+    /// re-reading their owners from the store, with a backoff from 25 ms to 200 ms) before
+    /// they answer OWNER_UNAVAILABLE, in milliseconds; 0: one retry, at once.
+    pub retry_budget_ms: u64,
 }
 
 impl Default for RouterLimits {
@@ -44,6 +50,7 @@ impl Default for RouterLimits {
             read_deadline_ms: 2_000,
             write_deadline_ms: 10_000,
             connect_timeout_ms: 1_000,
+            retry_budget_ms: 500,
         }
     }
 }
@@ -59,6 +66,12 @@ impl RouterLimits {
             if !(1..=600_000).contains(&value) {
                 return Err(format!("{name}: must be 1 to 600000, got {value}"));
             }
+        }
+        if self.retry_budget_ms > 60_000 {
+            return Err(format!(
+                "retry_budget_ms: must be at most 60000, got {}",
+                self.retry_budget_ms
+            ));
         }
         Ok(())
     }
@@ -115,6 +128,15 @@ impl Router {
             Some(route) if route.node_id == self.routes.node_id() => Target::Local,
             Some(route) => Target::Peer(route.address.clone()),
             None => Target::Nobody,
+        }
+    }
+
+    /// The retries of one call's items whose owner did not answer.
+    pub(crate) fn retry(&self) -> Retry {
+        Retry {
+            started: Instant::now(),
+            budget: Duration::from_millis(self.limits.retry_budget_ms),
+            attempts: 0,
         }
     }
 
@@ -265,6 +287,37 @@ impl Router {
         )
         .await
         .map(|_| ())
+    }
+}
+
+/// The tries of one call's items: the first at once, one retry at once, then more with a
+/// backoff (25 ms doubling to 200 ms) while the budget lasts.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    started: Instant,
+    budget: Duration,
+    attempts: u32,
+}
+
+impl Retry {
+    /// Whether to try (again), after the backoff due.
+    pub(crate) async fn next(&mut self) -> bool {
+        self.attempts += 1;
+        if self.attempts <= 2 {
+            return true;
+        }
+        let elapsed = self.started.elapsed();
+        if elapsed >= self.budget {
+            return false;
+        }
+        let backoff = Duration::from_millis(25 << (self.attempts - 3).min(3));
+        tokio::time::sleep(backoff.min(self.budget - elapsed)).await;
+        true
+    }
+
+    /// Whether the try under way is a retry (the owners are read again first).
+    pub(crate) fn is_retry(&self) -> bool {
+        self.attempts > 1
     }
 }
 

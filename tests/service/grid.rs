@@ -6,10 +6,14 @@
 //! node its partitions get a live owner again, at a higher epoch, lookups in the gap answer
 //! OWNER_UNAVAILABLE (never an error), and the new owners hold every event the dead one
 //! acknowledged; after a SIGTERM the node hands its partitions off and leaves the member
-//! table.
+//! table. A rolling restart (SIGTERM and start again, one node at a time) under clients that
+//! retry UNAVAILABLE fails no call, loses no acknowledged event and answers at most 1% of
+//! lookups OWNER_UNAVAILABLE.
 
 use std::collections::HashMap;
 use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use stockgrid_actors::domain::PairKey;
@@ -574,4 +578,259 @@ async fn carts_across_owners(status: &serde_json::Value, nodes: &[GridNode]) {
         .expect("get")
         .into_inner();
     assert_eq!(expired.state, pb::ReservationState::Expired as i32);
+}
+
+/// Counts of what the clients of a rolling restart saw.
+#[derive(Debug, Default)]
+struct Seen {
+    answers: AtomicU64,
+    owner_unavailable: AtomicU64,
+    failed_calls: AtomicU64,
+    retried_calls: AtomicU64,
+}
+
+/// Sends `call` to the nodes in `urls` in turn until one answers; UNAVAILABLE (a node
+/// draining, restarting, or a partition moving) is retried on the next node, as a client's
+/// retry policy would. Any other error, or 200 tries, is a failed call.
+async fn with_retries<T, F, Fut>(
+    urls: &RwLock<Vec<String>>,
+    channels: &mut HashMap<String, tonic::transport::Channel>,
+    turn: &mut usize,
+    seen: &Seen,
+    call: F,
+) -> Option<T>
+where
+    F: Fn(tonic::transport::Channel) -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
+    for _ in 0..200 {
+        let url = {
+            let urls = urls.read().expect("urls");
+            *turn += 1;
+            urls[*turn % urls.len()].clone()
+        };
+        let channel = channels
+            .entry(url.clone())
+            .or_insert_with(|| {
+                tonic::transport::Channel::from_shared(url)
+                    .expect("url")
+                    .connect_lazy()
+            })
+            .clone();
+        match call(channel).await {
+            Ok(answer) => return Some(answer),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) =>
+            {
+                seen.retried_calls.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(status) => {
+                eprintln!("a call failed: {status:?}");
+                break;
+            }
+        }
+    }
+    seen.failed_calls.fetch_add(1, Ordering::Relaxed);
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_fails_no_call_and_loses_no_event() {
+    let server = crate::postgres::server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("grid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
+        ),
+    )
+    .expect("write config");
+    let ids = ["a", "b", "c"];
+    let mut nodes: Vec<GridNode> = ids
+        .into_iter()
+        .map(|id| GridNode::start(&server, &config, id))
+        .collect();
+    let settled = |status: &serde_json::Value| {
+        let (live, without) = ownership(status);
+        live.len() == 3 && without == 0 && live.values().all(|&count| count > 1000)
+    };
+    wait_until("three members sharing every partition", &server, settled).await;
+
+    let pairs: Vec<PairKey> = (0..24u32).map(|i| PairKey::new(9, 400 + i)).collect();
+    let urls = Arc::new(RwLock::new(
+        nodes
+            .iter()
+            .map(|node| node.url.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    // One client looks up every pair in batches; one sends a receipt of one unit at a time,
+    // resending what was not acknowledged, and counts what was.
+    let lookups = tokio::spawn({
+        let (urls, seen, stop, pairs) = (
+            Arc::clone(&urls),
+            Arc::clone(&seen),
+            Arc::clone(&stop),
+            pairs.clone(),
+        );
+        async move {
+            let mut channels = HashMap::new();
+            let mut turn = 0;
+            let batch = pb::BatchGetAvailabilityRequest {
+                items: pairs
+                    .iter()
+                    .map(|pair| pb::GetAvailabilityRequest {
+                        sku: pair.sku,
+                        location: pair.location,
+                        qty: 1,
+                        surface: pb::Surface::ItemPage as i32,
+                    })
+                    .collect(),
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let answered = with_retries(&urls, &mut channels, &mut turn, &seen, |channel| {
+                    let batch = batch.clone();
+                    async move {
+                        pb::availability_client::AvailabilityClient::new(channel)
+                            .batch_get_availability(batch)
+                            .await
+                    }
+                })
+                .await;
+                for result in answered.map(|r| r.into_inner().results).unwrap_or_default() {
+                    seen.answers.fetch_add(1, Ordering::Relaxed);
+                    match result.result {
+                        Some(pb::batch_item_result::Result::Answer(answer))
+                            if answer.reason == "OWNER_UNAVAILABLE" =>
+                        {
+                            seen.owner_unavailable.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(pb::batch_item_result::Result::Answer(_)) => {}
+                        other => panic!("an item failed: {other:?}"),
+                    }
+                }
+            }
+        }
+    });
+    let ingest = tokio::spawn({
+        let (urls, seen, stop, pairs) = (
+            Arc::clone(&urls),
+            Arc::clone(&seen),
+            Arc::clone(&stop),
+            pairs.clone(),
+        );
+        async move {
+            let mut channels = HashMap::new();
+            let mut turn = 0;
+            let mut acknowledged: HashMap<PairKey, i64> = HashMap::new();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let pair = pairs[sent as usize % pairs.len()];
+                let receipt = event(
+                    &format!("roll-{sent}"),
+                    "receiving",
+                    "receipt",
+                    pair.sku,
+                    pair.location,
+                    1,
+                    wall_now(),
+                );
+                sent += 1;
+                // Resent until acknowledged (accepted, or a duplicate of an earlier try).
+                loop {
+                    let answered =
+                        with_retries(&urls, &mut channels, &mut turn, &seen, |channel| {
+                            let receipt = receipt.clone();
+                            async move {
+                                pb::ingest_client::IngestClient::new(channel)
+                                    .ingest_events(pb::IngestEventsRequest {
+                                        events: vec![receipt],
+                                    })
+                                    .await
+                            }
+                        })
+                        .await
+                        .expect("an ingest call failed");
+                    let status = answered.into_inner().results[0].status;
+                    if status == pb::EventStatus::Accepted as i32
+                        || status == pb::EventStatus::Duplicate as i32
+                    {
+                        *acknowledged.entry(pair).or_default() += 1;
+                        break;
+                    }
+                    assert_eq!(status, pb::EventStatus::Failed as i32, "{status}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            acknowledged
+        }
+    });
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in ids {
+        let position = nodes
+            .iter()
+            .position(|node| node.node_id == id)
+            .expect("node");
+        let mut old = nodes.remove(position);
+        // Out of the clients' rotation first, as a load balancer drains it.
+        urls.write().expect("urls").retain(|url| *url != old.url);
+        let pid = old.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill")
+                .success()
+        );
+        let exit = old.child.wait().expect("wait");
+        assert!(exit.success(), "{id} exited with {exit:?}");
+        let restarted = GridNode::start(&server, &config, id);
+        wait_until(&format!("{id} back with its share"), &server, settled).await;
+        urls.write().expect("urls").push(restarted.url.clone());
+        nodes.push(restarted);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    lookups.await.expect("lookups");
+    let acknowledged = ingest.await.expect("ingest");
+
+    let answers = seen.answers.load(Ordering::Relaxed);
+    let unavailable = seen.owner_unavailable.load(Ordering::Relaxed);
+    let share = unavailable as f64 / answers.max(1) as f64;
+    eprintln!(
+        "rolling restart: {answers} answers, {unavailable} OWNER_UNAVAILABLE ({:.3}%), {} calls retried on UNAVAILABLE, {} events acknowledged",
+        100.0 * share,
+        seen.retried_calls.load(Ordering::Relaxed),
+        acknowledged.values().sum::<i64>()
+    );
+    assert_eq!(seen.failed_calls.load(Ordering::Relaxed), 0);
+    assert!(answers > 1000, "too few answers to judge: {answers}");
+    assert!(share <= 0.01, "{:.3}% OWNER_UNAVAILABLE", 100.0 * share);
+    // Every acknowledged event is there, through any node.
+    let mut inspect = pb::inspect_client::InspectClient::new(crate::connect(&nodes[0].url).await);
+    for pair in &pairs {
+        let on_hand = inspect
+            .get_entity_state(pb::GetEntityStateRequest {
+                sku: pair.sku,
+                location: pair.location,
+            })
+            .await
+            .map_or(0, |state| state.into_inner().on_hand);
+        assert_eq!(
+            on_hand,
+            acknowledged.get(pair).copied().unwrap_or(0),
+            "{pair:?}"
+        );
+    }
+    for node in &mut nodes {
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
 }
