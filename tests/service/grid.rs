@@ -6,7 +6,10 @@
 //! node its partitions get a live owner again, at a higher epoch, lookups in the gap answer
 //! OWNER_UNAVAILABLE (never an error), and the new owners hold every event the dead one
 //! acknowledged; after a SIGTERM the node hands its partitions off and leaves the member
-//! table. A rolling restart (SIGTERM and start again, one node at a time) under clients that
+//! table. An owner stopped (SIGSTOP) in the middle of writes past its lease is replaced,
+//! answers nothing from its lost partitions once continued, steps down and joins again, and
+//! every acknowledged event is counted exactly once, also after a fresh owner reads the
+//! pairs back from the store. A rolling restart (SIGTERM and start again, one node at a time) under clients that
 //! retry UNAVAILABLE fails no call, loses no acknowledged event and answers at most 1% of
 //! lookups OWNER_UNAVAILABLE.
 
@@ -21,7 +24,7 @@ use stockgrid_actors::keys;
 use stockgrid_api::proto::v1 as pb;
 use stockgrid_storage::postgres::testing::PrivateServer;
 
-use crate::processes::spawn_serve;
+use crate::processes::spawn_serve_logged;
 use crate::{event, wall_now};
 
 const CLUSTER: &str = "grid-test";
@@ -31,6 +34,8 @@ struct GridNode {
     node_id: String,
     child: Child,
     url: String,
+    /// What it wrote to stderr (warnings).
+    log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GridNode {
@@ -50,11 +55,12 @@ impl GridNode {
             .arg("--config")
             .arg(config)
             .env("PGPASSWORD", server.password());
-        let (child, address) = spawn_serve(command);
+        let (child, address, log) = spawn_serve_logged(command);
         Self {
             node_id: node_id.to_owned(),
             child,
             url: format!("http://{address}"),
+            log,
         }
     }
 }
@@ -590,8 +596,8 @@ struct Seen {
 }
 
 /// Sends `call` to the nodes in `urls` in turn until one answers; UNAVAILABLE (a node
-/// draining, restarting, or a partition moving) is retried on the next node, as a client's
-/// retry policy would. Any other error, or 200 tries, is a failed call.
+/// draining, restarting, or a partition moving) and a call out of time (2 s: a node stopped)
+/// are retried on the next node, as a client's retry policy would. Any other error, or 200 tries, is a failed call.
 async fn with_retries<T, F, Fut>(
     urls: &RwLock<Vec<String>>,
     channels: &mut HashMap<String, tonic::transport::Channel>,
@@ -614,6 +620,7 @@ where
             .or_insert_with(|| {
                 tonic::transport::Channel::from_shared(url)
                     .expect("url")
+                    .timeout(Duration::from_secs(2))
                     .connect_lazy()
             })
             .clone();
@@ -622,7 +629,10 @@ where
             Err(status)
                 if matches!(
                     status.code(),
-                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    tonic::Code::Unavailable
+                        | tonic::Code::Unknown
+                        | tonic::Code::Cancelled
+                        | tonic::Code::DeadlineExceeded
                 ) =>
             {
                 seen.retried_calls.fetch_add(1, Ordering::Relaxed);
@@ -833,4 +843,237 @@ async fn a_rolling_restart_fails_no_call_and_loses_no_event() {
         let _ = node.child.kill();
         let _ = node.child.wait();
     }
+}
+
+/// Resends a receipt of one unit until acknowledged; answers whether it was.
+async fn send_until_acknowledged(
+    urls: &RwLock<Vec<String>>,
+    channels: &mut HashMap<String, tonic::transport::Channel>,
+    turn: &mut usize,
+    seen: &Seen,
+    receipt: &pb::Event,
+) {
+    loop {
+        let answered = with_retries(urls, channels, turn, seen, |channel| {
+            let receipt = receipt.clone();
+            async move {
+                pb::ingest_client::IngestClient::new(channel)
+                    .ingest_events(pb::IngestEventsRequest {
+                        events: vec![receipt],
+                    })
+                    .await
+            }
+        })
+        .await
+        .expect("an ingest call failed");
+        let status = answered.into_inner().results[0].status;
+        if status == pb::EventStatus::Accepted as i32 || status == pb::EventStatus::Duplicate as i32
+        {
+            return;
+        }
+        assert_eq!(status, pb::EventStatus::Failed as i32, "{status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// On-hand of each pair, asked through the node at `url` (0: never seen).
+async fn on_hand_via(url: &str, pairs: &[PairKey]) -> Vec<i64> {
+    let mut inspect = pb::inspect_client::InspectClient::new(crate::connect(url).await);
+    let mut all = Vec::new();
+    for pair in pairs {
+        let started = Instant::now();
+        loop {
+            match inspect
+                .get_entity_state(pb::GetEntityStateRequest {
+                    sku: pair.sku,
+                    location: pair.location,
+                })
+                .await
+            {
+                Ok(state) => {
+                    all.push(state.into_inner().on_hand);
+                    break;
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    all.push(0);
+                    break;
+                }
+                Err(status)
+                    if status.code() == tonic::Code::Unavailable
+                        && started.elapsed() < Duration::from_secs(15) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(status) => panic!("inspect {pair:?}: {status:?}"),
+            }
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_stopped_past_its_lease_is_fenced_steps_down_and_no_state_diverges() {
+    let server = crate::postgres::server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("grid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
+        ),
+    )
+    .expect("write config");
+    let mut a = GridNode::start(&server, &config, "a");
+    let mut b = GridNode::start(&server, &config, "b");
+    let status = {
+        wait_until("two members sharing every partition", &server, |status| {
+            let (live, without) = ownership(status);
+            live.len() == 2 && without == 0 && live.values().all(|&count| count > 1000)
+        })
+        .await;
+        self::status(&server)
+    };
+    let pairs: Vec<PairKey> = (0..200u32)
+        .map(|i| PairKey::new(10, 500 + i))
+        .filter(|pair| owner_of(&status, *pair).0 == "a")
+        .take(8)
+        .collect();
+    assert_eq!(pairs.len(), 8);
+
+    // A writer sends receipts of a's pairs to a (and, when a call to a runs out of time, to
+    // b), one at a time, so that a is in the middle of writes when it is stopped.
+    let urls = Arc::new(RwLock::new(vec![
+        a.url.clone(),
+        a.url.clone(),
+        b.url.clone(),
+    ]));
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let (urls, seen, stop, pairs) = (
+            Arc::clone(&urls),
+            Arc::clone(&seen),
+            Arc::clone(&stop),
+            pairs.clone(),
+        );
+        async move {
+            let mut channels = HashMap::new();
+            let mut turn = 0;
+            let mut acknowledged = vec![0i64; pairs.len()];
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let index = sent % pairs.len();
+                let pair = pairs[index];
+                let receipt = event(
+                    &format!("stop-{sent}"),
+                    "receiving",
+                    "receipt",
+                    pair.sku,
+                    pair.location,
+                    1,
+                    wall_now(),
+                );
+                sent += 1;
+                send_until_acknowledged(&urls, &mut channels, &mut turn, &seen, &receipt).await;
+                acknowledged[index] += 1;
+            }
+            acknowledged
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = a.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let stopped = Instant::now();
+    wait_until("b to own every partition", &server, |status| {
+        let (live, without) = ownership(status);
+        without == 0 && live.len() == 1 && live.contains_key("b")
+    })
+    .await;
+    eprintln!(
+        "a stopped: b owns every partition after {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    // At once, a answers nothing from its own partitions any more: its lease ran out while
+    // it was stopped (the peer service answers from the callee's own partitions only).
+    let answered = pb::peer_client::PeerClient::new(crate::connect(&a.url).await)
+        .decide(pb::BatchGetAvailabilityRequest {
+            items: pairs
+                .iter()
+                .map(|pair| pb::GetAvailabilityRequest {
+                    sku: pair.sku,
+                    location: pair.location,
+                    qty: 1,
+                    surface: pb::Surface::ItemPage as i32,
+                })
+                .collect(),
+        })
+        .await
+        .expect("a answers its peer service")
+        .into_inner()
+        .results;
+    for result in answered {
+        match result.result {
+            Some(pb::batch_item_result::Result::Answer(answer)) => {
+                assert_eq!(answer.reason, "OWNER_UNAVAILABLE", "{answer:?}");
+                assert!(!answer.available);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // a steps down (it was expelled), joins again, and the two share the partitions again.
+    wait_until("a back beside b", &server, |status| {
+        let (live, without) = ownership(status);
+        live.len() == 2 && without == 0 && live.values().all(|&count| count > 1000)
+    })
+    .await;
+    assert!(
+        a.log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|line| line.contains("expelled from the grid")),
+        "a did not step down: {:?}",
+        a.log.lock().expect("log")
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writer.await.expect("writer");
+    assert_eq!(seen.failed_calls.load(Ordering::Relaxed), 0);
+    assert!(
+        seen.retried_calls.load(Ordering::Relaxed) > 0,
+        "no call to a was cut by the stop"
+    );
+    // Every acknowledged receipt counted exactly once: by the owners now, and again once a
+    // fresh owner has read every pair back from the store (b leaves, a takes everything).
+    assert_eq!(on_hand_via(&b.url, &pairs).await, acknowledged);
+    let pid = b.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    assert!(b.child.wait().expect("wait").success());
+    wait_until("a to own every partition", &server, |status| {
+        let (live, without) = ownership(status);
+        without == 0 && live.len() == 1 && live.contains_key("a")
+    })
+    .await;
+    assert_eq!(on_hand_via(&a.url, &pairs).await, acknowledged);
+    let _ = a.child.kill();
+    let _ = a.child.wait();
 }

@@ -17,7 +17,16 @@ use crate::{event, wall_now};
 
 /// Spawns `command` (a `stockgrid serve`, perhaps behind a shell), and answers the child and
 /// the address it printed once listening; its stderr keeps being drained.
-pub fn spawn_serve(mut command: Command) -> (Child, String) {
+pub fn spawn_serve(command: Command) -> (Child, String) {
+    let (child, address, _) = spawn_serve_logged(command);
+    (child, address)
+}
+
+/// As [`spawn_serve`], keeping every line the process writes to stderr after it listens (its
+/// warnings) in the answered log.
+pub fn spawn_serve_logged(
+    mut command: Command,
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     let mut child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -36,8 +45,16 @@ pub fn spawn_serve(mut command: Command) -> (Child, String) {
         }
     };
     // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (child, address)
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Ok(mut kept) = kept.lock() {
+                kept.push(line);
+            }
+        }
+    });
+    (child, address, log)
 }
 
 /// The store a `stockgrid` process is pointed at: its `--store` argument and the
