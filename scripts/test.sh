@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need and is missing on a fresh Debian
 # machine (PostgreSQL's server programs, which the tests start privately in temporary
-# directories; libclang-dev, with which the FoundationDB backend type-checks), then runs every
+# directories; libclang-dev, with which the FoundationDB backend type-checks; iproute2, with
+# which a grid test cuts a node off in a network name space), then runs every
 # test of the workspace and checks that the FoundationDB backend compiles.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
@@ -10,6 +11,8 @@ cd "$(dirname "$0")/.."
 missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 dpkg -s libclang-dev >/dev/null 2>&1 || missing+=(libclang-dev)
+# The grid's network cut test makes a network name space with `ip` (and needs root).
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== installing ${missing[*]} (Debian packages)"
     if [ "$(id -u)" -eq 0 ]; then

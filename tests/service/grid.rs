@@ -6,7 +6,9 @@
 //! node its partitions get a live owner again, at a higher epoch, lookups in the gap answer
 //! OWNER_UNAVAILABLE (never an error), and the new owners hold every event the dead one
 //! acknowledged; after a SIGTERM the node hands its partitions off and leaves the member
-//! table. An owner stopped (SIGSTOP) in the middle of writes past its lease is replaced,
+//! table. A node cut off from the store and its peers (a network name space the test makes)
+//! answers none of its pairs once its lease lapses, the others take them over, and it joins
+//! again when the cut heals. An owner stopped (SIGSTOP) in the middle of writes past its lease is replaced,
 //! answers nothing from its lost partitions once continued, steps down and joins again, and
 //! every acknowledged event is counted exactly once, also after a fresh owner reads the
 //! pairs back from the store. A rolling restart (SIGTERM and start again, one node at a time) under clients that
@@ -40,10 +42,32 @@ struct GridNode {
 
 impl GridNode {
     fn start(server: &PrivateServer, config: &std::path::Path, node_id: &str) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_stockgrid"));
+        let store = server.url(crate::postgres::DATABASE);
+        Self::start_at(server, config, node_id, "127.0.0.1", &store, None)
+    }
+
+    /// A node listening on `host` (a free port), on the store at `store`, inside the network
+    /// name space `netns` if given.
+    fn start_at(
+        server: &PrivateServer,
+        config: &std::path::Path,
+        node_id: &str,
+        host: &str,
+        store: &str,
+        netns: Option<&str>,
+    ) -> Self {
+        let mut command = match netns {
+            None => Command::new(env!("CARGO_BIN_EXE_stockgrid")),
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", netns])
+                    .arg(env!("CARGO_BIN_EXE_stockgrid"));
+                command
+            }
+        };
         command
-            .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-            .arg(server.url(crate::postgres::DATABASE))
+            .args(["serve", "--listen", &format!("{host}:0"), "--store", store])
             .args([
                 "--cluster",
                 CLUSTER,
@@ -1076,4 +1100,254 @@ async fn an_owner_stopped_past_its_lease_is_fenced_steps_down_and_no_state_diver
     assert_eq!(on_hand_via(&a.url, &pairs).await, acknowledged);
     let _ = a.child.kill();
     let _ = a.child.wait();
+}
+
+/// A network name space joined to this one by a veth pair: the host end 10.231.N.1/30, the
+/// name space's end 10.231.N.2/30. Removed (with its veth pair) when dropped.
+struct NetCut {
+    netns: String,
+    inner_link: String,
+    host: std::net::Ipv4Addr,
+    inner: std::net::Ipv4Addr,
+}
+
+impl NetCut {
+    /// Makes it; panics (the test fails, it does not skip) when the machine does not allow
+    /// it: the test needs root and `ip` (iproute2).
+    fn new() -> Self {
+        let tag = std::process::id() % 100_000;
+        let subnet = (std::process::id() % 250) as u8 + 1;
+        let cut = Self {
+            netns: format!("sgcut{tag}"),
+            inner_link: format!("sgn{tag}"),
+            host: std::net::Ipv4Addr::new(10, 231, subnet, 1),
+            inner: std::net::Ipv4Addr::new(10, 231, subnet, 2),
+        };
+        let host_link = format!("sgh{tag}");
+        let _ = Command::new("ip")
+            .args(["netns", "del", &cut.netns])
+            .status();
+        for command in [
+            vec!["netns", "add", &cut.netns],
+            vec![
+                "link",
+                "add",
+                &host_link,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &cut.inner_link,
+            ],
+            vec!["link", "set", &cut.inner_link, "netns", &cut.netns],
+            vec![
+                "addr",
+                "add",
+                &format!("{}/30", cut.host),
+                "dev",
+                &host_link,
+            ],
+            vec!["link", "set", &host_link, "up"],
+            vec![
+                "-n",
+                &cut.netns,
+                "addr",
+                "add",
+                &format!("{}/30", cut.inner),
+                "dev",
+                &cut.inner_link,
+            ],
+            vec!["-n", &cut.netns, "link", "set", &cut.inner_link, "up"],
+            vec!["-n", &cut.netns, "link", "set", "lo", "up"],
+        ] {
+            let status = Command::new("ip").args(&command).status();
+            assert!(
+                status.as_ref().is_ok_and(|status| status.success()),
+                "`ip {}` failed ({status:?}): this test makes its own network name space and needs root and iproute2",
+                command.join(" ")
+            );
+        }
+        cut
+    }
+
+    /// Cuts the name space off (its end of the veth pair down) or joins it again.
+    fn set_connected(&self, connected: bool) {
+        let state = if connected { "up" } else { "down" };
+        let status = Command::new("ip")
+            .args(["-n", &self.netns, "link", "set", &self.inner_link, state])
+            .status()
+            .expect("run ip");
+        assert!(status.success(), "ip link set {state} failed");
+    }
+
+    /// Runs `call` on a thread inside the name space, on a runtime of its own.
+    fn run_inside<T: Send + 'static>(
+        &self,
+        call: impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> + Send + 'static,
+    ) -> T {
+        let path = format!("/var/run/netns/{}", self.netns);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open the name space");
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&file),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .expect("enter the name space");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(call())
+        })
+        .join()
+        .expect("the thread inside the name space")
+    }
+}
+
+impl Drop for NetCut {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_store_and_its_peers_steps_down_and_rejoins_after_the_cut() {
+    let cut = NetCut::new();
+    let server = PrivateServer::start_also_on(cut.host);
+    server.create_database(crate::postgres::DATABASE);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("grid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
+        ),
+    )
+    .expect("write config");
+    // a and b listen on the host's end of the veth pair (which the name space reaches); c
+    // runs inside the name space and reaches the store and its peers through the pair only.
+    let host = cut.host.to_string();
+    let local_store = server.url(crate::postgres::DATABASE);
+    let mut nodes: Vec<GridNode> = ["a", "b"]
+        .into_iter()
+        .map(|id| GridNode::start_at(&server, &config, id, &host, &local_store, None))
+        .collect();
+    let mut c = GridNode::start_at(
+        &server,
+        &config,
+        "c",
+        &cut.inner.to_string(),
+        &server.url_at(cut.host, crate::postgres::DATABASE),
+        Some(&cut.netns),
+    );
+    let shared = |status: &serde_json::Value| {
+        let (live, without) = ownership(status);
+        live.len() == 3 && without == 0 && live.values().all(|&count| count > 1000)
+    };
+    wait_until("three members sharing every partition", &server, shared).await;
+    let status = self::status(&server);
+    let pairs: Vec<PairKey> = (0..200u32)
+        .map(|i| PairKey::new(11, 600 + i))
+        .filter(|pair| owner_of(&status, *pair).0 == "c")
+        .take(8)
+        .collect();
+    assert_eq!(pairs.len(), 8);
+    let events: Vec<pb::Event> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, pair)| {
+            event(
+                &format!("cut-{i}"),
+                "receiving",
+                "receipt",
+                pair.sku,
+                pair.location,
+                5 + i as i64,
+                wall_now(),
+            )
+        })
+        .collect();
+    let results = pb::ingest_client::IngestClient::new(crate::connect(&nodes[0].url).await)
+        .ingest_events(pb::IngestEventsRequest { events })
+        .await
+        .expect("ingest through a, applied by c")
+        .into_inner()
+        .results;
+    assert!(
+        results
+            .iter()
+            .all(|result| result.status == pb::EventStatus::Accepted as i32),
+        "{results:?}"
+    );
+    let expected: Vec<i64> = (0..pairs.len()).map(|i| 5 + i as i64).collect();
+
+    // The cut: c reaches neither the store nor a and b.
+    cut.set_connected(false);
+    let started = Instant::now();
+    let failover = wait_until("a and b to own every partition", &server, |status| {
+        let (live, without) = ownership(status);
+        without == 0 && live.len() == 2 && !live.contains_key("c")
+    })
+    .await;
+    eprintln!("cut off: a and b own every partition after {failover:?}");
+    assert_eq!(on_hand_via(&nodes[0].url, &pairs).await, expected);
+    // c, its lease lapsed, answers none of its pairs from inside the cut.
+    let c_address = c.url.clone();
+    let lookups = pairs.clone();
+    let answers = cut.run_inside(move || {
+        Box::pin(async move {
+            let channel = tonic::transport::Channel::from_shared(c_address)
+                .expect("url")
+                .connect()
+                .await
+                .expect("connect to c inside the cut");
+            pb::peer_client::PeerClient::new(channel)
+                .decide(pb::BatchGetAvailabilityRequest {
+                    items: lookups
+                        .iter()
+                        .map(|pair| pb::GetAvailabilityRequest {
+                            sku: pair.sku,
+                            location: pair.location,
+                            qty: 1,
+                            surface: pb::Surface::ItemPage as i32,
+                        })
+                        .collect(),
+                })
+                .await
+                .expect("c answers inside the cut")
+                .into_inner()
+                .results
+        })
+    });
+    assert!(started.elapsed() >= Duration::from_millis(LEASE_MS - 500));
+    for result in answers {
+        match result.result {
+            Some(pb::batch_item_result::Result::Answer(answer)) => {
+                assert_eq!(answer.reason, "OWNER_UNAVAILABLE", "{answer:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    // The cut heals: c finds itself expelled, joins again and gets its share back.
+    cut.set_connected(true);
+    wait_until("c back with its share", &server, shared).await;
+    assert!(
+        c.log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|line| line.contains("expelled from the grid")),
+        "c did not step down: {:?}",
+        c.log.lock().expect("log")
+    );
+    assert_eq!(on_hand_via(&c.url, &pairs).await, expected);
+    let _ = c.child.kill();
+    let _ = c.child.wait();
+    for node in &mut nodes {
+        let _ = node.child.kill();
+        let _ = node.child.wait();
+    }
 }

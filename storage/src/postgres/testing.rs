@@ -21,6 +21,8 @@ pub const USER: &str = "stockgrid";
 pub struct PrivateServer {
     directory: tempfile::TempDir,
     binaries: PathBuf,
+    /// An address it listens on besides 127.0.0.1.
+    also_on: Option<std::net::Ipv4Addr>,
     port: u16,
     password: String,
     owner: Option<(u32, u32)>,
@@ -104,6 +106,16 @@ fn free_port() -> u16 {
 impl PrivateServer {
     /// Initialises and starts a server; panics with the server's log when it cannot.
     pub fn start() -> Self {
+        Self::start_listening(None)
+    }
+
+    /// As [`PrivateServer::start`], listening also on `address` (which must be one of this
+    /// machine's, e.g. the host end of a test's veth pair) and admitting clients of its /24.
+    pub fn start_also_on(address: std::net::Ipv4Addr) -> Self {
+        Self::start_listening(Some(address))
+    }
+
+    fn start_listening(also_on: Option<std::net::Ipv4Addr>) -> Self {
         let directory = tempfile::Builder::new()
             .prefix("stockgrid-pg-")
             .tempdir()
@@ -122,6 +134,7 @@ impl PrivateServer {
         }
         let mut server = Self {
             binaries: binaries(),
+            also_on,
             port: 0,
             password,
             owner,
@@ -148,6 +161,18 @@ impl PrivateServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&initdb.stderr)
         );
+        if let Some(address) = also_on {
+            let [a, b, c, _] = address.octets();
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(server.data().join("pg_hba.conf"))
+                .expect("open pg_hba.conf");
+            std::io::Write::write_all(
+                &mut hba,
+                format!("host all all {a}.{b}.{c}.0/24 scram-sha-256\n").as_bytes(),
+            )
+            .expect("admit the extra network");
+        }
         server.port = free_port();
         server.launch();
         server
@@ -189,7 +214,10 @@ impl PrivateServer {
                 .arg(self.directory.path())
                 .args([
                     "-c",
-                    "listen_addresses=127.0.0.1",
+                    &match self.also_on {
+                        None => "listen_addresses=127.0.0.1".to_owned(),
+                        Some(address) => format!("listen_addresses=127.0.0.1,{address}"),
+                    },
                     "-c",
                     "shared_buffers=32MB",
                     "-c",
@@ -249,6 +277,12 @@ impl PrivateServer {
         let text = std::fs::read_to_string(self.log()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// The URL of `database` at the extra address it listens on (see
+    /// [`PrivateServer::start_also_on`]).
+    pub fn url_at(&self, address: std::net::Ipv4Addr, database: &str) -> String {
+        format!("postgres://{USER}@{address}:{}/{database}", self.port)
     }
 
     /// The server's port on 127.0.0.1.
