@@ -69,8 +69,9 @@ for line in open(sys.argv[1]):
 rounds = range(1, int(sys.argv[2]) + 1)
 for label in ("direct", "routed"):
     errors = sum(runs[f"{label}-{r}"]["errors"] for r in rounds)
-    if errors:
-        sys.exit(f"{label}: {errors} failed calls")
+    unanswered = sum(runs[f"{label}-{r}"]["owner_unavailable"] for r in rounds)
+    if errors or unanswered:
+        sys.exit(f"{label}: {errors} failed calls, {unanswered} lookups OWNER_UNAVAILABLE")
 def pct(label, p):
     return [runs[f"{label}-{r}"]["latency_ms"][p] for r in rounds]
 for p in ("p50", "p99"):

@@ -89,6 +89,9 @@ pub enum ReleaseReason {
     ItemNotFound,
     /// The TTL or pickup deadline passed.
     Expired,
+    /// A line could not be promised (a cart across owners records its refusal, so that no
+    /// later attempt of the same request id can be recorded after its holds were freed).
+    Refused,
 }
 
 impl ReleaseReason {
@@ -98,6 +101,7 @@ impl ReleaseReason {
             ReleaseReason::CustomerCancelled => "CUSTOMER_CANCELLED",
             ReleaseReason::ItemNotFound => "ITEM_NOT_FOUND",
             ReleaseReason::Expired => "EXPIRED",
+            ReleaseReason::Refused => "REFUSED",
         }
     }
 }
@@ -225,9 +229,37 @@ pub enum ReservationError {
     /// The request id was used before with different lines or surface.
     #[error("request_id: already used for reservation {0} with different lines or surface")]
     RequestConflict(String),
+    /// The reservation's record changed while the call read it, more times than it tries
+    /// again: nothing was done; the caller may retry.
+    #[error("reservation {0} changed while this call read it; retry")]
+    Changed(String),
     /// The engine failed (store, shard).
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+/// Checks that the request that made `record` is `request` (same id, lines and surface). A
+/// record with no request id is the reaper's tombstone of holds whose call never recorded
+/// them: that reservation expired.
+pub fn check_same_request(
+    record: &ReservationRecord,
+    request: &ReserveRequest,
+) -> Result<(), ReservationError> {
+    if record.request_id.is_empty() {
+        return Err(ReservationError::WrongState {
+            reservation_id: record.reservation_id.clone(),
+            state: record.state,
+        });
+    }
+    if record.request_id != request.request_id
+        || record.lines != request.lines
+        || record.surface != request.surface
+    {
+        return Err(ReservationError::RequestConflict(
+            record.reservation_id.clone(),
+        ));
+    }
+    Ok(())
 }
 
 /// The reservation id of a request id: stable, so a retried `Reserve` finds its reservation.

@@ -251,3 +251,54 @@ async fn a_cart_committed_to_a_later_deadline_keeps_its_holds_until_then() {
         (0, 0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_whose_call_never_recorded_them_are_tombstoned_then_freed() {
+    let owners = owners().await;
+    let reservation_id = reservation_id_for("lost-coordinator");
+    let deadline = T0.plus_ms(MINUTE_MS);
+    for (index, (engine, pair)) in [&owners.first, &owners.second].into_iter().enumerate() {
+        let line = ReservationLine {
+            pair: *pair,
+            quantity: 1,
+        };
+        engine
+            .hold_lines(
+                &reservation_id,
+                vec![(index, line)],
+                Surface::Pickup,
+                deadline,
+            )
+            .await
+            .expect("hold");
+    }
+    owners.clock.advance_to(T0.plus_ms(2 * MINUTE_MS));
+    reap_both_at_once(&owners).await;
+    assert_eq!(
+        (
+            reserved(&owners.first).await,
+            reserved(&owners.second).await
+        ),
+        (0, 0)
+    );
+    assert_eq!(state(&owners, &reservation_id), ReservationState::Expired);
+    // A coordinator that comes back late cannot record the reservation any more.
+    let late = ReservationRecord {
+        reservation_id: reservation_id.clone(),
+        request_id: "lost-coordinator".to_owned(),
+        surface: Surface::Pickup,
+        lines: Vec::new(),
+        state: ReservationState::Pending,
+        created: T0,
+        deadline,
+        release_reason: None,
+    };
+    assert!(
+        !owners
+            .first
+            .0
+            .write_reservation(&late, None)
+            .await
+            .expect("write")
+    );
+}

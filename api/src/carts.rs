@@ -2,24 +2,29 @@
 //!
 //! `Reserve`: the request is checked, an existing record for its request id is answered as
 //! it stands; otherwise each owner holds its lines (the peer `HoldLines`, or this node's
-//! engine), all at once. If any owner refuses or fails, every owner frees what it held and the
-//! call answers the refusal of the lowest line; only when every line is held is the record
-//! created, conditioned on its absence (a concurrent coordinator of the same request id
-//! created it first: its record is the answer). `Commit`, `Release` and `GetReservation`
-//! read the record, change it conditioned on the bytes read (retrying once when it moved),
-//! and then free each owner's lines where the change frees them. A crash between the steps
-//! leaves holds with no active record, which each owner's reaper frees at the hold's deadline
-//! (`stockgrid_actors::engine` "carts"): units may be held too long, never promised twice.
+//! engine), all at once. Only when every line is held is the record created, conditioned on
+//! its absence (a concurrent coordinator of the same request id created it first: its record
+//! is the answer). If an owner refuses a line, the refusal is recorded first (also only if
+//! nothing is recorded), and only then is every owner asked to free what it held: no attempt
+//! of the request id can be recorded afterwards, so freeing never takes units from a recorded
+//! reservation. If an owner does not answer, or the record's write fails, nothing is freed:
+//! a retry holds again (what is held is kept) and finds or writes the record, and otherwise
+//! each owner's reaper frees the holds at their deadline (after writing a tombstone, so that
+//! no late coordinator records them). `Commit`, `Release` and `GetReservation` read the
+//! record, change it conditioned on the bytes read (trying again when it moved), and then
+//! free each owner's lines where the change frees them. Units may be held too long, never
+//! promised twice.
 
 use std::collections::BTreeMap;
 
 use futures_util::future::join_all;
 use stockgrid_actors::domain::PairKey;
+use stockgrid_actors::domain::excerpt;
 use stockgrid_actors::engine::StoredReservation;
 use stockgrid_actors::keys;
 use stockgrid_actors::reservation::{
     MAX_HOLD_MS, ReleaseReason, ReservationError, ReservationLine, ReservationRecord,
-    ReservationState, ReserveRequest, reservation_id_for,
+    ReservationState, ReserveRequest, check_same_request, reservation_id_for,
 };
 use stockgrid_actors::time::Timestamp;
 use stockgrid_cluster::Grid;
@@ -28,7 +33,7 @@ use tonic::Status;
 use crate::convert;
 use crate::proto::v1 as pb;
 use crate::router::{ReservationCall, Router, Target};
-use crate::service::Api;
+use crate::service::{Api, OWNER_UNAVAILABLE_PREFIX};
 use crate::status::reservation_status;
 
 /// Tries of a conditioned change of a record that moved meanwhile.
@@ -56,8 +61,12 @@ impl<G: Grid> Api<G> {
                     }));
                 }
                 let window = window.unwrap_or(engine.config().pickup_window_ms);
-                self.change_across(engine, router, &request.reservation_id, |record, now| {
-                    match record.state {
+                self.change_across(
+                    engine,
+                    router,
+                    &request.reservation_id,
+                    None,
+                    |record, now| match record.state {
                         ReservationState::Pending => {
                             let mut record = record.clone();
                             record.state = ReservationState::Committed;
@@ -66,17 +75,19 @@ impl<G: Grid> Api<G> {
                         }
                         ReservationState::Committed => Ok(None),
                         state => Err(wrong_state(record, state)),
-                    }
-                })
+                    },
+                )
                 .await
             }
             ReservationCall::Release(request) => {
                 let reason = convert::release_reason(request.reason)?;
+                let not_found = Some(reason == ReleaseReason::ItemNotFound);
                 self.change_across(
                     engine,
                     router,
                     &request.reservation_id,
-                    |record, _| match record.state {
+                    not_found,
+                    |record: &ReservationRecord, _| match record.state {
                         ReservationState::Pending | ReservationState::Committed => {
                             let mut record = record.clone();
                             record.state = ReservationState::Released;
@@ -90,8 +101,10 @@ impl<G: Grid> Api<G> {
                 .await
             }
             ReservationCall::Get(request) => {
-                self.change_across(engine, router, &request.reservation_id, |_, _| Ok(None))
-                    .await
+                self.change_across(engine, router, &request.reservation_id, None, |_, _| {
+                    Ok(None)
+                })
+                .await
             }
         }
     }
@@ -113,9 +126,8 @@ impl<G: Grid> Api<G> {
             .map_err(|e| reservation_status(&e))?;
         let reservation_id = reservation_id_for(&reserve.request_id);
         if let Some(stored) = load(engine, &reservation_id).await? {
-            check_same_request(&stored.record, &reserve)?;
             return self
-                .change_across(engine, router, &reservation_id, |_, _| Ok(None))
+                .answer_existing(engine, router, &stored.record, &reserve)
                 .await;
         }
         let now = engine.now();
@@ -152,28 +164,21 @@ impl<G: Grid> Api<G> {
                         router.hold_lines(address, request).await
                     }
                     Target::Nobody => Err(Status::unavailable(format!(
-                        "{}: a line's partition has no owner answering now; retry",
-                        crate::service::OWNER_UNAVAILABLE_PREFIX
+                        "{OWNER_UNAVAILABLE_PREFIX}: a line's partition has no owner answering now; retry"
                     ))),
                 };
-                (first_line, held)
+                // A refusal names its line ("lines[3]: ..."); other failures the group's first.
+                held.map_err(|status| (refused_line(&status).unwrap_or(first_line), status))
             }
         });
-        let mut refusals: Vec<(usize, Status)> = join_all(holds)
+        let mut failures: Vec<(usize, Status)> = join_all(holds)
             .await
             .into_iter()
-            .filter_map(|(first_line, held)| held.err().map(|status| (first_line, status)))
+            .filter_map(Result::err)
             .collect();
+        failures.sort_by_key(|(line, _)| *line);
         let pairs: Vec<PairKey> = reserve.lines.iter().map(|line| line.pair).collect();
-        if !refusals.is_empty() {
-            // All or none: whatever was held is freed (an owner that did not answer frees
-            // its holds at their deadline).
-            self.free_across(engine, router, &reservation_id, &pairs, false)
-                .await;
-            refusals.sort_by_key(|(first_line, _)| *first_line);
-            return Err(refusals.swap_remove(0).1);
-        }
-        let record = ReservationRecord {
+        let mut record = ReservationRecord {
             reservation_id: reservation_id.clone(),
             request_id: reserve.request_id.clone(),
             surface: reserve.surface,
@@ -183,20 +188,91 @@ impl<G: Grid> Api<G> {
             deadline,
             release_reason: None,
         };
+        if !failures.is_empty() {
+            let Some(position) = failures
+                .iter()
+                .position(|(_, status)| status.code() == tonic::Code::FailedPrecondition)
+            else {
+                // An owner did not answer or failed: what was held stays (a retry holds
+                // again and keeps it; otherwise the owners' reapers free it at the
+                // deadline), and the call answers that failure.
+                return Err(failures.swap_remove(0).1);
+            };
+            let refusal = failures.swap_remove(position).1;
+            // Refused. The refusal is recorded first, only if nothing is recorded yet: then
+            // no attempt of this request id can be recorded after the holds are freed, and
+            // freeing cannot take units from another attempt's recorded reservation.
+            record.state = ReservationState::Released;
+            record.release_reason = Some(ReleaseReason::Refused);
+            record.deadline = now;
+            return match engine.write_reservation(&record, None).await {
+                Ok(true) => {
+                    self.free_across(engine, router, &reservation_id, &pairs, false)
+                        .await;
+                    Err(refusal)
+                }
+                // Another attempt of this request id recorded first: its record answers.
+                Ok(false) => {
+                    self.answer_recorded(engine, router, &reservation_id, &reserve)
+                        .await
+                }
+                // Unknown: the holds are left to the owners' reapers.
+                Err(_) => Err(refusal),
+            };
+        }
         match engine.write_reservation(&record, None).await {
             Ok(true) => report(engine, record).await,
-            // Another coordinator of the same request id wrote it first: its record is the
-            // answer (the lines held here are the same reservation's).
+            // Another attempt of this request id recorded first (the lines held here are the
+            // same reservation's), or the reapers gave up on these holds: what is recorded
+            // answers.
             Ok(false) => {
-                self.change_across(engine, router, &reservation_id, |_, _| Ok(None))
+                self.answer_recorded(engine, router, &reservation_id, &reserve)
                     .await
             }
-            Err(error) => {
-                self.free_across(engine, router, &reservation_id, &pairs, false)
-                    .await;
-                Err(reservation_status(&error))
-            }
+            // The write may have landed: the holds stay, for a retry to find (or for the
+            // owners' reapers at the deadline). Freeing them could take units from a recorded
+            // reservation.
+            Err(error) => Err(reservation_status(&error)),
         }
+    }
+
+    /// The answer to a Reserve whose reservation id is recorded already.
+    async fn answer_recorded(
+        &self,
+        engine: &G,
+        router: &Router,
+        reservation_id: &str,
+        reserve: &ReserveRequest,
+    ) -> Result<pb::Reservation, Status> {
+        match load(engine, reservation_id).await? {
+            Some(stored) => {
+                self.answer_existing(engine, router, &stored.record, reserve)
+                    .await
+            }
+            None => Err(reservation_status(&ReservationError::Changed(
+                reservation_id.to_owned(),
+            ))),
+        }
+    }
+
+    async fn answer_existing(
+        &self,
+        engine: &G,
+        router: &Router,
+        record: &ReservationRecord,
+        reserve: &ReserveRequest,
+    ) -> Result<pb::Reservation, Status> {
+        check_same_request(record, reserve).map_err(|e| reservation_status(&e))?;
+        if record.release_reason == Some(ReleaseReason::Refused) {
+            return Err(Status::failed_precondition(format!(
+                "lines: the cart of request {} was refused (a line could not be promised); reserve with a new request id",
+                excerpt(&reserve.request_id)
+            )));
+        }
+        self.change_across(engine, router, &record.reservation_id, None, |_, _| {
+            Ok(None)
+        })
+        .await
     }
 
     /// Reads a record, settles it if its deadline passed, and applies `change` to what is
@@ -207,6 +283,7 @@ impl<G: Grid> Api<G> {
         engine: &G,
         router: &Router,
         reservation_id: &str,
+        frees_when_unchanged: Option<bool>,
         change: impl Fn(
             &ReservationRecord,
             Timestamp,
@@ -226,7 +303,17 @@ impl<G: Grid> Api<G> {
                     (expired, Some(false))
                 } else {
                     match change(&current.record, now)? {
-                        None => return Ok(convert::reservation(&current)),
+                        None => {
+                            // Already so (a retry of a call whose answer was lost, perhaps
+                            // before it freed everything): free again, which is idempotent.
+                            if let Some(not_found) = frees_when_unchanged {
+                                let pairs: Vec<PairKey> =
+                                    current.record.lines.iter().map(|line| line.pair).collect();
+                                self.free_across(engine, router, reservation_id, &pairs, not_found)
+                                    .await;
+                            }
+                            return Ok(convert::reservation(&current));
+                        }
                         Some(changed) => changed,
                     }
                 };
@@ -285,7 +372,30 @@ impl<G: Grid> Api<G> {
                             .collect(),
                         not_found,
                     };
-                    if let Err(status) = router.free_lines(&address, request).await {
+                    let mut freed = router.free_lines(&address, request.clone()).await;
+                    if freed.is_err() {
+                        // The owner moved or did not answer: once more, at the owner the
+                        // store names now.
+                        let partitions = pairs.iter().map(|pair| keys::partition_of(*pair)).collect();
+                        let table = router.refresh(partitions).await;
+                        let owners: Vec<Target> = pairs
+                            .iter()
+                            .map(|pair| router.target(engine, &table, keys::partition_of(*pair)))
+                            .collect();
+                        for target in owners {
+                            freed = match target {
+                                Target::Local => {
+                                    engine.free_lines(reservation_id, pairs.clone(), not_found).await;
+                                    Ok(())
+                                }
+                                Target::Peer(address) => {
+                                    router.free_lines(&address, request.clone()).await
+                                }
+                                Target::Nobody => freed,
+                            };
+                        }
+                    }
+                    if let Err(status) = freed {
                         tracing::warn!(
                             peer = address,
                             reservation_id,
@@ -308,16 +418,10 @@ fn wrong_state(record: &ReservationRecord, state: ReservationState) -> Status {
     })
 }
 
-fn check_same_request(record: &ReservationRecord, request: &ReserveRequest) -> Result<(), Status> {
-    if record.request_id != request.request_id
-        || record.lines != request.lines
-        || record.surface != request.surface
-    {
-        return Err(reservation_status(&ReservationError::RequestConflict(
-            record.reservation_id.clone(),
-        )));
-    }
-    Ok(())
+/// The line a refusal names (`lines[3]: ...`).
+fn refused_line(status: &Status) -> Option<usize> {
+    let rest = status.message().strip_prefix("lines[")?;
+    rest.split_once(']')?.0.parse().ok()
 }
 
 fn line_to_proto(line: &ReservationLine) -> pb::ReservationLine {

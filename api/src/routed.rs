@@ -121,6 +121,10 @@ impl<G: Grid> Api<G> {
                                         _ => (index, Some(result)),
                                     })
                                     .collect(),
+                                Err(status) if !is_unavailable_owner(&status) => group
+                                    .into_iter()
+                                    .map(|index| (index, Some(item_result(Err(status.clone())))))
+                                    .collect(),
                                 answered => {
                                     log_peer_failure(&address, answered.err());
                                     group.into_iter().map(|index| (index, None)).collect()
@@ -170,25 +174,20 @@ impl<G: Grid> Api<G> {
         let mut results: Vec<pb::EventResult> = vec![pb::EventResult::default(); events.len()];
         let mut valid: Vec<bool> = vec![false; events.len()];
         let mut parts: Vec<Part> = Vec::with_capacity(events.len());
-        let table = router.table();
         for (index, event) in events.iter().enumerate() {
             match convert::event(event.clone()) {
                 Ok(parsed) => {
                     valid[index] = true;
                     let primary = keys::partition_of(parsed.pair);
-                    let counterparty = LedgerEntry::counterparty_target(&parsed)
-                        .map(keys::partition_of)
-                        .filter(|&partition| {
-                            router.target(engine, &table, partition)
-                                != router.target(engine, &table, primary)
-                        });
-                    match counterparty {
+                    // A transfer's effect at its counterparty is a part of its own, sent to
+                    // that pair's owner (the same node as the primary's, often: one call).
+                    match LedgerEntry::counterparty_target(&parsed).map(keys::partition_of) {
                         None => parts.push(Part {
                             event: index,
                             scope: EntryScope::All,
                             partition: primary,
                         }),
-                        Some(partition) => {
+                        Some(counterparty) => {
                             parts.push(Part {
                                 event: index,
                                 scope: EntryScope::Primary,
@@ -197,7 +196,7 @@ impl<G: Grid> Api<G> {
                             parts.push(Part {
                                 event: index,
                                 scope: EntryScope::Counterparty,
-                                partition,
+                                partition: counterparty,
                             });
                         }
                     }
@@ -215,7 +214,7 @@ impl<G: Grid> Api<G> {
         self.check_ingest_response_size(&results, attempted)?;
         let mut part_results: Vec<Option<pb::EventResult>> = vec![None; parts.len()];
         let mut pending: Vec<usize> = (0..parts.len()).collect();
-        let mut table = table;
+        let mut table = router.table();
         let mut retry = router.retry();
         while !pending.is_empty() && retry.next().await {
             if retry.is_retry() {
@@ -292,8 +291,14 @@ impl<G: Grid> Api<G> {
                 reason = first.reason,
                 "ingest: events failed; the client retries them"
             );
-            // Nothing applied anywhere: the whole call is UNAVAILABLE, which clients retry.
-            if failures.len() == attempted {
+            // Every event failed because no owner answered: the whole call is UNAVAILABLE,
+            // which clients and their retry policies retry (an effect that did land answers
+            // duplicate then).
+            if failures.len() == attempted
+                && failures
+                    .iter()
+                    .all(|result| result.reason.starts_with(OWNER_UNAVAILABLE_PREFIX))
+            {
                 return Err(Status::unavailable(first.reason.clone()));
             }
         }
@@ -442,7 +447,28 @@ fn event_results(
                 (part, (!refused).then_some(result))
             })
             .collect(),
-        Ok(_) | Err(_) => group.into_iter().map(|part| (part, None)).collect(),
+        Ok(_) => {
+            tracing::warn!("an owner answered the wrong number of event results");
+            group.into_iter().map(|part| (part, None)).collect()
+        }
+        Err(status) if is_unavailable_owner(&status) => {
+            group.into_iter().map(|part| (part, None)).collect()
+        }
+        // Refused for another reason (overload, a bad request, an internal error): each
+        // event fails with it, not retried and not blamed on a missing owner.
+        Err(status) => group
+            .into_iter()
+            .map(|part| {
+                (
+                    part,
+                    Some(pb::EventResult {
+                        status: pb::EventStatus::Failed as i32,
+                        reason: status.message().to_owned(),
+                        field: String::new(),
+                    }),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -519,7 +545,8 @@ impl<G: Grid> pb::peer_server::Peer for Api<G> {
     ) -> Answer<pb::IngestEventsResponse> {
         let (_permit, engine) = self.admit_write()?;
         let request = request.into_inner();
-        let limit = self.limits().max_events_per_request;
+        // A router may send both parts of every transfer of a full request to one owner.
+        let limit = 2 * self.limits().max_events_per_request;
         if request.events.len() > limit {
             return Err(too_many("events", request.events.len(), limit));
         }
@@ -630,14 +657,25 @@ impl<G: Grid> pb::peer_server::Peer for Api<G> {
         if request.lines.len() > MAX_LINES {
             return Err(too_many("lines", request.lines.len(), MAX_LINES));
         }
-        let pairs = request
+        let pairs: Vec<PairKey> = request
             .lines
             .iter()
             .map(|line| PairKey::new(line.sku, line.location))
             .collect();
+        let elsewhere = pairs
+            .iter()
+            .find(|pair| !engine.serves(keys::partition_of(**pair)))
+            .map(|pair| keys::partition_of(*pair));
         engine
             .free_lines(&request.reservation_id, pairs, request.not_found)
             .await;
+        // Lines of partitions this node does not serve are their owners' to free: say so,
+        // so that the coordinator asks the owner the store names now.
+        if let Some(partition) = elsewhere {
+            return Err(Status::unavailable(format!(
+                "{OWNER_UNAVAILABLE_PREFIX}: partition {partition} is not served by this node"
+            )));
+        }
         Ok(Response::new(pb::FreeLinesResponse {}))
     }
 }

@@ -18,7 +18,7 @@ use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::keys;
 use stockgrid_actors::ledger::EntryScope;
 use stockgrid_actors::policy::MAX_REGION_BYTES;
-use stockgrid_actors::reservation::ReserveRequest;
+use stockgrid_actors::reservation::{ReservationError, ReserveRequest};
 use stockgrid_actors::{Engine, EngineError, Lookup};
 use stockgrid_cluster::Grid;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -374,6 +374,8 @@ impl<G: Grid> pb::availability_server::Availability for Api<G> {
     ) -> Answer<pb::AvailabilityAnswer> {
         let (_permit, engine) = self.admit()?;
         if let Some(router) = self.router() {
+            // Checked here first, so that an error names the request's own fields.
+            convert::lookup(request.get_ref(), None)?;
             let mut results = self
                 .answer_routed(engine, router, vec![request.into_inner()])
                 .await?;
@@ -840,7 +842,23 @@ impl<G: Grid> Api<G> {
             .ok_or_else(|| Status::not_found(format!("{pair} was never seen")))?;
         let mut reservations = Vec::with_capacity(report.holds.len());
         for hold in &report.holds {
-            match engine.reservation(&hold.reservation_id).await {
+            // A cart whose other lines another node owns is read from its record as stored.
+            let found = match engine.reservation(&hold.reservation_id).await {
+                Err(ReservationError::Engine(EngineError::NotOwner { .. })) => engine
+                    .load_reservation(&hold.reservation_id)
+                    .and_then(|stored| {
+                        stored
+                            .map(|stored| engine.reservation_report(stored.record))
+                            .transpose()
+                    })
+                    .and_then(|report| {
+                        report.ok_or_else(|| {
+                            ReservationError::NotFound(hold.reservation_id.to_string())
+                        })
+                    }),
+                found => found,
+            };
+            match found {
                 Ok(found) => reservations.push(convert::reservation(&found)),
                 // A hold whose record was never written (an interrupted Reserve) until the
                 // reaper frees it: shown with what is known.

@@ -77,6 +77,7 @@ pub fn reservation_status(error: &ReservationError) -> Status {
             Status::failed_precondition(error.to_string())
         }
         ReservationError::RequestConflict(_) => Status::already_exists(error.to_string()),
+        ReservationError::Changed(_) => Status::aborted(error.to_string()),
         ReservationError::Engine(engine) => engine_status(engine),
     }
 }

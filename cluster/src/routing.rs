@@ -152,6 +152,9 @@ impl Routes {
     /// workers when the store is remote.
     pub fn refresh(&self, partitions: &[Partition]) -> Result<Arc<RoutingTable>, StoreError> {
         let mut found: Vec<(Partition, Option<Route>, u64)> = Vec::with_capacity(partitions.len());
+        // A member's record is read once per refresh, however many partitions it owns.
+        let mut members: std::collections::HashMap<String, Option<MemberRecord>> =
+            std::collections::HashMap::new();
         for &partition in partitions {
             let record: Option<OwnerRecord> = match self.store.get(&keys::owner_key(partition))? {
                 None => None,
@@ -166,12 +169,18 @@ impl Routes {
             let route = match &record.owner {
                 None => None,
                 Some(owner) => {
-                    let key = keys::member_key(&owner.node_id);
-                    self.store
-                        .get(&key)?
-                        .and_then(|bytes| {
-                            records::decode::<MemberRecord>("member", &key, &bytes).ok()
-                        })
+                    let member = match members.get(&owner.node_id) {
+                        Some(member) => member.clone(),
+                        None => {
+                            let key = keys::member_key(&owner.node_id);
+                            let member = self.store.get(&key)?.and_then(|bytes| {
+                                records::decode::<MemberRecord>("member", &key, &bytes).ok()
+                            });
+                            members.insert(owner.node_id.clone(), member.clone());
+                            member
+                        }
+                    };
+                    member
                         .filter(|member| {
                             member.incarnation == owner.incarnation
                                 && member.state != MemberState::Expired

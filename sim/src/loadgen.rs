@@ -115,6 +115,9 @@ pub struct KindReport {
     pub items: u64,
     /// Requests that failed.
     pub errors: u64,
+    /// Lookups answered "not available" with reason OWNER_UNAVAILABLE (a grid whose owner
+    /// did not answer): fast, but no answer.
+    pub owner_unavailable: u64,
     /// Latency in microseconds.
     pub latency_us: Histogram<u64>,
 }
@@ -132,6 +135,7 @@ impl KindReport {
             requests: 0,
             items: 0,
             errors: 0,
+            owner_unavailable: 0,
             latency_us: Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("histogram bounds"),
         }
@@ -142,6 +146,7 @@ impl KindReport {
         self.requests += other.requests;
         self.items += other.items;
         self.errors += other.errors;
+        self.owner_unavailable += other.owner_unavailable;
         // Same bounds on both sides: adding cannot fail.
         let _ = self.latency_us.add(&other.latency_us);
     }
@@ -168,6 +173,7 @@ impl KindReport {
             "requests_per_s": self.requests as f64 / seconds,
             "items_per_s": self.items as f64 / seconds,
             "errors": self.errors,
+            "owner_unavailable": self.owner_unavailable,
             "latency_ms": {
                 "p50": self.latency_ms(0.5),
                 "p90": self.latency_ms(0.9),
@@ -259,6 +265,9 @@ impl LoadReport {
     }
 }
 
+/// The reason of a lookup whose owner did not answer.
+const OWNER_UNAVAILABLE: &str = "OWNER_UNAVAILABLE";
+
 fn pair_of(index: u64) -> (u64, u32) {
     (1 + index / 100, 1 + (index % 100) as u32)
 }
@@ -343,7 +352,6 @@ enum Role {
     Ingest { requests_per_s: f64 },
 }
 
-/// Runs the load and measures it.
 /// The pairs (by index) whose partition `node_id` owns in the target's routing table.
 async fn pairs_owned_by(options: &LoadOptions, node_id: &str) -> anyhow::Result<Vec<u64>> {
     let table = pb::catalog_client::CatalogClient::new(connect(&options.target).await?)
@@ -378,7 +386,7 @@ async fn pairs_owned_by(options: &LoadOptions, node_id: &str) -> anyhow::Result<
     Ok(owned)
 }
 
-/// Sends the load of `options` and reports what was answered, and how fast.
+/// Runs the load and measures it.
 pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
     let owned = match &options.owned_by {
         Some(node_id) => Some(Arc::new(pairs_owned_by(&options, node_id).await?)),
@@ -456,11 +464,16 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
                         _ => Kind::Ingest,
                     },
                 };
+                let mut unanswered = 0;
                 let (ok, count) = match kind {
                     Kind::Point => {
                         let (sku, location) = lookup_pair(&mut rng);
                         let request = item_page_lookup(sku, location);
-                        (availability.get_availability(request).await.is_ok(), 1)
+                        let answered = availability.get_availability(request).await;
+                        if let Ok(answer) = &answered {
+                            unanswered += u64::from(answer.get_ref().reason == OWNER_UNAVAILABLE);
+                        }
+                        (answered.is_ok(), 1)
                     }
                     Kind::Batch => {
                         let items = (0..options.batch_items)
@@ -472,6 +485,20 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
                         let answered = availability
                             .batch_get_availability(pb::BatchGetAvailabilityRequest { items })
                             .await;
+                        if let Ok(answered) = &answered {
+                            unanswered += answered
+                                .get_ref()
+                                .results
+                                .iter()
+                                .filter(|result| {
+                                    matches!(
+                                        &result.result,
+                                        Some(pb::batch_item_result::Result::Answer(answer))
+                                            if answer.reason == OWNER_UNAVAILABLE
+                                    )
+                                })
+                                .count() as u64;
+                        }
                         (answered.is_ok(), options.batch_items as u64)
                     }
                     Kind::Ingest => {
@@ -489,7 +516,9 @@ pub async fn run_load(options: LoadOptions) -> anyhow::Result<LoadReport> {
                     }
                 };
                 let latency = Instant::now().saturating_duration_since(due);
-                reports.entry(kind).or_default().record(ok, count, latency);
+                let report = reports.entry(kind).or_default();
+                report.record(ok, count, latency);
+                report.owner_unavailable += unanswered;
             }
             reports
         }));

@@ -544,6 +544,13 @@ async fn carts_across_owners(status: &serde_json::Value, nodes: &[GridNode]) {
         .expect_err("the second line is short");
     crate::assert_status(&refused, tonic::Code::FailedPrecondition, "lines[1]");
     assert_eq!(reserved(first).await, 0);
+    // The refusal is recorded: the same request, retried through another node, is refused
+    // again (never recorded as held after its holds were freed).
+    let again = via_a
+        .reserve(cart("across-1", vec![line(first, 3), line(second, 50)], 0))
+        .await
+        .expect_err("refused again");
+    crate::assert_status(&again, tonic::Code::FailedPrecondition, "refused");
 
     // Both lines held, each at its owner; a retry answers the same reservation.
     let granted = via_third
@@ -583,7 +590,7 @@ async fn carts_across_owners(status: &serde_json::Value, nodes: &[GridNode]) {
 
     // A cart left pending past its TTL: the owners' reapers expire it and free both lines.
     let short = via_third
-        .reserve(cart("across-3", vec![line(first, 2), line(second, 2)], 1))
+        .reserve(cart("across-3", vec![line(first, 2), line(second, 2)], 2))
         .await
         .expect("a short-lived cart")
         .into_inner();
