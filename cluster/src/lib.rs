@@ -1,9 +1,10 @@
 //! Placement, membership and routing of SKU-location partitions across nodes.
 //!
-//! This crate owns the [`Grid`] seam that the public API serves: one node's engine implements
-//! it today; the router (key -> partition -> owner by rendezvous hashing over live members,
-//! fanning a batch out to the owners with deadlines and merging the answers), membership,
-//! leases and the peer RPC come with the multi-node work. It may depend on
+//! This crate owns the [`Grid`] seam that the public API serves (one node's engine implements
+//! it), membership, leases, claims and hand-offs, placement by rendezvous hashing over live
+//! members, and the routing table a node's router reads. The router itself, which speaks the
+//! protos (grouping a batch by owner, calling the owners over the peer service with
+//! deadlines and merging the answers), is `stockgrid_api::router`. It may depend on
 //! `stockgrid-actors` (the entities it routes to) and nothing above it (`api`, `sim`).
 //! Multi-node durability and ownership belong to the shared store, not to a home-made
 //! consensus.
