@@ -30,18 +30,18 @@ use crate::processes::spawn_serve_logged;
 use crate::{event, wall_now};
 
 const CLUSTER: &str = "grid-test";
-const LEASE_MS: u64 = 3000;
+pub(crate) const LEASE_MS: u64 = 3000;
 
-struct GridNode {
-    node_id: String,
-    child: Child,
-    url: String,
+pub(crate) struct GridNode {
+    pub(crate) node_id: String,
+    pub(crate) child: Child,
+    pub(crate) url: String,
     /// What it wrote to stderr (warnings).
     log: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl GridNode {
-    fn start(server: &PrivateServer, config: &std::path::Path, node_id: &str) -> Self {
+    pub(crate) fn start(server: &PrivateServer, config: &std::path::Path, node_id: &str) -> Self {
         let store = server.url(crate::postgres::DATABASE);
         Self::start_at(server, config, node_id, "127.0.0.1", &store, None)
     }
@@ -90,7 +90,7 @@ impl GridNode {
 }
 
 /// The grid as `stockgrid cluster status --json` reports it.
-fn status(server: &PrivateServer) -> serde_json::Value {
+pub(crate) fn status(server: &PrivateServer) -> serde_json::Value {
     try_status(server).expect("a node has joined the grid")
 }
 
@@ -119,7 +119,7 @@ fn try_status(server: &PrivateServer) -> Option<serde_json::Value> {
 }
 
 /// Per live member, the partitions it owns; and how many partitions lack a live owner.
-fn ownership(status: &serde_json::Value) -> (HashMap<String, usize>, usize) {
+pub(crate) fn ownership(status: &serde_json::Value) -> (HashMap<String, usize>, usize) {
     let live: HashMap<String, usize> = status["members"]
         .as_array()
         .expect("members")
@@ -136,7 +136,7 @@ fn ownership(status: &serde_json::Value) -> (HashMap<String, usize>, usize) {
     (live, without)
 }
 
-fn owner_of(status: &serde_json::Value, pair: PairKey) -> (String, u64) {
+pub(crate) fn owner_of(status: &serde_json::Value, pair: PairKey) -> (String, u64) {
     let partition = &status["owners"][usize::from(keys::partition_of(pair))];
     (
         partition["owner"].as_str().expect("an owner").to_owned(),
@@ -144,7 +144,7 @@ fn owner_of(status: &serde_json::Value, pair: PairKey) -> (String, u64) {
     )
 }
 
-async fn wait_until(
+pub(crate) async fn wait_until(
     what: &str,
     server: &PrivateServer,
     done: impl Fn(&serde_json::Value) -> bool,
@@ -619,17 +619,17 @@ async fn carts_across_owners(status: &serde_json::Value, nodes: &[GridNode]) {
 
 /// Counts of what the clients of a rolling restart saw.
 #[derive(Debug, Default)]
-struct Seen {
+pub(crate) struct Seen {
     answers: AtomicU64,
     owner_unavailable: AtomicU64,
-    failed_calls: AtomicU64,
+    pub(crate) failed_calls: AtomicU64,
     retried_calls: AtomicU64,
 }
 
 /// Sends `call` to the nodes in `urls` in turn until one answers; UNAVAILABLE (a node
 /// draining, restarting, or a partition moving) and a call out of time (2 s: a node stopped)
 /// are retried on the next node, as a client's retry policy would. Any other error, or 200 tries, is a failed call.
-async fn with_retries<T, F, Fut>(
+pub(crate) async fn with_retries<T, F, Fut>(
     urls: &RwLock<Vec<String>>,
     channels: &mut HashMap<String, tonic::transport::Channel>,
     turn: &mut usize,

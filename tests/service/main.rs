@@ -8,6 +8,7 @@ mod api;
 mod attacks;
 mod grid;
 mod hardening;
+mod linearizability;
 mod postgres;
 mod processes;
 mod reservations;
