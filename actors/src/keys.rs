@@ -60,6 +60,7 @@ const FORMAT: u8 = b'f';
 const LOCATION: u8 = b'c';
 const RESERVATION: u8 = b'r';
 const SHARED_FACTS: u8 = b'l';
+const POLICY: u8 = b'd';
 const CLUSTER: u8 = b'n';
 const MEMBER: u8 = b'm';
 const OWNER: u8 = b'o';
@@ -405,6 +406,11 @@ pub fn reservation_key(reservation_id: &str) -> Vec<u8> {
     key
 }
 
+/// The key of the decision policy's record (cluster-wide and versioned).
+pub fn policy_key() -> Vec<u8> {
+    cluster_wide(POLICY, 0)
+}
+
 /// The key of the learned shared facts.
 pub fn shared_facts_key() -> Vec<u8> {
     cluster_wide(SHARED_FACTS, 0)
@@ -501,35 +507,14 @@ pub enum FormatError {
 pub fn check_or_create_format(store: &dyn Store) -> Result<FormatRecord, FormatError> {
     let key = format_key();
     match store.get(&key)? {
-        Some(bytes) => {
-            let found: FormatRecord =
-                rmp_serde::from_slice(&bytes).map_err(|error| FormatError::Incompatible {
-                    found: "unknown".to_owned(),
-                    detail: format!("its format record does not decode: {error}"),
-                })?;
-            if found.layout_version != LAYOUT_VERSION {
-                return Err(FormatError::Incompatible {
-                    found: found.layout_version.to_string(),
-                    detail: "written by another build".to_owned(),
-                });
-            }
-            if found != FormatRecord::current() {
-                return Err(FormatError::Incompatible {
-                    found: found.layout_version.to_string(),
-                    detail: format!(
-                        "it has {} partitions spread {} by {:?}; this build uses {} spread {} by {PARTITION_FUNCTION:?}",
-                        found.scheme.count(),
-                        found.scheme.location_spread(),
-                        found.partition_function,
-                        SCHEME.count(),
-                        SCHEME.location_spread()
-                    ),
-                });
-            }
-            Ok(found)
-        }
+        Some(bytes) => check_format(&bytes),
         None => {
             if !store.scan(&[], &[0xff; 8], 1)?.is_empty() {
+                // Nodes starting together on a new store: another may have just written the
+                // format record (every process writes it before any other key).
+                if let Some(bytes) = store.get(&key)? {
+                    return check_format(&bytes);
+                }
                 return Err(FormatError::Incompatible {
                     found: "3 or older".to_owned(),
                     detail: "its keys are SKU-major, with no format record".to_owned(),
@@ -537,14 +522,50 @@ pub fn check_or_create_format(store: &dyn Store) -> Result<FormatRecord, FormatE
             }
             let record = FormatRecord::current();
             let mut batch = WriteBatch::new();
+            batch.require(stockgrid_storage::Condition::Absent(key.clone()));
             batch.put(
-                key,
+                key.clone(),
                 rmp_serde::to_vec_named(&record).expect("a format record encodes"),
             );
-            store.commit(batch)?;
-            Ok(record)
+            match store.commit(batch) {
+                Ok(()) => Ok(record),
+                // Another node created it first (or the two commits collided): check theirs.
+                Err(error) => match store.get(&key)? {
+                    Some(bytes) => check_format(&bytes),
+                    None => Err(error.into()),
+                },
+            }
         }
     }
+}
+
+/// Checks a store's format record against this build's.
+fn check_format(bytes: &[u8]) -> Result<FormatRecord, FormatError> {
+    let found: FormatRecord =
+        rmp_serde::from_slice(bytes).map_err(|error| FormatError::Incompatible {
+            found: "unknown".to_owned(),
+            detail: format!("its format record does not decode: {error}"),
+        })?;
+    if found.layout_version != LAYOUT_VERSION {
+        return Err(FormatError::Incompatible {
+            found: found.layout_version.to_string(),
+            detail: "written by another build".to_owned(),
+        });
+    }
+    if found != FormatRecord::current() {
+        return Err(FormatError::Incompatible {
+            found: found.layout_version.to_string(),
+            detail: format!(
+                "it has {} partitions spread {} by {:?}; this build uses {} spread {} by {PARTITION_FUNCTION:?}",
+                found.scheme.count(),
+                found.scheme.location_spread(),
+                found.partition_function,
+                SCHEME.count(),
+                SCHEME.location_spread()
+            ),
+        });
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -603,6 +624,23 @@ mod tests {
         assert_eq!(hex(&reservation_key("r")), "677272");
         assert_eq!(hex(&location_key(7)), "676300000007");
         assert_eq!(hex(&format_key()), "6766");
+    }
+
+    #[test]
+    fn nodes_starting_together_on_a_new_store_all_accept_its_format() {
+        for _ in 0..50 {
+            let store = std::sync::Arc::new(MemoryStore::default());
+            let starts: Vec<_> = (0..4)
+                .map(|_| {
+                    let store = std::sync::Arc::clone(&store);
+                    std::thread::spawn(move || check_or_create_format(store.as_ref()))
+                })
+                .collect();
+            for start in starts {
+                let format = start.join().expect("thread");
+                assert_eq!(format.expect("format"), FormatRecord::current());
+            }
+        }
     }
 
     #[test]
