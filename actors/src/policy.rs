@@ -14,6 +14,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use serde::{Deserialize, Serialize};
+
 use stockgrid_inference::drift::DriftWindow;
 use stockgrid_inference::features::FEATURE_COUNT;
 use stockgrid_inference::model::Model;
@@ -48,6 +50,73 @@ struct Switches {
     drifted_regions: BTreeSet<String>,
 }
 
+/// The decision policy's switches as the store keeps them: one record for the whole grid,
+/// its version raised by every change, so that an answer does not depend on which node owns
+/// the pair and does not change on failover. Every node applies the record it reads
+/// ([`DecisionContext::apply_policy_record`]); changes are made to the record
+/// (`Engine::change_policy`) and applied from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    /// Raised by every change (0: never written).
+    pub version: u64,
+    /// Surfaces switched to rules.
+    pub rules_surfaces: Vec<Surface>,
+    /// Regions switched to rules by an operator.
+    pub rules_regions: Vec<String>,
+    /// Regions fallen back to rules because their features drifted.
+    pub drifted_regions: Vec<String>,
+}
+
+impl PolicyRecord {
+    /// Switches a surface and a region to rules or back, as
+    /// [`DecisionContext::switch_to_rules`] does; `false` when the region would pass
+    /// [`MAX_RULES_REGIONS`] (nothing changed).
+    pub fn switch_to_rules(
+        &mut self,
+        surface: Option<Surface>,
+        region: Option<&str>,
+        rules: bool,
+    ) -> bool {
+        if let Some(region) = region
+            && rules
+            && self.rules_regions.len() >= MAX_RULES_REGIONS
+            && !self.rules_regions.iter().any(|r| r == region)
+        {
+            return false;
+        }
+        if let Some(surface) = surface {
+            self.rules_surfaces.retain(|s| *s != surface);
+            if rules {
+                self.rules_surfaces.push(surface);
+                self.rules_surfaces.sort();
+            }
+        }
+        if let Some(region) = region {
+            self.rules_regions.retain(|r| r != region);
+            if rules {
+                self.rules_regions.push(region.to_owned());
+                self.rules_regions.sort();
+            } else {
+                // Switching a region back also lifts a drift fallback: ops has looked.
+                self.drifted_regions.retain(|r| r != region);
+            }
+        }
+        true
+    }
+
+    /// Adds drift fallbacks (bounded like operator switches).
+    pub fn add_drifted(&mut self, regions: impl IntoIterator<Item = String>) {
+        for region in regions {
+            if !self.drifted_regions.contains(&region)
+                && self.drifted_regions.len() < MAX_RULES_REGIONS
+            {
+                self.drifted_regions.push(region);
+            }
+        }
+        self.drifted_regions.sort();
+    }
+}
+
 /// The latest drift measurement of a region.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegionDrift {
@@ -69,6 +138,8 @@ pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 730;
 /// What the policy is now, for ops.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PolicySnapshot {
+    /// The version of the grid's policy record in force (0: none written yet).
+    pub version: u64,
     /// The mode where no switch applies.
     pub default_mode: DecisionMode,
     /// The loaded model's version (`None`: none loaded).
@@ -77,6 +148,8 @@ pub struct PolicySnapshot {
     pub rules_surfaces: Vec<Surface>,
     /// Regions switched to rules.
     pub rules_regions: Vec<String>,
+    /// Regions fallen back to rules on drift.
+    pub drifted_regions: Vec<String>,
     /// The latest drift measurement per region.
     pub drift: Vec<RegionDrift>,
     /// Item-page decisions answered.
@@ -103,6 +176,10 @@ pub struct DecisionContext {
     /// Facts shared by a location's or a SKU's pairs (hours, feeds, region, demand shape,
     /// velocity, losses).
     pub shared: SharedDirectory,
+    /// The version of the policy record last applied (0: none).
+    policy_version: AtomicU64,
+    /// Regions this node saw drift in, not yet written to the policy record.
+    pending_drift: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl DecisionContext {
@@ -241,8 +318,67 @@ impl DecisionContext {
                 psi = measured.psi,
                 "feature drift above {DRIFT_PSI_THRESHOLD}: the region falls back to rules"
             );
-            self.write().drifted_regions.insert(measured.region);
+            self.write().drifted_regions.insert(measured.region.clone());
+            // The grid learns it through the policy record (`Engine::sync_policy`).
+            self.pending_drift
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(measured.region);
         }
+    }
+
+    /// The version of the policy record last applied (0: none yet).
+    pub fn policy_version(&self) -> u64 {
+        self.policy_version.load(Ordering::Acquire)
+    }
+
+    /// Applies the grid's policy record: its switches replace this node's, and a region no
+    /// longer fallen back starts a fresh drift window. Only a record newer than the one
+    /// applied is (so a switch made here alone while the store was out of reach stays until
+    /// the grid's policy changes).
+    pub fn apply_policy_record(&self, record: &PolicyRecord) {
+        let mut switches = self.write();
+        if record.version <= self.policy_version.load(Ordering::Acquire) {
+            return;
+        }
+        let lifted: Vec<String> = switches
+            .drifted_regions
+            .iter()
+            .filter(|region| !record.drifted_regions.contains(region))
+            .cloned()
+            .collect();
+        switches.rules_surfaces = record.rules_surfaces.iter().copied().collect();
+        switches.rules_regions = record.rules_regions.iter().cloned().collect();
+        switches.drifted_regions = record.drifted_regions.iter().cloned().collect();
+        self.policy_version.store(record.version, Ordering::Release);
+        drop(switches);
+        let mut windows = self.drift_windows();
+        for region in lifted {
+            if let Some((window, latest)) = windows.get_mut(&region) {
+                *window = DriftWindow::default();
+                if let Some(latest) = latest {
+                    latest.fallback = false;
+                }
+            }
+        }
+    }
+
+    /// Regions whose drift this node measured since the last call, for the policy record.
+    pub fn take_pending_drift(&self) -> BTreeSet<String> {
+        std::mem::take(
+            &mut *self
+                .pending_drift
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Puts back regions whose drift could not be written yet.
+    pub fn restore_pending_drift(&self, regions: impl IntoIterator<Item = String>) {
+        self.pending_drift
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(regions);
     }
 
     /// Starts (or, with `None`, ends) an experiment.
@@ -336,10 +472,12 @@ impl DecisionContext {
     pub fn snapshot(&self) -> PolicySnapshot {
         let switches = self.read();
         PolicySnapshot {
+            version: self.policy_version(),
             default_mode: switches.default_mode.unwrap_or(DecisionMode::Rules),
             model_version: switches.model.as_ref().map(|m| m.version.clone()),
             rules_surfaces: switches.rules_surfaces.iter().copied().collect(),
             rules_regions: switches.rules_regions.iter().cloned().collect(),
+            drifted_regions: switches.drifted_regions.iter().cloned().collect(),
             drift: {
                 let windows = self.drift_windows();
                 let mut drift: Vec<RegionDrift> = windows

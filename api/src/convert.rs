@@ -117,6 +117,8 @@ pub fn policy(snapshot: &PolicySnapshot) -> pb::DecisionPolicy {
             .map(|surface| surface_to_proto(*surface) as i32)
             .collect(),
         rules_regions: snapshot.rules_regions.clone(),
+        version: snapshot.version,
+        drifted_regions: snapshot.drifted_regions.clone(),
         item_page_decisions: snapshot.item_page_decisions,
         item_page_audited: snapshot.item_page_audited,
         drift: snapshot

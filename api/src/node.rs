@@ -224,6 +224,34 @@ impl DecisionSettings {
         );
     }
 
+    /// Adds the configured rules switches to the grid's policy record (a node started with
+    /// `rules_surfaces` or `rules_regions` switches the whole grid), then applies the record.
+    /// A store that cannot be read leaves the configured switches in force here.
+    async fn seed_policy(&self, engine: &Engine) {
+        let (surfaces, regions) = (&self.rules_surfaces, &self.rules_regions);
+        let synced = if surfaces.is_empty() && regions.is_empty() {
+            engine.sync_policy().await.map(|_| ())
+        } else {
+            engine
+                .change_policy(|record| {
+                    let before = record.clone();
+                    for surface in surfaces {
+                        record.switch_to_rules(Some(*surface), None, true);
+                    }
+                    for region in regions {
+                        record.switch_to_rules(None, Some(region), true);
+                    }
+                    *record != before
+                })
+                .await
+                .and(engine.sync_policy().await)
+                .map(|_| ())
+        };
+        if let Err(error) = synced {
+            tracing::warn!(%error, "the grid's decision policy could not be read; the configured switches are in force here");
+        }
+    }
+
     fn load_model(&self) -> Result<Option<Arc<Model>>, NodeError> {
         if !(0.0..=1.0).contains(&self.audit_item_page_rate) {
             return Err(NodeError::Config(format!(
@@ -566,6 +594,7 @@ impl Node {
             async move {
                 let engine = recover.await?;
                 decisions.apply(&engine, model);
+                decisions.seed_policy(&engine).await;
                 // Reservations whose deadline passed while the node was down expire first.
                 let expired = engine.expire_reservations().await?;
                 if let Some(routes) = routes.get() {
@@ -724,6 +753,10 @@ pub async fn background_work(engine: Engine) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        // The grid's decision policy, as any node changed it (and drift measured here).
+        if let Err(error) = engine.sync_policy().await {
+            tracing::warn!(%error, "decision policy sync failed; retrying next second");
+        }
         if let Err(error) = engine.expire_reservations().await {
             tracing::warn!(%error, "reservation expiry failed; retrying next second");
         }

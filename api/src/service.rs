@@ -496,11 +496,26 @@ impl<G: Grid> pb::admin_server::Admin for Api<G> {
                 format!("must be at most {MAX_REGION_BYTES} bytes"),
             ));
         }
-        if !engine
-            .policy()
-            .switch_to_rules(surface, region, request.rules_only)
+        // Written to the grid's policy record, then applied here (the other nodes apply it
+        // within a second).
+        let rules_only = request.rules_only;
+        let changed = match engine
+            .change_policy(|record| record.switch_to_rules(surface, region, rules_only))
+            .await
         {
-            // Another call filled the last place between the check and the switch.
+            Ok(changed) => changed.is_some(),
+            // The store is out of reach: the switch is made on this node alone (a rollback
+            // to rules must not wait for the store), in force until the grid's policy
+            // changes; the answer's version says it was not written.
+            Err(EngineError::Store(error)) => {
+                tracing::warn!(%error, "decision policy: the store is out of reach; switched on this node only");
+                engine.policy().switch_to_rules(surface, region, rules_only)
+            }
+            Err(error) => return Err(engine_status(&error)),
+        };
+        if !changed {
+            // The grid's record has no room for the region (the check above saw this
+            // node's switches, which may lag by a second).
             return Err(invalid(
                 "region",
                 format!(

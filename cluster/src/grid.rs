@@ -17,7 +17,7 @@ use stockgrid_actors::catalog::Location;
 use stockgrid_actors::domain::{Arrival, PairKey, Surface};
 use stockgrid_actors::engine::StoredReservation;
 use stockgrid_actors::ledger::{EntryScope, Outcome, ReadView};
-use stockgrid_actors::policy::DecisionContext;
+use stockgrid_actors::policy::{DecisionContext, PolicyRecord};
 use stockgrid_actors::reservation::{
     ReleaseReason, ReservationError, ReservationLine, ReservationRecord, ReservationReport,
     ReserveRequest, check_request,
@@ -159,6 +159,13 @@ pub trait Grid: Clone + Send + Sync + 'static {
 
     /// The decision policy: modes, rules switches, experiments, drift fallback.
     fn policy(&self) -> &DecisionContext;
+
+    /// Changes the grid's policy record (`change` answers false to refuse: nothing is
+    /// written, `None` answered) and applies it on this node; the others within a second.
+    fn change_policy(
+        &self,
+        change: impl Fn(&mut PolicyRecord) -> bool + Send + Sync,
+    ) -> impl Future<Output = Result<Option<PolicyRecord>, EngineError>> + Send;
 
     /// Inserts or replaces catalog locations, all or none, durably.
     fn upsert_locations(
@@ -315,6 +322,13 @@ impl Grid for Engine {
 
     fn policy(&self) -> &DecisionContext {
         self.decisions()
+    }
+
+    fn change_policy(
+        &self,
+        change: impl Fn(&mut PolicyRecord) -> bool + Send + Sync,
+    ) -> impl Future<Output = Result<Option<PolicyRecord>, EngineError>> + Send {
+        Engine::change_policy(self, change)
     }
 
     fn upsert_locations(

@@ -89,6 +89,22 @@ impl GridNode {
     }
 }
 
+impl Drop for GridNode {
+    /// A failed test shows what each node warned about, and stops it.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self
+                .log
+                .lock()
+                .map(|log| log.join("\n"))
+                .unwrap_or_default();
+            eprintln!("--- node {} ({}) warned:\n{log}", self.node_id, self.url);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The grid as `stockgrid cluster status --json` reports it.
 pub(crate) fn status(server: &PrivateServer) -> serde_json::Value {
     try_status(server).expect("a node has joined the grid")
@@ -224,6 +240,43 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
                 .expect("owner"),
             "partition {partition}"
         );
+    }
+
+    // A rules fallback switched through one node is the grid's: every node answers with it
+    // within a second or two (the policy record in the store, read every second).
+    let switched = pb::admin_client::AdminClient::new(crate::connect(&nodes[0].url).await)
+        .set_rules_fallback(pb::SetRulesFallbackRequest {
+            region: "drill-west".to_owned(),
+            rules_only: true,
+            ..Default::default()
+        })
+        .await
+        .expect("switch a region to rules")
+        .into_inner();
+    assert!(switched.version > 0, "{switched:?}");
+    for node in &nodes {
+        let mut admin = pb::admin_client::AdminClient::new(crate::connect(&node.url).await);
+        let started = Instant::now();
+        loop {
+            let policy = admin
+                .get_decision_policy(pb::GetDecisionPolicyRequest {})
+                .await
+                .expect("policy")
+                .into_inner();
+            if policy.version >= switched.version {
+                assert!(
+                    policy.rules_regions.contains(&"drill-west".to_owned()),
+                    "{policy:?}"
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} never applied the grid's policy: {policy:?}",
+                node.node_id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     // Events of pairs spread over the grid, each sent to some node (the router forwards it

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 mod audit;
 mod carts;
 mod catalog;
+mod policy_record;
 mod reservations;
 mod samples;
 
