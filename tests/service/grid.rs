@@ -105,6 +105,29 @@ impl Drop for GridNode {
     }
 }
 
+/// Writes a grid test's configuration into `dir`: a 3 s lease, a heartbeat every 250 ms, a
+/// 500 ms margin, every move of placement in one round.
+pub(crate) fn grid_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("grid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
+        ),
+    )
+    .expect("write config");
+    config
+}
+
+/// Whether a status shows `members` live members sharing every partition, more than 1,000
+/// each (placement has spread them).
+pub(crate) fn shared_by(members: usize) -> impl Fn(&serde_json::Value) -> bool + Copy {
+    move |status| {
+        let (live, without) = ownership(status);
+        live.len() == members && without == 0 && live.values().all(|&count| count > 1000)
+    }
+}
+
 /// The grid as `stockgrid cluster status --json` reports it.
 pub(crate) fn status(server: &PrivateServer) -> serde_json::Value {
     try_status(server).expect("a node has joined the grid")
@@ -188,14 +211,7 @@ pub(crate) async fn wait_until(
 async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm() {
     let server = crate::postgres::server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("grid.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
-        ),
-    )
-    .expect("write config");
+    let config = grid_config(dir.path());
     let mut nodes: Vec<GridNode> = ["a", "b", "c"]
         .into_iter()
         .map(|id| GridNode::start(&server, &config, id))
@@ -203,10 +219,7 @@ async fn a_grid_shares_partitions_fails_over_on_sigkill_and_hands_off_on_sigterm
     wait_until(
         "three live members sharing every partition",
         &server,
-        |status| {
-            let (live, without) = ownership(status);
-            live.len() == 3 && without == 0 && live.values().all(|&count| count > 1000)
-        },
+        shared_by(3),
     )
     .await;
     // Rebalancing has settled once the owners stay the same for a while.
@@ -736,23 +749,13 @@ where
 async fn a_rolling_restart_fails_no_call_and_loses_no_event() {
     let server = crate::postgres::server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("grid.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
-        ),
-    )
-    .expect("write config");
+    let config = grid_config(dir.path());
     let ids = ["a", "b", "c"];
     let mut nodes: Vec<GridNode> = ids
         .into_iter()
         .map(|id| GridNode::start(&server, &config, id))
         .collect();
-    let settled = |status: &serde_json::Value| {
-        let (live, without) = ownership(status);
-        live.len() == 3 && without == 0 && live.values().all(|&count| count > 1000)
-    };
+    let settled = shared_by(3);
     wait_until("three members sharing every partition", &server, settled).await;
 
     let pairs: Vec<PairKey> = (0..24u32).map(|i| PairKey::new(9, 400 + i)).collect();
@@ -999,22 +1002,11 @@ async fn on_hand_via(url: &str, pairs: &[PairKey]) -> Vec<i64> {
 async fn an_owner_stopped_past_its_lease_is_fenced_steps_down_and_no_state_diverges() {
     let server = crate::postgres::server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("grid.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
-        ),
-    )
-    .expect("write config");
+    let config = grid_config(dir.path());
     let mut a = GridNode::start(&server, &config, "a");
     let mut b = GridNode::start(&server, &config, "b");
     let status = {
-        wait_until("two members sharing every partition", &server, |status| {
-            let (live, without) = ownership(status);
-            live.len() == 2 && without == 0 && live.values().all(|&count| count > 1000)
-        })
-        .await;
+        wait_until("two members sharing every partition", &server, shared_by(2)).await;
         self::status(&server)
     };
     let pairs: Vec<PairKey> = (0..200u32)
@@ -1118,11 +1110,7 @@ async fn an_owner_stopped_past_its_lease_is_fenced_steps_down_and_no_state_diver
         }
     }
     // a steps down (it was expelled), joins again, and the two share the partitions again.
-    wait_until("a back beside b", &server, |status| {
-        let (live, without) = ownership(status);
-        live.len() == 2 && without == 0 && live.values().all(|&count| count > 1000)
-    })
-    .await;
+    wait_until("a back beside b", &server, shared_by(2)).await;
     assert!(
         a.log
             .lock()
@@ -1278,14 +1266,7 @@ async fn a_node_cut_off_from_the_store_and_its_peers_steps_down_and_rejoins_afte
     let server = PrivateServer::start_also_on(cut.host);
     server.create_database(crate::postgres::DATABASE);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("grid.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
-        ),
-    )
-    .expect("write config");
+    let config = grid_config(dir.path());
     // a and b listen on the host's end of the veth pair (which the name space reaches); c
     // runs inside the name space and reaches the store and its peers through the pair only.
     let host = cut.host.to_string();
@@ -1302,10 +1283,7 @@ async fn a_node_cut_off_from_the_store_and_its_peers_steps_down_and_rejoins_afte
         &server.url_at(cut.host, crate::postgres::DATABASE),
         Some(&cut.netns),
     );
-    let shared = |status: &serde_json::Value| {
-        let (live, without) = ownership(status);
-        live.len() == 3 && without == 0 && live.values().all(|&count| count > 1000)
-    };
+    let shared = shared_by(3);
     wait_until("three members sharing every partition", &server, shared).await;
     let status = self::status(&server);
     let pairs: Vec<PairKey> = (0..200u32)

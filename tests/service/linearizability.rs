@@ -23,7 +23,7 @@ use stockgrid_actors::domain::PairKey;
 use stockgrid_api::proto::v1 as pb;
 
 use crate::grid::{
-    GridNode, LEASE_MS, Seen, owner_of, ownership, status, wait_until, with_retries,
+    GridNode, Seen, grid_config, owner_of, ownership, shared_by, status, wait_until, with_retries,
 };
 use crate::{event, wall_now};
 
@@ -230,22 +230,12 @@ const UNITS: usize = 3;
 async fn reservation_histories_through_any_node_across_a_sigkill_are_linearizable() {
     let server = crate::postgres::server();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("grid.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[cluster]\nlease_ms = {LEASE_MS}\nheartbeat_ms = 250\nlease_margin_ms = 500\nmax_moves_per_round = 4096\n"
-        ),
-    )
-    .expect("write config");
+    let config = grid_config(dir.path());
     let mut nodes: Vec<GridNode> = ["a", "b", "c"]
         .into_iter()
         .map(|id| GridNode::start(&server, &config, id))
         .collect();
-    let shared = |status: &serde_json::Value| {
-        let (live, without) = ownership(status);
-        live.len() == 3 && without == 0 && live.values().all(|&count| count > 1000)
-    };
+    let shared = shared_by(3);
     wait_until("three members sharing every partition", &server, shared).await;
     let table = status(&server);
     // Four pairs, the first two owned by c (the node that will be killed).
