@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use stockgrid_storage::{Condition, StoreError, WriteBatch};
+use stockgrid_storage::{Condition, WriteBatch};
 
 use crate::domain::{PairKey, Surface};
 use crate::engine::Engine;
@@ -116,16 +116,9 @@ impl Engine {
             None => Condition::Absent(key.clone()),
             Some(bytes) => Condition::Equals(key.clone(), bytes.to_vec()),
         });
-        batch.put(key.clone(), encode(record));
-        match self.commit_batch(batch).await {
-            Ok(()) => Ok(true),
-            Err(EngineError::Store(StoreError::ConditionFailed { key: failed }))
-                if failed == key =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(error.into()),
-        }
+        batch.put(key, encode(record));
+        self.commit_record_change(batch, &record.reservation_id)
+            .await
     }
 
     /// A record's report: each line's state from its settlement, read from the store.

@@ -432,7 +432,7 @@ impl Engine {
 
     /// Commits a batch conditioned on a reservation's record; answers false when the
     /// record had moved (nothing was written).
-    async fn commit_record_change(
+    pub(crate) async fn commit_record_change(
         &self,
         batch: WriteBatch,
         reservation_id: &str,
