@@ -480,13 +480,16 @@ fn is_owner_unavailable(answer: &pb::AvailabilityAnswer) -> bool {
 /// unreachable, out of time, or it refused (the partition moved). Retrying is safe: every
 /// forwarded call is idempotent (reservations by request id, events by identity).
 fn is_unavailable_owner(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Cancelled
-            | tonic::Code::Unknown
-    )
+    // A status made by the transport (the peer's connection went away mid-call, e.g. an h2
+    // GOAWAY while it drains on SIGTERM) carries its cause; one the owner answered does not.
+    std::error::Error::source(status).is_some()
+        || matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Cancelled
+                | tonic::Code::Unknown
+        )
 }
 
 fn log_peer_failure(address: &str, status: Option<Status>) {
